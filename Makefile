@@ -1,0 +1,67 @@
+# The one entry point. Every target installs what it needs into .venv itself.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
+# CPU torch from the machine's disk; the package itself only asks for a range.
+TORCH_PIN ?= torch==2.13.0
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install test test-fast test-gpu grade lab lint format typecheck release student-bundle \
+        calibrate bench gradescope clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[notebooks,dev]"
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+## The README's second command: the whole suite (GPU tests auto-skip without CUDA).
+test: $(STAMP)
+	$(PY) -m pytest -m "not gpu" -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not gpu and not slow" -p no:cacheprovider
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu -p no:cacheprovider
+
+## The README's first command: release the assignments and grade the demo class.
+grade: $(STAMP)
+	$(PY) -m autograder.cli demo
+
+release: $(STAMP)
+	$(PY) scripts/release.py
+
+student-bundle: $(STAMP)
+	$(PY) scripts/student_bundle.py
+
+gradescope: $(STAMP)
+	$(PY) scripts/gradescope_bundle.py
+
+calibrate: $(STAMP)
+	$(PY) scripts/calibrate.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab assignments/
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix . ; $(VENV)/bin/ruff format .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf out grading course build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Public checks, one module per assignment: closed forms and invariants only."""

@@ -1,0 +1,1 @@
+"""Public checks for the em assignment."""

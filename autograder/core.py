@@ -1,0 +1,190 @@
+"""Properties, their registry, and running one property into a scored result.
+
+A property is one graded statement about one task (``"rows of resp sum to 1"``), worth some
+points, in the public or the hidden tier. Check modules declare them with :func:`check`::
+
+    @check("e_step", "rows of the responsibilities sum to 1", points=1)
+    @settings(GRADING)
+    @given(problem=gmm_problems())
+    def rows_sum_to_one(subject, problem):
+        out = subject.call(probes.invoke, "e_step", problem.X, ...)
+        expect(..., "rows of resp sum to ... : did you normalise over the data axis?")
+
+The tier comes from the module: ``autograder.checks.*`` is public, ``autograder.hidden.*``
+is hidden (it may compare against ``course_lib.reference``; students never get it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from autograder.subject import StudentError, Subject
+
+__all__ = ["CheckResult", "Failure", "Property", "check", "expect", "registered", "run_property"]
+
+PropertyFn = Callable[[Subject], None]
+_REGISTRY: dict[str, list[Property]] = {}
+
+
+class Failure(AssertionError):
+    """A property does not hold; the message is what the student reads."""
+
+
+class _PropertyTimeout(BaseException):
+    """Raised from a signal handler; a BaseException so student ``except Exception`` can't eat it."""
+
+
+def expect(condition: object, message: str) -> None:
+    """Raise :class:`Failure` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise Failure(message)
+
+
+@dataclass(frozen=True)
+class Property:
+    """One graded statement about one task."""
+
+    task: str
+    name: str
+    points: float
+    tier: str
+    fn: PropertyFn = field(repr=False, compare=False)
+    timeout_s: float = 60.0
+
+    @property
+    def test_name(self) -> str:
+        """The Gradescope test name: ``"<task>: <name>"``."""
+        return f"{self.task}: {self.name}"
+
+
+def check(task: str, name: str, *, points: float, timeout_s: float = 60.0) -> Callable[[Any], Any]:
+    """Register the decorated function as a property of ``task``; the module sets the tier."""
+
+    def register(fn: Any) -> Any:
+        module = getattr(fn, "__module__", "") or ""
+        inner = getattr(fn, "hypothesis", None)
+        module = getattr(getattr(inner, "inner_test", None), "__module__", module)
+        tier = "hidden" if ".hidden" in module else "public"
+        prop = Property(task, name, float(points), tier, fn, timeout_s)
+        existing = _REGISTRY.setdefault(task, [])
+        if any(p.name == name for p in existing):
+            raise ValueError(f"duplicate property {name!r} for task {task!r}")
+        existing.append(prop)
+        return fn
+
+    return register
+
+
+def registered(task: str) -> list[Property]:
+    """Properties registered so far for ``task`` (import the check modules first)."""
+    return list(_REGISTRY.get(task, []))
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one property on one submission."""
+
+    task: str
+    name: str
+    tier: str
+    score: float
+    max_score: float
+    passed: bool
+    feedback: str
+    seconds: float = 0.0
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def test_name(self) -> str:
+        """The Gradescope test name."""
+        return f"{self.task}: {self.name}"
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """SIGALRM-based limit, only where signals work (the main thread on POSIX)."""
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise _PropertyTimeout()
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _counterexample(error: BaseException) -> str:
+    """Hypothesis's 'Falsifying example' note, without the subject argument."""
+    for note in getattr(error, "__notes__", []) or []:
+        if note.startswith(("Falsifying example", "Failing test case")):
+            text = note.split("(", 1)[-1].rsplit(")", 1)[0]
+            parts = [p.split("  # ")[0].strip() for p in text.split("\n") if p.strip() and "subject=" not in p]
+            return " ".join(parts).rstrip(",")
+    return ""
+
+
+def _feedback(error: BaseException) -> tuple[str, list[str]]:
+    if isinstance(error, StudentError):
+        flags = [error.kind] if error.kind in ("timeout", "crashed", "forbidden") else []
+        text = error.summary if error.kind == "missing" else f"Your code {error.summary}"
+        return text, flags
+    if isinstance(error, Failure):
+        return str(error), []
+    if isinstance(error, AssertionError):
+        return str(error) or "an assertion failed", []
+    if type(error).__name__ in ("Flaky", "FlakyFailure", "FlakyReplay"):
+        return (
+            "your code gave different results for the same input: does it draw random numbers "
+            "without the seed or noise it was given?",
+            [],
+        )
+    return f"the grader could not run this check ({type(error).__name__}: {error}); tell your instructor", ["grader_error"]
+
+
+def run_property(prop: Property, subject: Subject) -> CheckResult:
+    """Run one property: full points if it holds, zero with feedback otherwise.
+
+    Output the check or the student's code writes is swallowed (a notebook grade cell must
+    write nothing to stderr); warnings are recorded, never shown.
+    """
+    start = time.perf_counter()
+    sink = io.StringIO()
+    passed, feedback, flags = False, "", []
+    try:
+        with (
+            warnings.catch_warnings(record=True),
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+            _time_limit(prop.timeout_s),
+        ):
+            warnings.simplefilter("always")
+            prop.fn(subject)
+        passed = True
+    except _PropertyTimeout:
+        feedback, flags = f"this check did not finish within {prop.timeout_s:.0f} s: look for an infinite loop or very slow code", ["timeout"]
+    except Exception as error:
+        feedback, flags = _feedback(error)
+        example = _counterexample(error)
+        if example:
+            feedback += f"\n  Smallest failing input: {example}"
+    seconds = time.perf_counter() - start
+    score = prop.points if passed else 0.0
+    if not math.isfinite(score):
+        score = 0.0
+    return CheckResult(prop.task, prop.name, prop.tier, score, prop.points, passed, feedback, seconds, flags)

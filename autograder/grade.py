@@ -1,0 +1,84 @@
+"""Grading entry points: one task in a notebook grade cell, or a whole submission for the CI grader."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from autograder.core import CheckResult, run_property
+from autograder.subject import LocalSubject, Subject
+from autograder.tasks import TASKS, hidden_available, properties
+
+__all__ = ["format_report", "grade", "run_task"]
+
+_TIERS = {"public": ("public",), "hidden": ("hidden",), "all": ("public", "hidden")}
+
+
+def run_task(task_id: str, subject: Subject, tiers: tuple[str, ...] = ("public", "hidden")) -> list[CheckResult]:
+    """Run every property of ``task_id`` in ``tiers`` against ``subject``."""
+    return [run_property(prop, subject) for prop in properties(task_id, tiers)]
+
+
+def format_report(task_id: str, results: list[CheckResult], tier_label: str) -> str:
+    """A short, plain-text report: one line per property, feedback under each failure."""
+    earned = sum(r.score for r in results)
+    possible = sum(r.max_score for r in results)
+    lines = [f"{task_id} — {tier_label} checks: {earned:g} / {possible:g} points"]
+    for r in results:
+        mark = "PASS" if r.passed else "FAIL"
+        lines.append(f"  [{mark}] {r.name}  ({r.score:g}/{r.max_score:g})")
+        if not r.passed and r.feedback:
+            lines.extend("         " + line for line in r.feedback.splitlines())
+    return "\n".join(lines)
+
+
+def grade(
+    task_id: str,
+    impl: Any = None,
+    *,
+    tier: str = "public",
+    namespace: Mapping[str, Any] | None = None,
+    quiet: bool = False,
+) -> float:
+    """Check one task from a notebook; print feedback to stdout and return the points earned.
+
+    A grade cell ends with the returned number as its last expression, which nbgrader reads
+    as partial credit. Nothing is written to stderr.
+
+    Args:
+        task_id: A task from ``autograder.tasks.TASKS`` (the function or class name).
+        impl: The student's function or class; defaults to ``namespace[task_id]``.
+        tier: ``"public"`` (closed forms and invariants, shipped to students), ``"hidden"``
+            (instructor side only) or ``"all"``.
+        namespace: Where to find the student's other names; defaults to the caller's globals.
+        quiet: Print nothing.
+
+    Returns:
+        Points earned on the properties that ran.
+    """
+    if task_id not in TASKS:
+        raise KeyError(f"unknown task {task_id!r}; known: {', '.join(TASKS)}")
+    if tier not in _TIERS:
+        raise ValueError(f"tier must be one of {', '.join(_TIERS)}, got {tier!r}")
+    if namespace is None:
+        frame = inspect.currentframe()
+        namespace = frame.f_back.f_globals if frame is not None and frame.f_back is not None else {}
+    names = dict(namespace)
+    if impl is not None:
+        names[task_id] = impl
+    tiers = _TIERS[tier]
+    if "hidden" in tiers and not hidden_available():
+        if not quiet:
+            print(f"{task_id}: hidden checks run when your notebook is graded.")
+        tiers = tuple(t for t in tiers if t != "hidden")
+        if not tiers:
+            return 0.0
+    results = run_task(task_id, LocalSubject(names), tiers)
+    if not quiet:
+        print(format_report(task_id, results, "/".join(tiers)))
+        if tiers == ("public",):
+            remaining = TASKS[task_id].points - sum(r.max_score for r in results)
+            if remaining > 0:
+                print(f"  (+{remaining:g} more points from hidden checks when your notebook is graded)")
+    return float(sum(r.score for r in results))

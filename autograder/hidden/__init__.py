@@ -1,0 +1,1 @@
+"""Hidden checks: instructor side only; may compare against course_lib.reference."""

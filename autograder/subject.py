@@ -1,0 +1,106 @@
+"""The student's code as the checks see it: reached only through probes.
+
+A *probe* is a public, module-level function ``probe(student, *args, **kwargs)`` that runs
+next to the student's code, calls what it needs through ``student.<name>`` and returns plain
+data (tensors, arrays, numbers). Checks never touch student objects directly; they call
+``subject.call(probe, ...)``. In a notebook the subject is :class:`LocalSubject`; the CI
+grader supplies a subject whose probes run in a sandboxed worker process. Both round-trip
+arguments and results through :mod:`autograder.transport`, so they behave the same.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from autograder import transport
+
+__all__ = ["LocalSubject", "Student", "StudentError", "Subject", "describe_exception"]
+
+T = TypeVar("T")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class StudentError(Exception):
+    """The student's code raised, returned something unusable, hung, or is missing.
+
+    ``kind`` is one of ``"raised"``, ``"missing"``, ``"not_implemented"``, ``"bad_result"``,
+    ``"timeout"``, ``"crashed"``, ``"forbidden"``; ``summary`` is what the student reads.
+    """
+
+    def __init__(self, kind: str, summary: str) -> None:
+        super().__init__(summary)
+        self.kind, self.summary = kind, summary
+
+
+class Subject(Protocol):
+    """Anything that can run a probe next to the student's code."""
+
+    def call(self, probe: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``probe(student, *args, **kwargs)`` and return its (transported) result."""
+        ...
+
+
+class Student:
+    """Attribute access to the names a submission defines; a missing name is a clear error."""
+
+    def __init__(self, namespace: Mapping[str, Any]) -> None:
+        self._namespace = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._namespace[name]
+        except KeyError:
+            raise StudentError(
+                "missing", f"`{name}` is not defined: run the cell that defines it (and keep its name)"
+            ) from None
+
+
+def _is_student_frame(filename: str) -> bool:
+    if filename.startswith(_PACKAGE_DIR):
+        return False
+    markers = ("site-packages", "dist-packages", os.sep + "lib" + os.sep + "python", "<frozen")
+    return not any(marker in filename for marker in markers)
+
+
+def describe_exception(error: BaseException) -> StudentError:
+    """Turn an exception raised inside student code into feedback: type, message, the line."""
+    if isinstance(error, StudentError):
+        return error
+    if isinstance(error, NotImplementedError):
+        return StudentError("not_implemented", "raised NotImplementedError: replace `raise NotImplementedError()` with your code")
+    message = f"raised {type(error).__name__}: {error}".strip()
+    if len(message) > 500:
+        message = message[:500] + " ..."
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_student_frame(f.filename)]
+    if frames:
+        frame = frames[-1]
+        where = f" (in `{frame.name}`, line {frame.lineno}: `{(frame.line or '').strip()}`)"
+        message += where
+    if isinstance(error, transport.TransportError):
+        return StudentError("bad_result", f"returned something that cannot be checked: {error}")
+    return StudentError("raised", message)
+
+
+class LocalSubject:
+    """Runs probes in this process, against a namespace (a notebook's globals, say)."""
+
+    def __init__(self, namespace: Mapping[str, Any]) -> None:
+        self.student = Student(namespace)
+
+    def call(self, probe: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Copy the arguments across, run the probe, and copy the result back."""
+        args, kwargs = transport.unpickle_args(transport.pickle_args(args, kwargs))
+        try:
+            result = probe(self.student, *args, **kwargs)
+            payload = transport.encode(result)
+        except (Exception, SystemExit) as error:
+            raise describe_exception(error) from None
+        return transport.decode(payload)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return "<submission>"
