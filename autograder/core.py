@@ -59,6 +59,8 @@ class Property:
     tier: str
     fn: PropertyFn = field(repr=False, compare=False)
     timeout_s: float = 60.0
+    #: Stated false-failure probability for a correct implementation; None = deterministic.
+    alpha: float | None = None
 
     @property
     def test_name(self) -> str:
@@ -66,15 +68,21 @@ class Property:
         return f"{self.task}: {self.name}"
 
 
-def check(task: str, name: str, *, points: float, timeout_s: float = 60.0) -> Callable[[Any], Any]:
-    """Register the decorated function as a property of ``task``; the module sets the tier."""
+def check(
+    task: str, name: str, *, points: float, timeout_s: float = 60.0, alpha: float | None = None
+) -> Callable[[Any], Any]:
+    """Register the decorated function as a property of ``task``; the module sets the tier.
+
+    ``alpha`` marks a statistical property and states its false-failure probability for a
+    correct implementation (``make calibrate`` measures it); deterministic ones leave it None.
+    """
 
     def register(fn: Any) -> Any:
         module = getattr(fn, "__module__", "") or ""
         inner = getattr(fn, "hypothesis", None)
         module = getattr(getattr(inner, "inner_test", None), "__module__", module)
         tier = "hidden" if ".hidden" in module else "public"
-        prop = Property(task, name, float(points), tier, fn, timeout_s)
+        prop = Property(task, name, float(points), tier, fn, timeout_s, alpha)
         existing = _REGISTRY.setdefault(task, [])
         if any(p.name == name for p in existing):
             raise ValueError(f"duplicate property {name!r} for task {task!r}")

@@ -7,14 +7,22 @@ bugs. Assignment-specific strategies live next to their checks.
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import strategies as st
 
 __all__ = ["away_from", "distinct_sizes", "log_scales", "locations", "seeds"]
 
 
+def _offset(seed: int) -> int:
+    # `make calibrate` varies AUTOGRADER_SEED_OFFSET to rerun statistical checks on fresh
+    # seeds; grading leaves it unset, so every student sees the same seeds.
+    return (seed + int(os.environ.get("AUTOGRADER_SEED_OFFSET", "0")) * 0x9E3779B1) % 2**32
+
+
 def seeds() -> st.SearchStrategy[int]:
     """Seeds for ``torch.Generator``/``numpy.random.default_rng`` (torch's RNG is not Hypothesis's)."""
-    return st.integers(min_value=0, max_value=2**32 - 1)
+    return st.integers(min_value=0, max_value=2**32 - 1).map(_offset)
 
 
 def away_from(low: float, high: float, bad: tuple[float, ...], margin: float) -> st.SearchStrategy[float]:

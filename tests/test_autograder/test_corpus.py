@@ -1,0 +1,46 @@
+"""Every correct implementation gets full marks; every mutant loses points on its task."""
+
+from __future__ import annotations
+
+import pytest
+
+from autograder.grade import run_task
+from autograder.subject import LocalSubject
+from autograder.tasks import TASKS
+from tests import corpus
+
+ENTRIES = corpus.load()
+SLOW_MODULES = {"vae"}
+
+
+def _params(kind: str) -> list[object]:
+    marks = lambda e: [pytest.mark.slow] if e.module in SLOW_MODULES else []  # noqa: E731
+    return [pytest.param(e, id=e.id, marks=marks(e)) for e in ENTRIES if e.kind == kind]
+
+
+def _grade(entry: corpus.Entry):
+    return run_task(entry.task, LocalSubject(corpus.namespace(entry)), ("public", "hidden"))
+
+
+@pytest.mark.parametrize("entry", _params("variant"))
+def test_correct_implementation_gets_full_marks(entry: corpus.Entry) -> None:
+    results = _grade(entry)
+    failed = [f"{r.name}: {r.feedback}" for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
+    assert sum(r.score for r in results) == TASKS[entry.task].points
+
+
+@pytest.mark.parametrize("entry", _params("mutant"))
+def test_mutant_loses_points(entry: corpus.Entry) -> None:
+    results = _grade(entry)
+    assert sum(r.score for r in results) < TASKS[entry.task].points, f"{entry.name} got full marks"
+    failed = [r for r in results if not r.passed]
+    assert all(r.feedback.strip() for r in failed), "a failed property gave no feedback"
+    assert not any("grader_error" in r.flags for r in failed), [r.feedback for r in failed]
+
+
+def test_every_task_has_variants_and_mutants() -> None:
+    for task in TASKS:
+        kinds = [e.kind for e in ENTRIES if e.task == task and e.name != "reference"]
+        assert kinds.count("variant") >= 3, f"{task}: fewer than 3 correct variants"
+        assert kinds.count("mutant") >= 5, f"{task}: fewer than 5 mutants"

@@ -1,0 +1,42 @@
+"""The registry is complete and consistent; public checks never carry the answers."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pathlib
+
+import pytest
+
+from autograder.tasks import ASSIGNMENTS, TASKS, properties
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PUBLIC_FILES = [p for p in (ROOT / "autograder").rglob("*.py") if "hidden" not in p.parts]
+
+
+@pytest.mark.parametrize("task_id", list(TASKS))
+def test_property_points_add_up_to_the_task(task_id: str) -> None:
+    props = properties(task_id)
+    assert props, f"{task_id} has no properties"
+    assert {p.tier for p in props} == {"public", "hidden"}, f"{task_id} needs public and hidden checks"
+    assert sum(p.points for p in props) == pytest.approx(TASKS[task_id].points)
+    assert len({p.name for p in props}) == len(props)
+
+
+@pytest.mark.parametrize("path", PUBLIC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_public_autograder_never_imports_the_reference(path: pathlib.Path) -> None:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            assert not name.startswith(("course_lib.reference", "autograder.hidden")), f"{path} imports {name}"
+
+
+def test_every_assignment_has_check_modules() -> None:
+    for module in ASSIGNMENTS.values():
+        importlib.import_module(f"autograder.checks.{module}")
+        importlib.import_module(f"autograder.hidden.{module}")
