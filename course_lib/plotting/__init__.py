@@ -1,0 +1,1 @@
+"""Plots for the notebooks (import from the submodules: em, estimators, vi, vae)."""
