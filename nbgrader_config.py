@@ -1,0 +1,59 @@
+"""nbgrader configuration of the course (nbgrader 0.9.6).
+
+The repository is itself an nbgrader course directory whose source and release folders have
+our names: ``solutions/`` holds the instructor notebooks, ``assignments/`` the student
+release. ``scripts/release.py`` runs ``generate_assignment`` in a temporary copy of the course
+with this same file, so the release never depends on a stray ``gradebook.db``.
+"""
+
+import sys
+
+c = get_config()  # noqa: F821  (injected by traitlets when nbgrader loads this file)
+
+c.CourseDirectory.course_id = "dsc190-vi"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "assignments"
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints",
+    "*.pyc",
+    "__pycache__",
+    "feedback",
+    ".DS_Store",
+]
+
+# Execute.timeout is per cell (seconds). Graded runs set NBGRADER_EXECUTION, so every cell is
+# small then; the limits are a safety net against a submission that hangs, not a budget.
+# The VAE's training cell is the one slow cell of the course (one short epoch on a CPU).
+_DEFAULT_TIMEOUT = 120
+_TIMEOUTS = {"05_vae": 600}
+
+
+def _timeout_from_command_line(argv: list[str]) -> int:
+    """The timeout of the assignment named on the command line (``nbgrader autograde 05_vae``).
+
+    When no single assignment is named (formgrader, the Python API), the largest applies.
+    """
+    named = {arg.split("=")[-1] for arg in argv[1:]}
+    chosen = [
+        seconds for assignment, seconds in _TIMEOUTS.items() if assignment in named
+    ]
+    if chosen:
+        return max(chosen)
+    if named & {"01_em", "02_score", "03_reparam", "04_elbo"}:
+        return _DEFAULT_TIMEOUT
+    return max([_DEFAULT_TIMEOUT, *_TIMEOUTS.values()])
+
+
+c.Execute.timeout = _timeout_from_command_line(sys.argv)
+c.Execute.kernel_name = "python3"
+c.Execute.interrupt_on_timeout = True
+
+# ipykernel >= 7 may log "Kernel is running over TCP without encryption" to stderr when it
+# starts; nbgrader would score the first cell with stderr output 0. Drop only a stderr
+# output whose whole text is that one line (the regex is anchored), never real warnings.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"\A(?:[^\n]*running over TCP without encryption[^\n]*\n?)+\Z"
+
+# Keep grading feedback readable when a submission prints in a loop.
+c.LimitOutput.max_lines = 400
+c.LimitOutput.max_traceback = 60
