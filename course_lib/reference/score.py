@@ -74,6 +74,8 @@ def _joint_log_prob(q: Distribution, z: Tensor) -> Tensor:
 
 
 def _grads(surrogate: Tensor, leaves: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    if not surrogate.requires_grad:  # neither q nor f depends on the parameters
+        return tuple(torch.zeros_like(p) for p in leaves)
     grads = torch.autograd.grad(surrogate, leaves, allow_unused=True)
     return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads))
 
@@ -95,8 +97,11 @@ def _score_grad(
     log_q = _joint_log_prob(q, samples)
     values = per_sample("f", f(samples, *leaves), num_samples)
     weight = values.detach() if baseline is None else values.detach() - baseline(values.detach())
-    # Surrogate whose gradient is the estimator: the score term plus the pathwise grad of f.
-    surrogate = (weight * log_q).mean() + values.mean()
+    # Surrogate whose gradient is the estimator: the score term plus the pathwise grad of f
+    # (only when f depends on the parameters).
+    surrogate = torch.dot(weight.to(log_q.dtype), log_q) / num_samples
+    if values.requires_grad:
+        surrogate = surrogate + values.mean()
     return _grads(surrogate, leaves)
 
 

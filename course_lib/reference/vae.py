@@ -99,6 +99,16 @@ class VAE(nn.Module):
         return self.decoder(reparameterize(mu, logvar, eps)), mu, logvar
 
 
+def _adam(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where this torch build supports it (CPU and CUDA)."""
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
 def train_vae(
     model: nn.Module,
     train_x: Any,
@@ -135,7 +145,7 @@ def train_vae(
     if data.ndim != 2 or float(data.min()) < 0.0 or float(data.max()) > 1.0:
         raise ValueError("train_x must be a (N, 784) array of pixel intensities in [0, 1]")
     model.to(target).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = _adam(model, lr, target)
     generator = torch.Generator(device=target).manual_seed(seed)
     n_images = data.shape[0]
     with torch.no_grad():
