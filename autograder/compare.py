@@ -57,8 +57,7 @@ def assert_close(
     error = np.where(finite, np.abs(got - want) - (atol + rtol * np.abs(want)), 0.0)
     if (error > 0).any() or (~finite & (got != want)).any():
         flat = int(np.argmax(error)) if (error > 0).any() else int(np.argmax(~finite & (got != want)))
-        index = np.unravel_index(flat, want.shape) if want.shape else ()
-        index = tuple(int(i) for i in index)
+        index = tuple(int(i) for i in np.unravel_index(flat, want.shape)) if want.shape else ()
         location = f" at index {index}" if index else ""
         message = f"{what} is wrong{location}: got {got[index]:.6g}, expected {want[index]:.6g}"
         raise Failure(message + (f". {hint}" if hint else ""))

@@ -69,10 +69,10 @@ def vjp(
         ``{"value": output, "grads": [grad per wrt index, zeros where unused]}``; raises a
         :class:`StudentError` when the output is not connected to the inputs at all.
     """
-    args = list(args)
+    call_args = list(args)
     for i in wrt:
-        args[i] = args[i].detach().clone().requires_grad_(True)
-    value = getattr(student, name)(*args)
+        call_args[i] = call_args[i].detach().clone().requires_grad_(True)
+    value = getattr(student, name)(*call_args)
     output = value[output_index] if output_index is not None else value
     if not isinstance(output, torch.Tensor):
         raise StudentError("bad_result", f"{name} returned a {type(output).__name__}, expected a torch.Tensor")
@@ -85,7 +85,7 @@ def vjp(
     v = torch.ones_like(output) if cotangent is None else cotangent.to(output.dtype)
     if v.shape != output.shape:
         raise StudentError("bad_result", f"{name} returned shape {tuple(output.shape)}, expected {tuple(v.shape)}")
-    leaves = [args[i] for i in wrt]
+    leaves = [call_args[i] for i in wrt]
     grads = torch.autograd.grad(output, leaves, grad_outputs=v, allow_unused=True)
     return {
         "value": value,

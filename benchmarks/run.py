@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from course_lib.reference import em, reparam, score  # noqa: E402
-from course_lib.reference.vae import VAE, train_vae  # noqa: E402
+from course_lib.reference import em, reparam, score
+from course_lib.reference.vae import VAE, train_vae
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

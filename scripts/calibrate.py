@@ -20,11 +20,11 @@ from pathlib import Path
 os.environ.setdefault("AUTOGRADER_SHRINK", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scipy.stats import beta  # noqa: E402
+from scipy.stats import beta
 
-from autograder.core import run_property  # noqa: E402
-from autograder.subject import LocalSubject  # noqa: E402
-from autograder.tasks import TASKS, properties  # noqa: E402
+from autograder.core import run_property
+from autograder.subject import LocalSubject
+from autograder.tasks import TASKS, properties
 
 
 def main() -> None:

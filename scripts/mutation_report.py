@@ -15,10 +15,10 @@ from pathlib import Path
 os.environ.setdefault("AUTOGRADER_SHRINK", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autograder.grade import run_task  # noqa: E402
-from autograder.subject import LocalSubject  # noqa: E402
-from autograder.tasks import ASSIGNMENTS, TASKS  # noqa: E402
-from tests import corpus  # noqa: E402
+from autograder.grade import run_task
+from autograder.subject import LocalSubject
+from autograder.tasks import ASSIGNMENTS, TASKS
+from tests import corpus
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -149,7 +149,7 @@ def train_vae(
     generator = torch.Generator(device=target).manual_seed(seed)
     n_images = data.shape[0]
     with torch.no_grad():
-        z_dim = model.encoder(data[:1])[0].shape[-1]
+        z_dim = cast(nn.Module, model.encoder)(data[:1])[0].shape[-1]
     history: list[float] = []
     for _ in range(epochs):
         order = torch.randperm(n_images, generator=generator, device=target)

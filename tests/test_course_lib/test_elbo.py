@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from torch.distributions import Normal, kl_divergence
 
 from course_lib.models import ConjugateGaussian
-from course_lib.reference.elbo import elbo, elbo_entropy_form, elbo_score_grad, fit_bbvi, gaussian_entropy
+from course_lib.reference.elbo import (
+    elbo,
+    elbo_entropy_form,
+    elbo_score_grad,
+    fit_bbvi,
+    gaussian_entropy,
+)
 
 
 def _model(seed: int, n: int = 8, dim: int = 3) -> ConjugateGaussian:

@@ -10,7 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.distributions import Bernoulli, Categorical, Normal
 
-from course_lib.reference.score import gaussian_score, score_function_grad, score_function_grad_loo
+from course_lib.reference.score import (
+    gaussian_score,
+    score_function_grad,
+    score_function_grad_loo,
+)
 
 # Two-sided z for a family false-failure rate of 1e-6 per test over its coordinates.
 Z_1E6 = 4.89
