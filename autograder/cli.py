@@ -1,0 +1,347 @@
+"""``autograde``: grade a class of notebook submissions in CI, sandboxed, parallel and resumable.
+
+Commands::
+
+    autograde grade SUBMITTED --out OUT [--jobs N] [--timeout S] [--memory MB]
+    autograde demo                      # make grade: release, then grade examples/submitted
+    autograde gradescope --assignment ID  # inside Gradescope's container (run_autograder)
+
+``SUBMITTED`` is an nbgrader-style tree ``<student_id>/<assignment_id>/<assignment_id>.ipynb``
+or an nbgrader course folder (its ``submitted/`` is used). Each submission is graded by a
+judge process (``--jobs`` of them run at once) whose student code runs in a sandboxed worker
+(:mod:`autograder.sandbox`). Outputs go to ``OUT/<student>/<assignment>/`` (results.json,
+feedback.html) and ``OUT/gradebook.csv``. A rerun grades only what is not done yet (or whose
+notebook or grader changed). Exit status: 0 when every submission was graded, whatever the
+scores; 1 when some could not be graded; 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+__all__ = ["grade_batch", "main"]
+
+_PLUGINS_ENV = "AUTOGRADER_PLUGINS"
+
+
+# --------------------------------------------------------------------------- judge processes
+
+
+def _judge_init(plugins: Sequence[str]) -> None:
+    """Runs once in each judge process: die with the parent, load the checks."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    import torch
+
+    torch.set_num_threads(1)
+    for plugin in plugins:
+        importlib.import_module(plugin)
+
+
+def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
+    from autograder.judge import grade_submission
+    from autograder.report import write_submission
+
+    outcome = grade_submission(submission, config)
+    results = write_submission(Path(out), outcome)
+    line = (
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} graded {submission.key} {results['score']}/"
+        f"{results['extra_data']['max_score']} in {outcome.seconds:.1f}s sandbox={outcome.sandbox} pid={os.getpid()}\n"
+    )
+    fd = os.open(Path(out) / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return results
+
+
+def _clean_stale_workdirs() -> None:
+    """Remove worker directories left by judges that were killed."""
+    for path in Path(tempfile.gettempdir()).glob("autograde-*-*"):
+        match = re.match(r"autograde-(\d+)-", path.name)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+# --------------------------------------------------------------------------- grading a batch
+
+
+def _plugins(names: Sequence[str] | None) -> list[str]:
+    listed = list(names or [])
+    listed += [p for p in os.environ.get(_PLUGINS_ENV, "").split(",") if p]
+    unique = list(dict.fromkeys(listed))
+    for plugin in unique:
+        importlib.import_module(plugin)
+    return unique
+
+
+def grade_batch(
+    submitted: Path,
+    out: Path,
+    *,
+    jobs: int = 1,
+    limits: Any = None,
+    plugins: Sequence[str] = (),
+    force: bool = False,
+    sandbox_level: str = "auto",
+    progress: bool = True,
+    assignments: Sequence[str] | None = None,
+    students: Sequence[str] | None = None,
+    stream: Any = None,
+) -> int:
+    """Grade every submission under ``submitted`` into ``out``; return the exit status."""
+    from autograder.judge import JudgeConfig, find_submissions, grader_fingerprint, notebook_digest, submissions_root
+    from autograder.report import load_results, summary_table, write_gradebook
+    from autograder.sandbox import Limits
+    from autograder.tasks import TASKS
+
+    stream = stream or sys.stdout
+    limits = limits or Limits()
+    plugins = _plugins(plugins)
+    if not submitted.is_dir():
+        print(f"autograde: {submitted} is not a folder", file=sys.stderr)
+        return 2
+    submissions, problems = find_submissions(submitted, assignments=assignments, students=students)
+    if not submissions and not problems:
+        print(f"autograde: no submissions under {submitted} (expected <student>/<assignment>/<assignment>.ipynb)", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_stale_workdirs()
+    fingerprint = grader_fingerprint(limits, plugins)
+    pending, finished = [], {}
+    for submission in submissions:
+        existing = None if force else load_results(out, submission.student, submission.assignment)
+        extra = (existing or {}).get("extra_data", {})
+        if existing and extra.get("notebook_sha256") == notebook_digest(submission) and extra.get("grader") == fingerprint:
+            finished[submission.key] = existing
+        else:
+            pending.append(submission)
+    print(
+        f"autograde: {len(submissions)} submissions in {submitted}: {len(finished)} already graded, "
+        f"{len(pending)} to grade with {jobs} job(s)",
+        file=sys.stderr,
+    )
+    levels = None if sandbox_level == "auto" else (sandbox_level,)
+    config = JudgeConfig(
+        limits=limits,
+        secret_paths=(str(out.resolve()), str(submissions_root(submitted).resolve())),
+        plugins=tuple(plugins),
+        fingerprint=fingerprint,
+        levels=levels,
+    )
+    failures = list(problems)
+    started = time.monotonic()
+    if pending:
+        failures += _run_pool(pending, config, out, jobs, progress, finished)
+    elapsed = time.monotonic() - started
+    all_results = [finished[s.key] for s in submissions if s.key in finished]
+    write_gradebook(out / "gradebook.csv", all_results, TASKS)
+    print(summary_table(all_results), file=stream)
+    levels_used = sorted({str(r["extra_data"].get("sandbox")) for r in all_results})
+    graded_now = sum(1 for s in pending if s.key in finished)
+    rate = f", {60 * graded_now / elapsed:.1f} submissions/minute" if graded_now and elapsed > 0 else ""
+    print(
+        f"\nGraded {len(all_results)} of {len(submissions)} submissions ({graded_now} "
+        f"this run in {elapsed:.1f} s{rate}); sandbox: {', '.join(levels_used) or '-'}; "
+        f"results in {out}/, gradebook {out / 'gradebook.csv'}",
+        file=stream,
+    )
+    grader_errors = [r["extra_data"]["student_id"] + "/" + r["extra_data"]["assignment_id"] for r in all_results if "grader_error" in (r["extra_data"].get("flags") or [])]
+    if grader_errors:
+        failures.append(f"checks that the grader itself could not run (see grader_error in results.json): {', '.join(grader_errors)}")
+    for failure in failures:
+        print(f"autograde: NOT GRADED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _run_pool(pending: list[Any], config: Any, out: Path, jobs: int, progress: bool, finished: dict[str, Any]) -> list[str]:
+    from tqdm import tqdm
+
+    failures = []
+    jobs = max(1, min(jobs, len(pending)))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_judge_init, initargs=(config.plugins,))
+    bar = tqdm(total=len(pending), desc="grading", unit="nb", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    try:
+        futures = {pool.submit(_judge_one, s, config, str(out)): s for s in pending}
+        for future in as_completed(futures):
+            submission = futures[future]
+            try:
+                finished[submission.key] = future.result()
+            except Exception as error:  # grading itself failed: report, keep going
+                failures.append(f"{submission.key}: {type(error).__name__}: {error}")
+            bar.set_postfix_str(submission.key, refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\nautograde: interrupted; {len(finished)} graded. Rerun the same command to resume.", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # judges and workers die with us (parent-death signals)
+    bar.close()
+    pool.shutdown(wait=True)
+    return failures
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from autograder.sandbox import Limits
+
+    return Limits(memory_mb=args.memory, timeout_s=args.timeout, cell_timeout_s=min(args.cell_timeout, args.timeout))
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS", help="wall clock per submission: notebook and checks (default 600)")
+    parser.add_argument("--cell-timeout", type=float, default=120.0, metavar="SECONDS", help="wall clock per notebook cell (default 120)")
+    parser.add_argument("--memory", type=int, default=2048, metavar="MB", help="memory per submission on top of the libraries (default 2048)")
+    parser.add_argument("--sandbox", choices=["auto", "namespace", "privdrop", "rlimits"], default="auto", help="isolation level (default: the strongest that works)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE to register more assignments (tests)")
+
+
+def _grade(args: argparse.Namespace) -> int:
+    return grade_batch(
+        args.submitted,
+        args.out,
+        jobs=args.jobs,
+        limits=_limits(args),
+        plugins=args.plugin,
+        force=args.force,
+        sandbox_level=args.sandbox,
+        progress=not args.no_progress,
+        assignments=args.assignment,
+        students=args.student,
+    )
+
+
+def _repo() -> Path:
+    from autograder.sandbox import repo_root
+
+    return repo_root() or Path.cwd()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    root = _repo()
+    release = root / "scripts" / "release.py"
+    if release.is_file() and not args.no_release:
+        print("autograde demo: releasing the assignments (scripts/release.py)", file=sys.stderr)
+        done = subprocess.run([sys.executable, str(release)], cwd=root, check=False)
+        if done.returncode != 0:
+            print("autograde demo: release failed; grading with the assignments as they are", file=sys.stderr)
+    elif not release.is_file():
+        print("autograde demo: scripts/release.py not found; skipping the release", file=sys.stderr)
+    submitted = root / "examples" / "submitted"
+    if not submitted.is_dir():
+        print(f"autograde demo: {submitted} is missing: run python scripts/make_demo_class.py", file=sys.stderr)
+        return 2
+    return grade_batch(
+        submitted,
+        args.out or root / "out" / "demo",
+        jobs=args.jobs,
+        limits=_limits(args),
+        plugins=args.plugin,
+        force=args.force,
+        sandbox_level=args.sandbox,
+        progress=not args.no_progress,
+    )
+
+
+def _gradescope(args: argparse.Namespace) -> int:
+    """Gradescope's run_autograder: one submission in, /autograder/results/results.json out."""
+    assignment = args.assignment
+    submission = Path(args.submission)
+    notebooks = sorted(p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    chosen = next((p for p in notebooks if p.name == f"{assignment}.ipynb"), notebooks[0] if len(notebooks) == 1 else None)
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="autograde-gs-") as tmp:
+        tree = Path(tmp) / "submitted" / "submission" / assignment
+        tree.mkdir(parents=True)
+        if chosen is not None:
+            shutil.copyfile(chosen, tree / f"{assignment}.ipynb")
+        out = Path(tmp) / "out"
+        code = grade_batch(
+            Path(tmp) / "submitted",
+            out,
+            jobs=1,
+            limits=_limits(args),
+            plugins=args.plugin,
+            sandbox_level=args.sandbox,
+            progress=False,
+            stream=sys.stderr,
+        )
+        produced = out / "submission" / assignment / "results.json"
+        if produced.is_file():
+            shutil.copyfile(produced, results_dir / "results.json")
+        else:
+            failure = {"score": 0, "output": "The autograder could not grade this submission; your instructor has been told.", "tests": []}
+            (results_dir / "results.json").write_text(json.dumps(failure))
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autograde", description="Grade notebook submissions in a sandbox (DSC190 lecture 17).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    grade = commands.add_parser("grade", help="grade an nbgrader-style tree of submissions")
+    grade.add_argument("submitted", type=Path, help="SUBMITTED/<student>/<assignment>/<assignment>.ipynb, or an nbgrader course folder")
+    grade.add_argument("--out", type=Path, required=True, help="output folder (results.json, feedback.html, gradebook.csv)")
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
+    grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    grade.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    grade.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_limits(grade)
+    grade.set_defaults(run=_grade)
+
+    demo = commands.add_parser("demo", help="release the assignments and grade the demo class (make grade)")
+    demo.add_argument("--jobs", type=int, default=2)
+    demo.add_argument("--out", type=Path, default=None, help="default: out/demo")
+    demo.add_argument("--force", action="store_true")
+    demo.add_argument("--no-release", action="store_true", help="skip scripts/release.py")
+    demo.add_argument("--no-progress", action="store_true")
+    _add_limits(demo)
+    demo.set_defaults(run=_demo)
+
+    gradescope = commands.add_parser("gradescope", help="grade one submission inside Gradescope's container")
+    gradescope.add_argument("--assignment", required=True)
+    gradescope.add_argument("--submission", default="/autograder/submission")
+    gradescope.add_argument("--results", default="/autograder/results")
+    _add_limits(gradescope)
+    gradescope.set_defaults(run=_gradescope)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``autograde`` (and ``python -m autograder.cli``)."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

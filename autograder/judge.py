@@ -1,0 +1,370 @@
+"""Grading one submission: read the notebook, run it in a sandboxed worker, run every property.
+
+The judge is trusted and holds the hidden checks; the submission's code runs only in the
+worker (:mod:`autograder.remote`). A submission is never dropped: an unreadable notebook, a
+crash, a hang or an attempt on the secrets gives zero where it applies, with the reason in
+the feedback and a flag.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autograder import sandbox
+from autograder.core import CheckResult, Property, run_property
+from autograder.remote import RemoteSubject, Session
+from autograder.report import Outcome
+from autograder.tasks import ASSIGNMENTS, properties, tasks_of
+
+__all__ = [
+    "NotebookError",
+    "Submission",
+    "find_submissions",
+    "grade_submission",
+    "grader_fingerprint",
+    "read_code_cells",
+    "strip_magics",
+]
+
+MAX_NOTEBOOK_BYTES = 64 << 20
+_MAGIC_KEEP_BODY = {"time", "capture", "prun"}
+_ASSIGN_MAGIC = re.compile(r"^[A-Za-z_][\w.,\s\[\]]*=\s*[%!]")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's notebook for one assignment."""
+
+    student: str
+    assignment: str
+    notebook: str | None
+
+    @property
+    def key(self) -> str:
+        """``student/assignment``."""
+        return f"{self.student}/{self.assignment}"
+
+
+class NotebookError(ValueError):
+    """The notebook cannot be read; the message is what the student reads."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def submissions_root(path: Path) -> Path:
+    """``path`` itself, or its ``submitted/`` folder when ``path`` is an nbgrader course."""
+    nested = path / "submitted"
+    if nested.is_dir() and not (path / "submitted" / "submitted").exists():
+        return nested
+    return path
+
+
+def find_submissions(
+    path: Path, *, assignments: Iterable[str] | None = None, students: Iterable[str] | None = None
+) -> tuple[list[Submission], list[str]]:
+    """Every ``<student>/<assignment>/<assignment>.ipynb`` under ``path`` (or its ``submitted/``).
+
+    Returns:
+        The submissions, sorted, and the problems found (unknown assignment folders).
+    """
+    root = submissions_root(path)
+    wanted_a = set(assignments) if assignments else None
+    wanted_s = set(students) if students else None
+    found, problems = [], []
+    for student_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if wanted_s is not None and student_dir.name not in wanted_s:
+            continue
+        for assignment_dir in sorted(p for p in student_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            assignment = assignment_dir.name
+            if wanted_a is not None and assignment not in wanted_a:
+                continue
+            if assignment not in ASSIGNMENTS:
+                problems.append(f"{student_dir.name}/{assignment}: unknown assignment {assignment!r}")
+                continue
+            notebook = assignment_dir / f"{assignment}.ipynb"
+            if not notebook.is_file():
+                others = sorted(p for p in assignment_dir.glob("*.ipynb") if p.is_file())
+                notebook = others[0] if len(others) == 1 else None  # type: ignore[assignment]
+            found.append(Submission(student_dir.name, assignment, str(notebook) if notebook else None))
+    return found, problems
+
+
+def notebook_digest(submission: Submission) -> str:
+    """SHA-256 of the notebook's bytes ("" when there is none): the resume key."""
+    if submission.notebook is None:
+        return ""
+    try:
+        return hashlib.sha256(Path(submission.notebook).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def grader_fingerprint(limits: sandbox.Limits, plugins: Sequence[str] = ()) -> str:
+    """Hash of everything that decides a grade: the checks, the references, the limits."""
+    digest = hashlib.sha256(json.dumps(limits.__dict__, sort_keys=True).encode())
+    roots = [Path(importlib.import_module(name).__file__).parent for name in ("autograder", "course_lib")]  # type: ignore[arg-type]
+    files = [f for root in roots for f in sorted(root.rglob("*.py"))]
+    files += [Path(importlib.import_module(p).__file__) for p in plugins]  # type: ignore[arg-type]
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def strip_magics(source: str) -> str:
+    """IPython-only lines become ``pass`` (indentation kept); ``%time stmt`` keeps ``stmt``."""
+    lines = source.splitlines()
+    if lines and lines[0].lstrip().startswith("%%"):
+        magic = lines[0].lstrip()[2:].split(maxsplit=1)
+        if not magic or magic[0] not in _MAGIC_KEEP_BODY:
+            return ""  # %%bash, %%writefile, %%html...: not Python
+        lines = lines[1:]
+    out = []
+    for line in lines:
+        stripped = line.lstrip()
+        indent = line[: len(line) - len(stripped)]
+        if stripped.startswith(("%time ", "%prun ")):
+            out.append(indent + stripped.split(maxsplit=1)[1])
+        elif stripped.startswith(("%", "!")) or _ASSIGN_MAGIC.match(stripped) or stripped.endswith("?") and stripped[:-1].isidentifier():
+            out.append(indent + "pass")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _text(source: Any) -> str:
+    if isinstance(source, list):
+        return "".join(s for s in source if isinstance(s, str))
+    return source if isinstance(source, str) else ""
+
+
+def _normalise(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+@functools.lru_cache(maxsize=None)
+def known_grade_cells(assignment: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Grade-cell ids and (released) sources of the course's own notebooks, where present."""
+    ids: set[str] = set()
+    sources: set[str] = set()
+    roots = [r for r in (sandbox.repo_root(), Path.cwd()) if r is not None]
+    for root in roots:
+        for folder in ("assignments", "release", "solutions", "source"):
+            path = root / folder / assignment / f"{assignment}.ipynb"
+            try:
+                cells = json.loads(path.read_text()).get("cells", [])
+            except (OSError, ValueError, AttributeError):
+                continue
+            for cell in cells:
+                meta = (cell.get("metadata") or {}).get("nbgrader") or {}
+                if meta.get("grade") and not meta.get("solution"):
+                    ids.add(str(meta.get("grade_id", "")))
+                    if folder in ("assignments", "release"):
+                        sources.add(_normalise(_text(cell.get("source"))))
+    ids.discard("")
+    return frozenset(ids), frozenset(sources)
+
+
+def _nbgrader_meta(cell: dict[str, Any]) -> dict[str, Any]:
+    metadata = cell.get("metadata")
+    meta = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _is_grade_cell(meta: dict[str, Any], source: str, known: tuple[frozenset[str], frozenset[str]]) -> bool:
+    if meta.get("solution") is True:
+        return False  # a manually graded answer: the student's code
+    grade_id = str(meta.get("grade_id", ""))
+    if meta.get("grade") is True or grade_id.endswith("_check") or grade_id in known[0]:
+        return True
+    return _normalise(source) in known[1]
+
+
+def read_code_cells(path: str | None, assignment: str) -> tuple[list[tuple[int, str]], list[str]]:
+    """The code cells to run, as ``(cell number, source)``, grade cells removed; and notes.
+
+    Raises:
+        NotebookError: the file is missing, too large, not JSON or not a notebook.
+    """
+    if path is None:
+        raise NotebookError(f"no notebook found: submit {assignment}.ipynb in the {assignment} folder")
+    file = Path(path)
+    if file.stat().st_size > MAX_NOTEBOOK_BYTES:
+        raise NotebookError(f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB: clear its outputs and resubmit")
+    try:
+        data = json.loads(file.read_bytes())
+    except UnicodeDecodeError:
+        raise NotebookError("the notebook is not valid JSON (it is not UTF-8 text): was it saved by Jupyter?") from None
+    except json.JSONDecodeError as error:
+        raise NotebookError(
+            f"the notebook is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): "
+            "was it edited outside Jupyter? Download a fresh copy and move your answers over"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise NotebookError("the file is not a Jupyter notebook (nbformat 4): it has no list of cells")
+    known = known_grade_cells(assignment)
+    cells, grade_ids = [], []
+    for number, cell in enumerate(data["cells"], start=1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = _text(cell.get("source"))
+        meta = _nbgrader_meta(cell)
+        if _is_grade_cell(meta, source, known):
+            grade_ids.append(str(meta.get("grade_id", f"cell {number}")))
+            continue
+        cells.append((number, strip_magics(source)))
+    notes = []
+    missing = sorted(known[0] - set(grade_ids))
+    if missing and known[0]:
+        notes.append(f"grade cells missing from the notebook: {', '.join(missing)} (the grader runs every check anyway)")
+    duplicated = sorted({g for g in grade_ids if grade_ids.count(g) > 1})
+    if duplicated:
+        notes.append(f"grade cells duplicated: {', '.join(duplicated)} (ignored: the grader runs each check once)")
+    kernel = ((data.get("metadata") or {}).get("kernelspec") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
+    if isinstance(kernel, str) and kernel and not kernel.startswith("python"):
+        notes.append(f"kernel {kernel!r} ignored: the grader runs the notebook with Python")
+    return cells, notes
+
+
+# --------------------------------------------------------------------------- grading
+
+
+@dataclass
+class JudgeConfig:
+    """What every submission of a batch shares."""
+
+    limits: sandbox.Limits = field(default_factory=sandbox.Limits)
+    #: Paths the worker may not read besides the secrets: the output folder, the submissions.
+    secret_paths: tuple[str, ...] = ()
+    #: Extra modules registering assignments (tests, course extensions): public ones are
+    #: loaded in the worker too; one with a ``hidden`` component stays with the judge.
+    plugins: tuple[str, ...] = ()
+    fingerprint: str = ""
+    levels: tuple[str, ...] | None = None
+
+
+def _public(plugins: Sequence[str]) -> list[str]:
+    return [p for p in plugins if "hidden" not in p.split(".")]
+
+
+def _secret(plugins: Sequence[str]) -> list[str]:
+    return [p for p in plugins if "hidden" in p.split(".")]
+
+
+def _zero(prop: Property, feedback: str, flags: list[str]) -> CheckResult:
+    return CheckResult(prop.task, prop.name, prop.tier, 0.0, prop.points, False, feedback, 0.0, list(flags))
+
+
+def _all_properties(assignment: str) -> list[Property]:
+    return [prop for task in tasks_of(assignment) for prop in properties(task.id)]
+
+
+def _where(cell: int | None) -> str:
+    return f" (cell {cell})" if cell is not None else ""
+
+
+def _hint_missing(result: CheckResult, cell_errors: dict[int, str]) -> None:
+    if not result.passed and "is not defined" in result.feedback and cell_errors:
+        number, error = sorted(cell_errors.items())[0]
+        result.feedback += f"\n  Note: cell {number} of your notebook {error}"
+
+
+def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
+    """Grade one submission: never raises for anything the submission does.
+
+    Raises:
+        GraderError: the worker cannot be started at all (grading itself is broken).
+    """
+    started = time.monotonic()
+    digest = notebook_digest(submission)
+    props = _all_properties(submission.assignment)
+    outcome = Outcome(
+        student=submission.student,
+        assignment=submission.assignment,
+        notebook_sha256=digest,
+        grader=config.fingerprint,
+    )
+    try:
+        cells, outcome.notes = read_code_cells(submission.notebook, submission.assignment)
+    except (NotebookError, OSError) as error:
+        message = str(error) if isinstance(error, NotebookError) else f"the notebook could not be read ({error.strerror})"
+        outcome.flags.append("invalid_notebook")
+        outcome.tests = [_zero(p, f"Not graded: {message}.", ["invalid_notebook"]) for p in props]
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    module = ASSIGNMENTS[submission.assignment]
+    public = _public(config.plugins)
+    session = Session(
+        cells,
+        config.limits,
+        preload=[*public, "numpy", "torch", "autograder.subject", "autograder.transport", "autograder.probes", f"autograder.checks.{module}", "course_lib"],
+        probe_modules=("autograder", "course_lib", *public),
+        secret_paths=(*config.secret_paths, *(str(Path(importlib.import_module(p).__file__)) for p in _secret(config.plugins))),  # type: ignore[arg-type]
+        secret_modules=tuple(_secret(config.plugins)),
+        levels=config.levels,
+    )
+    try:
+        try:
+            session.run_notebook()
+        except TimeoutError:
+            pass
+        outcome.sandbox = session.level
+        outcome.tests = _run_properties(session, props)
+    finally:
+        session.close()
+    outcome.cell_errors = dict(sorted(session.cell_errors.items()))
+    outcome.output_bytes = session.output_bytes
+    for event in session.events:
+        note = f"{event.op}: {event.what}{_where(event.cell)}" + (f" (while checking {event.task})" if event.task else "")
+        outcome.notes.append(note)
+    flags = {flag for test in outcome.tests for flag in test.flags}
+    if any(e.op == "refused" for e in session.events):
+        flags.add("refused")
+    outcome.flags = sorted(set(outcome.flags) | flags)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _run_properties(session: Session, props: list[Property]) -> list[CheckResult]:
+    if not session.notebook_ran:
+        message = "Not graded: your notebook did not finish running within the time limit."
+        return [_zero(p, message, ["timeout"]) for p in props]
+    notebook_forbidden = [e for e in session.events if e.op == "forbidden" and e.task is None]
+    if notebook_forbidden:
+        first = notebook_forbidden[0]
+        message = f"Not graded: your notebook tried to {first.what}{_where(first.cell)}, which submissions may not do."
+        return [_zero(p, message, ["forbidden"]) for p in props]
+    subject = RemoteSubject(session)
+    results = []
+    for prop in props:
+        if session.time_left() <= 1:
+            results.append(_zero(prop, "Not run: this submission used up its time limit.", ["timeout"]))
+            continue
+        subject.begin(prop)
+        result = run_property(prop, subject)
+        result.flags = sorted(set(result.flags) | set(subject.flags))
+        _hint_missing(result, session.cell_errors)
+        results.append(result)
+    session.begin_task(None)
+    # An attempt on the secrets or the judge while a task was checked: the task scores zero.
+    for task in {e.task for e in session.events if e.op == "forbidden" and e.task}:
+        what = next(e.what for e in session.events if e.op == "forbidden" and e.task == task)
+        for index, result in enumerate(results):
+            if result.task == task:
+                prop = props[index]
+                results[index] = _zero(prop, f"Zero for {task}: while it was checked, your code tried to {what}, which submissions may not do.", ["forbidden"])
+    return results

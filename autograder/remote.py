@@ -1,0 +1,532 @@
+"""The judge's side of the sandbox: worker processes and the subject that reaches them.
+
+A :class:`Session` owns the worker of one submission. It starts a sandboxed
+``python -m autograder.worker`` (the strongest :mod:`~autograder.sandbox` level that works
+here), sends it the notebook's code cells and watches them run: a cell that hangs past its
+limit or kills the worker is skipped in a fresh worker. :class:`RemoteSubject` is the
+:class:`~autograder.subject.Subject` the checks see: ``call(probe, ...)`` pickles the
+arguments, names the probe by module and qualified name, and decodes the reply with
+``torch.load(weights_only=True)``; the judge never unpickles anything the worker sends.
+When the worker dies or hangs during a check, the task at hand fails with the reason and a
+fresh worker serves the next task.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from autograder import sandbox, transport, worker
+from autograder.core import Property
+from autograder.subject import StudentError
+
+__all__ = ["Event", "GraderError", "RemoteSubject", "Session", "probe_address"]
+
+T = TypeVar("T")
+_KINDS = frozenset({"raised", "missing", "not_implemented", "bad_result", "timeout", "crashed", "forbidden"})
+#: Seconds the judge waits past a soft time limit before it kills the worker.
+GRACE_S = 5.0
+#: How long a worker may take to import torch and friends and enter the sandbox.
+STARTUP_S = 120.0
+#: Worker restarts allowed per submission after crashes or hangs during the checks.
+MAX_RESTARTS = 4
+_OUTPUT_KEPT = 64 * 1024
+_LEVEL_CACHE: list[str] = []  # the level that worked in this judge process
+
+
+class GraderError(RuntimeError):
+    """Grading itself could not be done (the worker cannot even start)."""
+
+
+class _WorkerGone(Exception):
+    """The worker exited, was killed, or broke the protocol."""
+
+
+@dataclass
+class Event:
+    """Something the sandbox refused: ``op`` is ``forbidden`` or ``refused``."""
+
+    op: str
+    what: str
+    cell: int | None = None
+    task: str | None = None
+
+
+def probe_address(probe: Callable[..., Any]) -> tuple[str, str]:
+    """``(module, qualified name)`` of a probe; refuses closures, lambdas and hidden modules."""
+    module = getattr(probe, "__module__", None)
+    name = getattr(probe, "__qualname__", None)
+    if not module or not name or "<" in name or module == "__main__":
+        raise TypeError(f"{probe!r} is not a module-level function: probes must live in a public module")
+    if any(module == m or module.startswith(m + ".") for m in sandbox.DENY_MODULES):
+        raise TypeError(f"probe {module}.{name} lives in a module the worker cannot import")
+    return module, name
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped responding"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hints = {
+            "SIGKILL": " (killed: too much memory or time?)",
+            "SIGXCPU": " (its CPU time limit)",
+            "SIGSEGV": " (a crash inside native code)",
+        }
+        return f"was killed by {name}{hints.get(name, '')}"
+    return f"exited with status {code} (os._exit or a crash?)"
+
+
+class _Channel:
+    """Length-prefixed messages over a pipe pair, with deadlines and size caps."""
+
+    def __init__(self, read_fd: int, write_fd: int, max_payload: int) -> None:
+        self.read_fd, self.write_fd, self.max_payload = read_fd, write_fd, max_payload
+        self.buffer = bytearray()
+        for fd in (read_fd, write_fd):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+    def send(self, header: dict[str, Any], payload: bytes, deadline: float) -> None:
+        view = memoryview(worker.pack(header, payload))
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            _, ready, _ = select.select([], [self.write_fd], [], left)
+            if ready:
+                try:
+                    view = view[os.write(self.write_fd, view[: 1 << 16]) :]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:
+                    raise _WorkerGone("the worker closed its channel") from None
+
+    def _fill(self, size: int, deadline: float) -> None:
+        while len(self.buffer) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.read_fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self.read_fd, 1 << 20)
+            if not chunk:
+                raise _WorkerGone("the worker closed its channel")
+            self.buffer += chunk
+
+    def receive(self, deadline: float) -> tuple[dict[str, Any], bytes]:
+        import json
+
+        self._fill(worker.PREFIX_SIZE, deadline)
+        try:
+            head_len, payload_len = worker.unpack_header(bytes(self.buffer[: worker.PREFIX_SIZE]))
+        except (worker.ProtocolError, ValueError) as error:
+            raise _WorkerGone("the worker sent malformed data") from error
+        if payload_len > self.max_payload:
+            raise _WorkerGone(f"the worker sent a result larger than {self.max_payload >> 20} MB")
+        total = worker.PREFIX_SIZE + head_len + payload_len
+        self._fill(total, deadline)
+        head = bytes(self.buffer[worker.PREFIX_SIZE : worker.PREFIX_SIZE + head_len])
+        payload = bytes(self.buffer[worker.PREFIX_SIZE + head_len : total])
+        del self.buffer[:total]
+        try:
+            header = json.loads(head)
+        except ValueError as error:
+            raise _WorkerGone("the worker sent malformed data") from error
+        if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+            raise _WorkerGone("the worker sent malformed data")
+        return header, payload
+
+
+class _Worker:
+    """One sandboxed worker process and its channel."""
+
+    def __init__(self, init: dict[str, Any], policy: sandbox.Policy, limits: sandbox.Limits, env: dict[str, str]) -> None:
+        self.policy = policy
+        to_worker = os.pipe()
+        from_worker = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autograder.worker", str(to_worker[0]), str(from_worker[1])],
+            pass_fds=(to_worker[0], from_worker[1]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=policy.workdir,
+            env=env,
+            start_new_session=True,
+        )
+        os.close(to_worker[0])
+        os.close(from_worker[1])
+        self.channel = _Channel(from_worker[0], to_worker[1], limits.result_mb << 20)
+        self.output = bytearray()
+        self.output_bytes = 0
+        self._drain = threading.Thread(target=self._drain_output, daemon=True)
+        self._drain.start()
+        self.channel.send({"op": "init", **init, "policy": policy.to_dict()}, b"", time.monotonic() + 30)
+
+    def _drain_output(self) -> None:
+        """Read the student's stdout/stderr so printing never blocks; keep only the start."""
+        stream = self.process.stdout
+        assert stream is not None
+        while chunk := stream.read1(1 << 16):  # type: ignore[attr-defined]
+            self.output_bytes += len(chunk)
+            if len(self.output) < _OUTPUT_KEPT:
+                self.output += chunk[: _OUTPUT_KEPT - len(self.output)]
+
+    def exit_description(self) -> str:
+        try:
+            code = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        return _describe_exit(code)
+
+    def kill(self) -> None:
+        """Kill the worker, everything in its process group, and every process of its uid."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.policy.level in ("namespace", "privdrop") and self.policy.uid is not None:
+            sandbox.kill_uid(self.policy.uid)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for fd in (self.channel.read_fd, self.channel.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._drain.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+        "NBGRADER_EXECUTION": "autograde",
+        "CUDA_VISIBLE_DEVICES": "",
+        "HYPOTHESIS_STORAGE_DIRECTORY": ".hypothesis",
+    }
+    env.update({k: v for k, v in os.environ.items() if k.startswith("COURSE_")})
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Session:
+    """The worker of one submission: notebook execution, restarts, events, poisoned tasks.
+
+    Args:
+        cells: ``(cell number, source)`` of the code cells to run, grade cells removed.
+        limits: The submission's limits.
+        preload: Modules the worker imports before it enters the sandbox.
+        probe_modules: Module prefixes the worker may resolve probes from.
+        secret_paths: More paths the worker may not read (output folder, submissions).
+        secret_modules: More module prefixes the worker may not import.
+        levels: Sandbox levels to try, strongest first (default: what this process can do).
+    """
+
+    cells: list[tuple[int, str]]
+    limits: sandbox.Limits
+    preload: Sequence[str] = ()
+    probe_modules: Sequence[str] = ("autograder", "course_lib")
+    secret_paths: Sequence[str] = ()
+    secret_modules: Sequence[str] = ()
+    levels: Sequence[str] | None = None
+    env: dict[str, str] | None = None
+    started: float = field(default_factory=time.monotonic)
+    level: str | None = None
+    skip: set[int] = field(default_factory=set)
+    cell_errors: dict[int, str] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    poisoned: dict[str, tuple[str, str]] = field(default_factory=dict)
+    restarts: int = 0
+    output_bytes: int = 0
+    notebook_ran: bool = False
+    _worker: _Worker | None = None
+    _workdir: str | None = None
+    _task: str | None = None
+    _cell: int | None = None
+
+    # ------------------------------------------------------------------ budget
+
+    @property
+    def deadline(self) -> float:
+        """When the submission's wall-clock budget runs out."""
+        return self.started + self.limits.timeout_s
+
+    def time_left(self) -> float:
+        """Seconds left in the submission's budget."""
+        return self.deadline - time.monotonic()
+
+    # ------------------------------------------------------------------ events
+
+    def _record(self, op: str, what: str) -> None:
+        event = Event(op, str(what)[:500], self._cell if self._task is None else None, self._task)
+        if event not in self.events and len(self.events) < 100:
+            self.events.append(event)
+
+    def _handle_side_message(self, header: dict[str, Any]) -> bool:
+        op = header["op"]
+        if op in ("forbidden", "refused"):
+            self._record(op, header.get("what", ""))
+            return True
+        return False
+
+    def _record_tampering(self, header: dict[str, Any]) -> None:
+        tampered = header.get("tampered") or []
+        if isinstance(tampered, list) and tampered:
+            names = ", ".join(str(t) for t in tampered[:5])
+            self._record("forbidden", f"replaced {names}")
+
+    # ------------------------------------------------------------------ the worker
+
+    def _launch(self, level: str) -> _Worker:
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix=f"autograde-{os.getpid()}-")
+            os.chmod(self._workdir, 0o755)
+        workdir = tempfile.mkdtemp(dir=self._workdir)
+        os.chmod(workdir, 0o755)
+        policy = sandbox.plan(level, workdir, secret_paths=self.secret_paths, secret_modules=self.secret_modules)
+        judge_path = [p for p in sys.path if p]
+        init = {
+            "cells": [list(c) for c in self.cells],
+            "skip": sorted(self.skip),
+            "limits": asdict(self.limits),
+            "preload": list(self.preload),
+            "probe_modules": list(self.probe_modules),
+            "sys_path": judge_path,
+            "sys_path_after": [p for p in judge_path if not (policy.repo_root and os.path.realpath(p) == policy.repo_root)],
+        }
+        return _Worker(init, policy, self.limits, _worker_env(self.env))
+
+    def _start(self) -> _Worker:
+        """A worker that said hello, at the strongest level that works here."""
+        levels = list(self.levels or (_LEVEL_CACHE[:1] or sandbox.levels_to_try()))
+        failures = []
+        for level in levels:
+            candidate = self._launch(level)
+            try:
+                header = self._await_hello(candidate)
+            except (_WorkerGone, TimeoutError):
+                failures.append(f"{level}: the worker {candidate.exit_description()}: {bytes(candidate.output[-2000:]).decode(errors='replace')}")
+                candidate.kill()
+                continue
+            if header.get("level") == level:
+                if not _LEVEL_CACHE and self.levels is None:
+                    _LEVEL_CACHE.append(level)
+                self.level = level
+                return candidate
+            failures.append(f"{level}: {header.get('error')}")
+            candidate.kill()
+        raise GraderError("could not start a sandboxed worker: " + "; ".join(failures))
+
+    def _await_hello(self, candidate: _Worker) -> dict[str, Any]:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            header, _ = candidate.channel.receive(deadline)
+            if header["op"] == "hello":
+                return header
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.kill()
+            self.output_bytes += self._worker.output_bytes
+            self._worker = None
+
+    def close(self) -> None:
+        """Kill the worker and remove its directories."""
+        self._stop_worker()
+        if self._workdir is not None:
+            import shutil
+
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def run_notebook(self) -> None:
+        """Start a worker and run the cells; skip (in a fresh worker) any cell that hangs or kills it."""
+        self._stop_worker()
+        while True:
+            if self.time_left() <= 0:
+                raise TimeoutError
+            self._worker = self._start()
+            self._cell = None
+            try:
+                self._watch_cells(self._worker)
+                self.notebook_ran = True
+                return
+            except TimeoutError:
+                reason = f"did not finish within {self.limits.cell_timeout_s:.0f} s, and ignored the interruption; the grader skipped it"
+            except _WorkerGone:
+                reason = f"stopped the worker process, which {self._worker.exit_description()}; the grader skipped it"
+            cell = self._cell
+            self._stop_worker()
+            if cell is None:
+                if self.time_left() <= 0:
+                    raise TimeoutError
+                raise GraderError(f"the worker failed before running any cell: {reason}")
+            self.cell_errors[cell] = reason
+            self.skip.add(cell)
+
+    def _watch_cells(self, current: _Worker) -> None:
+        while True:
+            limit = self.limits.cell_timeout_s + GRACE_S if self._cell is not None else STARTUP_S
+            deadline = min(time.monotonic() + limit, self.deadline)
+            header, _ = current.channel.receive(deadline)
+            op = header["op"]
+            if self._handle_side_message(header):
+                continue
+            if op == "cell":
+                self._cell = int(header.get("cell", -1))
+            elif op == "cell_done":
+                cell = int(header.get("cell", -1))
+                error = header.get("error")
+                if error:
+                    self.cell_errors[cell] = str(error)[:2000]
+                else:
+                    self.cell_errors.pop(cell, None)
+                self._record_tampering(header)
+                self._cell = None
+            elif op == "ready":
+                return
+            else:
+                raise _WorkerGone("the worker sent an unexpected message")
+
+    # ------------------------------------------------------------------ calls
+
+    def begin_task(self, task: str | None) -> None:
+        """Attribute what happens next (events, crashes) to ``task``."""
+        self._task = task
+
+    def call(self, module: str, name: str, payload: bytes, seconds: float) -> tuple[dict[str, Any], bytes]:
+        """One probe call with a soft limit of ``seconds``; restarts the worker if needed.
+
+        Raises:
+            StudentError: ``timeout`` or ``crashed`` (the worker is then gone).
+        """
+        if self._worker is None:
+            if self.restarts >= MAX_RESTARTS:
+                raise StudentError("crashed", "stopped the worker process too many times; the remaining checks were not run")
+            self.restarts += 1
+            task = self._task
+            self._task = None
+            try:
+                self.run_notebook()
+            except TimeoutError:
+                raise StudentError("timeout", "ran out of time: this submission used up its time limit") from None
+            finally:
+                self._task = task
+        current = self._worker
+        assert current is not None
+        message = {"op": "call", "module": module, "name": name, "timeout": max(seconds, 0.01)}
+        try:
+            current.channel.send(message, payload, time.monotonic() + seconds + GRACE_S)
+            deadline = time.monotonic() + seconds + GRACE_S
+            while True:
+                header, body = current.channel.receive(deadline)
+                if not self._handle_side_message(header):
+                    break
+        except TimeoutError:
+            self._stop_worker()
+            raise StudentError("timeout", f"did not finish within {seconds:.0f} s and ignored the interruption: look for an infinite loop") from None
+        except _WorkerGone as error:
+            why = f"stopped the worker process, which {current.exit_description()}"
+            if "malformed" in str(error) or "larger" in str(error):
+                why = str(error).replace("the worker", "the worker process")
+            self._stop_worker()
+            raise StudentError("crashed", why) from None
+        except BaseException:  # the property's own time limit, or an interrupt: the worker is mid-call
+            self._stop_worker()
+            raise
+        self._record_tampering(header)
+        return header, body
+
+
+class RemoteSubject:
+    """A :class:`~autograder.subject.Subject` whose probes run in the submission's worker."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.prop: Property | None = None
+        self.deadline = 0.0
+        self.flags: list[str] = []
+
+    def begin(self, prop: Property) -> None:
+        """Called before each property: its time limit and its flags start here."""
+        self.prop = prop
+        self.flags = []
+        self.deadline = min(time.monotonic() + prop.timeout_s - 1.0, self.session.deadline)
+        self.session.begin_task(prop.task)
+
+    def _poison(self, kind: str, summary: str) -> StudentError:
+        if self.prop is not None:
+            self.session.poisoned.setdefault(self.prop.task, (kind, summary))
+        return StudentError(kind, summary)
+
+    def call(self, probe: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``probe(student, *args, **kwargs)`` in the worker and return its decoded result."""
+        outcome = self._outcome(probe, args, kwargs)
+        if isinstance(outcome, StudentError):
+            # One raise site, outside any except block: Hypothesis sees the same failure
+            # every time (a different origin would be reported as flaky).
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    def _outcome(self, probe: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.prop is not None and self.prop.task in self.session.poisoned:
+            return StudentError(*self.session.poisoned[self.prop.task])
+        module, name = probe_address(probe)
+        payload = transport.pickle_args(args, kwargs)
+        seconds = self.deadline - time.monotonic()
+        if seconds <= 0:
+            return self._poison("timeout", "ran out of time: the checks of this submission used up their time limit")
+        try:
+            header, body = self.session.call(module, name, payload, seconds)
+        except StudentError as error:
+            if error.kind in ("timeout", "crashed"):
+                return self._poison(error.kind, error.summary)
+            return StudentError(error.kind, error.summary)
+        op = header["op"]
+        if op == "result":
+            try:
+                return transport.decode(body)
+            except transport.TransportError as error:
+                return StudentError("bad_result", f"returned something that cannot be checked: {error}")
+        if op == "error":
+            kind = header.get("kind") if header.get("kind") in _KINDS else "raised"
+            summary = str(header.get("summary", ""))[:2000]
+            if header.get("flag") == "memory" and "memory" not in self.flags:
+                self.flags.append("memory")
+            if kind == "timeout":
+                return self._poison(kind, summary)
+            return StudentError(str(kind), summary)
+        if op == "grader_error":
+            raise RuntimeError(str(header.get("summary", "the worker could not run the probe"))[:2000])
+        return self._poison("crashed", "the worker process sent an unexpected reply")
+
+    def __repr__(self) -> str:
+        return "<submission>"

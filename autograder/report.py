@@ -1,0 +1,305 @@
+"""The CI grader's outputs: Gradescope ``results.json``, ``gradebook.csv``, HTML feedback.
+
+Per submission, in ``OUT/<student>/<assignment>/``: ``feedback.html``, ``grading.json``
+(timings and sandbox details, which vary between runs) and, written last, ``results.json``
+(deterministic: the same submission gives the same file on every run and for every
+``--jobs``). Every file is written atomically (a temporary file, then ``os.replace``), so an
+interrupted run leaves either the old file or the new one, and a ``results.json`` that
+exists marks a finished submission.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autograder.core import CheckResult
+
+__all__ = [
+    "Outcome",
+    "check_results_json",
+    "feedback_html",
+    "load_results",
+    "results_json",
+    "summary_table",
+    "write_atomic",
+    "write_gradebook",
+    "write_submission",
+]
+
+
+@dataclass
+class Outcome:
+    """Everything the grader learnt about one submission."""
+
+    student: str
+    assignment: str
+    notebook_sha256: str = ""
+    grader: str = ""
+    tests: list[CheckResult] = field(default_factory=list)
+    cell_errors: dict[int, str] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sandbox: str | None = None
+    seconds: float = 0.0
+    output_bytes: int = 0
+
+    @property
+    def score(self) -> float:
+        """Points earned."""
+        return float(sum(t.score for t in self.tests))
+
+    @property
+    def max_score(self) -> float:
+        """Points possible."""
+        return float(sum(t.max_score for t in self.tests))
+
+
+def _points(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(float(value), 6)
+
+
+def _summary_text(outcome: Outcome) -> str:
+    lines = [f"{_points(outcome.score)} / {_points(outcome.max_score)} points."]
+    failed = [t for t in outcome.tests if not t.passed]
+    if failed:
+        lines.append(f"{len(failed)} of {len(outcome.tests)} checks failed; each failed check below says what to look at.")
+    if outcome.cell_errors:
+        lines.append("Cells of your notebook that did not run cleanly:")
+        lines.extend(f"  cell {number}: {error}" for number, error in outcome.cell_errors.items())
+    if outcome.notes:
+        lines.append("Notes:")
+        lines.extend(f"  {note}" for note in outcome.notes)
+    return "\n".join(lines)
+
+
+def results_json(outcome: Outcome) -> dict[str, Any]:
+    """Gradescope's results.json for one submission (deterministic: no timings)."""
+    tests = []
+    for test in outcome.tests:
+        tests.append(
+            {
+                "name": test.test_name,
+                "score": _points(test.score),
+                "max_score": _points(test.max_score),
+                "status": "passed" if test.passed else "failed",
+                "output": test.feedback if not test.passed else "passed",
+                "visibility": "visible",
+                "tags": [test.tier, *test.flags],
+            }
+        )
+    return {
+        "score": _points(outcome.score),
+        "output": _summary_text(outcome),
+        "output_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+        "extra_data": {
+            "student_id": outcome.student,
+            "assignment_id": outcome.assignment,
+            "max_score": _points(outcome.max_score),
+            "notebook_sha256": outcome.notebook_sha256,
+            "grader": outcome.grader,
+            "sandbox": outcome.sandbox,
+            "flags": list(outcome.flags),
+            "cell_errors": [{"cell": n, "error": e} for n, e in outcome.cell_errors.items()],
+            "notes": list(outcome.notes),
+        },
+    }
+
+
+def check_results_json(data: Any) -> list[str]:
+    """Problems with ``data`` as a Gradescope results.json of this grader ([] when valid)."""
+    problems = []
+    if not isinstance(data, dict):
+        return ["results.json is not an object"]
+    tests = data.get("tests")
+    if not isinstance(tests, list):
+        return ["tests is not a list"]
+    for index, test in enumerate(tests):
+        if not isinstance(test, dict):
+            problems.append(f"tests[{index}] is not an object")
+            continue
+        for key, kind in (("name", str), ("score", (int, float)), ("max_score", (int, float)), ("status", str), ("output", str)):
+            if not isinstance(test.get(key), kind) or isinstance(test.get(key), bool):
+                problems.append(f"tests[{index}].{key} is missing or not a {getattr(kind, '__name__', 'number')}")
+        name = test.get("name", "")
+        if isinstance(name, str) and (": " not in name or not name.split(": ", 1)[0].isidentifier()):
+            problems.append(f"tests[{index}].name {name!r} does not start with '<task>: '")
+        if test.get("status") not in ("passed", "failed"):
+            problems.append(f"tests[{index}].status is {test.get('status')!r}")
+        score, max_score = test.get("score"), test.get("max_score")
+        if isinstance(score, (int, float)) and isinstance(max_score, (int, float)) and not 0 <= score <= max_score:
+            problems.append(f"tests[{index}].score {score} is outside [0, {max_score}]")
+        if test.get("status") == "failed" and not str(test.get("output", "")).strip():
+            problems.append(f"tests[{index}] failed without feedback")
+    total = sum(t.get("score", 0) for t in tests if isinstance(t, dict) and isinstance(t.get("score"), (int, float)))
+    if not isinstance(data.get("score"), (int, float)) or abs(data["score"] - total) > 1e-9:
+        problems.append(f"score {data.get('score')!r} is not the sum of the test scores ({total})")
+    return problems
+
+
+# --------------------------------------------------------------------------- HTML
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
+table { border-collapse: collapse; width: 100%; } td, th { padding: .3rem .5rem; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
+.pass { color: #1a7f37; } .fail { color: #b3261e; font-weight: 600; }
+pre { white-space: pre-wrap; background: #f6f8fa; padding: .5rem; margin: .3rem 0; }
+.flag { display: inline-block; background: #fde7e9; color: #b3261e; border-radius: .3rem; padding: 0 .4rem; margin-right: .3rem; font-size: .85rem; }
+"""
+
+
+def feedback_html(results: dict[str, Any]) -> str:
+    """A student's feedback page from their results.json: what failed and why, never check code."""
+    e = html.escape
+    extra = results.get("extra_data", {})
+    student, assignment = str(extra.get("student_id", "")), str(extra.get("assignment_id", ""))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(assignment)}: feedback for {e(student)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{e(assignment)}: feedback for {e(student)}</h1>",
+        f"<p><strong>{e(str(results.get('score')))} / {e(str(extra.get('max_score')))}</strong> points.</p>",
+    ]
+    flags = extra.get("flags") or []
+    if flags:
+        parts.append("<p>" + "".join(f'<span class="flag">{e(str(f))}</span>' for f in flags) + "</p>")
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for test in results.get("tests", []):
+        task = str(test.get("name", "")).split(": ", 1)[0]
+        by_task.setdefault(task, []).append(test)
+    parts.append("<h2>Checks</h2><table><tr><th>task</th><th>check</th><th>points</th><th>result</th></tr>")
+    for task, tests in by_task.items():
+        for test in tests:
+            name = str(test.get("name", "")).split(": ", 1)[-1]
+            ok = test.get("status") == "passed"
+            parts.append(
+                f"<tr><td><code>{e(task)}</code></td><td>{e(name)}"
+                + ("" if ok else f"<pre>{e(str(test.get('output', '')))}</pre>")
+                + f"</td><td>{e(str(test.get('score')))} / {e(str(test.get('max_score')))}</td>"
+                + f'<td class="{"pass" if ok else "fail"}">{"passed" if ok else "failed"}</td></tr>'
+            )
+    parts.append("</table>")
+    cells = extra.get("cell_errors") or []
+    if cells:
+        parts.append("<h2>Cells that did not run cleanly</h2><table>")
+        parts.extend(f"<tr><td>cell {e(str(c.get('cell')))}</td><td><pre>{e(str(c.get('error')))}</pre></td></tr>" for c in cells)
+        parts.append("</table>")
+    notes = extra.get("notes") or []
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(str(n))}</li>" for n in notes) + "</ul>")
+    parts.append(f"<p><small>Graded in a sandbox ({e(str(extra.get('sandbox')))}); grader {e(str(extra.get('grader')))}.</small></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def submission_dir(out: Path, student: str, assignment: str) -> Path:
+    """``OUT/<student>/<assignment>``."""
+    return out / student / assignment
+
+
+def write_submission(out: Path, outcome: Outcome) -> dict[str, Any]:
+    """Write feedback.html, grading.json and (last) results.json; return the results."""
+    folder = submission_dir(out, outcome.student, outcome.assignment)
+    results = results_json(outcome)
+    problems = check_results_json(results)
+    if problems:  # a bug of the grader's, never the student's
+        raise ValueError("invalid results.json: " + "; ".join(problems))
+    write_atomic(folder / "feedback.html", feedback_html(results))
+    timing = {"seconds": round(outcome.seconds, 3), "sandbox": outcome.sandbox, "output_bytes": outcome.output_bytes}
+    timing["tests"] = {t.test_name: round(t.seconds, 4) for t in outcome.tests}
+    write_atomic(folder / "grading.json", json.dumps(timing, indent=1) + "\n")
+    write_atomic(folder / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    return results
+
+
+def load_results(out: Path, student: str, assignment: str) -> dict[str, Any] | None:
+    """The results.json of a finished submission, or None."""
+    path = submission_dir(out, student, assignment) / "results.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and not check_results_json(data) else None
+
+
+def _task_scores(results: dict[str, Any]) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for test in results.get("tests", []):
+        task = str(test.get("name", "")).split(": ", 1)[0]
+        scores[task] = scores.get(task, 0.0) + float(test.get("score", 0))
+    return scores
+
+
+def write_gradebook(path: Path, all_results: Sequence[dict[str, Any]], task_order: Iterable[str]) -> None:
+    """gradebook.csv: one row per (student, assignment), the total and per-task scores."""
+    tasks = list(task_order)
+    seen = {t for r in all_results for t in _task_scores(r)}
+    tasks = [t for t in tasks if t in seen] + sorted(seen - set(tasks))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student_id", "assignment_id", "score", "max_score", "flags", *tasks])
+    rows = sorted(all_results, key=lambda r: (r["extra_data"]["student_id"], r["extra_data"]["assignment_id"]))
+    for results in rows:
+        extra = results["extra_data"]
+        scores = _task_scores(results)
+        writer.writerow(
+            [
+                extra["student_id"],
+                extra["assignment_id"],
+                _points(results["score"]),
+                _points(extra.get("max_score", 0)),
+                " ".join(extra.get("flags") or []),
+                *[_points(scores[t]) if t in scores else "" for t in tasks],
+            ]
+        )
+    write_atomic(path, buffer.getvalue())
+
+
+def summary_table(all_results: Sequence[dict[str, Any]]) -> str:
+    """The class at a glance: one line per submission, then the mean per assignment."""
+    rows = [("student", "assignment", "score", "flags")]
+    means: dict[str, list[float]] = {}
+    ordered = sorted(all_results, key=lambda r: (r["extra_data"]["student_id"], r["extra_data"]["assignment_id"]))
+    for results in ordered:
+        extra = results["extra_data"]
+        rows.append(
+            (
+                str(extra["student_id"]),
+                str(extra["assignment_id"]),
+                f"{_points(results['score'])} / {_points(extra.get('max_score', 0))}",
+                ", ".join(extra.get("flags") or []) or "-",
+            )
+        )
+        fraction = float(results["score"]) / float(extra.get("max_score") or 1)
+        means.setdefault(str(extra["assignment_id"]), []).append(fraction)
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    for assignment, fractions in sorted(means.items()):
+        lines.append(f"{assignment}: {len(fractions)} submissions, mean {100 * sum(fractions) / len(fractions):.0f}%")
+    return "\n".join(lines)

@@ -1,0 +1,489 @@
+"""Running untrusted submissions: limits, isolation levels and the worker's audit hook.
+
+The judge decides a :class:`Policy` (what the worker may see, read and write) and
+:class:`Limits` (memory, time, processes, output); the worker applies them to itself with
+:func:`enter` after importing what it needs and before running any student code. Levels,
+strongest first:
+
+``namespace``
+    Running as root where ``unshare`` works (CI runners, this machine): a new mount and
+    network namespace; the repository is replaced by a read-only view holding only the
+    public packages and the virtual environment (``autograder/hidden`` and
+    ``course_lib/reference`` are empty there); the submissions, the output folder, ``/tmp``
+    and ``/dev/shm`` are private or empty; no network; then privileges drop to a uid of
+    its own (one per judge process, so one submission's processes never count against
+    another's).
+``privdrop``
+    Root without namespaces (a Docker container without ``CAP_SYS_ADMIN``): the same uid
+    drop; file permissions (see ``scripts/gradescope_bundle.py``) hide the secrets.
+``rlimits``
+    Anyone else: resource limits, a fresh working directory and the audit hook only.
+
+Every level sets the resource limits (address space, CPU seconds, processes, file size,
+open files), ``PR_SET_NO_NEW_PRIVS`` and a parent-death signal, and installs an audit hook
+(:pep:`578`) that refuses, and reports to the judge, any attempt to import or read the
+hidden checks or the reference, to read the rest of the repository or the other
+submissions, or to write outside the working directory; it also refuses sockets,
+``ctypes`` and more than a few child processes. The hook is defence in depth: in the
+``namespace`` level the files are not there at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import pwd
+import resource
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LEVELS",
+    "Limits",
+    "Policy",
+    "enter",
+    "install_audit_hook",
+    "kill_uid",
+    "levels_to_try",
+    "plan",
+]
+
+#: Isolation levels, strongest first.
+LEVELS = ("namespace", "privdrop", "rlimits")
+#: Module prefixes the worker may never import.
+DENY_MODULES = ("autograder.hidden", "course_lib.reference")
+_UID_BASE = 100_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use. Times are seconds, sizes megabytes unless named bytes."""
+
+    #: Address space the worker may add to what it uses after its imports.
+    memory_mb: int = 2048
+    #: Wall clock for the whole submission: running the notebook and every check.
+    timeout_s: float = 600.0
+    #: Wall clock for one notebook cell.
+    cell_timeout_s: float = 120.0
+    #: Largest file the worker may write (its stdout and stderr are drained separately).
+    file_mb: int = 64
+    #: Size of the private /tmp in the namespace level.
+    tmp_mb: int = 256
+    #: Processes and threads of the worker's uid (namespace and privdrop levels).
+    max_processes: int = 64
+    #: fork/exec/subprocess calls the submission may make in all.
+    max_spawns: int = 8
+    #: Largest result the judge reads back from one probe call.
+    result_mb: int = 512
+
+    @property
+    def cpu_s(self) -> int:
+        """CPU seconds for the worker process (a safety net under the wall-clock budget)."""
+        return int(self.timeout_s) + 30
+
+
+@dataclass
+class Policy:
+    """What the worker may see, read and write; decided by the judge, applied by the worker."""
+
+    level: str
+    workdir: str
+    uid: int | None = None
+    #: Repository root whose contents are off limits except ``keep_paths`` (None: installed package).
+    repo_root: str | None = None
+    #: Paths that stay readable: the public packages, the interpreter, the virtual environment.
+    keep_paths: list[str] = field(default_factory=list)
+    #: Reading or importing these is an attempt on the secrets (flagged, zero).
+    deny_paths: list[str] = field(default_factory=list)
+    deny_modules: list[str] = field(default_factory=lambda: list(DENY_MODULES))
+    #: Directories covered by an empty read-only view of ``keep_paths`` (namespace level).
+    whitelist_roots: list[str] = field(default_factory=list)
+    #: Directories covered by an empty tmpfs (namespace level).
+    hide_paths: list[str] = field(default_factory=list)
+    #: Mount a private /tmp and /dev/shm (namespace level).
+    private_tmp: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, sent to the worker."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Policy:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- the judge's side
+
+
+def _package_dir(name: str) -> Path:
+    module = sys.modules.get(name) or __import__(name)
+    return Path(module.__file__).resolve().parent  # type: ignore[arg-type]
+
+
+def repo_root() -> Path | None:
+    """The source checkout the packages run from (an editable install), if any."""
+    root = _package_dir("autograder").parent
+    if (root / "pyproject.toml").is_file() and (root / "course_lib").is_dir():
+        return root
+    return None
+
+
+def _under(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
+
+
+def _world_traversable(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & stat.S_IXOTH)
+    except OSError:
+        return False
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    unique = sorted(set(paths), key=len)
+    kept: list[str] = []
+    for p in unique:
+        if not _under(p, kept):
+            kept.append(p)
+    return kept
+
+
+def plan(
+    level: str,
+    workdir: str,
+    *,
+    uid: int | None = None,
+    secret_paths: Iterable[str] = (),
+    secret_modules: Iterable[str] = (),
+) -> Policy:
+    """The policy for one worker of this judge process.
+
+    Args:
+        level: One of :data:`LEVELS`.
+        workdir: A fresh directory for the worker (its cwd where /tmp is not private).
+        uid: The uid to drop to (namespace, privdrop); defaults to one derived from this pid.
+        secret_paths: More paths the worker must not read (the output folder, the
+            submissions, judge-only plugin modules).
+        secret_modules: More module prefixes the worker must not import.
+    """
+    root = repo_root()
+    autograder_dir, course_dir = _package_dir("autograder"), _package_dir("course_lib")
+    deny = [str(autograder_dir / "hidden"), str(course_dir / "reference"), *map(str, secret_paths)]
+    interpreter = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}]
+    keep = [str(autograder_dir), str(course_dir), *interpreter]
+    covered = [str(root)] if root else []
+    for path in keep:  # ancestors the sandbox uid could not traverse (/root holding pyenv, say)
+        for ancestor in Path(path).parents:
+            if str(ancestor) != "/" and not _world_traversable(ancestor):
+                covered.append(str(ancestor))
+    covered = _outermost(covered)
+    hide = [p for p in deny if not _under(p, covered) or _under(p, keep)]
+    return Policy(
+        level=level,
+        workdir=workdir,
+        uid=uid if uid is not None else _UID_BASE + os.getpid(),
+        repo_root=str(root) if root else None,
+        keep_paths=_outermost(keep),
+        deny_paths=deny,
+        deny_modules=[*DENY_MODULES, *secret_modules],
+        whitelist_roots=covered,
+        hide_paths=hide,
+        private_tmp=not any(_under(p, ["/tmp"]) for p in keep),
+    )
+
+
+def levels_to_try() -> list[str]:
+    """Levels this process can attempt, strongest first."""
+    if os.geteuid() == 0:
+        return list(LEVELS)
+    return ["rlimits"]
+
+
+def kill_uid(uid: int) -> None:
+    """Kill every process of ``uid`` (a sandbox uid): forks that left the process group too."""
+    if uid is None or os.geteuid() != 0:
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+# --------------------------------------------------------------------------- the worker's side
+
+_CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
+_MS_REMOUNT, _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(
+        libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _whitelist(libc: ctypes.CDLL, root: str, keeps: list[str], stage: str) -> None:
+    """Cover ``root`` with an empty read-only tmpfs that holds only ``keeps`` (bind mounts)."""
+    staged = []
+    for index, keep in enumerate(keeps):
+        slot = os.path.join(stage, f"{len(os.listdir(stage))}-{index}")
+        os.mkdir(slot)
+        _mount(libc, keep, slot, None, _MS_BIND | _MS_REC)
+        staged.append((slot, keep))
+    _mount(libc, "tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    for slot, keep in staged:
+        os.makedirs(keep, mode=0o755, exist_ok=True)
+        _mount(libc, slot, keep, None, _MS_MOVE)
+    _mount(libc, None, root, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+
+
+def _enter_namespace(policy: Policy, limits: Limits) -> str:
+    """New mount and network namespaces; a view of the filesystem without the secrets."""
+    libc = _libc()
+    stage = os.path.join(policy.workdir, ".stage")
+    os.makedirs(stage, exist_ok=True)
+    _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
+    _mount(libc, "tmpfs", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=700")
+    for root in policy.whitelist_roots:
+        keeps = [k for k in policy.keep_paths if _under(k, [root]) and k != root]
+        _whitelist(libc, root, keeps, stage)
+    for path in policy.hide_paths:
+        if os.path.isdir(path):
+            _mount(libc, "tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=4k,mode=555")
+    workdir = policy.workdir
+    if policy.private_tmp:
+        _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={limits.tmp_mb}m,mode=1777")
+        if os.path.isdir("/dev/shm"):
+            _mount(libc, "tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={limits.tmp_mb}m,mode=1777")
+        workdir = "/tmp/work"
+        os.makedirs(workdir, exist_ok=True)
+    return workdir
+
+
+def _drop_privileges(uid: int, workdir: str) -> None:
+    os.chown(workdir, uid, uid)
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def _usable_by(uid: int, paths: Iterable[str]) -> bool:
+    """Whether ``uid`` (not root) could traverse to every path: checked from the mode bits."""
+    for path in paths:
+        for part in [Path(path), *Path(path).parents]:
+            try:
+                mode = part.stat().st_mode
+            except OSError:
+                return False
+            if not mode & stat.S_IXOTH:
+                return False
+    return True
+
+
+def _tasks_of_current_user() -> int:
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                count += os.stat(f"/proc/{entry}").st_uid == uid
+    return count
+
+
+def _vm_size_mb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def _set_limits(limits: Limits, level: str) -> None:
+    def limit(which: int, soft: int, hard: int | None = None) -> None:
+        hard = soft if hard is None else hard
+        current_soft, current_hard = resource.getrlimit(which)
+        if current_hard != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current_hard), min(hard, current_hard)
+        resource.setrlimit(which, (soft, hard))
+
+    mb = 1 << 20
+    limit(resource.RLIMIT_AS, (_vm_size_mb() + limits.memory_mb) * mb)
+    limit(resource.RLIMIT_CPU, limits.cpu_s, limits.cpu_s + 5)
+    limit(resource.RLIMIT_FSIZE, limits.file_mb * mb)
+    limit(resource.RLIMIT_NOFILE, 256)
+    limit(resource.RLIMIT_CORE, 0)
+    processes = limits.max_processes if level != "rlimits" else _tasks_of_current_user() + limits.max_processes
+    limit(resource.RLIMIT_NPROC, processes)
+    # Past the file-size limit a write fails (EFBIG) instead of killing the worker.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def enter(policy: Policy, limits: Limits) -> str:
+    """Apply ``policy`` and ``limits`` to this process (the worker); return the level reached.
+
+    Raises:
+        OSError: when the requested level cannot be set up; the judge then tries a weaker one.
+    """
+    level = policy.level
+    workdir = policy.workdir
+    if level == "namespace":
+        workdir = _enter_namespace(policy, limits)
+    if level in ("namespace", "privdrop"):
+        if policy.uid is None:
+            raise OSError("no sandbox uid")
+        if level == "privdrop" and not _usable_by(policy.uid, policy.keep_paths):
+            raise OSError("the interpreter or the packages are not readable by an unprivileged uid")
+        _drop_privileges(policy.uid, workdir)
+    os.chdir(workdir)
+    os.environ.update({"HOME": workdir, "TMPDIR": workdir, "MPLCONFIGDIR": workdir})
+    with contextlib.suppress(KeyError):
+        os.environ["USER"] = pwd.getpwuid(os.getuid()).pw_name
+    _set_limits(limits, level)
+    libc = _libc()
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the judge died before the death signal was armed
+        os._exit(1)
+    return level
+
+
+# --------------------------------------------------------------------------- the audit hook
+
+_SPAWN_EVENTS = frozenset(
+    {"os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen", "pty.spawn"}
+)
+_NETWORK_EVENTS = frozenset({"socket.connect", "socket.bind", "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto"})
+_CTYPES_EVENTS = frozenset({"ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function", "ctypes.cdata"})
+_READ_EVENTS = frozenset({"os.listdir", "os.scandir", "shutil.copyfile", "shutil.copytree", "shutil.make_archive"})
+_WRITE_EVENTS = {
+    "os.remove": (0,),
+    "os.rmdir": (0,),
+    "os.mkdir": (0,),
+    "os.rename": (0, 1),
+    "os.chmod": (0,),
+    "os.chown": (0,),
+    "os.truncate": (0,),
+    "os.utime": (0,),
+    "os.symlink": (1,),
+    "os.link": (1,),
+    "shutil.rmtree": (0,),
+    "shutil.move": (0, 1),
+}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[str, Any]], None]) -> None:
+    """Refuse (and report to the judge) what a submission must not do. Cannot be removed.
+
+    ``report`` receives ``{"op": "forbidden" | "refused", "what": ...}``: *forbidden* is an
+    attempt on the secrets or the judge (the affected task scores zero), *refused* a resource
+    the grader does not offer (network, ctypes, many processes), recorded as a note.
+    """
+    real = os.path.realpath
+    deny = tuple(real(p) for p in policy.deny_paths)
+    keep = tuple(real(p) for p in policy.keep_paths)
+    root = real(policy.repo_root) if policy.repo_root else None
+    workdir = real(os.getcwd())
+    writable = (workdir, "/dev/null", "/dev/shm", *(("/tmp",) if policy.level == "namespace" and policy.private_tmp else ()))
+    deny_modules = tuple(policy.deny_modules)
+    max_spawns = limits.max_spawns
+    state = threading.local()
+    counters = {"spawns": 0, "reports": 0}
+
+    def tell(op: str, what: str) -> None:
+        if counters["reports"] < 40:
+            counters["reports"] += 1
+            with contextlib.suppress(OSError):
+                report({"op": op, "what": what})
+
+    def secret(path: str) -> bool:
+        if _under(path, deny):
+            return True
+        return root is not None and path != root and _under(path, [root]) and not _under(path, keep)
+
+    def check_path(raw: Any, writing: bool, action: str) -> None:
+        if isinstance(raw, int) or raw is None:
+            return
+        path = real(os.fsdecode(raw))
+        if secret(path):
+            tell("forbidden", f"{action} {path}")
+            raise PermissionError(13, "not allowed while grading", os.fsdecode(raw))
+        if writing and not _under(path, writable):
+            tell("refused", f"{action} {path} (outside the working directory)")
+            raise PermissionError(13, "writing outside the working directory is not allowed while grading", os.fsdecode(raw))
+
+    def check_module(name: str) -> None:
+        if any(name == m or name.startswith(m + ".") for m in deny_modules):
+            tell("forbidden", f"import {name}")
+            raise ModuleNotFoundError(f"No module named {name!r} (not available to submissions)", name=name)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if getattr(state, "busy", False):
+            return
+        state.busy = True
+        try:
+            if event == "open":
+                flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+                mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+                check_path(args[0], bool(flags & _WRITE_FLAGS) or any(c in mode for c in "wax+"), "open")
+            elif event == "import":
+                check_module(str(args[0]))
+            elif event in _READ_EVENTS:
+                check_path(args[0], False, event)
+            elif event in _WRITE_EVENTS:
+                for index in _WRITE_EVENTS[event]:
+                    if index < len(args):
+                        check_path(args[index], True, event)
+            elif event in _SPAWN_EVENTS:
+                counters["spawns"] += 1
+                if counters["spawns"] > max_spawns:
+                    tell("refused", f"more than {max_spawns} child processes")
+                    raise PermissionError(f"no more than {max_spawns} child processes while grading")
+            elif event == "socket.__new__":
+                family = args[1] if len(args) > 1 else None
+                if family not in (socket.AF_UNIX, -1):
+                    tell("refused", "network socket")
+                    raise PermissionError("network access is disabled while grading")
+            elif event in _NETWORK_EVENTS:
+                tell("refused", event)
+                raise PermissionError("network access is disabled while grading")
+            elif event in _CTYPES_EVENTS:
+                tell("refused", event)
+                raise PermissionError("ctypes is disabled while grading")
+        finally:
+            state.busy = False
+
+    sys.addaudithook(hook)

@@ -1,0 +1,318 @@
+"""The sandboxed worker: runs one submission's code and serves probe calls from the judge.
+
+Started by :class:`autograder.remote.Worker` as ``python -m autograder.worker IN_FD OUT_FD``.
+It reads one ``init`` message (the code cells, the limits, the sandbox policy), imports what
+the probes need while it still may, enters the sandbox (:mod:`autograder.sandbox`), executes
+the cells in order in one namespace (continuing past cells that raise), then answers ``call``
+messages: ``probe(Student(namespace), *args, **kwargs)`` encoded with
+:func:`autograder.transport.encode`.
+
+The judge trusts nothing that comes back: every message is a size-capped JSON header plus an
+optional payload that it reads with ``torch.load(weights_only=True)``. The worker's own
+stdout and stderr (fd 1 and 2) belong to the student and are drained by the judge; the
+protocol uses two dedicated pipes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import json
+import linecache
+import os
+import signal
+import struct
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["HEADER_LIMIT", "ProtocolError", "pack", "send", "serve", "unpack_header"]
+
+MAGIC = b"AGW1"
+_PREFIX = struct.Struct(">4sIQ")  # magic, header length, payload length
+#: Largest JSON header either side accepts.
+HEADER_LIMIT = 1 << 20
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a well-formed message."""
+
+
+def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """One message: a JSON header and an optional binary payload, length-prefixed."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return _PREFIX.pack(MAGIC, len(head), len(payload)) + head + payload
+
+
+def unpack_header(prefix: bytes) -> tuple[int, int]:
+    """Lengths of the header and payload announced by a message prefix."""
+    magic, head_len, payload_len = _PREFIX.unpack(prefix)
+    if magic != MAGIC or head_len > HEADER_LIMIT:
+        raise ProtocolError("malformed message prefix")
+    return head_len, payload_len
+
+
+PREFIX_SIZE = _PREFIX.size
+
+
+def send(fd: int, header: dict[str, Any], payload: bytes = b"") -> None:
+    """Write one whole message to ``fd`` (blocking)."""
+    view = memoryview(pack(header, payload))
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            raise EOFError("the judge closed the channel")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _receive(fd: int) -> tuple[dict[str, Any], bytes]:
+    head_len, payload_len = unpack_header(_read_exact(fd, PREFIX_SIZE))
+    header = json.loads(_read_exact(fd, head_len))
+    return header, _read_exact(fd, payload_len)
+
+
+# --------------------------------------------------------------------------- time limits
+
+
+class _SoftTimeout(BaseException):
+    """Raised by SIGALRM inside student code; a BaseException so ``except Exception`` misses it."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _SoftTimeout()
+
+
+class _time_limit:  # noqa: N801 - used as a context manager
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 0.001))
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+# --------------------------------------------------------------------------- tampering
+
+#: Modules (and classes) whose functions a submission may not replace: the probes and the
+#: libraries they compute with. Replacing one cannot change the judge (another process), but
+#: a submission that tries is flagged.
+_WATCHED_MODULES = (
+    "builtins",
+    "numpy",
+    "numpy.linalg",
+    "numpy.random",
+    "torch",
+    "torch.nn",
+    "torch.nn.functional",
+    "torch.linalg",
+    "torch.special",
+    "torch.autograd",
+    "torch.distributions",
+    "hypothesis",
+    "course_lib",
+)
+_WATCHED_PREFIXES = ("autograder", "course_lib.")
+
+
+def _watched() -> Iterator[tuple[str, Any]]:
+    for name, module in list(sys.modules.items()):
+        if module is None:
+            continue
+        if name in _WATCHED_MODULES or name.startswith(_WATCHED_PREFIXES):
+            yield name, module
+    import torch
+
+    yield "torch.Tensor", torch.Tensor
+    yield "torch.nn.Module", torch.nn.Module
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type, types.ModuleType)) or callable(value)
+
+
+class Snapshot:
+    """Identity of every function and class in the watched modules, to detect monkeypatching."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, Any, str, Any]] = []
+        for label, owner in _watched():
+            for attr, value in list(vars(owner).items()):
+                if _is_code(value):
+                    self.entries.append((label, owner, attr, value))
+
+    def changes(self) -> list[str]:
+        """Names that were replaced or deleted since the snapshot; restores the originals."""
+        changed = []
+        for label, owner, attr, original in self.entries:
+            current = vars(owner).get(attr, _MISSING)
+            if current is not original:
+                changed.append(f"{label}.{attr}")
+                try:
+                    setattr(owner, attr, original)
+                except (AttributeError, TypeError):
+                    pass
+        return changed
+
+
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------- running cells
+
+
+def _display(*objects: Any, **kwargs: Any) -> None:
+    """IPython's ``display`` builtin does nothing while grading."""
+
+
+def _new_main() -> types.ModuleType:
+    """A fresh ``__main__`` for the notebook, as IPython gives each kernel."""
+    main = types.ModuleType("__main__")
+    main.__dict__.update({"__builtins__": builtins, "display": _display})
+    sys.modules["__main__"] = main
+    return main
+
+
+def _cell_filename(number: int) -> str:
+    return f"<cell {number}>"
+
+
+def _run_cell(namespace: dict[str, Any], number: int, source: str, seconds: float) -> str | None:
+    """Execute one cell; return None, or what went wrong in words."""
+    from autograder.subject import describe_exception
+
+    filename = _cell_filename(number)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as error:
+        return f"has a syntax error on line {error.lineno}: {error.msg}"
+    try:
+        with _time_limit(seconds):
+            exec(code, namespace)
+    except _SoftTimeout:
+        return f"did not finish within {seconds:.0f} s (an infinite loop, or too much work for grading?)"
+    except BaseException as error:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: the cell failed
+        return describe_exception(error).summary
+    return None
+
+
+# --------------------------------------------------------------------------- probe calls
+
+
+def _resolve_probe(module: str, name: str, allowed: tuple[str, ...], denied: tuple[str, ...]) -> Callable[..., Any]:
+    if module.startswith(denied) or not (module in allowed or module.startswith(tuple(p + "." for p in allowed))):
+        raise PermissionError(f"probe module {module!r} is not public")
+    target: Any = importlib.import_module(module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{module}.{name} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _memory_error(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "Cannot allocate memory" in text
+
+
+def _call(probe: Callable[..., Any], namespace: dict[str, Any], payload: bytes, seconds: float, memory_mb: int) -> tuple[dict[str, Any], bytes]:
+    from autograder import transport
+    from autograder.subject import Student, StudentError, describe_exception
+
+    args, kwargs = transport.unpickle_args(payload)
+    try:
+        with _time_limit(seconds):
+            result = probe(Student(namespace), *args, **kwargs)
+        return {"op": "result"}, transport.encode(result)
+    except _SoftTimeout:
+        return {"op": "error", "kind": "timeout", "summary": f"did not finish within {seconds:.0f} s: look for an infinite loop or very slow code"}, b""
+    except BaseException as error:  # noqa: BLE001 - anything the student's code raised
+        if _memory_error(error):
+            summary = f"ran out of memory (the grader allows about {memory_mb} MB): {type(error).__name__}"
+            return {"op": "error", "kind": "raised", "summary": summary, "flag": "memory"}, b""
+        described = error if isinstance(error, StudentError) else describe_exception(error)
+        return {"op": "error", "kind": described.kind, "summary": described.summary}, b""
+
+
+def serve(in_fd: int, out_fd: int) -> int:
+    """The worker's life: init, imports, sandbox, cells, then probe calls until ``exit``."""
+    from autograder import sandbox
+
+    main_pid = os.getpid()
+    init, _ = _receive(in_fd)
+    sys.path[:] = [p for p in init.get("sys_path", sys.path) if p]
+    for module in init.get("preload", []):
+        importlib.import_module(module)
+    sys.path[:] = [p for p in init.get("sys_path_after", sys.path) if p]
+    import torch
+
+    torch.set_num_threads(1)
+    snapshot = Snapshot()
+    policy = sandbox.Policy.from_dict(init["policy"])
+    limits = sandbox.Limits(**init["limits"])
+    try:
+        level = sandbox.enter(policy, limits)
+    except Exception as error:  # the judge retries with a weaker level
+        send(out_fd, {"op": "hello", "level": None, "error": f"{type(error).__name__}: {error}"})
+        return 3
+    # From here on the process runs untrusted code: report forbidden attempts at once.
+    sandbox.install_audit_hook(policy, limits, lambda header: send(out_fd, header))
+    send(out_fd, {"op": "hello", "level": level, "pid": main_pid})
+
+    namespace = _new_main().__dict__
+    skip = set(init.get("skip", []))
+    for number, source in init["cells"]:
+        if number in skip:
+            continue
+        send(out_fd, {"op": "cell", "cell": number})
+        error = _run_cell(namespace, number, source, limits.cell_timeout_s)
+        if os.getpid() != main_pid:  # a fork of the student's that fell through the cell
+            os._exit(0)
+        tampered = snapshot.changes()
+        send(out_fd, {"op": "cell_done", "cell": number, "error": error, "tampered": tampered})
+    send(out_fd, {"op": "ready"})
+
+    allowed, denied = tuple(init["probe_modules"]), tuple(policy.deny_modules)
+    while True:
+        try:
+            header, payload = _receive(in_fd)
+        except EOFError:
+            return 0
+        if header.get("op") != "call":
+            return 0
+        started = time.perf_counter()
+        try:
+            probe = _resolve_probe(header["module"], header["name"], allowed, denied)
+            reply, body = _call(probe, namespace, payload, float(header["timeout"]), limits.memory_mb)
+        except Exception as error:  # noqa: BLE001 - a grader-side problem, reported as such
+            reply, body = {"op": "grader_error", "summary": f"{type(error).__name__}: {error}"}, b""
+        if os.getpid() != main_pid:
+            os._exit(0)
+        reply["tampered"] = snapshot.changes()
+        reply["seconds"] = round(time.perf_counter() - started, 4)
+        send(out_fd, reply, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m autograder.worker IN_FD OUT_FD``."""
+    argv = sys.argv[1:] if argv is None else argv
+    in_fd, out_fd = int(argv[0]), int(argv[1])
+    return serve(in_fd, out_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
