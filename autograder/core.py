@@ -140,7 +140,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
 def _counterexample(error: BaseException) -> str:
     """Hypothesis's 'Falsifying example' note, without the subject argument."""
     for note in getattr(error, "__notes__", []) or []:
-        if note.startswith(("Falsifying example", "Failing test case")):
+        if note.startswith(("Falsifying example", "Failing test case", "Failing explicit example")):
             text = note.split("(", 1)[-1].rsplit(")", 1)[0]
             parts = [p.split("  # ")[0].strip() for p in text.split("\n") if p.strip() and "subject=" not in p]
             return " ".join(parts).rstrip(",")
