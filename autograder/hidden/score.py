@@ -1,1 +1,306 @@
-"""Hidden checks for the score assignment."""
+r"""Hidden checks for ``02_score``: the reference on identical samples, and variances.
+
+Deterministic: the student's estimate and the reference's on the same ``z`` (float64, per call)
+for every family the public checks do not know in closed form (``Independent`` and
+multivariate Gaussians, Poisson, integrands of the logits), and ``gaussian_score`` at edge
+shapes (one sample, one dimension) and wide scales.
+
+Statistical (the student draws its own samples): the spread of ``R`` independent estimates
+with ``S = 6`` samples (the mean coordinates) against the *exact* variance of the estimator (Gauss–Hermite
+quadrature; for the leave-one-out estimator the U-statistic formula in
+:func:`autograder.checks.score.loo_variance`). ``R`` is chosen from the exact kurtosis so that
+a ratio outside ``[1/3, 3]`` has probability below ``alpha`` for a correct estimator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+
+from autograder.checks.score import (
+    FAMILIES,
+    SOME,
+    STAT,
+    Case,
+    DetachedCost,
+    GaussianScoreCase,
+    call_estimator,
+    call_gaussian_score,
+    cases,
+    centred_moments,
+    check_side_effects,
+    compare_scores,
+    estimator_law,
+    gaussian_score_cases,
+    loo_variance,
+    plain_moments,
+    ratio_hint,
+    repeat_estimator,
+    stat_case,
+)
+from autograder.compare import as_numpy, assert_close
+from autograder.core import Failure, check
+from autograder.stats import z_threshold
+from autograder.strategies import seeds
+from autograder.subject import LocalSubject, Subject
+from course_lib.reference import score as reference
+
+_REFERENCE: LocalSubject | None = None
+ALPHA = 1e-6
+#: Accepted ratio of observed to exact variance; wrong estimators in the corpus are off by >= 6.
+VARIANCE_FACTOR = 3.0
+#: Variance checks run fewer examples (each makes R >= 100 calls).
+VARIANCE_EXAMPLES = 2
+VARIANCE_SETTINGS = settings(STAT, max_examples=VARIANCE_EXAMPLES)
+#: Samples per estimate in the variance checks (S != D = 2, S > 1 so sum and mean differ).
+VARIANCE_S = 6
+
+
+def _reference() -> LocalSubject:
+    global _REFERENCE
+    if _REFERENCE is None:
+        _REFERENCE = LocalSubject(
+            {name: getattr(reference, name) for name in reference.__all__}
+        )
+    return _REFERENCE
+
+
+# ---------------------------------------------------------------------------- gaussian_score
+
+
+@check(
+    "gaussian_score",
+    "matches the reference for one sample, one dimension and wide scales",
+    points=1,
+)
+@settings(SOME)
+@given(
+    case=gaussian_score_cases(
+        sizes=(1, 4), dims=(1, 3), spreads=(1.0, 3.0), distinct=False
+    )
+)
+def gaussian_score_edges(subject: Subject, case: GaussianScoreCase) -> None:
+    z, mu, log_sigma = case.arrays()
+    out = subject.call(call_gaussian_score, z, mu, log_sigma)
+    want = _reference().call(call_gaussian_score, z, mu, log_sigma)["value"]
+    compare_scores(out["value"], want, z, mu, log_sigma)
+
+
+# ---------------------------------------------------------------------------- estimators
+
+
+def _matches_reference(subject: Subject, name: str, case: Case) -> None:
+    built = case.build()
+    args = (name, built.f, built.make_q, built.params, case.S, built.z, case.seed)
+    out = subject.call(call_estimator, *args)
+    want = _reference().call(call_estimator, *args)["grads"]
+    check_side_effects(out, built.names, name)
+    got = [as_numpy(g, "gradient") for g in out["grads"]]
+    exp = [w.numpy() for w in want]
+    for g, w, pname in zip(got, exp, built.names):
+        if g.shape != w.shape:
+            raise Failure(
+                f"the gradient for {pname} has shape {g.shape}, expected {w.shape} (shaped like the parameter)"
+            )
+    scale = max(float(np.abs(w).max()) for w in exp)
+    atol = 1e-9 * (1 + scale)
+    if all(np.allclose(g, w, rtol=1e-6, atol=atol) for g, w in zip(got, exp)):
+        return
+    hint = (
+        ratio_hint(got, exp, case.S, case.D)
+        or _missing_grad_f_hint(got, name, built, case)
+        or (
+            f"{built.make_q!r} with {built.f!r}: log q(z_s) is q.log_prob(z) summed over every axis but the sample "
+            "axis (it may already be (S,)); categorical samples are integers"
+        )
+    )
+    for g, w, pname in zip(got, exp, built.names):
+        assert_close(
+            g, w, f"{name}'s gradient for {pname}", rtol=1e-6, atol=atol, hint=hint
+        )
+
+
+def _missing_grad_f_hint(
+    got: list[np.ndarray], name: str, built: Any, case: Case
+) -> str:
+    """Does the student's result equal the reference's with the gradient of f cut?"""
+    args = (
+        name,
+        DetachedCost(built.f),
+        built.make_q,
+        built.params,
+        case.S,
+        built.z,
+        case.seed,
+    )
+    without = [w.numpy() for w in _reference().call(call_estimator, *args)["grads"]]
+    if all(
+        g.shape == w.shape
+        and np.allclose(g, w, rtol=1e-6, atol=1e-9 * (1 + np.abs(w).max()))
+        for g, w in zip(got, without)
+    ):
+        return (
+            "it equals the score term alone: f depends on the parameters here, so add the average of "
+            "grad_lambda f(z_s) (keep f attached to the graph for that term)"
+        )
+    return ""
+
+
+@check(
+    "score_function_grad",
+    "matches the reference on identical samples for every family",
+    points=1,
+)
+@settings(SOME)
+@given(case=cases(tuple(FAMILIES)))
+def sfg_matches_reference(subject: Subject, case: Case) -> None:
+    _matches_reference(subject, "score_function_grad", case)
+
+
+@check(
+    "score_function_grad_loo",
+    "matches the reference on identical samples for every family",
+    points=1,
+)
+@settings(SOME)
+@given(case=cases(tuple(FAMILIES)))
+def loo_matches_reference(subject: Subject, case: Case) -> None:
+    _matches_reference(subject, "score_function_grad_loo", case)
+
+
+# ---------------------------------------------------------------------------- variances
+
+
+def _repetitions(kurtosis: float, coords: int, safety: float) -> int:
+    r"""Estimates needed so that :math:`|\log(s^2/V)| > \log c` has probability below the
+    per-check share of ``ALPHA``: :math:`\operatorname{SE}(\log s^2) \approx \sqrt{(\kappa_S - 1)/R}`,
+    with :math:`\kappa_S` the kurtosis of one ``S``-sample estimate (times ``safety``)."""
+    z = z_threshold(ALPHA / (VARIANCE_EXAMPLES * coords))
+    return max(
+        100, math.ceil(safety * (kurtosis - 1.0) * (z / math.log(VARIANCE_FACTOR)) ** 2)
+    )
+
+
+def _spread(
+    subject: Subject,
+    name: str,
+    case: Case,
+    offset: float,
+    reps: int,
+    seed: int,
+    truth: np.ndarray,
+) -> np.ndarray:
+    """Mean squared deviation from the exact gradient of ``reps`` estimates, mu coordinates only."""
+    built = case.build(offset)
+    runs = subject.call(
+        repeat_estimator,
+        name,
+        built.f,
+        built.make_q,
+        built.params,
+        VARIANCE_S,
+        reps,
+        seed,
+    )
+    flat = np.concatenate(
+        [as_numpy(r, "gradient").reshape(reps, -1) for r in runs], axis=1
+    )
+    if flat.shape[1] != truth.size:
+        raise Failure(
+            f"{name} returned {flat.shape[1]} gradient entries, expected {truth.size}"
+        )
+    if not np.all(np.isfinite(flat)):
+        raise Failure(f"{name} returned NaN or infinity when drawing its own samples")
+    # Known mean: a bias inflates the spread too.
+    return np.asarray(((flat - truth) ** 2).mean(axis=0))[MU]
+
+
+#: The variance checks look at the mu coordinates (kurtosis ~5-15; the log-sigma ones, ~50,
+#: would need 5x more calls, and every variance bug of the corpus shows on mu as well).
+MU = slice(0, 2)
+
+
+@check(
+    "score_function_grad",
+    "has the estimator's variance when it draws its own samples",
+    points=0.5,
+    alpha=ALPHA,
+)
+@VARIANCE_SETTINGS
+@given(seed=seeds())
+def sfg_variance(subject: Subject, seed: int) -> None:
+    """Spread of ``R`` estimates (S = 6, z=None) within a factor 3 of the exact variance
+    :math:`\\operatorname{Var}(f\\nabla_\\mu\\log q)/S`; false-failure probability <= ALPHA (Bonferroni
+    over examples and coordinates, normal approximation of log s² with the exact kurtosis, x1.5)."""
+    case = stat_case("gaussian", seed)
+    law = estimator_law(case)
+    _, var, _, kurt = plain_moments(law)
+    exact = var[MU] / VARIANCE_S
+    kurt_s = 3.0 + (float(kurt[MU].max()) - 3.0) / VARIANCE_S
+    reps = _repetitions(kurt_s, exact.size, safety=1.5)
+    ratio = (
+        _spread(subject, "score_function_grad", case, 0.0, reps, seed, law.truth)
+        / exact
+    )
+    worst = int(np.argmax(np.abs(np.log(ratio))))
+    if ratio[worst] > VARIANCE_FACTOR:
+        raise Failure(
+            f"over {reps} calls with num_samples={VARIANCE_S} and z=None, your estimates spread {ratio[worst]:.1f}x "
+            f"more (in variance) than this estimator does ({case!r}): draw num_samples independent samples with "
+            "q.sample((num_samples,)), not one sample repeated, and average f(z_s)·grad log q(z_s) over them"
+        )
+    if ratio[worst] < 1.0 / VARIANCE_FACTOR:
+        raise Failure(
+            f"over {reps} calls with num_samples={VARIANCE_S} and z=None, your estimates vary {1 / ratio[worst]:.1f}x "
+            f"less than this estimator can ({case!r}): use exactly num_samples samples and no baseline in the plain estimator"
+        )
+
+
+#: Smallest ratio of plain to leave-one-out variance the offset of f must produce.
+MIN_VARIANCE_RATIO = 30.0
+
+
+@check(
+    "score_function_grad_loo",
+    "has far lower variance than the plain estimator when f has a large mean",
+    points=0.5,
+    alpha=ALPHA,
+)
+@VARIANCE_SETTINGS
+@given(seed=seeds())
+def loo_variance_reduction(subject: Subject, seed: int) -> None:
+    """f shifted by a constant c >= 8 chosen so that the plain variance is >= 30x the leave-one-out
+    one; the spread of ``R`` estimates (S = 6, z=None) must be within a factor 3 of the exact
+    leave-one-out variance; false-failure probability <= ALPHA (normal approximation of log s²,
+    kurtosis of the leading term x2)."""
+    case = stat_case("gaussian", seed)
+    offset = 8.0
+    while True:
+        law = estimator_law(case, offset)
+        exact = loo_variance(law, VARIANCE_S)[MU]
+        plain = plain_moments(law)[1][MU] / VARIANCE_S
+        if float((plain / exact).min()) >= MIN_VARIANCE_RATIO:
+            break
+        offset *= 2.0
+    kurt_s = 3.0 + (float(centred_moments(law)[3][MU].max()) - 3.0) / VARIANCE_S
+    reps = _repetitions(kurt_s, exact.size, safety=2.0)
+    spread = _spread(
+        subject, "score_function_grad_loo", case, offset, reps, seed, law.truth
+    )
+    ratio = spread / exact
+    worst = int(np.argmax(np.abs(np.log(ratio))))
+    if ratio[worst] > VARIANCE_FACTOR:
+        versus_plain = float(spread[worst] / plain[worst])
+        raise Failure(
+            f"with f shifted by {offset:g} (a large mean) and z=None, your estimates spread {ratio[worst]:.1f}x more "
+            f"than the leave-one-out estimator's ({versus_plain:.2f}x the plain estimator's variance; {reps} calls, "
+            f"num_samples={VARIANCE_S}): is b_s = (sum_j f_j - f_s)/(S-1) subtracted when you draw your own samples?"
+        )
+    if ratio[worst] < 1.0 / VARIANCE_FACTOR:
+        raise Failure(
+            f"your estimates vary {1 / ratio[worst]:.1f}x less than the leave-one-out estimator with num_samples="
+            f"{VARIANCE_S} can ({case!r}, z=None): use exactly num_samples samples"
+        )
