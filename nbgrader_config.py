@@ -8,6 +8,9 @@ with this same file, so the release never depends on a stray ``gradebook.db``.
 
 import sys
 
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+
 c = get_config()  # noqa: F821  (injected by traitlets when nbgrader loads this file)
 
 c.CourseDirectory.course_id = "dsc190-vi"
@@ -19,6 +22,7 @@ c.CourseDirectory.ignore = [
     "__pycache__",
     "feedback",
     ".DS_Store",
+    ".hypothesis",  # hypothesis caches in the notebook's folder when a notebook runs
 ]
 
 # Execute.timeout is per cell (seconds). Graded runs set NBGRADER_EXECUTION, so every cell is
@@ -57,3 +61,12 @@ c.IgnorePattern.pattern = r"\A(?:[^\n]*running over TCP without encryption[^\n]*
 # Keep grading feedback readable when a submission prints in a loop.
 c.LimitOutput.max_lines = 400
 c.LimitOutput.max_traceback = 60
+
+# Feedback is rendered from the autograded notebook, whose grade cells nbgrader restored from
+# the gradebook *with* their hidden tests; nbgrader 0.9's GenerateFeedback does not strip them.
+# Strip them before rendering, so students see what their checks said, never their code.
+c.GenerateFeedback.preprocessors = [
+    GetGrades,
+    ClearHiddenTests,
+    CSSHTMLHeaderPreprocessor,
+]

@@ -40,7 +40,9 @@ def make_course(course: Path, ids: list[str], root: Path = ROOT) -> None:
         shutil.copytree(
             root / SOURCE / assignment,
             course / SOURCE / assignment,
-            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc"),
+            ignore=shutil.ignore_patterns(
+                ".ipynb_checkpoints", "__pycache__", "*.pyc", ".hypothesis"
+            ),
         )
 
 

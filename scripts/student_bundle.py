@@ -1,0 +1,134 @@
+"""Build what students receive: the released notebooks and the public packages, pip-installable.
+
+The bundle is ``dist/dsc190-vi-student/`` (and the same tree zipped next to it)::
+
+    pyproject.toml  README.md
+    assignments/<id>/<id>.ipynb      the nbgrader release, as committed
+    course_lib/                      without course_lib/reference (the answers)
+    autograder/                      without autograder/hidden (the hidden checks)
+
+``pip install ./dsc190-vi-student`` gives students the helpers and the public checks that the
+notebooks' grade cells call. ``tests/test_notebooks/test_student_bundle.py`` proves that no
+reference or hidden-check code is inside.
+
+Usage: python scripts/student_bundle.py [--out DIR] [--no-zip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "dsc190-vi-student"
+
+#: Inside each public package, the subpackages that never leave the instructor's machine.
+PRIVATE = {"course_lib": ("reference",), "autograder": ("hidden",)}
+JUNK = (
+    "__pycache__",
+    "*.pyc",
+    ".ipynb_checkpoints",
+    ".DS_Store",
+    "*.egg-info",
+    ".hypothesis",
+)
+
+
+def _project_table(root: Path) -> dict:
+    """``[project]`` of the course's pyproject (installed metadata on Python 3.10, no tomllib)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        dist = metadata.distribution("dsc190-vi")
+        deps = [r for r in dist.requires or [] if "extra ==" not in r]
+        return {
+            "dependencies": deps,
+            "version": dist.version,
+            "requires-python": dist.metadata["Requires-Python"],
+        }
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]
+
+
+def _pyproject(root: Path) -> str:
+    """A minimal pyproject: the course's runtime dependencies and the two public packages."""
+    project = _project_table(root)
+    deps = [
+        *project["dependencies"],
+        "jupyterlab>=4.2,<5",
+        "ipykernel>=6",
+        "ipywidgets>=8",
+    ]
+    dep_lines = "".join(f'    "{d}",\n' for d in deps)
+    return (
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "{NAME}"\nversion = "{project["version"]}"\n'
+        'description = "DSC190 lecture 17 (variational inference): assignments, helpers and public checks"\n'
+        f'requires-python = "{project.get("requires-python", ">=3.10")}"\n'
+        f"dependencies = [\n{dep_lines}]\n\n"
+        '[tool.setuptools.packages.find]\ninclude = ["course_lib*", "autograder*"]\n\n'
+        '[tool.setuptools.package-data]\ncourse_lib = ["py.typed"]\nautograder = ["py.typed", "templates/*"]\n'
+    )
+
+
+_README = """# DSC190 lecture 17: variational inference (student bundle)
+
+    pip install ./{name}        # helpers (course_lib) and the public checks (autograder)
+    jupyter lab assignments/
+
+Work in `assignments/<id>/<id>.ipynb`, in the cells marked `# YOUR CODE HERE`, and run the
+grade cell under each exercise: it prints which checks pass and what to look at. More
+checks run when your notebook is graded.
+"""
+
+
+def _copy_package(src: Path, dest: Path, private: tuple[str, ...]) -> None:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = set(shutil.ignore_patterns(*JUNK)(directory, names))
+        if Path(directory) == src:
+            skipped |= {n for n in names if n in private}
+        return skipped
+
+    shutil.copytree(src, dest, ignore=ignore)
+
+
+def build(out: Path, root: Path = ROOT, make_zip: bool = True) -> Path:
+    """Write the bundle to ``out/dsc190-vi-student`` (replacing it); returns that folder."""
+    bundle = out / NAME
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    bundle.mkdir(parents=True)
+    shutil.copytree(
+        root / "assignments",
+        bundle / "assignments",
+        ignore=shutil.ignore_patterns(*JUNK),
+    )
+    for package, private in PRIVATE.items():
+        _copy_package(root / package, bundle / package, private)
+    (bundle / "pyproject.toml").write_text(_pyproject(root))
+    (bundle / "README.md").write_text(_README.format(name=NAME))
+    if make_zip:
+        shutil.make_archive(str(out / NAME), "zip", root_dir=out, base_dir=NAME)
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "dist", help="output folder (default: dist/)"
+    )
+    parser.add_argument("--no-zip", action="store_true", help="write the folder only")
+    args = parser.parse_args(argv)
+    if not any((ROOT / "assignments").glob("*/*.ipynb")):
+        print("assignments/ is empty: run `make release` first")
+        return 1
+    bundle = build(args.out, make_zip=not args.no_zip)
+    files = sum(1 for p in bundle.rglob("*") if p.is_file())
+    print(f"{bundle} ({files} files)" + ("" if args.no_zip else f" and {bundle}.zip"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

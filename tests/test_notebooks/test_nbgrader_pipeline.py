@@ -1,0 +1,119 @@
+"""The real nbgrader pipeline on every assignment: generate, autograde three students, feedback.
+
+Scores are read from nbgrader's gradebook (``nbgrader.api.Gradebook``), the way an instructor
+would export them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from nbgrader.api import Gradebook
+
+from tests.test_notebooks import nbtools as nbt
+from tests.test_notebooks.conftest import Graded
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+def auto_scores(graded: Graded, student: str) -> dict[str, float]:
+    """task -> the autograded score of its grade cell, for one student."""
+    assignment = graded.assignment
+    with Gradebook(graded.course.gradebook_url()) as gb:
+        return {
+            task: gb.find_grade(
+                f"{task}_check", assignment, assignment, student
+            ).auto_score
+            for task in nbt.task_points(assignment)
+        }
+
+
+def manual_grades(graded: Graded, student: str) -> list[tuple[float | None, bool]]:
+    """(auto_score, needs_manual_grade) of every written-answer cell of one student."""
+    assignment = graded.assignment
+    source = nbt.read(nbt.source_path(assignment))
+    ids = [
+        nbt.nbgrader_meta(c)["grade_id"]
+        for c in source.cells
+        if nbt.is_manual_answer(c)
+    ]
+    with Gradebook(graded.course.gradebook_url()) as gb:
+        grades = [gb.find_grade(i, assignment, assignment, student) for i in ids]
+        return [(g.auto_score, g.needs_manual_grade) for g in grades]
+
+
+def test_autograde_never_crashes(graded: Graded) -> None:
+    assert graded.returncode == 0, graded.log[-3000:]
+    for student in ("alice", "bob", "carol"):
+        assert (
+            graded.course.root / "autograded" / student / graded.assignment
+        ).is_dir(), student
+
+
+def test_alice_solution_gets_full_marks(graded: Graded) -> None:
+    points = nbt.task_points(graded.assignment)
+    scores = auto_scores(graded, "alice")
+    short = {
+        t: (scores[t], p) for t, p in points.items() if scores[t] != pytest.approx(p)
+    }
+    assert not short, f"solution notebook lost points (score, max): {short}"
+    assert all(needs for _, needs in manual_grades(graded, "alice")), (
+        "written answers await a human"
+    )
+
+
+def test_alice_autograded_notebook_is_clean(graded: Graded) -> None:
+    nb = graded.course.autograded("alice", graded.assignment)
+    bad = [
+        (i, out.get("name") or out.get("ename"))
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if out.output_type == "error"
+        or (out.output_type == "stream" and out.name == "stderr")
+    ]
+    assert not bad, f"error or stderr outputs in alice's autograded notebook: {bad}"
+
+
+def test_bob_blank_release_gets_zero(graded: Graded) -> None:
+    scores = auto_scores(graded, "bob")
+    assert all(s == 0 for s in scores.values()), f"blank stubs earned points: {scores}"
+    assert all(
+        score == 0 and not needs for score, needs in manual_grades(graded, "bob")
+    )
+
+
+def test_carol_partly_wrong_gets_partial_credit(graded: Graded) -> None:
+    points = nbt.task_points(graded.assignment)
+    scores = auto_scores(graded, "carol")
+    broken = graded.broken_task
+    assert graded.carol_expected < points[broken], (
+        f"{broken}: the wrong-on-purpose body lost no points"
+    )
+    assert scores[broken] == pytest.approx(graded.carol_expected), (
+        "nbgrader and in-process grading disagree"
+    )
+    others = {
+        t: (scores[t], p)
+        for t, p in points.items()
+        if t != broken and scores[t] != pytest.approx(p)
+    }
+    assert not others, f"carol lost points on tasks she did right: {others}"
+    total = sum(scores.values())
+    assert 0 < total < sum(points.values())
+
+
+def test_feedback_shows_checks_but_not_hidden_tests(graded: Graded) -> None:
+    source = nbt.read(nbt.source_path(graded.assignment))
+    hidden = nbt.hidden_lines(source)
+    assert hidden, "the source notebook has hidden tests"
+    for student in ("alice", "bob", "carol"):
+        page = graded.course.feedback_html(student, graded.assignment)
+        text = html.unescape(re.sub(r"<[^>]+>", "", page))
+        assert 'score = grade("' in text, (
+            "the visible grade line is in the feedback (the search works)"
+        )
+        leaked = [line for line in hidden if line in text]
+        assert not leaked, f"{student}'s feedback shows hidden-test code: {leaked[:3]}"
