@@ -1,1 +1,1122 @@
-"""Public checks for the em assignment."""
+r"""Public checks for ``01_em``: ``log_joint``, ``e_step`` and ``free_energy``.
+
+Closed forms and invariants only (students can run these). The independent oracle is
+``scipy.stats.multivariate_normal``; the identities are Bayes' rule, the Gibbs identity
+:math:`F(q) = -\log p(X) + \sum_n \mathrm{KL}(q_n \,\|\, p(z_n \mid x_n))`, permutation
+equivariance, affine invariance, and numerics far from every component.
+
+Mixtures come from :func:`mixtures`: distinct weights, distinct full covariances (never the
+identity, never diagonal), means away from 0, and pairwise distinct ``N``, ``K``, ``D`` so a
+transposed axis cannot keep the right shape. A :class:`Mixture` prints as its sizes and seed:
+that is the "smallest failing input" a student reads, and it rebuilds the arrays exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp, xlogy
+from scipy.stats import multivariate_normal
+
+from autograder import probes
+from autograder.compare import assert_close
+from autograder.core import Failure, check, expect
+from autograder.profiles import GRADING
+from autograder.strategies import seeds
+from autograder.subject import Student, StudentError, Subject
+
+__all__ = [
+    "Mixture",
+    "closed_form_log_joint",
+    "e_step_output",
+    "free_energy_output",
+    "log_joint_output",
+    "far_arrays",
+    "ill_conditioned_arrays",
+    "make_arrays",
+    "mixtures",
+    "small_examples",
+    "posterior",
+    "random_q",
+    "run_em",
+    "tiny_determinant_arrays",
+]
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+ARG_NAMES = {
+    "log_joint": ("X", "weights", "means", "covs"),
+    "e_step": ("X", "weights", "means", "covs"),
+    "free_energy": ("X", "resp", "weights", "means", "covs"),
+}
+#: float64 agreement between two correct algorithms (Cholesky, eigh, solve) on these mixtures;
+#: float32 anywhere in the computation misses it by orders of magnitude.
+TIGHT = {"rtol": 1e-8, "atol": 1e-10}
+FEW = settings(GRADING, max_examples=10)
+SOME = settings(GRADING, max_examples=15)
+
+
+# --------------------------------------------------------------------------- problems
+
+
+class Mixture:
+    """A Gaussian mixture and data, rebuilt from its sizes and seed (see :func:`make_arrays`).
+
+    Deliberately not a dataclass: Hypothesis prints dataclasses field by field, and this
+    repr (sizes and seed) is the "smallest failing input" a student reads.
+    """
+
+    __slots__ = ("dim", "n_components", "n_points", "seed")
+
+    def __init__(self, n_points: int, n_components: int, dim: int, seed: int) -> None:
+        self.n_points, self.n_components, self.dim, self.seed = (
+            n_points,
+            n_components,
+            dim,
+            seed,
+        )
+
+    def _key(self) -> tuple[int, int, int, int]:
+        return (self.n_points, self.n_components, self.dim, self.seed)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mixture) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Mixture(N={self.n_points}, K={self.n_components}, D={self.dim}, seed={self.seed})"
+
+
+def mixtures(
+    points: tuple[int, int] = (3, 9),
+    components: tuple[int, int] = (2, 4),
+    dims: tuple[int, int] = (2, 5),
+) -> st.SearchStrategy[Mixture]:
+    """Mixtures with pairwise distinct ``N``, ``K``, ``D`` (equal sizes hide transposed axes)."""
+    sizes = st.tuples(
+        st.integers(*points), st.integers(*components), st.integers(*dims)
+    )
+    return st.builds(
+        lambda s, seed: Mixture(s[0], s[1], s[2], seed),
+        sizes.filter(lambda s: len(set(s)) == 3),
+        seeds(),
+    )
+
+
+def _distinct_weights(rng: np.random.Generator, k: int) -> np.ndarray:
+    # Gaps of at least 0.5 between raw weights: equal weights hide a missing log pi.
+    raw = rng.permutation(k) + 1.0 + rng.uniform(0.0, 0.5, k)
+    return raw / raw.sum()
+
+
+def _full_spd(rng: np.random.Generator, dim: int, scale: float) -> np.ndarray:
+    """A dense SPD matrix (off-diagonals matter; never the identity), condition number ~ 10-100."""
+    a = rng.normal(size=(dim, dim))
+    cov = scale * (a @ a.T / dim + np.diag(rng.uniform(0.3, 1.0, dim)))
+    return 0.5 * (cov + cov.T)
+
+
+def _rotation(rng: np.random.Generator, dim: int) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return q * np.sign(np.diagonal(r))
+
+
+def _points_near(
+    rng: np.random.Generator, n: int, means: np.ndarray, covs: np.ndarray, spread: float
+) -> np.ndarray:
+    labels = rng.integers(len(means), size=n)
+    noise = spread * rng.normal(size=(n, means.shape[1]))
+    return means[labels] + np.einsum(
+        "nde,ne->nd", np.linalg.cholesky(covs)[labels], noise
+    )
+
+
+def make_arrays(problem: Mixture) -> Arrays:
+    """``(X (N, D), weights (K,), means (K, D), covs (K, D, D))``: distinct weights and full covariances."""
+    rng = np.random.default_rng(problem.seed)
+    k, d = problem.n_components, problem.dim
+    weights = _distinct_weights(rng, k)
+    means = rng.normal(0.0, 1.5, (k, d))
+    scales = np.exp(rng.uniform(-1.0, 0.7, k))
+    covs = np.stack([_full_spd(rng, d, s) for s in scales])
+    X = _points_near(rng, problem.n_points, means, covs, spread=1.3)
+    return X, weights, means, covs
+
+
+def far_arrays(problem: Mixture) -> Arrays:
+    """Every point thousands of standard deviations from every component."""
+    X, weights, means, covs = make_arrays(problem)
+    rng = np.random.default_rng(problem.seed + 1)
+    largest_std = float(np.sqrt(max(np.linalg.eigvalsh(c).max() for c in covs)))
+    directions = rng.normal(size=X.shape)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    distance = 3000.0 * largest_std * rng.uniform(1.0, 2.0, (len(X), 1))
+    return means.mean(axis=0) + distance * directions, weights, means, covs
+
+
+def ill_conditioned_arrays(problem: Mixture) -> Arrays:
+    """Rotated covariances with eigenvalues from 1e-4 to 1e3 (condition number 1e7), still SPD."""
+    rng = np.random.default_rng(problem.seed + 2)
+    k, d = problem.n_components, problem.dim
+    covs = []
+    for _ in range(k):
+        rotation = _rotation(rng, d)
+        eigenvalues = rng.permutation(np.logspace(-4, 3, d)) * np.exp(
+            rng.uniform(-0.5, 0.5)
+        )
+        cov = (rotation * eigenvalues) @ rotation.T
+        covs.append(0.5 * (cov + cov.T))
+    weights = _distinct_weights(rng, k)
+    means = rng.normal(0.0, 2.0, (k, d))
+    X = _points_near(rng, problem.n_points, means, np.stack(covs), spread=1.5)
+    return X, weights, means, np.stack(covs)
+
+
+def tiny_determinant_arrays(problem: Mixture) -> Arrays:
+    """``D`` around 70 with variances 1e-11..1e-8: det(Sigma) underflows to 0 and the density
+    overflows (log N is about +700 near the mean), while log det and log N stay exact."""
+    rng = np.random.default_rng(problem.seed + 3)
+    k, d = problem.n_components, 66 + problem.dim
+    covs = []
+    for _ in range(k):
+        rotation = _rotation(rng, d)
+        cov = (rotation * rng.permutation(np.logspace(-11, -8, d))) @ rotation.T
+        covs.append(0.5 * (cov + cov.T))
+    weights = _distinct_weights(rng, k)
+    means = rng.normal(0.0, 1e-3, (k, d))
+    X = _points_near(rng, problem.n_points, means, np.stack(covs), spread=1.0)
+    return X, weights, means, np.stack(covs)
+
+
+def random_q(problem: Mixture, shape: tuple[int, int], zeros: bool) -> np.ndarray:
+    """Rows on the simplex; with ``zeros``, exact zeros in some entries and one-hot rows."""
+    rng = np.random.default_rng(problem.seed + 4)
+    q = rng.dirichlet(np.ones(shape[1]), size=shape[0])
+    if zeros:
+        keep = rng.random(shape) < 0.6
+        keep[np.arange(shape[0]), rng.integers(shape[1], size=shape[0])] = True
+        q = np.where(keep, q, 0.0)
+        q[::3] = np.eye(shape[1])[rng.integers(shape[1], size=len(q[::3]))]
+        q /= q.sum(axis=1, keepdims=True)
+    return q
+
+
+#: Tried first, before any generated mixture: most bugs fail here at once, with no shrinking,
+#: and the student reads a small input.
+EXAMPLES = (Mixture(3, 2, 4, 0), Mixture(6, 3, 2, 1))
+
+
+def small_examples(fn: Any) -> Any:
+    """Run :data:`EXAMPLES` before generated mixtures (apply just below ``@given``)."""
+    for problem in reversed(EXAMPLES):
+        fn = example(problem=problem)(fn)
+    return fn
+
+
+# --------------------------------------------------------------------------- closed forms
+
+
+def closed_form_log_joint(
+    X: np.ndarray, weights: np.ndarray, means: np.ndarray, covs: np.ndarray
+) -> np.ndarray:
+    r""":math:`\log \pi_k + \log \mathcal{N}(x_n; \mu_k, \Sigma_k)` from scipy's density, shape ``(N, K)``."""
+    columns = [
+        np.atleast_1d(multivariate_normal(mean=m, cov=c).logpdf(X))
+        for m, c in zip(means, covs)
+    ]
+    return np.log(weights) + np.stack(columns, axis=1)
+
+
+def posterior(log_joint: np.ndarray) -> tuple[np.ndarray, float]:
+    """Bayes' rule in log space: ``(resp (N, K), log-likelihood)``."""
+    log_evidence = logsumexp(log_joint, axis=1)
+    return np.exp(log_joint - log_evidence[:, None]), float(log_evidence.sum())
+
+
+def _gaussian_terms(
+    X: np.ndarray, means: np.ndarray, covs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mahalanobis distances ``(N, K)`` and log-determinants ``(K,)``, for diagnosing wrong answers."""
+    maha = np.stack(
+        [
+            np.einsum("nd,nd->n", X - m, np.linalg.solve(c, (X - m).T).T)
+            for m, c in zip(means, covs)
+        ],
+        1,
+    )
+    return maha, np.linalg.slogdet(covs)[1]
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def _as_float_array(value: Any, what: str) -> tuple[np.ndarray, str]:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+        dtype = str(array.dtype)
+        return array.astype(np.float64), dtype
+    except (TypeError, ValueError):
+        raise StudentError(
+            "bad_result",
+            f"returned {type(value).__name__} for {what}, expected a numpy array of numbers",
+        ) from None
+
+
+def run_em(student: Student, name: str, *arrays: np.ndarray) -> dict[str, Any]:
+    """Call ``student.<name>(*arrays)``; return its result as float64 arrays, their dtypes, mutated args.
+
+    ``e_step`` must return a pair ``(resp, log_likelihood)``; torch tensors and array-likes are
+    accepted and converted (the original dtype is reported so float32 can be flagged).
+    """
+    out = probes.invoke(student, name, *arrays)
+    value = out["value"]
+    if name == "e_step":
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            got = f"a {type(value).__name__}" + (
+                f" of length {len(value)}" if isinstance(value, (tuple, list)) else ""
+            )
+            raise StudentError(
+                "bad_result",
+                f"returned {got} from e_step; expected a pair (resp, log_likelihood)",
+            )
+        (resp, resp_dtype), (loglik, loglik_dtype) = (
+            _as_float_array(value[0], "resp"),
+            _as_float_array(value[1], "the log-likelihood"),
+        )
+        return {
+            "value": (resp, loglik),
+            "dtypes": [resp_dtype, loglik_dtype],
+            "mutated": out["mutated"],
+        }
+    array, dtype = _as_float_array(value, f"the result of {name}")
+    return {"value": array, "dtypes": [dtype], "mutated": out["mutated"]}
+
+
+def call(subject: Subject, name: str, *arrays: np.ndarray) -> dict[str, Any]:
+    """Judge side: run :func:`run_em` (the subject copies the arrays across, so ours stay untouched)."""
+    return subject.call(run_em, name, *arrays)
+
+
+def close(
+    got: Any,
+    want: Any,
+    what: str,
+    hint: Callable[[], str],
+    *,
+    rtol: float,
+    atol: float,
+) -> None:
+    """:func:`assert_close`, building the (costly) diagnostic hint only when it fails."""
+    try:
+        assert_close(got, want, what, rtol=rtol, atol=atol)
+    except Failure:
+        hint_text = _diagnose(got, want, hint)
+        assert_close(got, want, what, rtol=rtol, atol=atol, hint=hint_text)
+
+
+def _diagnose(got: Any, want: Any, hint: Callable[[], str]) -> str:
+    """A near miss means lost precision; otherwise ask ``hint``. Never raises (a hint is a bonus)."""
+    try:
+        got_array, want_array = (
+            np.asarray(got, dtype=np.float64),
+            np.asarray(want, dtype=np.float64),
+        )
+        if got_array.shape != want_array.shape:
+            return ""
+        if np.all(np.isfinite(got_array)) and np.allclose(
+            got_array, want_array, rtol=1e-4, atol=1e-6
+        ):
+            scale = np.maximum(np.abs(want_array), 1e-3)
+            digits = int(
+                -np.log10(
+                    max(float(np.max(np.abs(got_array - want_array) / scale)), 1e-16)
+                )
+            )
+            return (
+                f"it agrees with the expected value to only about {digits} significant digits: did something "
+                "get computed in float32 (np.float32, a float32 torch tensor), did you add jitter to the "
+                "covariances, or clip small values?"
+            )
+        return hint()
+    except Exception:  # a diagnostic must never turn a wrong answer into a grader error
+        return ""
+
+
+# --------------------------------------------------------------------------- judging helpers
+
+
+def _expect_untouched(name: str, out: dict[str, Any]) -> None:
+    if out["mutated"]:
+        names = ", ".join(f"`{ARG_NAMES[name][i]}`" for i in out["mutated"])
+        raise Failure(
+            f"{name} modified its input {names} in place: work on copies (write `covs = covs + ...`, "
+            "not `covs += ...`; `X - mean`, not `X -= mean`), the caller still needs the originals"
+        )
+
+
+def _expect_float64(what: str, dtype: str) -> None:
+    expect(
+        not dtype.startswith(("float32", "float16", "torch.float32")),
+        f"{what} has dtype {dtype}: compute in float64 (the inputs are float64); float32 keeps only ~7 digits",
+    )
+
+
+def _expect_finite(array: np.ndarray, what: str, hint: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0]) if array.ndim else ()
+        where = f" at index {index}" if index else ""
+        raise Failure(f"{what} is {array[index] if index else array}{where}: {hint}")
+
+
+def _matches(got: np.ndarray, candidate: np.ndarray) -> bool:
+    got, candidate = np.asarray(got), np.asarray(candidate)
+    return got.shape == candidate.shape and bool(
+        np.allclose(got, candidate, rtol=1e-6, atol=1e-8)
+    )
+
+
+def _first_match(
+    got: np.ndarray, candidates: list[tuple[Callable[[], Any], str]]
+) -> str:
+    for build, hint in candidates:
+        with np.errstate(all="ignore"):
+            candidate = build()
+        if _matches(got, candidate):
+            return hint
+    return ""
+
+
+_NUMERICS_HINT = (
+    "solve with the covariance itself (Cholesky or np.linalg.solve, no added jitter) and take "
+    "log det from np.linalg.slogdet or the Cholesky diagonal"
+)
+
+
+def log_joint_hint(got: np.ndarray, arrays: Arrays, fallback: str = "") -> str:
+    """Name the bug when ``got`` matches a known wrong log joint, else say which term to look at."""
+    X, weights, means, covs = arrays
+    d = X.shape[1]
+    maha, log_det = _gaussian_terms(X, means, covs)
+    const = -0.5 * (d * np.log(2 * np.pi) + log_det)
+    right = np.log(weights) + const - 0.5 * maha
+    sigma_maha = np.stack(
+        [np.einsum("nd,de,ne->n", X - m, c, X - m) for m, c in zip(means, covs)], 1
+    )
+    hint = _first_match(
+        got,
+        [
+            (
+                lambda: right - np.log(weights),
+                "it matches log N(x; mu_k, Sigma_k) without log pi_k: add the log mixture weights",
+            ),
+            (
+                lambda: right - np.log(weights) + weights,
+                "it matches pi_k + log N(...): add log pi_k, not pi_k",
+            ),
+            (
+                lambda: np.log(weights) - 0.5 * maha,
+                "the normaliser -(D/2) log 2pi - (1/2) log det Sigma_k is missing",
+            ),
+            (
+                lambda: right - 0.5 * maha,
+                "the quadratic term lacks its 1/2: -(1/2) (x - mu)^T Sigma^-1 (x - mu)",
+            ),
+            (lambda: right - 0.5 * log_det, "log det Sigma_k lacks its 1/2"),
+            (
+                lambda: np.log(weights) + const - 0.5 * sigma_maha,
+                "the quadratic form uses Sigma_k instead of its inverse",
+            ),
+            (
+                lambda: right - np.log(weights) + 2 * np.log(weights),
+                "the weights enter squared: use log pi_k once",
+            ),
+        ],
+    )
+    if hint or fallback:
+        return hint or fallback
+    diff = got - right
+    if np.all(np.isfinite(diff)) and np.allclose(diff, diff[:1], rtol=1e-6, atol=1e-6):
+        return (
+            "the error is the same for every x_n, so look at the terms that do not depend on x: "
+            "log pi_k, -(1/2) log det Sigma_k and -(D/2) log 2pi"
+        )
+    return (
+        "the error changes with x_n: look at the quadratic form (x_n - mu_k)^T Sigma_k^-1 (x_n - mu_k) "
+        "(the full covariance, its inverse, the matching component k, and the factor 1/2)"
+    )
+
+
+def resp_hint(got: np.ndarray, arrays: Arrays, fallback: str = "") -> str:
+    """Name the bug when responsibilities match a known wrong answer."""
+    weights = arrays[1]
+    log_joint = closed_form_log_joint(*arrays)
+    hint = _first_match(
+        got,
+        [
+            (
+                lambda: np.exp(log_joint - logsumexp(log_joint, axis=0)),
+                "they are normalised over the data axis: divide by the sum over components (axis=1)",
+            ),
+            (
+                lambda: posterior(log_joint - np.log(weights))[0],
+                "they ignore the mixture weights: r_nk is proportional to pi_k N(x_n; mu_k, Sigma_k)",
+            ),
+            (
+                lambda: np.eye(len(weights))[np.argmax(log_joint, axis=1)],
+                "they are hard (one-hot) assignments: keep the soft posterior probabilities",
+            ),
+            (
+                lambda: log_joint - logsumexp(log_joint, axis=1, keepdims=True),
+                "these are log-responsibilities: exponentiate them",
+            ),
+            (
+                lambda: posterior(log_joint + np.log(weights))[0],
+                "the weights enter squared: multiply by pi_k once",
+            ),
+        ],
+    )
+    return (
+        hint
+        or fallback
+        or "compare with r_nk = exp(a_nk - logsumexp_j a_nj), a_nk = log pi_k + log N(x_n; mu_k, Sigma_k)"
+    )
+
+
+def loglik_hint(got: float, arrays: Arrays, fallback: str = "") -> str:
+    """Name the bug when the log-likelihood matches a known wrong total."""
+    log_joint = closed_form_log_joint(*arrays)
+    resp, right = posterior(log_joint)
+    n = len(log_joint)
+    hint = _first_match(
+        np.asarray(got),
+        [
+            (
+                lambda: np.asarray(right / n),
+                "it is the mean over points: return the sum over n",
+            ),
+            (
+                lambda: np.asarray(-right),
+                "it has the wrong sign: return log p(X), not -log p(X)",
+            ),
+            (
+                lambda: np.asarray(log_joint.max(axis=1).sum()),
+                "it uses max_k a_nk: use logsumexp_k a_nk (sum over components inside the log)",
+            ),
+            (
+                lambda: np.asarray((resp * log_joint).sum()),
+                "it is the expected complete-data log-likelihood sum r_nk a_nk, not log p(X) = sum_n logsumexp_k a_nk",
+            ),
+            (
+                lambda: np.asarray(xlogy(resp, resp).sum()),
+                "it is sum r log r: use sum_n logsumexp_k a_nk",
+            ),
+        ],
+    )
+    return (
+        hint
+        or fallback
+        or "log p(X) = sum_n logsumexp_k (log pi_k + log N(x_n; mu_k, Sigma_k))"
+    )
+
+
+def free_energy_parts(q: np.ndarray, arrays: Arrays) -> tuple[float, float, float]:
+    """``(energy -sum q a, entropy -sum q log q, -log-likelihood)`` from the closed form."""
+    log_joint = closed_form_log_joint(*arrays)
+    energy = -float(np.sum(np.where(q > 0, q * log_joint, 0.0)))
+    return energy, -float(xlogy(q, q).sum()), -posterior(log_joint)[1]
+
+
+def free_energy_hint(got: float, q: np.ndarray, arrays: Arrays) -> str:
+    """Name the bug when the free energy matches a known wrong formula."""
+    if not np.isfinite(got):
+        return "0 * log 0 must count as 0: use scipy.special.xlogy(q, q) or mask the zero entries of q"
+    energy, entropy, neg_loglik = free_energy_parts(q, arrays)
+    right = energy - entropy
+    hint = _first_match(
+        np.asarray(got),
+        [
+            (
+                lambda: np.asarray(energy),
+                "the entropy term is missing: F = -sum q log p(x, z) + sum q log q",
+            ),
+            (
+                lambda: np.asarray(-right),
+                "the sign is flipped: F = -ELBO = -sum q (log p(x, z) - log q)",
+            ),
+            (
+                lambda: np.asarray(energy + entropy),
+                "the entropy has the wrong sign: F = -sum q (log p(x, z) - log q)",
+            ),
+            (
+                lambda: np.asarray(right / len(q)),
+                "it is averaged over points: F sums over n",
+            ),
+            (
+                lambda: np.asarray(neg_loglik),
+                "it does not depend on q (it is -log-likelihood): use the resp you are given",
+            ),
+        ],
+    )
+    return (
+        hint
+        or "F(q) = -sum_n sum_k q_nk (log pi_k + log N(x_n; mu_k, Sigma_k) - log q_nk)"
+    )
+
+
+# --------------------------------------------------------------------------- log_joint
+
+
+def log_joint_output(
+    subject: Subject, arrays: Arrays, untouched: bool = False
+) -> np.ndarray:
+    """Call log_joint and check shape and dtype (and, if asked, that the inputs are left alone)."""
+    X, weights = arrays[0], arrays[1]
+    out = call(subject, "log_joint", *arrays)
+    if untouched:
+        _expect_untouched("log_joint", out)
+    value, (dtype,) = out["value"], out["dtypes"]
+    shape = (len(X), len(weights))
+    if value.shape != shape:
+        transposed = (
+            " (that is (K, N): rows must be data points, columns components)"
+            if value.shape == shape[::-1]
+            else ""
+        )
+        raise Failure(
+            f"log_joint returned shape {value.shape}, expected (N, K) = {shape}{transposed}"
+        )
+    _expect_float64("log_joint", dtype)
+    return value
+
+
+@check(
+    "log_joint",
+    "returns an (N, K) float64 array and leaves its inputs unchanged",
+    points=0.5,
+)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def log_joint_shape_and_inputs(subject: Subject, problem: Mixture) -> None:
+    value = log_joint_output(subject, make_arrays(problem), untouched=True)
+    _expect_finite(
+        value,
+        "log_joint",
+        "log densities of these ordinary points are finite: look for log(0) or overflow",
+    )
+
+
+@check(
+    "log_joint",
+    "equals log pi_k + log N(x_n; mu_k, Sigma_k) (scipy's density)",
+    points=1,
+)
+@GRADING
+@given(problem=mixtures())
+@small_examples
+def log_joint_closed_form(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    got = log_joint_output(subject, arrays)
+    close(
+        got,
+        closed_form_log_joint(*arrays),
+        "log_joint",
+        lambda: log_joint_hint(got, arrays),
+        **TIGHT,
+    )
+
+
+def _affine(problem: Mixture, arrays: Arrays) -> tuple[Arrays, float]:
+    """``x -> A x + b`` applied to data, means, covariances; returns the arrays and log|det A|."""
+    X, weights, means, covs = arrays
+    rng = np.random.default_rng(problem.seed + 5)
+    d = X.shape[1]
+    scales = np.asarray(rng.uniform(0.5, 2.0, d))
+    scales[0] = 1.8  # |det A| well away from 1, or a missing normaliser would cancel
+    A = _rotation(rng, d) * scales
+    b = rng.normal(0.0, 2.0, d)
+    covs_new = A @ covs @ A.T
+    return (
+        X @ A.T + b,
+        weights,
+        means @ A.T + b,
+        0.5 * (covs_new + np.swapaxes(covs_new, 1, 2)),
+    ), float(np.log(np.abs(np.linalg.det(A))))
+
+
+def _permutations(problem: Mixture) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(problem.seed + 6)
+    n, k = problem.n_points, problem.n_components
+    return np.roll(rng.permutation(n), 1), np.roll(
+        np.arange(k), 1
+    )  # never the identity
+
+
+def _permuted(arrays: Arrays, rows: np.ndarray, components: np.ndarray) -> Arrays:
+    X, weights, means, covs = arrays
+    return X[rows], weights[components], means[components], covs[components]
+
+
+@check(
+    "log_joint",
+    "permutes with data and components; shifts by -log|det A| under x -> Ax + b",
+    points=0.5,
+)
+@SOME
+@given(problem=mixtures())
+@small_examples
+def log_joint_equivariance(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    base = log_joint_output(subject, arrays)
+    rows, components = _permutations(problem)
+    permuted = log_joint_output(subject, _permuted(arrays, rows, components))
+    assert_close(
+        permuted,
+        base[rows][:, components],
+        "log_joint of permuted data and components",
+        **TIGHT,
+        hint="row n must depend only on x_n and column k only on component k: check which axis you index or sum",
+    )
+    moved, log_det_a = _affine(problem, arrays)
+    assert_close(
+        log_joint_output(subject, moved),
+        base - log_det_a,
+        "log_joint after x -> Ax + b",
+        **TIGHT,
+        hint="log N(Ax + b; A mu + b, A Sigma A^T) = log N(x; mu, Sigma) - log|det A|: "
+        "check the -(1/2) log det Sigma_k term and that the quadratic form uses the full inverse",
+    )
+
+
+@check(
+    "log_joint",
+    "is exact far from every component and for ill-conditioned covariances",
+    points=0.5,
+)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def log_joint_extreme(subject: Subject, problem: Mixture) -> None:
+    cases = [
+        (
+            far_arrays(problem),
+            "points thousands of standard deviations away",
+            {"rtol": 1e-9, "atol": 1e-6},
+        ),
+        (
+            ill_conditioned_arrays(problem),
+            "covariances with condition number 1e7",
+            {"rtol": 1e-7, "atol": 1e-7},
+        ),
+        (
+            tiny_determinant_arrays(problem),
+            "D = 70 with det(Sigma) below 1e-600",
+            {"rtol": 1e-7, "atol": 1e-7},
+        ),
+    ]
+    for arrays, what, tol in cases:
+        got = log_joint_output(subject, arrays)
+        _expect_finite(
+            got,
+            f"log_joint for {what}",
+            "work in log space: use a Cholesky factor (log det = "
+            "2 sum log diag L) or np.linalg.slogdet, never log(det(Sigma)) or log(exp(...))",
+        )
+        close(
+            got,
+            closed_form_log_joint(*arrays),
+            f"log_joint for {what}",
+            partial(log_joint_hint, got, arrays, _NUMERICS_HINT),
+            **tol,
+        )
+
+
+# --------------------------------------------------------------------------- e_step
+
+
+def e_step_output(
+    subject: Subject, arrays: Arrays, untouched: bool = False
+) -> tuple[np.ndarray, float]:
+    """Call e_step and check the pair's shapes and dtypes (and, if asked, that inputs are left alone)."""
+    X, weights = arrays[0], arrays[1]
+    out = call(subject, "e_step", *arrays)
+    if untouched:
+        _expect_untouched("e_step", out)
+    (resp, loglik), (resp_dtype, loglik_dtype) = out["value"], out["dtypes"]
+    shape = (len(X), len(weights))
+    if resp.shape != shape:
+        transposed = (
+            " (that is (K, N): rows must be data points, columns components)"
+            if resp.shape == shape[::-1]
+            else ""
+        )
+        raise Failure(
+            f"resp has shape {resp.shape}, expected (N, K) = {shape}{transposed}"
+        )
+    if loglik.size != 1:
+        raise Failure(
+            f"the log-likelihood has shape {loglik.shape}: return one number, the sum over points of log p(x_n)"
+        )
+    _expect_float64("resp", resp_dtype)
+    _expect_float64("the log-likelihood", loglik_dtype)
+    return resp, float(loglik.reshape(()))
+
+
+def _expect_rows_on_simplex(resp: np.ndarray, tolerance: float = 1e-12) -> None:
+    _expect_finite(
+        resp,
+        "resp",
+        "subtract the row maximum before exp, or normalise in log space with logsumexp",
+    )
+    sums = resp.sum(axis=1)
+    worst = int(np.argmax(np.abs(sums - 1.0)))
+    if resp.min() < -tolerance:
+        raise Failure(
+            f"resp has a negative entry ({resp.min():.4g}): did you return log-responsibilities? "
+            "Return exp(log r)."
+        )
+    if abs(sums[worst] - 1.0) > tolerance:
+        if np.allclose(resp.sum(axis=0), 1.0, rtol=0, atol=1e-9):
+            raise Failure(
+                f"rows of resp sum to {sums[worst]:.4g} (row {worst}), not 1, but the columns sum to 1: "
+                "did you normalise over the data axis (axis=0) instead of over components (axis=1)?"
+            )
+        raise Failure(
+            f"rows of resp sum to {sums[worst]:.12g} (row {worst}), not 1: divide by the sum over "
+            "components, and if you clip small values, renormalise afterwards"
+        )
+    if resp.max() > 1.0 + tolerance:
+        raise Failure(
+            f"resp has an entry above 1 ({resp.max():.4g}): responsibilities are probabilities"
+        )
+
+
+@check(
+    "e_step",
+    "returns resp of shape (N, K) and one log-likelihood, and leaves its inputs unchanged",
+    points=0.5,
+)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def e_step_shape_and_inputs(subject: Subject, problem: Mixture) -> None:
+    resp, loglik = e_step_output(subject, make_arrays(problem), untouched=True)
+    _expect_finite(resp, "resp", "look for 0/0 or log(0)")
+    _expect_finite(
+        np.asarray(loglik), "the log-likelihood", "look for log(0) or overflow"
+    )
+
+
+@check("e_step", "rows of resp sum to 1 and every entry lies in [0, 1]", points=0.5)
+@SOME
+@given(problem=mixtures())
+@small_examples
+def e_step_rows_sum_to_one(subject: Subject, problem: Mixture) -> None:
+    resp, _ = e_step_output(subject, make_arrays(problem))
+    _expect_rows_on_simplex(resp)
+
+
+@check(
+    "e_step",
+    "resp follow Bayes' rule and log-likelihood = sum_n logsumexp_k log p(x_n, k) (scipy)",
+    points=1,
+)
+@GRADING
+@given(problem=mixtures())
+@small_examples
+def e_step_closed_form(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    resp, loglik = e_step_output(subject, arrays)
+    want_resp, want_loglik = posterior(closed_form_log_joint(*arrays))
+    close(resp, want_resp, "resp", lambda: resp_hint(resp, arrays), **TIGHT)
+    close(
+        loglik,
+        want_loglik,
+        "the log-likelihood",
+        lambda: loglik_hint(loglik, arrays),
+        **TIGHT,
+    )
+
+
+@check(
+    "e_step",
+    "K = 1 gives resp = 1; identical components give resp = weights",
+    points=0.5,
+)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def e_step_degenerate_mixtures(subject: Subject, problem: Mixture) -> None:
+    X, weights, means, covs = make_arrays(problem)
+    single = (X, np.ones(1), means[:1], covs[:1])
+    resp, loglik = e_step_output(subject, single)
+    assert_close(
+        resp,
+        np.ones((len(X), 1)),
+        "resp with one component",
+        rtol=0,
+        atol=1e-12,
+        hint="with K = 1 every point belongs to that component",
+    )
+    assert_close(
+        loglik,
+        float(multivariate_normal(means[0], covs[0]).logpdf(X).sum()),
+        "the log-likelihood with one component",
+        **TIGHT,
+        hint="with K = 1 it is sum_n log N(x_n; mu, Sigma)",
+    )
+    k = len(weights)
+    same = (X, weights, np.repeat(means[:1], k, 0), np.repeat(covs[:1], k, 0))
+    resp, _ = e_step_output(subject, same)
+    assert_close(
+        resp,
+        np.tile(weights, (len(X), 1)),
+        "resp with identical components",
+        **TIGHT,
+        hint="when all components are the same Gaussian the posterior is the prior, r_nk = pi_k: "
+        "did you include the weights, and normalise over components?",
+    )
+
+
+@check(
+    "e_step",
+    "permuting data or components permutes resp; an affine change of coordinates leaves it unchanged",
+    points=0.5,
+)
+@SOME
+@given(problem=mixtures())
+@small_examples
+def e_step_equivariance(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    resp, loglik = e_step_output(subject, arrays)
+    rows, components = _permutations(problem)
+    resp_p, loglik_p = e_step_output(subject, _permuted(arrays, rows, components))
+    assert_close(
+        resp_p,
+        resp[rows][:, components],
+        "resp of permuted data and components",
+        **TIGHT,
+        hint="row n must depend only on x_n and column k only on component k",
+    )
+    assert_close(
+        loglik_p,
+        loglik,
+        "the log-likelihood of permuted data and components",
+        **TIGHT,
+        hint="reordering points or components does not change log p(X)",
+    )
+    moved, log_det_a = _affine(problem, arrays)
+    resp_a, loglik_a = e_step_output(subject, moved)
+    assert_close(
+        resp_a,
+        resp,
+        "resp after x -> Ax + b",
+        **TIGHT,
+        hint="posteriors do not depend on the coordinates: check the quadratic form and log det Sigma_k",
+    )
+    assert_close(
+        loglik_a,
+        loglik - len(arrays[0]) * log_det_a,
+        "the log-likelihood after x -> Ax + b",
+        **TIGHT,
+        hint="it must shift by -N log|det A|: check the -(1/2) log det Sigma_k term",
+    )
+
+
+@check(
+    "e_step",
+    "finite one-hot resp and finite log-likelihood for points thousands of standard deviations away",
+    points=0.5,
+)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def e_step_far_points(subject: Subject, problem: Mixture) -> None:
+    arrays = far_arrays(problem)
+    resp, loglik = e_step_output(subject, arrays)
+    want_resp, want_loglik = posterior(closed_form_log_joint(*arrays))
+    naive = "exp(-4e6) underflows to 0 and 0/0 is NaN: normalise in log space, r = exp(a - logsumexp(a))"
+    _expect_finite(resp, "resp far from every component", naive)
+    _expect_finite(
+        np.asarray(loglik),
+        "the log-likelihood far from every component",
+        "log(sum(exp(a))) underflows to log 0: use logsumexp (max + log sum exp(a - max))",
+    )
+    _expect_rows_on_simplex(resp)
+    close(
+        resp,
+        want_resp,
+        "resp far from every component",
+        partial(
+            resp_hint,
+            resp,
+            arrays,
+            "the component nearest in Mahalanobis distance gets responsibility 1",
+        ),
+        rtol=0,
+        atol=1e-9,
+    )
+    close(
+        loglik,
+        want_loglik,
+        "the log-likelihood far from every component",
+        partial(
+            loglik_hint,
+            loglik,
+            arrays,
+            "sum_n logsumexp_k a_nk stays exact when every a_nk is about -1e6",
+        ),
+        rtol=1e-9,
+        atol=1e-6,
+    )
+
+
+@check(
+    "e_step", "exact for ill-conditioned covariances and tiny determinants", points=0.25
+)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def e_step_ill_conditioned(subject: Subject, problem: Mixture) -> None:
+    for arrays, what in (
+        (ill_conditioned_arrays(problem), "covariances with condition number 1e7"),
+        (tiny_determinant_arrays(problem), "D = 70 with det(Sigma) below 1e-600"),
+    ):
+        resp, loglik = e_step_output(subject, arrays)
+        want_resp, want_loglik = posterior(closed_form_log_joint(*arrays))
+        hint = "use a Cholesky factor or np.linalg.solve and slogdet; never log(det(Sigma)), exp then log, nor added jitter"
+        _expect_finite(resp, f"resp for {what}", hint)
+        _expect_finite(np.asarray(loglik), f"the log-likelihood for {what}", hint)
+        close(
+            resp,
+            want_resp,
+            f"resp for {what}",
+            partial(resp_hint, resp, arrays, hint),
+            rtol=1e-6,
+            atol=1e-7,
+        )
+        close(
+            loglik,
+            want_loglik,
+            f"the log-likelihood for {what}",
+            partial(loglik_hint, loglik, arrays, hint),
+            rtol=1e-7,
+            atol=1e-7,
+        )
+
+
+# --------------------------------------------------------------------------- free_energy
+
+
+def free_energy_output(
+    subject: Subject, q: np.ndarray, arrays: Arrays, untouched: bool = False
+) -> float:
+    """Call free_energy and check it returned one float64 number (and, if asked, left its inputs alone)."""
+    X, weights, means, covs = arrays
+    out = call(subject, "free_energy", X, q, weights, means, covs)
+    if untouched:
+        _expect_untouched("free_energy", out)
+    value, (dtype,) = out["value"], out["dtypes"]
+    if value.size != 1:
+        raise Failure(
+            f"free_energy returned shape {value.shape}: return one number, summed over points and components"
+        )
+    _expect_float64("free_energy", dtype)
+    return float(value.reshape(()))
+
+
+@check("free_energy", "returns one number and leaves its inputs unchanged", points=0.5)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def free_energy_shape_and_inputs(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    q = random_q(problem, (problem.n_points, problem.n_components), zeros=True)
+    got = free_energy_output(subject, q, arrays, untouched=True)
+    _expect_finite(np.asarray(got), "F(q)", free_energy_hint(got, q, arrays))
+
+
+@check("free_energy", "F at the exact posterior equals -log-likelihood", points=1)
+@GRADING
+@given(problem=mixtures())
+@small_examples
+def free_energy_at_posterior(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    resp, loglik = posterior(closed_form_log_joint(*arrays))
+    got = free_energy_output(subject, resp, arrays)
+    close(
+        got,
+        -loglik,
+        "F(posterior)",
+        lambda: free_energy_hint(got, resp, arrays),
+        **TIGHT,
+    )
+
+
+@check(
+    "free_energy",
+    "F(q) = -log-likelihood + sum_n KL(q_n || posterior_n) >= -log-likelihood",
+    points=1,
+)
+@GRADING
+@given(problem=mixtures())
+@small_examples
+def free_energy_gibbs_identity(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    q = random_q(problem, (problem.n_points, problem.n_components), zeros=False)
+    got = free_energy_output(subject, q, arrays)
+    energy, entropy, neg_loglik = free_energy_parts(q, arrays)
+    if got < neg_loglik - 1e-9 * abs(neg_loglik):
+        raise Failure(
+            f"F(q) = {got:.6g} is below -log-likelihood = {neg_loglik:.6g}, but F(q) >= -log p(X) "
+            f"for every q: {free_energy_hint(got, q, arrays)}"
+        )
+    close(
+        got, energy - entropy, "F(q)", lambda: free_energy_hint(got, q, arrays), **TIGHT
+    )
+
+
+@check(
+    "free_energy",
+    "finite and exact with exact zeros in q (0 log 0 = 0), one-hot q and far points",
+    points=0.5,
+)
+@FEW
+@given(problem=mixtures())
+@small_examples
+def free_energy_zeros(subject: Subject, problem: Mixture) -> None:
+    arrays = make_arrays(problem)
+    far = far_arrays(problem)
+    shape = (problem.n_points, problem.n_components)
+    one_hot_far = posterior(closed_form_log_joint(*far))[0]
+    cases = [
+        (random_q(problem, shape, zeros=True), arrays, "q with exact zeros"),
+        (np.eye(shape[1])[np.arange(shape[0]) % shape[1]], arrays, "one-hot q"),
+        (
+            one_hot_far,
+            far,
+            "the one-hot posterior of points thousands of standard deviations away",
+        ),
+    ]
+    for q, case, what in cases:
+        got = free_energy_output(subject, q, case)
+        energy, entropy, _ = free_energy_parts(q, case)
+        hint = (
+            free_energy_hint(got, q, case)
+            if not np.isclose(got, energy - entropy, rtol=1e-9, atol=1e-8)
+            else ""
+        )
+        _expect_finite(np.asarray(got), f"F for {what}", hint)
+        assert_close(
+            got, energy - entropy, f"F for {what}", rtol=1e-9, atol=1e-8, hint=hint
+        )
