@@ -1,1 +1,1326 @@
-"""Public checks for the reparam assignment."""
+r"""Public checks for ``03_reparam``: inverse-CDF identities, implicit gradients, closed forms.
+
+Noise is passed in, so every property here is deterministic. For each sampler (the six
+``*_rsample`` tasks) a *family* below holds what the judge knows in closed form: a pivot
+:math:`P(z; \lambda)` that a correct sample maps back to its noise (the CDF :math:`F(z;\lambda) = u`
+for inverse-CDF families, :math:`(z - \mu)/\sigma = \epsilon` for the Gaussian ones), tail
+probabilities, and how the family is built from its standard member. From the pivot come
+the implicit-gradient identity
+
+.. math:: \frac{\partial z}{\partial \lambda} = -\frac{\partial_\lambda P(z; \lambda)}{\partial_z P(z; \lambda)}
+          \quad\Big(= -\frac{\partial_\lambda F(z;\lambda)}{q(z;\lambda)}\Big),
+
+computed by autograd through the closed form, and, for failure messages only, :math:`F^{-1}(u)`
+by bisection (the public checks never contain a quantile formula).
+
+``reparam_grad`` is checked against per-sample closed forms with the public samplers and
+integrands defined here (module-level classes, so they travel to the student's process).
+
+References:
+    Mohamed, Rosca, Figurnov & Mnih (2020), "Monte Carlo Gradient Estimation in ML", §5;
+    Figurnov, Mohamed & Mnih (2018), "Implicit Reparameterization Gradients" (the identity).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+from torch import Tensor
+
+from autograder.compare import as_numpy
+from autograder.core import Failure, check, expect
+from autograder.profiles import GRADING
+from autograder.strategies import distinct_sizes, seeds
+from autograder.subject import Student, StudentError, Subject
+
+__all__ = [
+    "FAMILIES",
+    "Bump",
+    "Cosine",
+    "ExponentialSampler",
+    "Family",
+    "GaussianSampler",
+    "GradProblem",
+    "GumbelSampler",
+    "Quadratic",
+    "SamplerProblem",
+    "diagnose",
+    "show_noise",
+    "show_pair",
+    "grad_problems",
+    "grad_hint",
+    "reparam_grad_probe",
+    "rsample_probe",
+    "sampler_problems",
+]
+
+DTYPE = torch.float64
+
+#: Deterministic and cheap, but 45 properties share the ~10 s budget: each example already
+#: checks S x D samples, so 15 examples per property suffice (the mutation report shows it).
+#: No shrinking: a problem is sizes plus a seed, and the first example Hypothesis tries is
+#: already the smallest (S=2, D=3, seed 0), where almost every bug shows; shrinking a seed
+#: only swaps one noise draw for another, at ~2 s per failed property.
+SAMPLER_SETTINGS = settings(
+    GRADING, max_examples=15, phases=[Phase.explicit, Phase.generate]
+)
+
+# --------------------------------------------------------------------------------------
+# Integrands f(z) -> (S,) and samplers rsample(*params, noise) handed to reparam_grad.
+# Module-level classes: they are pickled into the student's process.
+# --------------------------------------------------------------------------------------
+
+
+def _fmt(values: Any) -> str:
+    return (
+        "["
+        + ", ".join(
+            f"{float(v):.3g}" for v in np.atleast_1d(as_numpy(values, "values"))
+        )
+        + "]"
+    )
+
+
+class Quadratic:
+    r""":math:`f(z) = \sum_d (z_d - k_d)^2`, per sample."""
+
+    def __init__(self, k: Tensor) -> None:
+        self.k = k
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return ((z - self.k) ** 2).sum(-1)
+
+    def dfdz(self, z: Tensor) -> Tensor:
+        """Elementwise :math:`\\partial f/\\partial z_d`, shape of ``z``."""
+        return 2.0 * (z - self.k)
+
+    def __repr__(self) -> str:
+        return f"f(z) = sum((z - k)^2), k={_fmt(self.k)}"
+
+
+class Cosine:
+    r""":math:`f(z) = \sum_d \cos(w_d z_d)` (bounded: fine for heavy tails)."""
+
+    def __init__(self, w: Tensor) -> None:
+        self.w = w
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return torch.cos(self.w * z).sum(-1)
+
+    def dfdz(self, z: Tensor) -> Tensor:
+        return -self.w * torch.sin(self.w * z)
+
+    def __repr__(self) -> str:
+        return f"f(z) = sum(cos(w z)), w={_fmt(self.w)}"
+
+
+class Bump:
+    r""":math:`f(z) = \sum_d \exp(-w_d z_d^2)`."""
+
+    def __init__(self, w: Tensor) -> None:
+        self.w = w
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return torch.exp(-self.w * z**2).sum(-1)
+
+    def dfdz(self, z: Tensor) -> Tensor:
+        return -2.0 * self.w * z * torch.exp(-self.w * z**2)
+
+    def __repr__(self) -> str:
+        return f"f(z) = sum(exp(-w z^2)), w={_fmt(self.w)}"
+
+
+class GaussianSampler:
+    r""":math:`z = \mu + e^{\log\sigma}\epsilon`; params ``(mu, log_sigma)``."""
+
+    def __call__(self, mu: Tensor, log_sigma: Tensor, eps: Tensor) -> Tensor:
+        return mu + torch.exp(log_sigma) * eps
+
+    def derivatives(self, params: Sequence[Tensor], eps: Tensor) -> list[Tensor]:
+        """Per-sample :math:`\\partial z/\\partial\\mu = 1`, :math:`\\partial z/\\partial\\log\\sigma = \\sigma\\epsilon`."""
+        _, log_sigma = params
+        return [torch.ones_like(eps), torch.exp(log_sigma) * eps]
+
+    def __repr__(self) -> str:
+        return "Gaussian sampler (mu, log_sigma)"
+
+
+class ExponentialSampler:
+    r""":math:`z = -\log(1 - u)/\lambda`; one parameter ``(rate,)``."""
+
+    def __call__(self, rate: Tensor, u: Tensor) -> Tensor:
+        return -torch.log1p(-u) / rate
+
+    def derivatives(self, params: Sequence[Tensor], u: Tensor) -> list[Tensor]:
+        """Per-sample :math:`\\partial z/\\partial\\lambda = -z/\\lambda`."""
+        (rate,) = params
+        return [-self(rate, u) / rate]
+
+    def __repr__(self) -> str:
+        return "Exponential sampler (rate,)"
+
+
+class GumbelSampler:
+    r""":math:`z = \mu - \beta\log(-\log u)`; params ``(loc, scale)``."""
+
+    def __call__(self, loc: Tensor, scale: Tensor, u: Tensor) -> Tensor:
+        return loc - scale * torch.log(-torch.log(u))
+
+    def derivatives(self, params: Sequence[Tensor], u: Tensor) -> list[Tensor]:
+        """Per-sample :math:`\\partial z/\\partial\\mu = 1`, :math:`\\partial z/\\partial\\beta = (z-\\mu)/\\beta`."""
+        del params  # dz/dscale = (z - loc)/scale = -log(-log u) needs neither parameter
+        return [torch.ones_like(u), -torch.log(-torch.log(u))]
+
+    def __repr__(self) -> str:
+        return "Gumbel sampler (loc, scale)"
+
+
+# --------------------------------------------------------------------------------------
+# Probes: run next to the student's code, return plain data.
+# --------------------------------------------------------------------------------------
+
+
+def _changed(before: Tensor, after: Tensor) -> bool:
+    return before.shape != after.shape or not torch.equal(before, after.detach())
+
+
+def rsample_probe(
+    student: Student,
+    name: str,
+    params: tuple[Tensor, ...],
+    noise: Tensor,
+    weights: Tensor | None = None,
+) -> dict[str, Any]:
+    r"""Call ``student.<name>(*params, noise)`` with the params as fresh leaves.
+
+    With ``weights`` (``(S, D)``, nonzero), also return per-sample derivatives
+    :math:`\partial z_{sd}/\partial\lambda_{id}`, one backward pass per sample row: row ``s`` is
+    differentiated with cotangent ``weights[s]`` and divided by it, so a sample that wrongly
+    depends on another coordinate's parameter shows up as a wrong derivative.
+
+    Returns:
+        ``{"z", "dtype", "requires_grad", "mutated" (indices into (*params, noise)), "grad_left" (param indices),
+        "derivs" (list of (S, D) or None)}``.
+    """
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    noise_arg = noise.detach().clone()
+    z = getattr(student, name)(*leaves, noise_arg)
+    if not isinstance(z, torch.Tensor):
+        raise StudentError(
+            "bad_result",
+            f"{name} returned a {type(z).__name__}, expected a torch.Tensor of shape {tuple(noise.shape)}",
+        )
+    mutated = [
+        i for i, (p, leaf) in enumerate(zip(params, leaves)) if _changed(p, leaf)
+    ]
+    if _changed(noise, noise_arg):
+        mutated.append(len(params))
+    out: dict[str, Any] = {
+        "z": z.detach().clone(),
+        "dtype": str(z.dtype).replace("torch.", ""),
+        "requires_grad": bool(z.requires_grad),
+        "mutated": mutated,  # indices into (*params, noise)
+        "grad_left": [i for i, leaf in enumerate(leaves) if leaf.grad is not None],
+        "derivs": None,
+    }
+    if weights is not None and z.requires_grad and z.shape == noise.shape:
+        derivs = [torch.zeros(noise.shape, dtype=DTYPE) for _ in leaves]
+        for s in range(z.shape[0]):
+            row = torch.autograd.grad(
+                z[s],
+                leaves,
+                grad_outputs=weights[s].to(z.dtype),
+                retain_graph=True,
+                allow_unused=True,
+            )
+            for i, g in enumerate(row):
+                if g is not None:
+                    derivs[i][s] = (g.detach().to(DTYPE) / weights[s]).expand(
+                        noise.shape[1:]
+                    )
+        out["derivs"] = derivs
+    return out
+
+
+def _plain_grads(grads: Any, params: Sequence[Tensor]) -> list[Tensor]:
+    expected = f"a tuple of {len(params)} tensor(s), one gradient per parameter, shaped like it"
+    if isinstance(grads, torch.Tensor):
+        raise StudentError(
+            "bad_result",
+            f"reparam_grad returned a single tensor, expected {expected} (e.g. `(grad,)`)",
+        )
+    if not isinstance(grads, (tuple, list)) or len(grads) != len(params):
+        got = (
+            f"{type(grads).__name__} of length {len(grads)}"
+            if isinstance(grads, (tuple, list))
+            else type(grads).__name__
+        )
+        raise StudentError(
+            "bad_result", f"reparam_grad returned a {got}, expected {expected}"
+        )
+    out = []
+    for i, (g, p) in enumerate(zip(grads, params)):
+        if not isinstance(g, torch.Tensor):
+            raise StudentError(
+                "bad_result",
+                f"reparam_grad's gradient {i} is a {type(g).__name__}, expected a tensor shaped like params[{i}]",
+            )
+        if g.shape != p.shape:
+            raise StudentError(
+                "bad_result",
+                f"reparam_grad's gradient {i} has shape {tuple(g.shape)}, expected {tuple(p.shape)} (like params[{i}])",
+            )
+        out.append(g.detach().to(DTYPE).clone())
+    return out
+
+
+def reparam_grad_probe(
+    student: Student,
+    f: Callable[[Tensor], Tensor],
+    rsample: Callable[..., Tensor],
+    params: tuple[Tensor, ...],
+    noise: Tensor,
+    calls: int = 1,
+) -> dict[str, Any]:
+    """Call ``student.reparam_grad(f, rsample, params, noise)`` ``calls`` times on leaf params.
+
+    Returns:
+        ``{"grads": [...], "again": [...] or None (second call), "mutated": indices,
+        "grad_left": param indices}``.
+    """
+    leaves = tuple(p.detach().clone().requires_grad_(True) for p in params)
+    noise_arg = noise.detach().clone()
+    results = [
+        _plain_grads(student.reparam_grad(f, rsample, leaves, noise_arg), leaves)
+        for _ in range(calls)
+    ]
+    mutated = [
+        i for i, (p, leaf) in enumerate(zip(params, leaves)) if _changed(p, leaf)
+    ]
+    if _changed(noise, noise_arg):
+        mutated.append(len(params))
+    return {
+        "grads": results[0],
+        "again": results[1] if calls > 1 else None,
+        "mutated": mutated,  # indices into (*params, noise)
+        "grad_left": [i for i, leaf in enumerate(leaves) if leaf.grad is not None],
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Families: closed forms the judge knows (pivots, tails, standard member).
+# --------------------------------------------------------------------------------------
+
+Fn = Callable[..., Tensor]
+
+
+def _exp_cdf(z: Tensor, rate: Tensor) -> Tensor:
+    return -torch.expm1(-rate * z)
+
+
+def _exp_sf(z: Tensor, rate: Tensor) -> Tensor:
+    return torch.exp(-rate * z)
+
+
+def _gumbel_cdf(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    return torch.exp(-torch.exp(-(z - loc) / scale))
+
+
+def _gumbel_sf(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    return -torch.expm1(-torch.exp(-(z - loc) / scale))
+
+
+def _cauchy_cdf(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    # atan2(1, -x)/pi = 1/2 + atan(x)/pi, accurate in the lower tail.
+    return torch.atan2(torch.ones_like(z), -(z - loc) / scale) / math.pi
+
+
+def _cauchy_sf(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    return torch.atan2(torch.ones_like(z), (z - loc) / scale) / math.pi
+
+
+def _laplace_cdf(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    x = (z - loc) / scale
+    return torch.where(
+        x < 0, 0.5 * torch.exp(x.clamp(max=0)), 1.0 - 0.5 * torch.exp(-x.clamp(min=0))
+    )
+
+
+def _laplace_sf(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    x = (z - loc) / scale
+    return torch.where(
+        x > 0, 0.5 * torch.exp(-x.clamp(min=0)), 1.0 - 0.5 * torch.exp(x.clamp(max=0))
+    )
+
+
+def _gauss_pivot(z: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    return (z - mu) / torch.exp(log_sigma)
+
+
+def _lognormal_pivot(z: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    return (torch.log(z) - mu) / torch.exp(log_sigma)
+
+
+def _bisect(
+    cdf: Fn, params: Sequence[Tensor], u: Tensor, lo: Tensor, hi: Tensor
+) -> Tensor:
+    """:math:`F^{-1}(u)` by bisection on a closed-form CDF (messages only)."""
+    lo, hi = torch.broadcast_tensors(lo, hi, u)[:2]
+    lo, hi = lo.clone(), hi.clone()
+    for _ in range(160):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid, *params) < u
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Parameter values in ``[low, high]`` at least ``margin`` from each value in ``bad``.
+
+    With ``log=True`` the range is for the log of the value (scales and rates). Values are
+    drawn from the problem's seed and rounded to 3 digits, so the repr shows exactly what was
+    used; Hypothesis only draws sizes and a seed, which keeps generation cheap.
+    """
+
+    low: float
+    high: float
+    bad: tuple[float, ...] = (0.0,)
+    margin: float = 0.2
+    log: bool = False
+
+    def draw(self, rng: np.random.Generator, dim: int) -> tuple[float, ...]:
+        values: list[float] = []
+        while len(values) < dim:
+            x = float(f"{rng.uniform(self.low, self.high):.3g}")
+            if all(abs(x - b) >= self.margin for b in self.bad):
+                values.append(float(f"{math.exp(x):.3g}") if self.log else x)
+        return tuple(values)
+
+
+def _positive(bound: float = 5.0) -> Range:
+    """Scales and rates in [1/bound, bound], at least 15% away from 1 (1 hides rate/scale bugs)."""
+    return Range(-math.log(bound), math.log(bound), (0.0,), 0.15, log=True)
+
+
+LOC2, LOC3, LOG_SIGMA = (
+    Range(-2.0, 2.0),
+    Range(-3.0, 3.0),
+    Range(-1.5, 1.0, margin=0.15),
+)
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A wrong formula a student may have written, as a function of the right samples."""
+
+    candidate: Fn  # (zstar, zflip, noise, *params) -> z the bug would give
+    message: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the judge knows about one sampler task."""
+
+    task: str
+    param_names: tuple[str, ...]
+    noise_name: str  # "u" (uniform) or "eps" (standard normal)
+    pivot: Fn  # (z, *params) -> value that equals the noise (F(z) for u, standardised z for eps)
+    pivot_text: str
+    lower: Fn | None  # lower-tail probability F(z), accurate for small u
+    upper: Fn | None  # upper-tail probability 1 - F(z), accurate for u near 1
+    standard: tuple[float, ...]  # parameters of the standard member
+    compose: Fn  # (z_standard, *params) -> z: how the family is built from its standard member
+    structure_text: str
+    hint: str
+    #: Where each parameter is drawn (away from bug-hiding values).
+    ranges: tuple[Range, ...]
+    #: ``(u, *params) -> (lo, hi)``, the bisection bracket; None when the inverse is closed form.
+    support: Callable[..., tuple[Tensor, Tensor]] | None = None
+    closed_inverse: Fn | None = None
+    suspects: tuple[Suspect, ...] = field(default=())
+
+    @property
+    def uniform(self) -> bool:
+        return self.noise_name == "u"
+
+    def inverse(self, noise: Tensor, params: Sequence[Tensor]) -> Tensor:
+        """The right samples (bisection on the CDF for the inverse-CDF families)."""
+        if self.closed_inverse is not None:
+            return self.closed_inverse(noise, *params)
+        assert self.support is not None
+        lo, hi = self.support(noise, *params)
+        return _bisect(self.pivot, params, noise, lo, hi)
+
+    def flip(self, noise: Tensor) -> Tensor:
+        """The noise a '1 - u' (or '-eps') mix-up would use."""
+        return 1.0 - noise if self.uniform else -noise
+
+
+def _loc_scale_bracket(u: Tensor, loc: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    return loc - 1e7 * scale, loc + 1e7 * scale
+
+
+_FLIP = "you used 1 - u: it has the same law, but the SPEC fixes the sample itself, z = F^-1(u), so use u"
+_DIVIDED = "z - loc is divided by scale: the location-scale map is loc + scale * (standard sample)"
+
+FAMILIES: dict[str, Family] = {
+    "gaussian_rsample": Family(
+        task="gaussian_rsample",
+        param_names=("mu", "log_sigma"),
+        noise_name="eps",
+        pivot=_gauss_pivot,
+        pivot_text="(z - mu) / exp(log_sigma)",
+        lower=None,
+        upper=None,
+        standard=(0.0, 0.0),
+        compose=lambda z0, mu, ls: mu + torch.exp(ls) * z0,
+        structure_text="z(mu, log_sigma, eps) = mu + exp(log_sigma) * z(0, 0, eps)",
+        hint="z should be mu + sigma * eps with sigma = exp(log_sigma)",
+        ranges=(LOC2, LOG_SIGMA),
+        closed_inverse=lambda eps, mu, ls: mu + torch.exp(ls) * eps,
+        suspects=(
+            Suspect(
+                lambda zs, zf, e, mu, ls: mu + torch.exp(2 * ls) * e,
+                "you used exp(2 * log_sigma), the variance, as the standard deviation",
+            ),
+            Suspect(
+                lambda zs, zf, e, mu, ls: mu + torch.exp(0.5 * ls) * e,
+                "you used exp(log_sigma / 2): that is for a log-variance; log_sigma is already the log of the standard deviation",
+            ),
+            Suspect(
+                lambda zs, zf, e, mu, ls: mu + ls * e,
+                "you used log_sigma as sigma: exponentiate it",
+            ),
+            Suspect(
+                lambda zs, zf, e, mu, ls: mu - torch.exp(ls) * e,
+                "a sign is flipped: z = mu + sigma * eps",
+            ),
+        ),
+    ),
+    "exponential_rsample": Family(
+        task="exponential_rsample",
+        param_names=("rate",),
+        noise_name="u",
+        pivot=_exp_cdf,
+        pivot_text="F(z) = 1 - exp(-rate * z)",
+        lower=_exp_cdf,
+        upper=_exp_sf,
+        standard=(1.0,),
+        compose=lambda z1, rate: z1 / rate,
+        structure_text="z(rate, u) = z(1, u) / rate",
+        hint="z = F^-1(u) = -log(1 - u) / rate: rate is an inverse scale",
+        ranges=(_positive(),),
+        support=lambda u, rate: (torch.zeros_like(rate), 1e7 / rate),
+        suspects=(
+            Suspect(
+                lambda zs, zf, u, rate: zs * rate**2,
+                "you multiplied by rate: rate is an inverse scale (mean 1/rate), so divide by it",
+            ),
+            Suspect(lambda zs, zf, u, rate: zf, _FLIP),
+            Suspect(
+                lambda zs, zf, u, rate: -zs,
+                "z is negative: a minus sign is missing (-log(1 - u) is positive)",
+            ),
+            Suspect(
+                lambda zs, zf, u, rate: zs * rate,
+                "z does not depend on rate: divide by it",
+            ),
+        ),
+    ),
+    "gumbel_rsample": Family(
+        task="gumbel_rsample",
+        param_names=("loc", "scale"),
+        noise_name="u",
+        pivot=_gumbel_cdf,
+        pivot_text="F(z) = exp(-exp(-(z - loc) / scale))",
+        lower=_gumbel_cdf,
+        upper=_gumbel_sf,
+        standard=(0.0, 1.0),
+        compose=lambda z0, loc, scale: loc + scale * z0,
+        structure_text="z(loc, scale, u) = loc + scale * z(0, 1, u)",
+        hint="check the sign in front of the log (Gumbel max: loc - scale * log(-log u); Gumbel min has +)",
+        ranges=(LOC3, _positive()),
+        support=_loc_scale_bracket,
+        suspects=(
+            Suspect(
+                lambda zs, zf, u, loc, scale: 2 * loc - zs,
+                "z is mirrored around loc: check the sign in front of the log (loc + scale * log(-log u) is the Gumbel-min law; the Gumbel of the SPEC is the max law)",
+            ),
+            Suspect(lambda zs, zf, u, loc, scale: zf, _FLIP),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2, _DIVIDED
+            ),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc - scale * torch.log(u),
+                "you took only one log: the Gumbel quantile needs log(-log u)",
+            ),
+        ),
+    ),
+    "cauchy_rsample": Family(
+        task="cauchy_rsample",
+        param_names=("loc", "scale"),
+        noise_name="u",
+        pivot=_cauchy_cdf,
+        pivot_text="F(z) = 1/2 + atan((z - loc) / scale) / pi",
+        lower=_cauchy_cdf,
+        upper=_cauchy_sf,
+        standard=(0.0, 1.0),
+        compose=lambda z0, loc, scale: loc + scale * z0,
+        structure_text="z(loc, scale, u) = loc + scale * z(0, 1, u)",
+        hint="the quantile is loc + scale * tan(pi * (u - 1/2)): check the pi and the shift by 1/2",
+        ranges=(LOC3, _positive()),
+        support=_loc_scale_bracket,
+        suspects=(
+            Suspect(
+                lambda zs, zf, u, loc, scale: zf,
+                "z is mirrored around loc: " + _FLIP + " (or flip the sign)",
+            ),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc + scale * torch.tan(math.pi * u),
+                "you used tan(pi * u): same law (tan has period pi), but it is not F^-1(u) and jumps at u = 1/2; shift by 1/2",
+            ),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc + scale * torch.tan(u - 0.5),
+                "the factor pi inside the tan is missing",
+            ),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2, _DIVIDED
+            ),
+        ),
+    ),
+    "laplace_rsample": Family(
+        task="laplace_rsample",
+        param_names=("loc", "scale"),
+        noise_name="u",
+        pivot=_laplace_cdf,
+        pivot_text="F(z) = exp(x)/2 for x < 0, 1 - exp(-x)/2 for x >= 0, x = (z - loc) / scale",
+        lower=_laplace_cdf,
+        upper=_laplace_sf,
+        standard=(0.0, 1.0),
+        compose=lambda z0, loc, scale: loc + scale * z0,
+        structure_text="z(loc, scale, u) = loc + scale * z(0, 1, u)",
+        hint="invert each half of the CDF: u < 1/2 gives z < loc, u > 1/2 gives z > loc",
+        ranges=(LOC3, _positive()),
+        support=_loc_scale_bracket,
+        suspects=(
+            Suspect(
+                lambda zs, zf, u, loc, scale: zf,
+                "z is mirrored around loc: F0^-1(u) must be negative for u < 1/2 (check the sign, or "
+                + _FLIP
+                + ")",
+            ),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc + (zs - loc).abs(),
+                "z is never below loc: the sign of (u - 1/2) is missing",
+            ),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc - (zs - loc).abs(),
+                "z is never above loc: the sign of (u - 1/2) is missing",
+            ),
+            Suspect(
+                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2, _DIVIDED
+            ),
+        ),
+    ),
+    "lognormal_rsample": Family(
+        task="lognormal_rsample",
+        param_names=("mu", "log_sigma"),
+        noise_name="eps",
+        pivot=_lognormal_pivot,
+        pivot_text="(log z - mu) / exp(log_sigma)",
+        lower=None,
+        upper=None,
+        standard=(0.0, 0.0),
+        compose=lambda z0, mu, ls: torch.exp(mu + torch.exp(ls) * torch.log(z0)),
+        structure_text="log z(mu, log_sigma, eps) = mu + exp(log_sigma) * log z(0, 0, eps) (exp of a Gaussian)",
+        hint="z = exp(mu + sigma * eps): exponentiate the whole Gaussian sample",
+        ranges=(LOC2, LOG_SIGMA),
+        closed_inverse=lambda eps, mu, ls: torch.exp(mu + torch.exp(ls) * eps),
+        suspects=(
+            Suspect(
+                lambda zs, zf, e, mu, ls: torch.exp(mu) + torch.exp(ls) * e,
+                "exp(mu) + sigma * eps is not log-normal: exponentiate the whole Gaussian sample, z = exp(mu + sigma * eps)",
+            ),
+            Suspect(
+                lambda zs, zf, e, mu, ls: torch.exp(mu + torch.exp(ls)) * e,
+                "exp(mu + sigma) * eps is not log-normal: z = exp(mu + sigma * eps)",
+            ),
+            Suspect(
+                lambda zs, zf, e, mu, ls: mu + torch.exp(ls) * e,
+                "the exp is missing: that is the Gaussian sample",
+            ),
+            Suspect(
+                lambda zs, zf, e, mu, ls: torch.exp(mu + ls * e),
+                "you used log_sigma as sigma: exponentiate it",
+            ),
+            Suspect(
+                lambda zs, zf, e, mu, ls: torch.exp(mu + torch.exp(2 * ls) * e),
+                "you used the variance exp(2 * log_sigma) as the standard deviation",
+            ),
+        ),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Problems and strategies.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplerProblem:
+    """Parameters (one value per dimension) and a noise seed; the repr is what a student reads."""
+
+    task: str
+    params: tuple[tuple[float, ...], ...]
+    num_samples: int
+    seed: int
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.task]
+
+    @property
+    def dim(self) -> int:
+        return len(self.params[0])
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return tuple(torch.tensor(p, dtype=DTYPE) for p in self.params)
+
+    def _generator(self, salt: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed + salt) % 2**63)
+
+    def noise(self) -> Tensor:
+        """``(S, D)`` noise: u in [0.001, 0.999] (tails have their own check) or eps ~ N(0, 1)."""
+        shape = (self.num_samples, self.dim)
+        if self.family.uniform:
+            return 1e-3 + (1 - 2e-3) * torch.rand(
+                shape, generator=self._generator(), dtype=DTYPE
+            )
+        return torch.randn(shape, generator=self._generator(), dtype=DTYPE)
+
+    def sorted_noise(self) -> Tensor:
+        """Noise increasing down each column, at least ``0.2 / S`` apart in u."""
+        s = self.num_samples
+        jitter = (
+            torch.rand((s, self.dim), generator=self._generator(1), dtype=DTYPE) - 0.5
+        )
+        u = (torch.arange(s, dtype=DTYPE)[:, None] + 0.5 + 0.6 * jitter) / s
+        u = 1e-3 + (1 - 2e-3) * u
+        return u if self.family.uniform else torch.special.ndtri(u)
+
+    def weights(self, salt: int = 2) -> Tensor:
+        """Random positive cotangents in [0.5, 1.5], ``(S, D)``."""
+        return 0.5 + torch.rand(
+            (self.num_samples, self.dim), generator=self._generator(salt), dtype=DTYPE
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(
+            repr(self)
+        )  # Hypothesis prints dataclasses field by field otherwise
+
+    def __repr__(self) -> str:
+        values = ", ".join(
+            f"{n}={_fmt(p)}" for n, p in zip(self.family.param_names, self.params)
+        )
+        return f"{self.task}({values}, {self.family.noise_name}: {self.num_samples}x{self.dim}, seed={self.seed})"
+
+
+_SIZES, _SEEDS = distinct_sizes(2, 2, 6), seeds()
+
+
+@st.composite
+def sampler_problems(draw: st.DrawFn, task: str) -> SamplerProblem:
+    """Problems for one sampler: S != D, both >= 2; no scale 1, rate 1, loc 0, log_sigma 0."""
+    family = FAMILIES[task]
+    num_samples, dim = draw(_SIZES)
+    seed = draw(_SEEDS)
+    rng = np.random.default_rng(seed)
+    params = tuple(r.draw(rng, dim) for r in family.ranges)
+    return SamplerProblem(task, params, num_samples, seed)
+
+
+# --------------------------------------------------------------------------------------
+# Diagnosis and small helpers shared with the hidden checks.
+# --------------------------------------------------------------------------------------
+
+
+def show_noise(x: float) -> str:
+    """A noise value, with u near 1 written as ``1 - 1e-12`` rather than rounded to 1."""
+    return f"1 - {1 - x:.3g}" if 0.999 < x < 1 else f"{x:.4g}"
+
+
+def show_pair(got: float, want: float) -> tuple[str, str]:
+    """Both numbers with just enough digits to tell them apart."""
+    a = b = ""
+    for digits in (5, 8, 12, 17):
+        a, b = f"{got:.{digits}g}", f"{want:.{digits}g}"
+        if a != b:
+            break
+    return a, b
+
+
+def _at(family: Family, noise: Tensor, index: tuple[int, ...]) -> str:
+    s, d = index
+    return (
+        f"{family.noise_name}={show_noise(float(noise[s, d]))} (sample {s}, column {d})"
+    )
+
+
+def _close(a: Tensor, b: Tensor, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    return a.shape == b.shape and bool(
+        torch.isclose(a.to(DTYPE), b.to(DTYPE), rtol=rtol, atol=atol).all()
+    )
+
+
+def diagnose(
+    family: Family,
+    z: Tensor,
+    zstar: Tensor,
+    zflip: Tensor,
+    noise: Tensor,
+    params: Sequence[Tensor],
+) -> str:
+    """A hint naming the bug when ``z`` matches a known wrong formula, else the family's hint.
+
+    Args:
+        z: The student's samples. zstar: the right samples. zflip: the right samples at the
+        flipped noise (1 - u, or -eps). noise, params: the inputs.
+    """
+    if not torch.isfinite(z).all():
+        return "z has NaN or infinite entries: is a log taken of a negative number or of 0? check the signs inside the logs"
+    for suspect in family.suspects:
+        with torch.no_grad():
+            candidate = suspect.candidate(zstar, zflip, noise, *params)
+        if torch.isfinite(candidate).all() and _close(z, candidate):
+            return suspect.message
+    return family.hint
+
+
+def _check_shape_dtype(out: dict[str, Any], noise: Tensor, name: str) -> Tensor:
+    z = out["z"]
+    expect(
+        tuple(z.shape) == tuple(noise.shape),
+        f"{name} returned shape {tuple(z.shape)} for params of shape ({noise.shape[1]},) and noise of shape "
+        f"{tuple(noise.shape)}: return one sample per noise entry, shape {tuple(noise.shape)} (params broadcast over the samples)",
+    )
+    expect(
+        out["dtype"] == "float64",
+        f"{name} returned {out['dtype']} for float64 inputs: don't convert (no .float(), no numpy round trip, "
+        "no torch.tensor(..., dtype=torch.float32))",
+    )
+    return z.to(DTYPE)
+
+
+def _require_finite(family: Family, z: Tensor, noise: Tensor) -> None:
+    bad = ~torch.isfinite(z)
+    if bad.any():
+        index = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise Failure(
+            f"z is {float(z[index])} at {_at(family, noise, index)}: a log of a negative number or of 0? check the signs inside the logs"
+        )
+
+
+def _worst(err: Tensor) -> tuple[int, ...]:
+    return tuple(
+        int(i) for i in np.unravel_index(int(torch.argmax(err)), tuple(err.shape))
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Sampler properties (registered for all six tasks).
+# --------------------------------------------------------------------------------------
+
+
+def _register_sampler_checks(family: Family) -> None:
+    task, names = family.task, family.param_names
+    nname = family.noise_name
+    problems = sampler_problems(task)
+    target = "u" if family.uniform else "eps"
+
+    @check(
+        task,
+        f"samples invert the noise: {family.pivot_text} gives back {target}",
+        points=0.5,
+    )
+    @settings(SAMPLER_SETTINGS)
+    @given(problem=problems)
+    def inverts_noise(subject: Subject, problem: SamplerProblem) -> None:
+        params, noise = problem.tensors(), problem.noise()
+        z = _check_shape_dtype(
+            subject.call(rsample_probe, task, params, noise), noise, task
+        )
+        _require_finite(family, z, noise)
+        with torch.no_grad():
+            back = family.pivot(z, *params)
+        err = torch.where(
+            torch.isfinite(back), (back - noise).abs(), torch.full_like(back, math.inf)
+        )
+        tol = 1e-10 if family.uniform else 1e-9 * (1 + noise.abs())
+        if (err > tol).any():
+            index = _worst(err - tol)
+            zstar, zflip = (
+                family.inverse(noise, params),
+                family.inverse(family.flip(noise), params),
+            )
+            what = "F(z)" if family.uniform else family.pivot_text
+            got_back, want_back = show_pair(float(back[index]), float(noise[index]))
+            got_z, want_z = show_pair(float(z[index]), float(zstar[index]))
+            raise Failure(
+                f"at {_at(family, noise, index)} z is {got_z}, so {what} = {got_back} "
+                f"instead of {want_back}; the right sample is {want_z}. "
+                + diagnose(family, z, zstar, zflip, noise, params)
+            )
+
+    @check(task, f"z increases with {nname}", points=0.125)
+    @settings(SAMPLER_SETTINGS)
+    @given(problem=problems)
+    def monotone(subject: Subject, problem: SamplerProblem) -> None:
+        params, noise = problem.tensors(), problem.sorted_noise()
+        z = _check_shape_dtype(
+            subject.call(rsample_probe, task, params, noise), noise, task
+        )
+        _require_finite(family, z, noise)
+        step = z[1:] - z[:-1]
+        if (step <= 0).any():
+            s, d = _worst(-step)
+            falls = "decreases" if bool((step <= 0).all()) else "is not monotone"
+            raise Failure(
+                f"z {falls} in {nname}: at column {d}, {nname}={float(noise[s, d]):.3g} gives z={float(z[s, d]):.4g} but "
+                f"{nname}={float(noise[s + 1, d]):.3g} gives z={float(z[s + 1, d]):.4g}. The inverse CDF is increasing: "
+                + (
+                    "did you use 1 - u (same law, but the SPEC fixes z = F^-1(u)) or flip a sign? "
+                    if family.uniform
+                    else "check the signs. "
+                )
+                + family.hint
+            )
+
+    @check(
+        task,
+        "pathwise derivatives satisfy the implicit-gradient identity dz/dλ = -∂λF(z; λ) / q(z; λ)",
+        points=0.5,
+    )
+    @settings(SAMPLER_SETTINGS)
+    @given(problem=problems)
+    def implicit_gradient(subject: Subject, problem: SamplerProblem) -> None:
+        params, noise = problem.tensors(), problem.noise()
+        out = subject.call(rsample_probe, task, params, noise, problem.weights())
+        z = _check_shape_dtype(out, noise, task)
+        _require_finite(family, z, noise)
+        expect(
+            out["requires_grad"],
+            f"the samples of {task} are not differentiable in {', '.join(names)}: did you detach, use .sample(), "
+            "torch.no_grad() or numpy? Build z from the parameters with torch operations",
+        )
+        want = _implicit_derivatives(family, z, params)
+        for name, got, exp in zip(names, out["derivs"], want):
+            _compare_derivative(
+                family,
+                name,
+                got,
+                exp,
+                noise,
+                "-∂F/∂{p} / q" if family.uniform else "the identity",
+            )
+
+    @check(task, f"location-scale structure: {family.structure_text}", points=0.125)
+    @settings(SAMPLER_SETTINGS)
+    @given(problem=problems)
+    def structure(subject: Subject, problem: SamplerProblem) -> None:
+        params, noise = problem.tensors(), problem.noise()
+        z = _check_shape_dtype(
+            subject.call(rsample_probe, task, params, noise), noise, task
+        )
+        standard = tuple(torch.full_like(p, v) for p, v in zip(params, family.standard))
+        z0 = _check_shape_dtype(
+            subject.call(rsample_probe, task, standard, noise), noise, task
+        )
+        _require_finite(family, z0, noise)
+        _require_finite(family, z, noise)
+        built = family.compose(z0, *params)
+        if not _close(z, built, rtol=1e-9, atol=1e-12):
+            err = torch.where(
+                torch.isfinite(built),
+                (z - built).abs() / (1 + built.abs()),
+                torch.full_like(z, math.inf),
+            )
+            index = _worst(err)
+            std = ", ".join(f"{n}={v:g}" for n, v in zip(names, family.standard))
+            got_z, want_z = show_pair(float(z[index]), float(built[index]))
+            raise Failure(
+                f"{family.structure_text} fails at {_at(family, noise, index)}: z = {got_z} but the standard "
+                f"sample ({std}) is {float(z0[index]):.6g}, which gives {want_z}. "
+                "Each parameter should enter once, the same way for every sample: "
+                + family.hint
+            )
+
+    @check(
+        task,
+        f"finite and accurate for {nname} in the far tails (float64)",
+        points=0.125,
+    )
+    @settings(SAMPLER_SETTINGS)
+    @given(problem=problems)
+    def tails(subject: Subject, problem: SamplerProblem) -> None:
+        params = problem.tensors()
+        noise = _tail_noise(family, problem.dim)
+        weights = torch.ones_like(noise)
+        out = subject.call(rsample_probe, task, params, noise, weights)
+        z = _check_shape_dtype(out, noise, task)
+        _require_finite(family, z, noise)
+        if out["derivs"] is not None:
+            for name, g in zip(names, out["derivs"]):
+                bad = ~torch.isfinite(g)
+                if bad.any():
+                    index = _worst(bad.to(DTYPE))
+                    raise Failure(
+                        f"dz/d{name} is {float(g[index])} at {_at(family, noise, index)}: the sample is finite but its "
+                        "gradient is not; avoid torch.where/clamp branches that produce inf or NaN"
+                    )
+        _tail_accuracy(family, z, noise, params)
+
+    @check(task, "does not modify its inputs or leave .grad on them", points=0.125)
+    @settings(SAMPLER_SETTINGS)
+    @given(problem=problems)
+    def no_side_effects(subject: Subject, problem: SamplerProblem) -> None:
+        params, noise = problem.tensors(), problem.noise()
+        out = subject.call(rsample_probe, task, params, noise)
+        inputs = (*names, nname)
+        expect(
+            not out["mutated"],
+            f"{task} modified {', '.join(inputs[i] for i in out['mutated'])} in place (e.g. u.clamp_(...), eps.mul_(...)): "
+            "work on new tensors (u.clamp(...), eps * sigma)",
+        )
+        expect(
+            not out["grad_left"],
+            f"{task} left .grad on {', '.join(names[i] for i in out['grad_left'])}: a sampler only builds z; "
+            "don't call .backward() inside it",
+        )
+
+    del inverts_noise, monotone, implicit_gradient, structure, tails, no_side_effects
+
+
+def _implicit_derivatives(
+    family: Family, z: Tensor, params: Sequence[Tensor]
+) -> list[Tensor]:
+    r"""Per-sample :math:`-\partial_\lambda P / \partial_z P` at the student's own samples."""
+    zleaf = z.detach().clone().requires_grad_(True)
+    leaves = [p.detach().expand_as(z).clone().requires_grad_(True) for p in params]
+    pivot = family.pivot(zleaf, *leaves)
+    grads = torch.autograd.grad(pivot.sum(), [zleaf, *leaves])
+    # Outside the support (a negative log-normal sample) the pivot is NaN but its partial
+    # derivatives may not be: mark those samples so they are reported, not compared.
+    density = torch.where(
+        torch.isfinite(pivot.detach()), grads[0], torch.full_like(grads[0], math.nan)
+    )
+    return [-g / density for g in grads[1:]]
+
+
+def _compare_derivative(
+    family: Family, name: str, got: Tensor, want: Tensor, noise: Tensor, formula: str
+) -> None:
+    finite = torch.isfinite(want)
+    if not finite.all():
+        index = _worst((~finite).to(DTYPE))
+        raise Failure(
+            f"at {_at(family, noise, index)} your z lies where the density is 0 or undefined (outside the support, "
+            f"e.g. a negative log-normal sample), so dz/d{name} cannot satisfy the identity: {family.hint}"
+        )
+    tol = 1e-7 * want.abs() + 1e-9
+    err = torch.where(finite, (got - want).abs() - tol, torch.zeros_like(want))
+    if not (err > 0).any():
+        return
+    index = _worst(err)
+    if bool((got.abs() < 1e-12).all()):
+        hint = f"z does not depend on {name} through autograd: did you detach {name}, use torch.no_grad(), .sample() or .item()?"
+    elif _close(got, -want):
+        hint = "the derivative has the wrong sign"
+    else:
+        hint = family.hint
+    got_d, want_d = show_pair(float(got[index]), float(want[index]))
+    raise Failure(
+        f"dz/d{name} at {_at(family, noise, index)} is {got_d}, but {formula.format(p=name)} gives {want_d} at your z: {hint}"
+    )
+
+
+_TAIL_U = (1e-12, 1e-6, 1 - 1e-6, 1 - 1e-12)
+_TAIL_EPS = (-30.0, -8.0, 8.0, 30.0)
+
+
+def _tail_noise(family: Family, dim: int) -> Tensor:
+    values = _TAIL_U if family.uniform else _TAIL_EPS
+    return torch.tensor(values, dtype=DTYPE)[:, None].expand(len(values), dim).clone()
+
+
+def _tail_accuracy(
+    family: Family, z: Tensor, noise: Tensor, params: Sequence[Tensor]
+) -> None:
+    """Tail probabilities within 0.1% of u (or 1 - u): naive log(1 - u) passes at 1e-12, clamps do not."""
+    with torch.no_grad():
+        if family.uniform:
+            assert family.lower is not None and family.upper is not None
+            low = noise < 0.5
+            got = torch.where(low, family.lower(z, *params), family.upper(z, *params))
+            want = torch.where(low, noise, 1.0 - noise)
+        else:
+            got, want = family.pivot(z, *params), noise
+    rel = torch.where(
+        torch.isfinite(got),
+        (got - want).abs() / want.abs(),
+        torch.full_like(got, math.inf),
+    )
+    if (rel > 1e-3).any():
+        index = _worst(rel)
+        what = (
+            ("F(z)" if bool(noise[index] < 0.5) else "1 - F(z)")
+            if family.uniform
+            else family.pivot_text
+        )
+        goal = float(want[index])
+        raise Failure(
+            f"at {_at(family, noise, index)} z is {float(z[index]):.6g}, so {what} = {float(got[index]):.4g} instead of "
+            f"{goal:.4g} (off by more than 0.1%): the sample is not accurate in the tail. "
+            + (
+                "Don't clamp u or z, don't add a small constant inside a log, and compute in float64"
+                if family.uniform
+                else "Don't clamp eps or z, and don't go through a CDF and its inverse (Phi(eps) rounds to 1 for eps > 8)"
+            )
+        )
+
+
+for _family in FAMILIES.values():
+    _register_sampler_checks(_family)
+
+
+# --------------------------------------------------------------------------------------
+# reparam_grad
+# --------------------------------------------------------------------------------------
+
+SAMPLERS: dict[str, Any] = {
+    "gaussian": GaussianSampler(),
+    "exponential": ExponentialSampler(),
+    "gumbel": GumbelSampler(),
+}
+_SAMPLER_PARAMS: dict[str, tuple[tuple[str, Range], ...]] = {
+    "gaussian": (("mu", LOC2), ("log_sigma", LOG_SIGMA)),
+    "exponential": (("rate", _positive()),),
+    "gumbel": (("loc", LOC2), ("scale", _positive(3.0))),
+}
+_INTEGRANDS: dict[str, tuple[type, Range]] = {
+    "quadratic": (Quadratic, LOC3),
+    "cosine": (Cosine, Range(0.3, 2.0, (1.0,), 0.1)),
+    "bump": (Bump, Range(0.2, 2.0, (1.0,), 0.1)),
+}
+
+
+@dataclass(frozen=True)
+class GradProblem:
+    """A sampler, an integrand and its coefficients, parameters and a noise seed."""
+
+    sampler: str
+    integrand: str
+    params: tuple[tuple[float, ...], ...]
+    coef: tuple[float, ...]
+    num_samples: int
+    seed: int
+
+    @property
+    def dim(self) -> int:
+        return len(self.coef)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in _SAMPLER_PARAMS[self.sampler])
+
+    def rsample(self) -> Any:
+        return SAMPLERS[self.sampler]
+
+    def f(self) -> Any:
+        return _INTEGRANDS[self.integrand][0](torch.tensor(self.coef, dtype=DTYPE))
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return tuple(torch.tensor(p, dtype=DTYPE) for p in self.params)
+
+    def noise(self) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed)
+        shape = (self.num_samples, self.dim)
+        if self.sampler == "gaussian":
+            return torch.randn(shape, generator=g, dtype=DTYPE)
+        return 1e-3 + (1 - 2e-3) * torch.rand(shape, generator=g, dtype=DTYPE)
+
+    def per_sample(self) -> list[Tensor]:
+        r"""Per-sample pathwise gradients :math:`f'(z_s)\,\partial z_s/\partial\lambda`, each ``(S, D)``."""
+        params, noise = self.tensors(), self.noise()
+        z = self.rsample()(*params, noise)
+        slope = self.f().dfdz(z)
+        return [slope * dz for dz in self.rsample().derivatives(params, noise)]
+
+    def expected(self) -> list[Tensor]:
+        """The closed-form estimate: the mean over samples of the per-sample gradients."""
+        return [g.mean(0) for g in self.per_sample()]
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def __repr__(self) -> str:
+        values = ", ".join(
+            f"{n}={_fmt(p)}" for n, p in zip(self.param_names, self.params)
+        )
+        return f"{self.rsample()!r} with {values}; {self.f()!r}; noise {self.num_samples}x{self.dim}, seed={self.seed}"
+
+
+@st.composite
+def grad_problems(
+    draw: st.DrawFn,
+    samplers: Sequence[str] = tuple(SAMPLERS),
+    integrands: Sequence[str] = tuple(_INTEGRANDS),
+) -> GradProblem:
+    """reparam_grad problems: S != D, both >= 2 (sum vs mean, S vs S*D stay distinguishable)."""
+    sampler = draw(st.sampled_from(list(samplers)))
+    integrand = draw(st.sampled_from(list(integrands)))
+    num_samples, dim = draw(_SIZES)
+    seed = draw(_SEEDS)
+    rng = np.random.default_rng(seed)
+    params = tuple(r.draw(rng, dim) for _, r in _SAMPLER_PARAMS[sampler])
+    coef = _INTEGRANDS[integrand][1].draw(rng, dim)
+    return GradProblem(sampler, integrand, params, coef, num_samples, seed)
+
+
+def grad_hint(
+    problem: GradProblem, got: Sequence[Tensor], want: Sequence[Tensor]
+) -> str:
+    """Name the likely bug when the student's gradients are a known distortion of the right ones."""
+    per_sample = problem.per_sample()
+    s, d = problem.num_samples, problem.dim
+    checks = (
+        (
+            all(bool((g.abs() < 1e-12).all()) for g in got),
+            "the gradients are zero: is z connected to params? don't detach, don't use .sample() or torch.no_grad()",
+        ),
+        (
+            all(_close(g, w * s) for g, w in zip(got, want)),
+            f"the gradient is {s} times too large: average over the {s} samples (mean), don't sum",
+        ),
+        (
+            all(_close(g, w / d) for g, w in zip(got, want)),
+            f"the gradient is {d} times too small: divide by the number of samples S = {s}, not by S * D",
+        ),
+        (
+            all(_close(g, -w) for g, w in zip(got, want)),
+            "the gradient has the wrong sign",
+        ),
+        (
+            all(_close(g, p[0]) for g, p in zip(got, per_sample)),
+            "this is the gradient of the first sample only: average over all samples",
+        ),
+    )
+    for hit, message in checks:
+        if hit:
+            return message
+    return "call rsample(*params, noise) with the noise you were given (draw nothing new) and average the gradient of f over the samples"
+
+
+def compare_grads(
+    problem: GradProblem, got: Sequence[Tensor], want: Sequence[Tensor], source: str
+) -> None:
+    """Fail with the worst coordinate and a hint unless the gradients agree to ~1e-8."""
+    scale = [(g.abs().mean(0) + 1.0) for g in problem.per_sample()]
+    for name, g, w, sc in zip(problem.param_names, got, want, scale):
+        tol = 1e-8 * w.abs() + 1e-10 * sc
+        err = (g - w).abs() - tol
+        if not torch.isfinite(g).all() or (err > 0).any():
+            d = int(
+                torch.argmax(
+                    torch.where(torch.isfinite(g), err, torch.full_like(err, math.inf))
+                )
+            )
+            got_g, want_g = show_pair(float(g[d]), float(w[d]))
+            raise Failure(
+                f"the gradient for {name}[{d}] is {got_g}, but {source} is {want_g}: "
+                + grad_hint(problem, got, want)
+            )
+
+
+@check(
+    "reparam_grad",
+    "Gaussian, f = sum((z - k)^2): equals (1/S) sum_s 2(z_s - k) and (1/S) sum_s 2(z_s - k) sigma eps_s",
+    points=1,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=grad_problems(samplers=("gaussian",), integrands=("quadratic",)))
+def gaussian_quadratic_closed_form(subject: Subject, problem: GradProblem) -> None:
+    out = subject.call(
+        reparam_grad_probe,
+        problem.f(),
+        problem.rsample(),
+        problem.tensors(),
+        problem.noise(),
+    )
+    compare_grads(
+        problem, out["grads"], problem.expected(), "the closed-form pathwise estimate"
+    )
+
+
+@check(
+    "reparam_grad",
+    "any sampler and parameter count (Exponential rate, Gumbel loc/scale): matches per-sample closed forms",
+    points=0.75,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=grad_problems(samplers=("exponential", "gumbel")))
+def other_samplers_closed_form(subject: Subject, problem: GradProblem) -> None:
+    out = subject.call(
+        reparam_grad_probe,
+        problem.f(),
+        problem.rsample(),
+        problem.tensors(),
+        problem.noise(),
+    )
+    compare_grads(
+        problem, out["grads"], problem.expected(), "the closed-form pathwise estimate"
+    )
+
+
+@check(
+    "reparam_grad",
+    "params and noise unmodified, no .grad left, same result when called twice",
+    points=0.5,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=grad_problems())
+def no_side_effects(subject: Subject, problem: GradProblem) -> None:
+    out = subject.call(
+        reparam_grad_probe,
+        problem.f(),
+        problem.rsample(),
+        problem.tensors(),
+        problem.noise(),
+        2,
+    )
+    names = problem.param_names
+    inputs = (*names, "noise")
+    expect(
+        not out["mutated"],
+        f"reparam_grad modified {', '.join(inputs[i] for i in out['mutated'])} in place: it must only compute gradients "
+        "(no optimizer step, no in-place ops on the inputs)",
+    )
+    expect(
+        not out["grad_left"],
+        f"reparam_grad left .grad on {', '.join(names[i] for i in out['grad_left'])}: use torch.autograd.grad, or "
+        "differentiate copies (p.detach().requires_grad_()) so the caller's params stay clean",
+    )
+    for name, first, second in zip(names, out["grads"], out["again"]):
+        expect(
+            _close(first, second, rtol=1e-12, atol=1e-14),
+            f"calling reparam_grad twice gave different gradients for {name} ({' then '.join(show_pair(float(first[0]), float(second[0])))}): gradients accumulate in .grad, or new noise is drawn; use the noise you are given",
+        )
