@@ -1,0 +1,568 @@
+"""Corpus for ``03_reparam``: correct variants and wrong-on-purpose samplers and estimators.
+
+Decision recorded here: the SPEC fixes each sample as a function of its noise
+(``z = F^-1(u) = -log(1 - u) / rate`` and so on), not only its law. Implementations that
+use ``u`` where the SPEC says ``1 - u`` (``-log(u) / rate``, Gumbel from ``1 - u``,
+Cauchy ``tan(pi u)``, a mirrored Laplace) draw from the right distribution but are a
+different function of the given noise; the checks compare per sample, so they are
+*mutants* here (named ``..._law_equivalent_...``) and the feedback says why. True
+equivalents (same function up to rounding) are listed with ``equivalent`` at the end.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.distributions import Cauchy, Exponential, Gumbel, Laplace, Normal
+
+from tests.corpus import equivalent, mutant, variant
+
+# --------------------------------------------------------------------------------------
+# gaussian_rsample(mu, log_sigma, eps)
+# --------------------------------------------------------------------------------------
+
+
+@variant("gaussian_rsample")
+def gaussian_rsample_addcmul(mu, log_sigma, eps):
+    return torch.addcmul(mu, torch.exp(log_sigma), eps)
+
+
+@variant("gaussian_rsample")
+def gaussian_rsample_affine_transform(mu, log_sigma, eps):
+    from torch.distributions.transforms import AffineTransform
+
+    return AffineTransform(mu, log_sigma.exp())(eps)
+
+
+@variant("gaussian_rsample")
+def gaussian_rsample_explicit_broadcast(mu, log_sigma, eps):
+    sigma = torch.exp(log_sigma).unsqueeze(0).expand_as(eps)
+    return eps * sigma + mu.unsqueeze(0)
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_variance_as_std(mu, log_sigma, eps):
+    return mu + torch.exp(2 * log_sigma) * eps
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_half_log_sigma_logvar_confusion(mu, log_sigma, eps):
+    return mu + torch.exp(0.5 * log_sigma) * eps
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_log_sigma_as_sigma(mu, log_sigma, eps):
+    return mu + log_sigma * eps
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_detaches_sigma(mu, log_sigma, eps):
+    return mu + torch.exp(log_sigma).detach() * eps
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_calls_sample(mu, log_sigma, eps):
+    return Normal(mu, log_sigma.exp()).sample(eps.shape[:1])
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_ignores_eps_draws_uniform(mu, log_sigma, eps):
+    return mu + torch.exp(log_sigma) * torch.rand_like(eps)
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_in_place_on_eps(mu, log_sigma, eps):
+    # Reuses eps's memory: the caller's noise is overwritten.
+    return eps.mul_(torch.exp(log_sigma)).add_(mu)
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_clamps_noise(mu, log_sigma, eps):
+    return mu + torch.exp(log_sigma) * eps.clamp(-6.0, 6.0)
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_round_trip_through_cdf(mu, log_sigma, eps):
+    # Normal(mu, sigma).icdf(Phi(eps)): right in the bulk, but Phi(eps) rounds to 1 for eps > 8.3.
+    return Normal(mu, log_sigma.exp()).icdf(torch.special.ndtr(eps))
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_params_as_columns(mu, log_sigma, eps):
+    # Treats the parameters as column vectors: returns (D, S) instead of (S, D).
+    return mu[:, None] + torch.exp(log_sigma)[:, None] * eps.T
+
+
+@mutant("gaussian_rsample")
+def gaussian_rsample_minus_sign(mu, log_sigma, eps):
+    return mu - torch.exp(log_sigma) * eps
+
+
+# --------------------------------------------------------------------------------------
+# exponential_rsample(rate, u)
+# --------------------------------------------------------------------------------------
+
+
+@variant("exponential_rsample")
+def exponential_rsample_naive_log(rate, u):
+    return -torch.log(1 - u) / rate
+
+
+@variant("exponential_rsample")
+def exponential_rsample_distribution_icdf(rate, u):
+    return Exponential(rate).icdf(u)
+
+
+@variant("exponential_rsample")
+def exponential_rsample_times_reciprocal(rate, u):
+    return torch.log1p(-u).neg() * rate.reciprocal()
+
+
+@variant("exponential_rsample")
+def exponential_rsample_dtype_generic(rate, u):
+    one = torch.ones((), dtype=u.dtype)
+    return -torch.log(one - u) / rate
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_rate_scale_swap(rate, u):
+    return -torch.log1p(-u) * rate
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_law_equivalent_log_u(rate, u):
+    return -torch.log(u) / rate
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_missing_minus(rate, u):
+    return torch.log1p(-u) / rate
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_detaches_rate(rate, u):
+    return -torch.log1p(-u) / rate.detach()
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_calls_sample(rate, u):
+    return Exponential(rate).sample(u.shape[:1])
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_clamps_u_in_place(rate, u):
+    u.clamp_(1e-6, 1 - 1e-6)
+    return -torch.log1p(-u) / rate
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_epsilon_in_log(rate, u):
+    return -torch.log(1 - u + 1e-8) / rate
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_float32(rate, u):
+    return -torch.log1p(-u.float()) / rate.float()
+
+
+@mutant("exponential_rsample")
+def exponential_rsample_through_numpy(rate, u):
+    return torch.from_numpy(-np.log1p(-u.detach().numpy()) / rate.detach().numpy())
+
+
+# --------------------------------------------------------------------------------------
+# gumbel_rsample(loc, scale, u)
+# --------------------------------------------------------------------------------------
+
+
+@variant("gumbel_rsample")
+def gumbel_rsample_distribution_icdf(loc, scale, u):
+    return Gumbel(loc, scale).icdf(u)
+
+
+@variant("gumbel_rsample")
+def gumbel_rsample_log_of_reciprocal(loc, scale, u):
+    return loc - scale * torch.log(torch.log(1.0 / u))
+
+
+@variant("gumbel_rsample")
+def gumbel_rsample_negated_double_log(loc, scale, u):
+    standard = -torch.log(-torch.log(u))
+    return loc + scale * standard
+
+
+@mutant("gumbel_rsample")
+def gumbel_rsample_min_sign(loc, scale, u):
+    return loc + scale * torch.log(-torch.log(u))
+
+
+@mutant("gumbel_rsample")
+def gumbel_rsample_law_equivalent_one_minus_u(loc, scale, u):
+    return loc - scale * torch.log(-torch.log1p(-u))
+
+
+@mutant("gumbel_rsample")
+def gumbel_rsample_divides_by_scale(loc, scale, u):
+    return loc - torch.log(-torch.log(u)) / scale
+
+
+@mutant("gumbel_rsample")
+def gumbel_rsample_single_log(loc, scale, u):
+    return loc - scale * torch.log(u)
+
+
+@mutant("gumbel_rsample")
+def gumbel_rsample_missing_inner_minus(loc, scale, u):
+    return loc - scale * torch.log(torch.log(u))
+
+
+@mutant("gumbel_rsample")
+def gumbel_rsample_detaches_scale(loc, scale, u):
+    return loc - scale.detach() * torch.log(-torch.log(u))
+
+
+@mutant("gumbel_rsample")
+def gumbel_rsample_clamps_u(loc, scale, u):
+    u = u.clamp(1e-6, 1 - 1e-6)
+    return loc - scale * torch.log(-torch.log(u))
+
+
+# --------------------------------------------------------------------------------------
+# cauchy_rsample(loc, scale, u)
+# --------------------------------------------------------------------------------------
+
+
+@variant("cauchy_rsample")
+def cauchy_rsample_minus_cot(loc, scale, u):
+    # tan(pi (u - 1/2)) = -cot(pi u): the same function.
+    return loc - scale / torch.tan(math.pi * u)
+
+
+@variant("cauchy_rsample")
+def cauchy_rsample_distribution_icdf(loc, scale, u):
+    return Cauchy(loc, scale).icdf(u)
+
+
+@variant("cauchy_rsample")
+def cauchy_rsample_cos_over_sin(loc, scale, u):
+    angle = math.pi * u
+    return loc - scale * torch.cos(angle) / torch.sin(angle)
+
+
+@mutant("cauchy_rsample")
+def cauchy_rsample_law_equivalent_tan_pi_u(loc, scale, u):
+    return loc + scale * torch.tan(math.pi * u)
+
+
+@mutant("cauchy_rsample")
+def cauchy_rsample_missing_pi(loc, scale, u):
+    return loc + scale * torch.tan(u - 0.5)
+
+
+@mutant("cauchy_rsample")
+def cauchy_rsample_atan_instead_of_tan(loc, scale, u):
+    return loc + scale * torch.atan(math.pi * (u - 0.5))
+
+
+@mutant("cauchy_rsample")
+def cauchy_rsample_divides_by_scale(loc, scale, u):
+    return loc + torch.tan(math.pi * (u - 0.5)) / scale
+
+
+@mutant("cauchy_rsample")
+def cauchy_rsample_detaches_loc(loc, scale, u):
+    return loc.detach() + scale * torch.tan(math.pi * (u - 0.5))
+
+
+@mutant("cauchy_rsample")
+def cauchy_rsample_clamps_output(loc, scale, u):
+    return (loc + scale * torch.tan(math.pi * (u - 0.5))).clamp(-1e4, 1e4)
+
+
+@mutant("cauchy_rsample")
+def cauchy_rsample_float32(loc, scale, u):
+    return (loc + scale * torch.tan(math.pi * (u.float() - 0.5))).double()
+
+
+# --------------------------------------------------------------------------------------
+# laplace_rsample(loc, scale, u)
+# --------------------------------------------------------------------------------------
+
+
+@variant("laplace_rsample")
+def laplace_rsample_two_branches(loc, scale, u):
+    lower = loc + scale * torch.log(2 * u)
+    upper = loc - scale * torch.log(2 - 2 * u)
+    return torch.where(u < 0.5, lower, upper)
+
+
+@variant("laplace_rsample")
+def laplace_rsample_distribution_icdf(loc, scale, u):
+    return Laplace(loc, scale).icdf(u)
+
+
+@variant("laplace_rsample")
+def laplace_rsample_sign_log(loc, scale, u):
+    centered = u - 0.5
+    return loc - scale * torch.sign(centered) * torch.log(1 - 2 * centered.abs())
+
+
+@variant("laplace_rsample")
+def laplace_rsample_exponential_difference_of_tails(loc, scale, u):
+    # F0^-1(u) = log(2u) below 1/2 and -log(2(1 - u)) above, written with min/max.
+    low = torch.log(2 * torch.minimum(u, torch.full_like(u, 0.5)))
+    high = -torch.log(2 * (1 - torch.maximum(u, torch.full_like(u, 0.5))))
+    return loc + scale * (low + high)
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_missing_sign(loc, scale, u):
+    return loc - scale * torch.log1p(-2 * (u - 0.5).abs())
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_no_factor_two(loc, scale, u):
+    centered = u - 0.5
+    return loc - scale * torch.sign(centered) * torch.log1p(-centered.abs())
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_exponential_quantile_only(loc, scale, u):
+    return loc - scale * torch.log1p(-u)
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_law_equivalent_mirrored(loc, scale, u):
+    centered = u - 0.5
+    return loc + scale * torch.sign(centered) * torch.log1p(-2 * centered.abs())
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_detaches_scale(loc, scale, u):
+    centered = u - 0.5
+    return loc - scale.detach() * torch.sign(centered) * torch.log1p(
+        -2 * centered.abs()
+    )
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_swapped_branch_condition(loc, scale, u):
+    lower = loc + scale * torch.log(2 * u)
+    upper = loc - scale * torch.log(2 - 2 * u)
+    return torch.where(u > 0.5, lower, upper)
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_divides_by_scale(loc, scale, u):
+    centered = u - 0.5
+    return loc - torch.sign(centered) * torch.log1p(-2 * centered.abs()) / scale
+
+
+# --------------------------------------------------------------------------------------
+# lognormal_rsample(mu, log_sigma, eps)
+# --------------------------------------------------------------------------------------
+
+
+@variant("lognormal_rsample")
+def lognormal_rsample_product_of_exps(mu, log_sigma, eps):
+    return torch.exp(mu) * torch.exp(torch.exp(log_sigma) * eps)
+
+
+@variant("lognormal_rsample")
+def lognormal_rsample_exp_transform(mu, log_sigma, eps):
+    from torch.distributions.transforms import AffineTransform, ExpTransform
+
+    return ExpTransform()(AffineTransform(mu, log_sigma.exp())(eps))
+
+
+@variant("lognormal_rsample")
+def lognormal_rsample_composes_gaussian(mu, log_sigma, eps):
+    gaussian = torch.addcmul(mu, log_sigma.exp(), eps)
+    return gaussian.exp()
+
+
+@mutant("lognormal_rsample")
+def lognormal_rsample_exp_mu_plus_sigma_eps(mu, log_sigma, eps):
+    return torch.exp(mu) + torch.exp(log_sigma) * eps
+
+
+@mutant("lognormal_rsample")
+def lognormal_rsample_exp_mu_plus_sigma_times_eps(mu, log_sigma, eps):
+    return torch.exp(mu + torch.exp(log_sigma)) * eps
+
+
+@mutant("lognormal_rsample")
+def lognormal_rsample_log_sigma_as_sigma(mu, log_sigma, eps):
+    return torch.exp(mu + log_sigma * eps)
+
+
+@mutant("lognormal_rsample")
+def lognormal_rsample_variance_as_std(mu, log_sigma, eps):
+    return torch.exp(mu + torch.exp(2 * log_sigma) * eps)
+
+
+@mutant("lognormal_rsample")
+def lognormal_rsample_missing_exp(mu, log_sigma, eps):
+    return mu + torch.exp(log_sigma) * eps
+
+
+@mutant("lognormal_rsample")
+def lognormal_rsample_detached(mu, log_sigma, eps):
+    return torch.exp(mu + torch.exp(log_sigma) * eps).detach()
+
+
+@mutant("lognormal_rsample")
+def lognormal_rsample_detaches_mu(mu, log_sigma, eps):
+    return torch.exp(mu.detach() + torch.exp(log_sigma) * eps)
+
+
+# --------------------------------------------------------------------------------------
+# reparam_grad(f, rsample, params, noise)
+# --------------------------------------------------------------------------------------
+
+
+@variant("reparam_grad")
+def reparam_grad_backward_on_copies(f, rsample, params, noise):
+    copies = [p.detach().clone().requires_grad_(True) for p in params]
+    f(rsample(*copies, noise)).mean().backward()
+    return tuple(c.grad for c in copies)
+
+
+@variant("reparam_grad")
+def reparam_grad_torch_func(f, rsample, params, noise):
+    def objective(*ps):
+        return f(rsample(*ps, noise)).mean()
+
+    grads = torch.func.grad(objective, argnums=tuple(range(len(params))))(
+        *(p.detach() for p in params)
+    )
+    return tuple(grads)
+
+
+@variant("reparam_grad")
+def reparam_grad_sample_by_sample(f, rsample, params, noise):
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    total = [torch.zeros_like(p) for p in params]
+    for s in range(noise.shape[0]):
+        grads = torch.autograd.grad(
+            f(rsample(*leaves, noise[s : s + 1])).sum(), leaves, allow_unused=True
+        )
+        total = [t + (0 if g is None else g) for t, g in zip(total, grads)]
+    return tuple(t / noise.shape[0] for t in total)
+
+
+@variant("reparam_grad")
+def reparam_grad_on_given_params(f, rsample, params, noise):
+    # The params arrive as leaves that require grad: differentiate them directly.
+    return torch.autograd.grad(f(rsample(*params, noise)).mean(), params)
+
+
+@mutant("reparam_grad")
+def reparam_grad_sums_over_samples(f, rsample, params, noise):
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    return torch.autograd.grad(f(rsample(*leaves, noise)).sum(), leaves)
+
+
+@mutant("reparam_grad")
+def reparam_grad_divides_by_numel(f, rsample, params, noise):
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    return torch.autograd.grad(f(rsample(*leaves, noise)).sum() / noise.numel(), leaves)
+
+
+@mutant("reparam_grad")
+def reparam_grad_wrong_sign(f, rsample, params, noise):
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    return tuple(
+        -g for g in torch.autograd.grad(f(rsample(*leaves, noise)).mean(), leaves)
+    )
+
+
+@mutant("reparam_grad")
+def reparam_grad_leaves_grad_on_params(f, rsample, params, noise):
+    f(rsample(*params, noise)).mean().backward()
+    return tuple(p.grad.clone() for p in params)
+
+
+@mutant("reparam_grad")
+def reparam_grad_accumulates_grad(f, rsample, params, noise):
+    f(rsample(*params, noise)).mean().backward()
+    return tuple(p.grad for p in params)
+
+
+@mutant("reparam_grad")
+def reparam_grad_updates_params_in_place(f, rsample, params, noise):
+    grads = torch.autograd.grad(f(rsample(*params, noise)).mean(), params)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p -= 0.01 * g
+    return grads
+
+
+@mutant("reparam_grad")
+def reparam_grad_draws_fresh_noise(f, rsample, params, noise):
+    fresh = (
+        torch.rand_like(noise) * 0.998 + 0.001
+        if bool((noise > 0).all())
+        else torch.randn_like(noise)
+    )
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    return torch.autograd.grad(f(rsample(*leaves, fresh)).mean(), leaves)
+
+
+@mutant("reparam_grad")
+def reparam_grad_first_sample_only(f, rsample, params, noise):
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    return torch.autograd.grad(f(rsample(*leaves, noise))[0], leaves)
+
+
+@mutant("reparam_grad")
+def reparam_grad_detached_samples(f, rsample, params, noise):
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    with torch.no_grad():
+        z = rsample(*leaves, noise)
+    loss = f(z).mean()
+    if not loss.requires_grad:
+        return tuple(torch.zeros_like(p) for p in params)
+    return torch.autograd.grad(loss, leaves, allow_unused=True)
+
+
+@mutant("reparam_grad")
+def reparam_grad_assumes_two_params(f, rsample, params, noise):
+    mu, log_sigma = (p.detach().requires_grad_(True) for p in params)
+    return torch.autograd.grad(f(rsample(mu, log_sigma, noise)).mean(), (mu, log_sigma))
+
+
+@mutant("reparam_grad")
+def reparam_grad_clamps_noise_in_place(f, rsample, params, noise):
+    # "Keep u away from 1 so log(1 - u) stays finite", in place on the caller's tensor.
+    noise.clamp_(max=0.99)
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    return torch.autograd.grad(f(rsample(*leaves, noise)).mean(), leaves)
+
+
+# --------------------------------------------------------------------------------------
+# Recorded, not registered: same function (up to rounding) or not a bug under the SPEC.
+# --------------------------------------------------------------------------------------
+
+equivalent(
+    "cauchy_rsample",
+    "cauchy_rsample_tan_shifted_by_pi",
+    "tan(pi (u - 1/2) + pi) is the same function (tan has period pi); it agrees to ~1e-15 and is correct",
+)
+equivalent(
+    "exponential_rsample",
+    "exponential_rsample_clamps_u_at_float_tiny",
+    "u.clamp(min=torch.finfo(u.dtype).tiny) changes nothing for u in (0, 1): same function, not a bug",
+)
+equivalent(
+    "laplace_rsample",
+    "laplace_rsample_half_in_upper_branch",
+    "sending u = 1/2 to the other branch of torch.where gives the same value (0) there: same function",
+)
+equivalent(
+    "reparam_grad",
+    "reparam_grad_create_graph",
+    "returning gradients built with create_graph=True gives the same values; the SPEC does not forbid a graph",
+)

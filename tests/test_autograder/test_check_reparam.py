@@ -1,0 +1,155 @@
+"""The judge's own closed forms for 03_reparam are right (checked against scipy and torch)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from autograder.checks import reparam as checks
+from course_lib.reference import reparam as reference
+
+DTYPE = torch.float64
+U = torch.tensor(
+    [1e-12, 1e-6, 0.01, 0.3, 0.5, 0.77, 0.99, 1 - 1e-6, 1 - 1e-12], dtype=DTYPE
+)[:, None]
+LOC, SCALE = (
+    torch.tensor([0.7, -1.3], dtype=DTYPE),
+    torch.tensor([2.5, 0.4], dtype=DTYPE),
+)
+SCIPY = {
+    "gumbel_rsample": stats.gumbel_r,
+    "cauchy_rsample": stats.cauchy,
+    "laplace_rsample": stats.laplace,
+}
+
+
+@pytest.mark.parametrize("task", sorted(SCIPY))
+def test_tail_probabilities_match_scipy(task: str) -> None:
+    family = checks.FAMILIES[task]
+    z = torch.linspace(-40, 40, 81, dtype=DTYPE)[:, None] * SCALE + LOC
+    law = SCIPY[task](loc=LOC.numpy(), scale=SCALE.numpy())
+    assert family.lower is not None and family.upper is not None
+    np.testing.assert_allclose(
+        family.lower(z, LOC, SCALE).numpy(), law.cdf(z.numpy()), rtol=1e-10, atol=1e-300
+    )
+    np.testing.assert_allclose(
+        family.upper(z, LOC, SCALE).numpy(), law.sf(z.numpy()), rtol=1e-10, atol=1e-300
+    )
+    np.testing.assert_allclose(
+        family.pivot(z, LOC, SCALE).numpy(), law.cdf(z.numpy()), rtol=1e-10, atol=1e-300
+    )
+
+
+def test_exponential_tails_match_scipy() -> None:
+    family = checks.FAMILIES["exponential_rsample"]
+    rate = SCALE
+    z = torch.linspace(0, 60, 61, dtype=DTYPE)[:, None]
+    law = stats.expon(scale=1 / rate.numpy())
+    assert family.lower is not None and family.upper is not None
+    np.testing.assert_allclose(
+        family.lower(z, rate).numpy(), law.cdf(z.numpy()), rtol=1e-10, atol=1e-300
+    )
+    np.testing.assert_allclose(
+        family.upper(z, rate).numpy(), law.sf(z.numpy()), rtol=1e-10, atol=1e-300
+    )
+
+
+@pytest.mark.parametrize("task", sorted(checks.FAMILIES))
+def test_inverse_by_bisection_matches_the_reference(task: str) -> None:
+    family = checks.FAMILIES[task]
+    params = (SCALE,) if task == "exponential_rsample" else (LOC, SCALE)
+    if not family.uniform:
+        params, noise = (
+            (LOC, torch.log(SCALE)),
+            torch.tensor([[-3.0], [-0.2], [0.4], [2.5]], dtype=DTYPE),
+        )
+    else:
+        noise = U[2:-2]
+    want = getattr(reference, task)(*params, noise)
+    torch.testing.assert_close(
+        family.inverse(noise, params), want, rtol=1e-10, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("task", sorted(checks.FAMILIES))
+def test_implicit_gradient_identity_matches_autograd_of_the_reference(
+    task: str,
+) -> None:
+    family = checks.FAMILIES[task]
+    params = (SCALE,) if task == "exponential_rsample" else (LOC, SCALE)
+    noise = U[2:-2].expand(-1, 2).clone()
+    if not family.uniform:
+        params, noise = (LOC, torch.log(SCALE)), torch.special.ndtri(noise)
+    leaves = [p.clone().requires_grad_(True) for p in params]
+    z = getattr(reference, task)(*leaves, noise)
+    want = checks._implicit_derivatives(family, z.detach(), params)
+    for i, leaf in enumerate(leaves):
+        for s in range(z.shape[0]):
+            (g,) = torch.autograd.grad(z[s].sum(), leaf, retain_graph=True)
+            torch.testing.assert_close(g, want[i][s], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(checks.SAMPLERS))
+def test_public_samplers_and_their_derivatives(name: str) -> None:
+    sampler = checks.SAMPLERS[name]
+    noise = U[2:-2].expand(-1, 2).clone()
+    params = {
+        "gaussian": (LOC, torch.log(SCALE)),
+        "exponential": (SCALE,),
+        "gumbel": (LOC, SCALE),
+    }[name]
+    if name == "gaussian":
+        noise = torch.special.ndtri(noise)
+    torch.testing.assert_close(
+        sampler(*params, noise), getattr(reference, f"{name}_rsample")(*params, noise)
+    )
+    leaves = [p.clone().requires_grad_(True) for p in params]
+    z = sampler(*leaves, noise)
+    for leaf, want in zip(leaves, sampler.derivatives(params, noise)):
+        for s in range(z.shape[0]):
+            (g,) = torch.autograd.grad(z[s].sum(), leaf, retain_graph=True)
+            torch.testing.assert_close(g, want[s])
+
+
+@pytest.mark.parametrize("cls", [checks.Quadratic, checks.Cosine, checks.Bump])
+def test_integrand_derivatives(cls: type) -> None:
+    f = cls(torch.tensor([0.6, 1.7], dtype=DTYPE))
+    z = torch.tensor(
+        [[0.3, -1.2], [2.0, 0.1], [-0.4, 0.9]], dtype=DTYPE, requires_grad=True
+    )
+    (g,) = torch.autograd.grad(f(z).sum(), z)
+    torch.testing.assert_close(g, f.dfdz(z.detach()))
+    assert f(z).shape == (3,)
+
+
+def test_closed_form_gradient_is_the_reference_estimate() -> None:
+    problem = checks.GradProblem(
+        "gumbel", "cosine", ((0.5, -1.2), (2.0, 0.3)), (0.7, 1.6), 5, 11
+    )
+    got = reference.reparam_grad(
+        problem.f(), problem.rsample(), problem.tensors(), problem.noise()
+    )
+    for g, w in zip(got, problem.expected()):
+        torch.testing.assert_close(g, w)
+
+
+def test_parameter_ranges_exclude_bug_hiding_values() -> None:
+    rng = np.random.default_rng(0)
+    assert min(abs(x) for x in checks.LOC3.draw(rng, 2000)) >= 0.2
+    assert min(abs(x) for x in checks.LOG_SIGMA.draw(rng, 2000)) >= 0.15
+    assert min(abs(math.log(x)) for x in checks._positive().draw(rng, 2000)) >= 0.14
+
+
+def test_problem_reprs_are_short() -> None:
+    problem = checks.SamplerProblem(
+        "laplace_rsample", ((0.5, -1.2, 2.0), (2.0, 0.3, 4.1)), 5, 2**32 - 1
+    )
+    assert len(repr(problem)) < 120
+    grad = checks.GradProblem(
+        "gaussian", "quadratic", ((0.5, -1.2), (0.2, -0.3)), (0.7, 1.6), 5, 2**32 - 1
+    )
+    assert len(repr(grad)) < 200
