@@ -288,14 +288,19 @@ def reparam_grad_probe(
     params: tuple[Tensor, ...],
     noise: Tensor,
     calls: int = 1,
+    requires_grad: bool = False,
 ) -> dict[str, Any]:
-    """Call ``student.reparam_grad(f, rsample, params, noise)`` ``calls`` times on leaf params.
+    """Call ``student.reparam_grad(f, rsample, params, noise)`` ``calls`` times.
+
+    The params are plain tensors by default, as the notebook passes them; with
+    ``requires_grad=True`` they are leaves that require grad, as in an optimisation loop.
 
     Returns:
-        ``{"grads": [...], "again": [...] or None (second call), "mutated": indices,
-        "grad_left": param indices}``.
+        ``{"grads": [...], "again": [...] or None (second call), "mutated": indices into
+        (*params, noise), "grad_left": param indices, "flag_changed": param indices whose
+        requires_grad was switched}``.
     """
-    leaves = tuple(p.detach().clone().requires_grad_(True) for p in params)
+    leaves = tuple(p.detach().clone().requires_grad_(requires_grad) for p in params)
     noise_arg = noise.detach().clone()
     results = [
         _plain_grads(student.reparam_grad(f, rsample, leaves, noise_arg), leaves)
@@ -309,8 +314,11 @@ def reparam_grad_probe(
     return {
         "grads": results[0],
         "again": results[1] if calls > 1 else None,
-        "mutated": mutated,  # indices into (*params, noise)
+        "mutated": mutated,
         "grad_left": [i for i, leaf in enumerate(leaves) if leaf.grad is not None],
+        "flag_changed": [
+            i for i, leaf in enumerate(leaves) if leaf.requires_grad != requires_grad
+        ],
     }
 
 
@@ -1293,34 +1301,38 @@ def other_samplers_closed_form(subject: Subject, problem: GradProblem) -> None:
 
 @check(
     "reparam_grad",
-    "params and noise unmodified, no .grad left, same result when called twice",
+    "params and noise unmodified, no .grad or requires_grad left on params, same result when called twice",
     points=0.5,
 )
 @settings(SAMPLER_SETTINGS)
 @given(problem=grad_problems())
 def no_side_effects(subject: Subject, problem: GradProblem) -> None:
-    out = subject.call(
-        reparam_grad_probe,
-        problem.f(),
-        problem.rsample(),
-        problem.tensors(),
-        problem.noise(),
-        2,
-    )
+    args = (problem.f(), problem.rsample(), problem.tensors(), problem.noise())
     names = problem.param_names
     inputs = (*names, "noise")
-    expect(
-        not out["mutated"],
-        f"reparam_grad modified {', '.join(inputs[i] for i in out['mutated'])} in place: it must only compute gradients "
-        "(no optimizer step, no in-place ops on the inputs)",
-    )
-    expect(
-        not out["grad_left"],
-        f"reparam_grad left .grad on {', '.join(names[i] for i in out['grad_left'])}: use torch.autograd.grad, or "
-        "differentiate copies (p.detach().requires_grad_()) so the caller's params stay clean",
-    )
-    for name, first, second in zip(names, out["grads"], out["again"]):
+    for requires_grad in (False, True):
+        out = subject.call(reparam_grad_probe, *args, 2, requires_grad)
+        kind = "leaf params that require grad" if requires_grad else "plain tensors"
         expect(
-            _close(first, second, rtol=1e-12, atol=1e-14),
-            f"calling reparam_grad twice gave different gradients for {name} ({' then '.join(show_pair(float(first[0]), float(second[0])))}): gradients accumulate in .grad, or new noise is drawn; use the noise you are given",
+            not out["mutated"],
+            f"reparam_grad modified {', '.join(inputs[i] for i in out['mutated'])} in place: "
+            "it must only compute gradients (no optimizer step, no in-place ops on the inputs)",
         )
+        expect(
+            not out["grad_left"],
+            f"reparam_grad left .grad on {', '.join(names[i] for i in out['grad_left'])} "
+            f"(params given as {kind}): use torch.autograd.grad, or differentiate copies "
+            "(p.detach().requires_grad_()) so the caller's params stay clean",
+        )
+        expect(
+            not out["flag_changed"],
+            f"reparam_grad switched requires_grad on {', '.join(names[i] for i in out['flag_changed'])}, "
+            "the caller's tensors: differentiate copies, p.detach().requires_grad_()",
+        )
+        for name, first, second in zip(names, out["grads"], out["again"]):
+            expect(
+                _close(first, second, rtol=1e-12, atol=1e-14),
+                f"calling reparam_grad twice gave different gradients for {name} "
+                f"({' then '.join(show_pair(float(first[0]), float(second[0])))}): gradients "
+                "accumulate in .grad, or new noise is drawn; use the noise you are given",
+            )

@@ -454,9 +454,25 @@ def reparam_grad_sample_by_sample(f, rsample, params, noise):
 
 
 @variant("reparam_grad")
-def reparam_grad_on_given_params(f, rsample, params, noise):
-    # The params arrive as leaves that require grad: differentiate them directly.
+def reparam_grad_copies_with_requires_grad_flag(f, rsample, params, noise):
+    # Works whether or not the params arrive requiring grad.
+    leaves = [p.clone().detach().requires_grad_() for p in params]
+    value = f(rsample(*leaves, noise)).sum() / noise.shape[0]
+    return tuple(torch.autograd.grad(value, leaves))
+
+
+@mutant("reparam_grad")
+def reparam_grad_needs_params_that_require_grad(f, rsample, params, noise):
+    # Differentiates the given tensors directly: fails on plain tensors (the notebook's case).
     return torch.autograd.grad(f(rsample(*params, noise)).mean(), params)
+
+
+@mutant("reparam_grad")
+def reparam_grad_switches_requires_grad_on_callers_params(f, rsample, params, noise):
+    for p in params:
+        p.requires_grad_(True)
+    grads = torch.autograd.grad(f(rsample(*params, noise)).mean(), params)
+    return grads
 
 
 @mutant("reparam_grad")
@@ -481,20 +497,25 @@ def reparam_grad_wrong_sign(f, rsample, params, noise):
 
 @mutant("reparam_grad")
 def reparam_grad_leaves_grad_on_params(f, rsample, params, noise):
-    f(rsample(*params, noise)).mean().backward()
-    return tuple(p.grad.clone() for p in params)
+    # Copies only the params that don't require grad; backward() then fills the caller's .grad.
+    leaves = [p if p.requires_grad else p.detach().requires_grad_() for p in params]
+    f(rsample(*leaves, noise)).mean().backward()
+    return tuple(leaf.grad.clone() for leaf in leaves)
 
 
 @mutant("reparam_grad")
 def reparam_grad_accumulates_grad(f, rsample, params, noise):
-    f(rsample(*params, noise)).mean().backward()
-    return tuple(p.grad for p in params)
+    # backward() adds into .grad: a second call on the same params returns twice the gradient.
+    leaves = [p if p.requires_grad else p.detach().requires_grad_() for p in params]
+    f(rsample(*leaves, noise)).mean().backward()
+    return tuple(leaf.grad for leaf in leaves)
 
 
 @mutant("reparam_grad")
 def reparam_grad_updates_params_in_place(f, rsample, params, noise):
-    grads = torch.autograd.grad(f(rsample(*params, noise)).mean(), params)
-    with torch.no_grad():
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    grads = torch.autograd.grad(f(rsample(*leaves, noise)).mean(), leaves)
+    with torch.no_grad():  # "one step of gradient descent while we're at it"
         for p, g in zip(params, grads):
             p -= 0.01 * g
     return grads
