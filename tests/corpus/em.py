@@ -112,6 +112,19 @@ def log_joint_torch_distributions(X, weights, means, covs):
     )
 
 
+@variant("log_joint")
+def log_joint_explicit_inverse(X, weights, means, covs):
+    # The most common student route: inv and slogdet (fine in float64 at these conditions).
+    out = []
+    for w, m, c in zip(weights, means, covs):
+        diff = X - m
+        maha = np.einsum("nd,de,ne->n", diff, np.linalg.inv(c), diff)
+        out.append(
+            np.log(w) - 0.5 * (X.shape[1] * LOG_2PI + np.linalg.slogdet(c)[1] + maha)
+        )
+    return np.array(out).T
+
+
 # --------------------------------------------------------------------------- log_joint mutants
 
 
@@ -334,6 +347,15 @@ def e_step_torch_float64(X, weights, means, covs):
     )
     log_evidence = torch.logsumexp(log_p, dim=1)
     return torch.exp(log_p - log_evidence[:, None]).numpy(), log_evidence.sum().item()
+
+
+@variant("e_step")
+def e_step_inverse_and_divide_after_max_shift(X, weights, means, covs):
+    log_p = log_joint_explicit_inverse(X, weights, means, covs)
+    top = log_p.max(axis=1, keepdims=True)
+    p = np.exp(log_p - top)
+    total = p.sum(axis=1, keepdims=True)
+    return p / total, float(np.sum(top + np.log(total)))
 
 
 # --------------------------------------------------------------------------- e_step mutants
