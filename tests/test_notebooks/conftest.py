@@ -56,6 +56,59 @@ return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, gra
 return loc + scale * torch.log(2.0 * u)  # wrong on purpose: the left half of the quantile only
 """,
     ),
+    # 04_elbo: a task no other task calls (the fallback breaks the first function, which others use)
+    "04_elbo": (
+        "fit_bbvi",
+        """
+if estimator not in ("reparam", "score"):
+    raise ValueError(f"unknown estimator {estimator!r}")
+generator = torch.Generator().manual_seed(seed)
+mu = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
+log_sigma = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
+optimizer = torch.optim.Adam([mu, log_sigma], lr=lr)
+history = []
+for _ in range(num_steps):
+    eps = torch.randn(num_samples, dim, generator=generator, dtype=torch.float64)
+    optimizer.zero_grad()
+    if estimator == "reparam":
+        value = elbo(log_joint, mu, log_sigma, eps)
+        (-value).backward()
+    else:
+        with torch.no_grad():
+            value = elbo(log_joint, mu, log_sigma, eps)
+        z = mu.detach() + torch.exp(log_sigma.detach()) * eps
+        mu.grad, log_sigma.grad = elbo_score_grad(log_joint, mu, log_sigma, z)  # wrong on purpose: Adam minimises, so this descends the ELBO
+    optimizer.step()
+    history.append(float(value.detach()))
+return mu.detach(), log_sigma.detach(), history
+""",
+    ),
+    # 05_vae: a task no other task calls (the fallback breaks the first function, which others use)
+    "05_vae": (
+        "train_vae",
+        """
+device = get_device(device)
+data = torch.as_tensor(train_x).to(device=device, dtype=torch.float32)
+model.to(device)
+model.train()
+optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+generator = torch.Generator(device=device).manual_seed(seed)
+with torch.no_grad():
+    z_dim = model.encoder(data[:1])[0].shape[1]
+history = []
+for _ in range(epochs):
+    order = torch.randperm(data.shape[0], generator=generator, device=device)
+    for start in range(0, data.shape[0], batch_size):
+        x = data[order[start : start + batch_size]]
+        eps = torch.randn(x.shape[0], z_dim, generator=generator, device=device)
+        loss = negative_elbo(x, *model(x, eps))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    history.append(loss.item())  # wrong on purpose: the last batch's loss, not the epoch's mean
+return history
+""",
+    ),
 }
 FALLBACK_BODY = "return None  # wrong on purpose: returns nothing\n"
 
