@@ -62,10 +62,16 @@ def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
 
     outcome = grade_submission(submission, config)
     results = write_submission(Path(out), outcome)
-    line = (
-        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} graded {submission.key} {results['score']}/"
-        f"{results['extra_data']['max_score']} in {outcome.seconds:.1f}s sandbox={outcome.sandbox} pid={os.getpid()}\n"
-    )
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "graded": submission.key,
+        "score": results["score"],
+        "max_score": results["extra_data"]["max_score"],
+        "seconds": round(outcome.seconds, 2),
+        "sandbox": outcome.sandbox,
+        "judge": os.getpid(),
+    }
+    line = json.dumps(entry, ensure_ascii=False) + "\n"
     fd = os.open(Path(out) / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line.encode())
@@ -132,12 +138,12 @@ def grade_batch(
         return 2
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale_workdirs()
-    fingerprint = grader_fingerprint(limits, plugins)
+    fingerprints = {a: grader_fingerprint(limits, a, plugins) for a in sorted({s.assignment for s in submissions})}
     pending, finished = [], {}
     for submission in submissions:
         existing = None if force else load_results(out, submission.student, submission.assignment)
         extra = (existing or {}).get("extra_data", {})
-        if existing and extra.get("notebook_sha256") == notebook_digest(submission) and extra.get("grader") == fingerprint:
+        if existing and extra.get("notebook_sha256") == notebook_digest(submission) and extra.get("grader") == fingerprints[submission.assignment]:
             finished[submission.key] = existing
         else:
             pending.append(submission)
@@ -151,7 +157,7 @@ def grade_batch(
         limits=limits,
         secret_paths=(str(out.resolve()), str(submissions_root(submitted).resolve())),
         plugins=tuple(plugins),
-        fingerprint=fingerprint,
+        fingerprints=fingerprints,
         levels=levels,
     )
     failures = list(problems)

@@ -109,15 +109,23 @@ def notebook_digest(submission: Submission) -> str:
         return ""
 
 
-def grader_fingerprint(limits: sandbox.Limits, plugins: Sequence[str] = ()) -> str:
-    """Hash of everything that decides a grade: the checks, the references, the limits."""
+def grader_fingerprint(limits: sandbox.Limits, assignment: str, plugins: Sequence[str] = ()) -> str:
+    """Hash of what decides the grades of ``assignment``: the grader's modules, that
+    assignment's checks and reference, the helpers, the plugins and the limits."""
     digest = hashlib.sha256(json.dumps(limits.__dict__, sort_keys=True).encode())
-    roots = [Path(importlib.import_module(name).__file__).parent for name in ("autograder", "course_lib")]  # type: ignore[arg-type]
-    files = [f for root in roots for f in sorted(root.rglob("*.py"))]
-    files += [Path(importlib.import_module(p).__file__) for p in plugins]  # type: ignore[arg-type]
-    for file in files:
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
+    autograder_dir = Path(importlib.import_module("autograder").__file__).parent  # type: ignore[arg-type]
+    course_dir = Path(importlib.import_module("course_lib").__file__).parent  # type: ignore[arg-type]
+    module = ASSIGNMENTS.get(assignment, "")
+    files = sorted(autograder_dir.glob("*.py")) + sorted(course_dir.glob("*.py"))
+    files += [autograder_dir / "checks" / f"{module}.py", autograder_dir / "hidden" / f"{module}.py"]
+    files += [course_dir / "reference" / f"{module}.py"]
+    for plugin in plugins:
+        path = Path(importlib.import_module(plugin).__file__)  # type: ignore[arg-type]
+        files += sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+    for file in dict.fromkeys(files):
+        if file.is_file():
+            digest.update(str(file.relative_to(file.parent.parent)).encode())
+            digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -252,7 +260,8 @@ class JudgeConfig:
     #: Extra modules registering assignments (tests, course extensions): public ones are
     #: loaded in the worker too; one with a ``hidden`` component stays with the judge.
     plugins: tuple[str, ...] = ()
-    fingerprint: str = ""
+    #: :func:`grader_fingerprint` per assignment, recorded in each results.json (the resume key).
+    fingerprints: dict[str, str] = field(default_factory=dict)
     levels: tuple[str, ...] | None = None
 
 
@@ -262,6 +271,14 @@ def _public(plugins: Sequence[str]) -> list[str]:
 
 def _secret(plugins: Sequence[str]) -> list[str]:
     return [p for p in plugins if "hidden" in p.split(".")]
+
+
+def _preload(public_plugins: Sequence[str]) -> list[str]:
+    """What a worker imports before it enters the sandbox (the same for every assignment, so
+    one zygote per judge serves them all)."""
+    checks = [f"autograder.checks.{m}" for m in sorted(set(ASSIGNMENTS.values()))]
+    base = ["numpy", "torch", "autograder.subject", "autograder.transport", "autograder.probes", "course_lib"]
+    return [*public_plugins, *base, *checks]
 
 
 def _zero(prop: Property, feedback: str, flags: list[str]) -> CheckResult:
@@ -295,7 +312,7 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
         student=submission.student,
         assignment=submission.assignment,
         notebook_sha256=digest,
-        grader=config.fingerprint,
+        grader=config.fingerprints.get(submission.assignment, ""),
     )
     try:
         cells, outcome.notes = read_code_cells(submission.notebook, submission.assignment)
@@ -306,12 +323,11 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
         outcome.seconds = time.monotonic() - started
         return outcome
 
-    module = ASSIGNMENTS[submission.assignment]
     public = _public(config.plugins)
     session = Session(
         cells,
         config.limits,
-        preload=[*public, "numpy", "torch", "autograder.subject", "autograder.transport", "autograder.probes", f"autograder.checks.{module}", "course_lib"],
+        preload=_preload(public),
         probe_modules=("autograder", "course_lib", *public),
         secret_paths=(*config.secret_paths, *(str(Path(importlib.import_module(p).__file__)) for p in _secret(config.plugins))),  # type: ignore[arg-type]
         secret_modules=tuple(_secret(config.plugins)),

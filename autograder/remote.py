@@ -151,26 +151,153 @@ class _Channel:
         return header, payload
 
 
-class _Worker:
-    """One sandboxed worker process and its channel."""
+class _PopenHandle:
+    """A worker started as its own ``python -m autograder.worker`` process."""
 
-    def __init__(self, init: dict[str, Any], policy: sandbox.Policy, limits: sandbox.Limits, env: dict[str, str]) -> None:
-        self.policy = policy
-        to_worker = os.pipe()
-        from_worker = os.pipe()
+    def __init__(self, fds: tuple[int, int, int], cwd: str, env: dict[str, str]) -> None:
+        in_fd, out_fd, output_fd = fds
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.worker", str(to_worker[0]), str(from_worker[1])],
-            pass_fds=(to_worker[0], from_worker[1]),
+            [sys.executable, "-m", "autograder.worker", str(in_fd), str(out_fd)],
+            pass_fds=(in_fd, out_fd),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=policy.workdir,
+            stdout=output_fd,
+            stderr=output_fd,
+            cwd=cwd,
             env=env,
             start_new_session=True,
         )
-        os.close(to_worker[0])
-        os.close(from_worker[1])
+        self.pid = self.process.pid
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class _Zygote:
+    """A process that imported the worker's modules once and forks a worker per request.
+
+    Starting a worker then costs a fork instead of importing torch. The zygote is a fresh
+    interpreter (it never imports the hidden checks) and never runs student code.
+    """
+
+    def __init__(self, preload: Sequence[str], env: dict[str, str]) -> None:
+        import socket
+
+        self.socket, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autograder.worker", "--zygote", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
+            env=env,
+        )
+        child.close()
+        self.exits: dict[int, int] = {}
+        self.socket.sendall(_json({"preload": list(preload), "sys_path": [p for p in sys.path if p]}))
+        self._expect("ready", time.monotonic() + STARTUP_S)
+
+    def _next(self, deadline: float) -> dict[str, Any] | None:
+        import json
+
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([self.socket], [], [], max(left, 0))
+        if not ready:
+            return None
+        data = self.socket.recv(1 << 16)
+        if not data:
+            raise _WorkerGone("the zygote exited")
+        message: dict[str, Any] = json.loads(data)
+        if message.get("op") == "exit":
+            self.exits[int(message["pid"])] = int(message["code"])
+        return message
+
+    def _expect(self, op: str, deadline: float) -> dict[str, Any]:
+        while time.monotonic() < deadline:
+            message = self._next(deadline)
+            if message is not None and message.get("op") == op:
+                return message
+        raise TimeoutError(f"the zygote did not answer {op!r}")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def spawn(self, fds: tuple[int, int, int], cwd: str) -> _ZygoteHandle:
+        import socket
+
+        socket.send_fds(self.socket, [_json({"op": "spawn", "cwd": cwd})], list(fds))
+        pid = int(self._expect("spawned", time.monotonic() + 30)["pid"])
+        return _ZygoteHandle(self, pid)
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while pid not in self.exits:
+            if time.monotonic() >= deadline:
+                return None
+            self._next(deadline)
+        return self.exits.pop(pid)
+
+    def close(self) -> None:
+        self.socket.close()
+        self.process.kill()
+        self.process.wait()
+
+
+class _ZygoteHandle:
+    def __init__(self, zygote: _Zygote, pid: int) -> None:
+        self.zygote, self.pid = zygote, pid
+        self.code: int | None = None
+
+    def wait(self, timeout: float) -> int | None:
+        if self.code is None:
+            try:
+                self.code = self.zygote.wait(self.pid, timeout)
+            except (_WorkerGone, OSError):
+                return None
+        return self.code
+
+
+def _json(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
+
+
+_ZYGOTES: dict[tuple[str, ...], _Zygote] = {}
+
+
+def _zygote(preload: Sequence[str], env: dict[str, str]) -> _Zygote | None:
+    """This judge's zygote for ``preload`` (started on first use); None if it cannot start."""
+    key = tuple(preload)
+    existing = _ZYGOTES.get(key)
+    if existing is not None and existing.alive():
+        return existing
+    try:
+        _ZYGOTES[key] = _Zygote(preload, env)
+    except (OSError, TimeoutError, _WorkerGone, ValueError):
+        return None
+    return _ZYGOTES[key]
+
+
+class _Worker:
+    """One sandboxed worker process, its channel and the drain of its stdout/stderr."""
+
+    def __init__(self, init: dict[str, Any], policy: sandbox.Policy, limits: sandbox.Limits, env: dict[str, str], zygote: _Zygote | None) -> None:
+        self.policy = policy
+        to_worker, from_worker, output = os.pipe(), os.pipe(), os.pipe()
+        child_fds = (to_worker[0], from_worker[1], output[1])
+        try:
+            self.handle: _PopenHandle | _ZygoteHandle = (
+                zygote.spawn(child_fds, policy.workdir) if zygote is not None else _PopenHandle(child_fds, policy.workdir, env)
+            )
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        self.pid = self.handle.pid
         self.channel = _Channel(from_worker[0], to_worker[1], limits.result_mb << 20)
+        self.output_fd = output[0]
         self.output = bytearray()
         self.output_bytes = 0
         self._drain = threading.Thread(target=self._drain_output, daemon=True)
@@ -179,40 +306,40 @@ class _Worker:
 
     def _drain_output(self) -> None:
         """Read the student's stdout/stderr so printing never blocks; keep only the start."""
-        stream = self.process.stdout
-        assert stream is not None
-        while chunk := stream.read1(1 << 16):  # type: ignore[attr-defined]
+        while True:
+            try:
+                chunk = os.read(self.output_fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
             self.output_bytes += len(chunk)
             if len(self.output) < _OUTPUT_KEPT:
                 self.output += chunk[: _OUTPUT_KEPT - len(self.output)]
 
     def exit_description(self) -> str:
-        try:
-            code = self.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            code = None
-        return _describe_exit(code)
+        return _describe_exit(self.handle.wait(2))
 
     def kill(self) -> None:
         """Kill the worker, everything in its process group, and every process of its uid."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for kill in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
+            try:
+                kill()
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.policy.level in ("namespace", "privdrop") and self.policy.uid is not None:
             sandbox.kill_uid(self.policy.uid)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        self.handle.wait(10)
         for fd in (self.channel.read_fd, self.channel.write_fd):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self._drain.join(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        try:
+            os.close(self.output_fd)
+        except OSError:
+            pass
 
 
 def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -258,6 +385,8 @@ class Session:
     secret_modules: Sequence[str] = ()
     levels: Sequence[str] | None = None
     env: dict[str, str] | None = None
+    #: Fork workers from a zygote that imported torch once (else start each from scratch).
+    use_zygote: bool = True
     started: float = field(default_factory=time.monotonic)
     level: str | None = None
     skip: set[int] = field(default_factory=set)
@@ -301,7 +430,7 @@ class Session:
         tampered = header.get("tampered") or []
         if isinstance(tampered, list) and tampered:
             names = ", ".join(str(t) for t in tampered[:5])
-            self._record("forbidden", f"replaced {names}")
+            self._record("forbidden", f"replace {names}")
 
     # ------------------------------------------------------------------ the worker
 
@@ -322,7 +451,8 @@ class Session:
             "sys_path": judge_path,
             "sys_path_after": [p for p in judge_path if not (policy.repo_root and os.path.realpath(p) == policy.repo_root)],
         }
-        return _Worker(init, policy, self.limits, _worker_env(self.env))
+        env = _worker_env(self.env)
+        return _Worker(init, policy, self.limits, env, _zygote(self.preload, env) if self.use_zygote else None)
 
     def _start(self) -> _Worker:
         """A worker that said hello, at the strongest level that works here."""
@@ -519,8 +649,8 @@ class RemoteSubject:
         if op == "error":
             kind = header.get("kind") if header.get("kind") in _KINDS else "raised"
             summary = str(header.get("summary", ""))[:2000]
-            if header.get("flag") == "memory" and "memory" not in self.flags:
-                self.flags.append("memory")
+            if header.get("flag") in ("memory", "processes") and header["flag"] not in self.flags:
+                self.flags.append(header["flag"])
             if kind == "timeout":
                 return self._poison(kind, summary)
             return StudentError(str(kind), summary)

@@ -33,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
+import mmap
 import os
 import pwd
 import resource
@@ -80,8 +82,8 @@ class Limits:
     tmp_mb: int = 256
     #: Processes and threads of the worker's uid (namespace and privdrop levels).
     max_processes: int = 64
-    #: fork/exec/subprocess calls the submission may make in all.
-    max_spawns: int = 8
+    #: fork/exec/subprocess calls the submission may make in all (all its processes together).
+    max_spawns: int = 16
     #: Largest result the judge reads back from one probe call.
     result_mb: int = 512
 
@@ -421,7 +423,9 @@ def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[st
     deny_modules = tuple(policy.deny_modules)
     max_spawns = limits.max_spawns
     state = threading.local()
-    counters = {"spawns": 0, "reports": 0}
+    counters = {"reports": 0}
+    # Shared by every process the submission forks, so a fork bomb gets max_spawns in all.
+    spawned = mmap.mmap(-1, 8)
 
     def tell(op: str, what: str) -> None:
         if counters["reports"] < 40:
@@ -468,10 +472,13 @@ def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[st
                     if index < len(args):
                         check_path(args[index], True, event)
             elif event in _SPAWN_EVENTS:
-                counters["spawns"] += 1
-                if counters["spawns"] > max_spawns:
+                count = int.from_bytes(spawned[:8], "little") + 1
+                spawned[:8] = count.to_bytes(8, "little")
+                if count > max_spawns:
                     tell("refused", f"more than {max_spawns} child processes")
-                    raise PermissionError(f"no more than {max_spawns} child processes while grading")
+                    # The error the process limit gives, so the outcome is the same whichever
+                    # limit a fork bomb meets first.
+                    raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
             elif event == "socket.__new__":
                 family = args[1] if len(args) > 1 else None
                 if family not in (socket.AF_UNIX, -1):

@@ -16,6 +16,8 @@ protocol uses two dedicated pipes.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import errno
 import importlib
 import json
 import linecache
@@ -210,6 +212,17 @@ def _run_cell(namespace: dict[str, Any], number: int, source: str, seconds: floa
     return None
 
 
+def _reap() -> None:
+    """Collect exited children (a fork bomb's zombies count against the process limit)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 # --------------------------------------------------------------------------- probe calls
 
 
@@ -245,7 +258,10 @@ def _call(probe: Callable[..., Any], namespace: dict[str, Any], payload: bytes, 
             summary = f"ran out of memory (the grader allows about {memory_mb} MB): {type(error).__name__}"
             return {"op": "error", "kind": "raised", "summary": summary, "flag": "memory"}, b""
         described = error if isinstance(error, StudentError) else describe_exception(error)
-        return {"op": "error", "kind": described.kind, "summary": described.summary}, b""
+        reply = {"op": "error", "kind": described.kind, "summary": described.summary}
+        if isinstance(error, BlockingIOError) and error.errno == errno.EAGAIN:
+            reply["flag"] = "processes"  # the process limit: a fork bomb, contained
+        return reply, b""
 
 
 def serve(in_fd: int, out_fd: int) -> int:
@@ -282,6 +298,7 @@ def serve(in_fd: int, out_fd: int) -> int:
         error = _run_cell(namespace, number, source, limits.cell_timeout_s)
         if os.getpid() != main_pid:  # a fork of the student's that fell through the cell
             os._exit(0)
+        _reap()
         tampered = snapshot.changes()
         send(out_fd, {"op": "cell_done", "cell": number, "error": error, "tampered": tampered})
     send(out_fd, {"op": "ready"})
@@ -302,14 +319,98 @@ def serve(in_fd: int, out_fd: int) -> int:
             reply, body = {"op": "grader_error", "summary": f"{type(error).__name__}: {error}"}, b""
         if os.getpid() != main_pid:
             os._exit(0)
+        _reap()
         reply["tampered"] = snapshot.changes()
         reply["seconds"] = round(time.perf_counter() - started, 4)
         send(out_fd, reply, body)
 
 
+# --------------------------------------------------------------------------- the zygote
+
+
+def _close_other_fds(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _spawn_from_zygote(control: Any, request: dict[str, Any], fds: list[int]) -> int:
+    """Fork one worker; in the child, wire its descriptors and serve (never returns there)."""
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        return pid
+    code = 1
+    try:
+        control.close()
+        os.setsid()
+        in_fd, out_fd, output_fd = fds
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
+        _close_other_fds({in_fd, out_fd})
+        os.chdir(request["cwd"])
+        code = serve(in_fd, out_fd)
+    except BaseException:  # noqa: BLE001 - the child must never return into the zygote's loop
+        code = 4
+    finally:
+        os._exit(code)
+
+
+def zygote(control_fd: int) -> int:
+    """Import the worker's modules once, then fork a fresh worker for each request.
+
+    The zygote never runs student code and never sees a secret: it imports only public
+    modules, forks, and reports each child's pid and exit status to the judge over a Unix
+    socket; the judge sends the child's three pipes (in, out, stdout+stderr) with the request.
+    """
+    import select
+    import socket
+
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the judge
+    control = socket.socket(fileno=control_fd)
+    message, _, _, _ = socket.recv_fds(control, HEADER_LIMIT, 0)
+    setup = json.loads(message)
+    sys.path[:] = [p for p in setup["sys_path"] if p]
+    for module in setup["preload"]:
+        importlib.import_module(module)
+    import torch
+
+    torch.set_num_threads(1)
+    control.sendall(json.dumps({"op": "ready"}).encode())
+    while True:
+        ready, _, _ = select.select([control], [], [], 0.05)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            control.sendall(json.dumps({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+        if not ready:
+            continue
+        message, fds, _, _ = socket.recv_fds(control, HEADER_LIMIT, 3)
+        if not message:
+            return 0  # the judge is gone
+        request = json.loads(message)
+        pid = _spawn_from_zygote(control, request, list(fds))
+        control.sendall(json.dumps({"op": "spawned", "pid": pid}).encode())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m autograder.worker IN_FD OUT_FD``."""
+    """Entry point: ``python -m autograder.worker IN_FD OUT_FD`` or ``--zygote CONTROL_FD``."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[0] == "--zygote":
+        return zygote(int(argv[1]))
     in_fd, out_fd = int(argv[0]), int(argv[1])
     return serve(in_fd, out_fd)
 

@@ -1,0 +1,112 @@
+"""Notebooks and classes of submissions for the grader tests (the fake ``00_fake`` assignment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSIGNMENT = "00_fake"
+PLUGINS = ["tests.test_grader.fakecourse", "tests.test_grader.fakecourse.hidden"]
+HIDDEN_FAKE = ROOT / "tests" / "test_grader" / "fakecourse" / "hidden.py"
+SECRET = "the hidden answer is 42"
+
+IMPORTS = "import numpy as np\nimport torch"
+ADD_ONE = "def add_one(x):\n    return x + 1"
+DOUBLE = "def double(t):\n    return 2 * t"
+
+
+def grade_cell(task: str, points: float = 2) -> tuple[str, dict[str, Any]]:
+    """A released grade cell with nbgrader metadata."""
+    meta = {
+        "nbgrader": {
+            "grade": True,
+            "solution": False,
+            "locked": True,
+            "grade_id": f"{task}_check",
+            "points": points,
+            "schema_version": 3,
+        }
+    }
+    return f"score = grade({task!r}, {task})\nscore", meta
+
+
+def solution_cell(source: str, grade_id: str) -> tuple[str, dict[str, Any]]:
+    """An autograded answer cell."""
+    meta = {"nbgrader": {"grade": False, "solution": True, "locked": False, "grade_id": grade_id, "schema_version": 3}}
+    return source, meta
+
+
+def notebook(cells: Sequence[str | tuple[str, dict[str, Any]]], kernel: str = "python3") -> dict[str, Any]:
+    """An nbformat-4 notebook from sources (plain code cells) or ``(source, metadata)`` pairs."""
+    built = []
+    for cell in cells:
+        source, meta = (cell, {}) if isinstance(cell, str) else cell
+        built.append({"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": [], "source": source})
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": kernel, "display_name": kernel, "language": "python"}},
+        "cells": built,
+    }
+
+
+def honest_cells(add_one: str = ADD_ONE, double: str = DOUBLE) -> list[Any]:
+    """The fake assignment done right (or with the given implementations)."""
+    return [
+        IMPORTS,
+        solution_cell(add_one, "add_one"),
+        grade_cell("add_one"),
+        solution_cell(double, "double"),
+        grade_cell("double"),
+    ]
+
+
+def write_submission(root: Path, student: str, content: dict[str, Any] | str | bytes, assignment: str = ASSIGNMENT) -> Path:
+    """``root/<student>/<assignment>/<assignment>.ipynb``."""
+    path = root / student / assignment / f"{assignment}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, dict):
+        path.write_text(json.dumps(content, indent=1))
+    elif isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def autograde_command(submitted: Path, out: Path, *extra: str) -> list[str]:
+    """The CLI as CI runs it, with the fake assignment's plugins."""
+    plugins = [arg for p in PLUGINS for arg in ("--plugin", p)]
+    return [sys.executable, "-m", "autograder.cli", "grade", str(submitted), "--out", str(out), "--no-progress", *plugins, *extra]
+
+
+def env() -> dict[str, str]:
+    """The environment of a grader subprocess: one thread, no shrinking."""
+    return dict(os.environ, OMP_NUM_THREADS="1", AUTOGRADER_SHRINK="0", PYTHONDONTWRITEBYTECODE="1")
+
+
+def run_autograde(submitted: Path, out: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``autograde grade`` to completion."""
+    return subprocess.run(
+        autograde_command(submitted, out, *extra), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def results(out: Path, student: str, assignment: str = ASSIGNMENT) -> dict[str, Any]:
+    """A submission's results.json."""
+    return json.loads((out / student / assignment / "results.json").read_text())
+
+
+def task_scores(data: dict[str, Any]) -> dict[str, float]:
+    """Points per task from a results.json."""
+    scores: dict[str, float] = {}
+    for test in data["tests"]:
+        task = test["name"].split(": ", 1)[0]
+        scores[task] = scores.get(task, 0) + test["score"]
+    return scores

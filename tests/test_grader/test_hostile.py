@@ -1,0 +1,176 @@
+"""Hostile submissions: each one is contained, graded, and flagged with a reason, in one batch
+with an honest submission that keeps its points.
+
+One ``autograde grade --jobs 2`` run (a subprocess, as in CI) over a class of the fake
+assignment ``00_fake`` (tasks ``add_one`` and ``double``, 2 points each); each test then reads
+one student's results.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_grader import builders as b
+
+pytestmark = pytest.mark.slow
+
+HIDDEN_EM = b.ROOT / "autograder" / "hidden" / "em.py"
+
+LOOP = "def add_one(x):\n    while True:\n        pass"
+MEMORY_BOMB = "def add_one(x):\n    hog = bytearray(8 * 2**30)\n    return x + 1"
+OS_EXIT = "def add_one(x):\n    import os\n    os._exit(1)"
+SYS_EXIT = "def double(t):\n    import sys\n    sys.exit(1)"
+FORK_BOMB = "def add_one(x):\n    import os\n    while True:\n        os.fork()\n    return x + 1"
+PATCH_DURING_CALL = "def double(t):\n    import torch\n    torch.allclose = lambda *a, **k: True\n    return t"
+MONKEYPATCH = """import autograder.core, autograder.probes, hypothesis, numpy, torch
+autograder.core.run_property = lambda *a, **k: None
+autograder.probes.invoke = lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
+hypothesis.given = lambda *a, **k: (lambda f: f)
+numpy.allclose = lambda *a, **k: True
+torch.allclose = lambda *a, **k: True"""
+IGNORES_INTERRUPT = """import time
+while True:
+    try:
+        time.sleep(0.05)
+    except BaseException:
+        pass"""
+
+
+def read_hidden() -> str:
+    return f"""def add_one(x):
+    leaked = []
+    for path in [{str(HIDDEN_EM)!r}, {str(b.HIDDEN_FAKE)!r}]:
+        try:
+            leaked.append(open(path).read())
+        except Exception:
+            pass
+    print(leaked)
+    return x + 1"""
+
+
+def write_out(out: Path) -> str:
+    targets = [out / "gradebook.csv", out / "honest" / b.ASSIGNMENT / "results.json", out / "pwned.txt"]
+    return f"""for target in {[str(t) for t in targets]!r}:
+    try:
+        with open(target, "w") as handle:
+            handle.write("pwned")
+    except Exception:
+        pass"""
+
+
+def students(out: Path) -> dict[str, Any]:
+    honest = b.honest_cells()
+    return {
+        "honest": b.notebook(honest),
+        "wrong": b.notebook(b.honest_cells(add_one="def add_one(x):\n    return x + 2")),
+        "loop_in_function": b.notebook(b.honest_cells(add_one=LOOP)),
+        "loop_at_top": b.notebook(["while True:\n    pass", *honest]),
+        "loop_ignoring_interrupt": b.notebook([IGNORES_INTERRUPT, *honest]),
+        "memory_bomb": b.notebook(["import numpy as np\nhuge = np.ones(2**31)", *b.honest_cells(add_one=MEMORY_BOMB)]),
+        "os_exit": b.notebook(b.honest_cells(add_one=OS_EXIT)),
+        "os_exit_at_top": b.notebook(["import os\nos._exit(0)", *honest]),
+        "sys_exit": b.notebook(["import sys\nsys.exit('bye')", *b.honest_cells(double=SYS_EXIT)]),
+        "fork_bomb": b.notebook(b.honest_cells(add_one=FORK_BOMB)),
+        "monkeypatch": b.notebook([*honest, MONKEYPATCH]),
+        "monkeypatch_during_call": b.notebook(b.honest_cells(double=PATCH_DURING_CALL)),
+        "import_reference": b.notebook(["from course_lib.reference import em", *honest]),
+        "read_hidden": b.notebook(b.honest_cells(add_one=read_hidden())),
+        "write_out": b.notebook([*honest, write_out(out)]),
+        "print_flood": b.notebook(['print("x" * 100_000_000)', *honest]),
+        "invalid_json": '{"cells": [{"cell_type": "code", "source": "def add_one(x): return x + 1"',
+        "no_grade_cells": b.notebook([c for c in honest if not (isinstance(c, tuple) and c[1]["nbgrader"]["grade"])]),
+        "duplicated_grade_cells": b.notebook([*honest, b.grade_cell("add_one"), b.grade_cell("double")]),
+        "kernel_name": b.notebook(honest, kernel="ir"),
+    }
+
+
+# student: (add_one points, double points, flag expected or None, words expected in the feedback)
+EXPECTED: dict[str, tuple[float, float, str | None, str]] = {
+    "honest": (2, 2, None, ""),
+    "wrong": (0, 2, None, "x + 1"),
+    "loop_in_function": (0, 2, "timeout", "did not finish"),
+    "loop_at_top": (2, 2, None, "did not finish within"),
+    "loop_ignoring_interrupt": (2, 2, None, "ignored the interruption"),
+    "memory_bomb": (0, 2, "memory", "ran out of memory"),
+    "os_exit": (0, 2, "crashed", "exited with status 1"),
+    "os_exit_at_top": (2, 2, None, "exited with status 0"),
+    "sys_exit": (2, 0, None, "SystemExit"),
+    "fork_bomb": (0, 2, "processes", "Resource temporarily unavailable"),
+    "monkeypatch": (0, 0, "forbidden", "autograder.core.run_property"),
+    "monkeypatch_during_call": (2, 0, "forbidden", "torch.allclose"),
+    "import_reference": (0, 0, "forbidden", "course_lib.reference"),
+    "read_hidden": (0, 2, "forbidden", "hidden"),
+    "write_out": (0, 0, "forbidden", "open"),
+    "print_flood": (2, 2, None, ""),
+    "invalid_json": (0, 0, "invalid_notebook", "not valid JSON"),
+    "no_grade_cells": (2, 2, None, ""),
+    "duplicated_grade_cells": (2, 2, None, "duplicated"),
+    "kernel_name": (2, 2, None, "kernel 'ir' ignored"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    base = tmp_path_factory.mktemp("hostile")
+    submitted, out = base / "submitted", base / "out"
+    for student, content in students(out).items():
+        b.write_submission(submitted, student, content)
+    done = b.run_autograde(submitted, out, "--jobs", "2", "--timeout", "90", "--cell-timeout", "4", "--memory", "768")
+    return out, done
+
+
+def test_the_batch_is_graded_and_exits_zero(graded: tuple[Path, Any]) -> None:
+    out, done = graded
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = (out / "gradebook.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(EXPECTED)
+
+
+@pytest.mark.parametrize("student", list(EXPECTED))
+def test_each_submission_is_contained_and_explained(graded: tuple[Path, Any], student: str) -> None:
+    out, done = graded
+    data = b.results(out, student)
+    add_one, double, flag, words = EXPECTED[student]
+    scores = b.task_scores(data)
+    assert scores == {"add_one": add_one, "double": double}, json.dumps(data, indent=1)[:4000]
+    assert data["score"] == add_one + double
+    flags = data["extra_data"]["flags"]
+    if flag is None:
+        assert not set(flags) & {"forbidden", "crashed", "timeout", "invalid_notebook", "grader_error"}, flags
+    else:
+        assert flag in flags, flags
+    text = json.dumps(data)
+    assert words in text, f"{words!r} not in the feedback of {student}: {text[:3000]}"
+    assert data["extra_data"]["sandbox"] in ("namespace", "privdrop", "rlimits", None)
+
+
+def test_the_secrets_never_reach_the_outputs(graded: tuple[Path, Any]) -> None:
+    out, _ = graded
+    hidden_source = HIDDEN_EM.read_text()
+    for path in out.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert b.SECRET not in text, path
+            if len(hidden_source) > 200:
+                assert hidden_source[:200] not in text, path
+
+
+def test_no_submission_wrote_into_the_output(graded: tuple[Path, Any]) -> None:
+    out, _ = graded
+    assert not (out / "pwned.txt").exists()
+    assert "pwned" not in (out / "gradebook.csv").read_text()
+    assert b.results(out, "honest")["score"] == 4
+
+
+def test_hostile_attempts_are_recorded_with_the_place(graded: tuple[Path, Any]) -> None:
+    out, _ = graded
+    notes = b.results(out, "read_hidden")["extra_data"]["notes"]
+    assert any("forbidden" in n and "while checking add_one" in n for n in notes), notes
+    notes = b.results(out, "import_reference")["extra_data"]["notes"]
+    assert any("import course_lib.reference" in n and "(cell 1)" in n for n in notes), notes
+    feedback = b.results(out, "monkeypatch")["tests"][0]["output"]
+    assert "Not graded" in feedback and "replace" in feedback
