@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch._dynamo  # see below
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,6 +47,11 @@ from autograder.profiles import GRADING, STATISTICAL
 from autograder.strategies import distinct_sizes, seeds
 from autograder.subject import Student, StudentError, Subject
 
+# Importing torch._dynamo replaces torch.manual_seed with a wrapped version, and the first
+# optimizer.step() of any training loop imports it. The CI worker preloads the check modules
+# before it snapshots torch's functions to detect tampering; importing it here keeps an honest
+# training cell from looking like a submission that replaced torch.manual_seed.
+
 __all__ = [
     "ElboBatch",
     "GradingVAE",
@@ -56,7 +62,7 @@ __all__ = [
     "closed_form_kl",
     "closed_form_log_likelihood",
     "closed_form_negative_elbo",
-    "cuda_available",
+    "devices_here",
     "elbo_batches",
     "grading_images",
     "latent_batches",
@@ -210,7 +216,7 @@ class ModuleProblem:
 def module_problems() -> st.SearchStrategy[ModuleProblem]:
     """Pairwise distinct sizes, so a swapped constructor argument changes some shape."""
     sizes = st.tuples(st.integers(20, 60), st.integers(5, 19), st.integers(2, 4), st.integers(5, 9))
-    return st.builds(lambda s, seed: ModuleProblem(*s, seed), sizes, seeds())
+    return st.builds(lambda s, seed: ModuleProblem(s[0], s[1], s[2], s[3], seed), sizes, seeds())
 
 
 FUNCTION_SETTINGS = settings(GRADING, max_examples=20)
@@ -894,9 +900,11 @@ def train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
     return report
 
 
-def cuda_available(student: Student) -> bool:
-    """Whether the student's side has a CUDA device (the device checks then use it)."""
-    return bool(torch.cuda.is_available())
+def devices_here(student: Student) -> dict[str, Any]:
+    """Whether the student's side has CUDA, and the device ``train_vae(device=None)`` should pick there."""
+    from course_lib.device import get_device
+
+    return {"cuda": bool(torch.cuda.is_available()), "default": get_device(None).type}
 
 
 def run_train_vae(subject: Subject, config: TrainConfig) -> dict[str, Any]:
