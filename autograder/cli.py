@@ -72,7 +72,9 @@ def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
         "judge": os.getpid(),
     }
     line = json.dumps(entry, ensure_ascii=False) + "\n"
-    fd = os.open(Path(out) / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(
+        Path(out) / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+    )
     try:
         os.write(fd, line.encode())
     finally:
@@ -121,7 +123,13 @@ def grade_batch(
     stream: Any = None,
 ) -> int:
     """Grade every submission under ``submitted`` into ``out``; return the exit status."""
-    from autograder.judge import JudgeConfig, find_submissions, grader_fingerprint, notebook_digest, submissions_root
+    from autograder.judge import (
+        JudgeConfig,
+        find_submissions,
+        grader_fingerprint,
+        notebook_digest,
+        submissions_root,
+    )
     from autograder.report import load_results, summary_table, write_gradebook
     from autograder.sandbox import Limits
     from autograder.tasks import TASKS
@@ -132,18 +140,34 @@ def grade_batch(
     if not submitted.is_dir():
         print(f"autograde: {submitted} is not a folder", file=sys.stderr)
         return 2
-    submissions, problems = find_submissions(submitted, assignments=assignments, students=students)
+    submissions, problems = find_submissions(
+        submitted, assignments=assignments, students=students
+    )
     if not submissions and not problems:
-        print(f"autograde: no submissions under {submitted} (expected <student>/<assignment>/<assignment>.ipynb)", file=sys.stderr)
+        print(
+            f"autograde: no submissions under {submitted} (expected <student>/<assignment>/<assignment>.ipynb)",
+            file=sys.stderr,
+        )
         return 2
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale_workdirs()
-    fingerprints = {a: grader_fingerprint(limits, a, plugins) for a in sorted({s.assignment for s in submissions})}
+    fingerprints = {
+        a: grader_fingerprint(limits, a, plugins)
+        for a in sorted({s.assignment for s in submissions})
+    }
     pending, finished = [], {}
     for submission in submissions:
-        existing = None if force else load_results(out, submission.student, submission.assignment)
+        existing = (
+            None
+            if force
+            else load_results(out, submission.student, submission.assignment)
+        )
         extra = (existing or {}).get("extra_data", {})
-        if existing and extra.get("notebook_sha256") == notebook_digest(submission) and extra.get("grader") == fingerprints[submission.assignment]:
+        if (
+            existing
+            and extra.get("notebook_sha256") == notebook_digest(submission)
+            and extra.get("grader") == fingerprints[submission.assignment]
+        ):
             finished[submission.key] = existing
         else:
             pending.append(submission)
@@ -170,28 +194,57 @@ def grade_batch(
     print(summary_table(all_results), file=stream)
     levels_used = sorted({str(r["extra_data"].get("sandbox")) for r in all_results})
     graded_now = sum(1 for s in pending if s.key in finished)
-    rate = f", {60 * graded_now / elapsed:.1f} submissions/minute" if graded_now and elapsed > 0 else ""
+    rate = (
+        f", {60 * graded_now / elapsed:.1f} submissions/minute"
+        if graded_now and elapsed > 0
+        else ""
+    )
     print(
         f"\nGraded {len(all_results)} of {len(submissions)} submissions ({graded_now} "
         f"this run in {elapsed:.1f} s{rate}); sandbox: {', '.join(levels_used) or '-'}; "
         f"results in {out}/, gradebook {out / 'gradebook.csv'}",
         file=stream,
     )
-    grader_errors = [r["extra_data"]["student_id"] + "/" + r["extra_data"]["assignment_id"] for r in all_results if "grader_error" in (r["extra_data"].get("flags") or [])]
+    grader_errors = [
+        r["extra_data"]["student_id"] + "/" + r["extra_data"]["assignment_id"]
+        for r in all_results
+        if "grader_error" in (r["extra_data"].get("flags") or [])
+    ]
     if grader_errors:
-        failures.append(f"checks that the grader itself could not run (see grader_error in results.json): {', '.join(grader_errors)}")
+        failures.append(
+            f"checks that the grader itself could not run (see grader_error in results.json): {', '.join(grader_errors)}"
+        )
     for failure in failures:
         print(f"autograde: NOT GRADED: {failure}", file=sys.stderr)
     return 1 if failures else 0
 
 
-def _run_pool(pending: list[Any], config: Any, out: Path, jobs: int, progress: bool, finished: dict[str, Any]) -> list[str]:
+def _run_pool(
+    pending: list[Any],
+    config: Any,
+    out: Path,
+    jobs: int,
+    progress: bool,
+    finished: dict[str, Any],
+) -> list[str]:
     from tqdm import tqdm
 
     failures = []
     jobs = max(1, min(jobs, len(pending)))
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_judge_init, initargs=(config.plugins,))
-    bar = tqdm(total=len(pending), desc="grading", unit="nb", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=get_context("spawn"),
+        initializer=_judge_init,
+        initargs=(config.plugins,),
+    )
+    bar = tqdm(
+        total=len(pending),
+        desc="grading",
+        unit="nb",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         futures = {pool.submit(_judge_one, s, config, str(out)): s for s in pending}
         for future in as_completed(futures):
@@ -204,7 +257,10 @@ def _run_pool(pending: list[Any], config: Any, out: Path, jobs: int, progress: b
             bar.update(1)
     except KeyboardInterrupt:
         bar.close()
-        print(f"\nautograde: interrupted; {len(finished)} graded. Rerun the same command to resume.", file=sys.stderr)
+        print(
+            f"\nautograde: interrupted; {len(finished)} graded. Rerun the same command to resume.",
+            file=sys.stderr,
+        )
         sys.stderr.flush()
         os._exit(130)  # judges and workers die with us (parent-death signals)
     bar.close()
@@ -218,15 +274,48 @@ def _run_pool(pending: list[Any], config: Any, out: Path, jobs: int, progress: b
 def _limits(args: argparse.Namespace) -> Any:
     from autograder.sandbox import Limits
 
-    return Limits(memory_mb=args.memory, timeout_s=args.timeout, cell_timeout_s=min(args.cell_timeout, args.timeout))
+    return Limits(
+        memory_mb=args.memory,
+        timeout_s=args.timeout,
+        cell_timeout_s=min(args.cell_timeout, args.timeout),
+    )
 
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS", help="wall clock per submission: notebook and checks (default 600)")
-    parser.add_argument("--cell-timeout", type=float, default=120.0, metavar="SECONDS", help="wall clock per notebook cell (default 120)")
-    parser.add_argument("--memory", type=int, default=2048, metavar="MB", help="memory per submission on top of the libraries (default 2048)")
-    parser.add_argument("--sandbox", choices=["auto", "namespace", "privdrop", "rlimits"], default="auto", help="isolation level (default: the strongest that works)")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE to register more assignments (tests)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="wall clock per submission: notebook and checks (default 600)",
+    )
+    parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="wall clock per notebook cell (default 120)",
+    )
+    parser.add_argument(
+        "--memory",
+        type=int,
+        default=2048,
+        metavar="MB",
+        help="memory per submission on top of the libraries (default 2048)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=["auto", "namespace", "privdrop", "rlimits"],
+        default="auto",
+        help="isolation level (default: the strongest that works)",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE to register more assignments (tests)",
+    )
 
 
 def _grade(args: argparse.Namespace) -> int:
@@ -254,15 +343,27 @@ def _demo(args: argparse.Namespace) -> int:
     root = _repo()
     release = root / "scripts" / "release.py"
     if release.is_file() and not args.no_release:
-        print("autograde demo: releasing the assignments (scripts/release.py)", file=sys.stderr)
+        print(
+            "autograde demo: releasing the assignments (scripts/release.py)",
+            file=sys.stderr,
+        )
         done = subprocess.run([sys.executable, str(release)], cwd=root, check=False)
         if done.returncode != 0:
-            print("autograde demo: release failed; grading with the assignments as they are", file=sys.stderr)
+            print(
+                "autograde demo: release failed; grading with the assignments as they are",
+                file=sys.stderr,
+            )
     elif not release.is_file():
-        print("autograde demo: scripts/release.py not found; skipping the release", file=sys.stderr)
+        print(
+            "autograde demo: scripts/release.py not found; skipping the release",
+            file=sys.stderr,
+        )
     submitted = root / "examples" / "submitted"
     if not submitted.is_dir():
-        print(f"autograde demo: {submitted} is missing: run python scripts/make_demo_class.py", file=sys.stderr)
+        print(
+            f"autograde demo: {submitted} is missing: run python scripts/make_demo_class.py",
+            file=sys.stderr,
+        )
         return 2
     return grade_batch(
         submitted,
@@ -280,8 +381,13 @@ def _gradescope(args: argparse.Namespace) -> int:
     """Gradescope's run_autograder: one submission in, /autograder/results/results.json out."""
     assignment = args.assignment
     submission = Path(args.submission)
-    notebooks = sorted(p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    chosen = next((p for p in notebooks if p.name == f"{assignment}.ipynb"), notebooks[0] if len(notebooks) == 1 else None)
+    notebooks = sorted(
+        p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+    )
+    chosen = next(
+        (p for p in notebooks if p.name == f"{assignment}.ipynb"),
+        notebooks[0] if len(notebooks) == 1 else None,
+    )
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="autograde-gs-") as tmp:
@@ -304,36 +410,68 @@ def _gradescope(args: argparse.Namespace) -> int:
         if produced.is_file():
             shutil.copyfile(produced, results_dir / "results.json")
         else:
-            failure = {"score": 0, "output": "The autograder could not grade this submission; your instructor has been told.", "tests": []}
+            failure = {
+                "score": 0,
+                "output": "The autograder could not grade this submission; your instructor has been told.",
+                "tests": [],
+            }
             (results_dir / "results.json").write_text(json.dumps(failure))
     return code
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autograde", description="Grade notebook submissions in a sandbox (DSC190 lecture 17).")
+    parser = argparse.ArgumentParser(
+        prog="autograde",
+        description="Grade notebook submissions in a sandbox (DSC190 lecture 17).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    grade = commands.add_parser("grade", help="grade an nbgrader-style tree of submissions")
-    grade.add_argument("submitted", type=Path, help="SUBMITTED/<student>/<assignment>/<assignment>.ipynb, or an nbgrader course folder")
-    grade.add_argument("--out", type=Path, required=True, help="output folder (results.json, feedback.html, gradebook.csv)")
-    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
-    grade.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
-    grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
-    grade.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    grade = commands.add_parser(
+        "grade", help="grade an nbgrader-style tree of submissions"
+    )
+    grade.add_argument(
+        "submitted",
+        type=Path,
+        help="SUBMITTED/<student>/<assignment>/<assignment>.ipynb, or an nbgrader course folder",
+    )
+    grade.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (results.json, feedback.html, gradebook.csv)",
+    )
+    grade.add_argument(
+        "--jobs", type=int, default=1, help="submissions graded at once (default 1)"
+    )
+    grade.add_argument(
+        "--assignment", action="append", help="grade only this assignment (repeatable)"
+    )
+    grade.add_argument(
+        "--student", action="append", help="grade only this student (repeatable)"
+    )
+    grade.add_argument(
+        "--force", action="store_true", help="regrade submissions already graded"
+    )
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_limits(grade)
     grade.set_defaults(run=_grade)
 
-    demo = commands.add_parser("demo", help="release the assignments and grade the demo class (make grade)")
+    demo = commands.add_parser(
+        "demo", help="release the assignments and grade the demo class (make grade)"
+    )
     demo.add_argument("--jobs", type=int, default=2)
     demo.add_argument("--out", type=Path, default=None, help="default: out/demo")
     demo.add_argument("--force", action="store_true")
-    demo.add_argument("--no-release", action="store_true", help="skip scripts/release.py")
+    demo.add_argument(
+        "--no-release", action="store_true", help="skip scripts/release.py"
+    )
     demo.add_argument("--no-progress", action="store_true")
     _add_limits(demo)
     demo.set_defaults(run=_demo)
 
-    gradescope = commands.add_parser("gradescope", help="grade one submission inside Gradescope's container")
+    gradescope = commands.add_parser(
+        "gradescope", help="grade one submission inside Gradescope's container"
+    )
     gradescope.add_argument("--assignment", required=True)
     gradescope.add_argument("--submission", default="/autograder/submission")
     gradescope.add_argument("--results", default="/autograder/results")

@@ -8,6 +8,7 @@ the feedback and a flag.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -38,6 +39,7 @@ __all__ = [
 MAX_NOTEBOOK_BYTES = 64 << 20
 _MAGIC_KEEP_BODY = {"time", "capture", "prun"}
 _ASSIGN_MAGIC = re.compile(r"^[A-Za-z_][\w.,\s\[\]]*=\s*[%!]")
+_HELP = re.compile(r"^\??[A-Za-z_][\w.]*\?{1,2}$")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ def submissions_root(path: Path) -> Path:
 
 
 def find_submissions(
-    path: Path, *, assignments: Iterable[str] | None = None, students: Iterable[str] | None = None
+    path: Path,
+    *,
+    assignments: Iterable[str] | None = None,
+    students: Iterable[str] | None = None,
 ) -> tuple[list[Submission], list[str]]:
     """Every ``<student>/<assignment>/<assignment>.ipynb`` under ``path`` (or its ``submitted/``).
 
@@ -81,21 +86,35 @@ def find_submissions(
     wanted_a = set(assignments) if assignments else None
     wanted_s = set(students) if students else None
     found, problems = [], []
-    for student_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for student_dir in sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
         if wanted_s is not None and student_dir.name not in wanted_s:
             continue
-        for assignment_dir in sorted(p for p in student_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for assignment_dir in sorted(
+            p
+            for p in student_dir.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        ):
             assignment = assignment_dir.name
             if wanted_a is not None and assignment not in wanted_a:
                 continue
             if assignment not in ASSIGNMENTS:
-                problems.append(f"{student_dir.name}/{assignment}: unknown assignment {assignment!r}")
+                problems.append(
+                    f"{student_dir.name}/{assignment}: unknown assignment {assignment!r}"
+                )
                 continue
             notebook = assignment_dir / f"{assignment}.ipynb"
             if not notebook.is_file():
-                others = sorted(p for p in assignment_dir.glob("*.ipynb") if p.is_file())
+                others = sorted(
+                    p for p in assignment_dir.glob("*.ipynb") if p.is_file()
+                )
                 notebook = others[0] if len(others) == 1 else None  # type: ignore[assignment]
-            found.append(Submission(student_dir.name, assignment, str(notebook) if notebook else None))
+            found.append(
+                Submission(
+                    student_dir.name, assignment, str(notebook) if notebook else None
+                )
+            )
     return found, problems
 
 
@@ -109,7 +128,9 @@ def notebook_digest(submission: Submission) -> str:
         return ""
 
 
-def grader_fingerprint(limits: sandbox.Limits, assignment: str, plugins: Sequence[str] = ()) -> str:
+def grader_fingerprint(
+    limits: sandbox.Limits, assignment: str, plugins: Sequence[str] = ()
+) -> str:
     """Hash of what decides the grades of ``assignment``: the grader's modules, that
     assignment's checks and reference, the helpers, the plugins and the limits."""
     digest = hashlib.sha256(json.dumps(limits.__dict__, sort_keys=True).encode())
@@ -117,11 +138,16 @@ def grader_fingerprint(limits: sandbox.Limits, assignment: str, plugins: Sequenc
     course_dir = Path(importlib.import_module("course_lib").__file__).parent  # type: ignore[arg-type]
     module = ASSIGNMENTS.get(assignment, "")
     files = sorted(autograder_dir.glob("*.py")) + sorted(course_dir.glob("*.py"))
-    files += [autograder_dir / "checks" / f"{module}.py", autograder_dir / "hidden" / f"{module}.py"]
+    files += [
+        autograder_dir / "checks" / f"{module}.py",
+        autograder_dir / "hidden" / f"{module}.py",
+    ]
     files += [course_dir / "reference" / f"{module}.py"]
     for plugin in plugins:
         path = Path(importlib.import_module(plugin).__file__)  # type: ignore[arg-type]
-        files += sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+        files += (
+            sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+        )
     for file in dict.fromkeys(files):
         if file.is_file():
             digest.update(str(file.relative_to(file.parent.parent)).encode())
@@ -146,7 +172,11 @@ def strip_magics(source: str) -> str:
         indent = line[: len(line) - len(stripped)]
         if stripped.startswith(("%time ", "%prun ")):
             out.append(indent + stripped.split(maxsplit=1)[1])
-        elif stripped.startswith(("%", "!")) or _ASSIGN_MAGIC.match(stripped) or stripped.endswith("?") and stripped[:-1].isidentifier():
+        elif (
+            stripped.startswith(("%", "!"))
+            or _ASSIGN_MAGIC.match(stripped)
+            or _HELP.match(stripped)
+        ):
             out.append(indent + "pass")
         else:
             out.append(line)
@@ -163,7 +193,7 @@ def _normalise(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def known_grade_cells(assignment: str) -> tuple[frozenset[str], frozenset[str]]:
     """Grade-cell ids and (released) sources of the course's own notebooks, where present."""
     ids: set[str] = set()
@@ -192,7 +222,9 @@ def _nbgrader_meta(cell: dict[str, Any]) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def _is_grade_cell(meta: dict[str, Any], source: str, known: tuple[frozenset[str], frozenset[str]]) -> bool:
+def _is_grade_cell(
+    meta: dict[str, Any], source: str, known: tuple[frozenset[str], frozenset[str]]
+) -> bool:
     if meta.get("solution") is True:
         return False  # a manually graded answer: the student's code
     grade_id = str(meta.get("grade_id", ""))
@@ -201,28 +233,38 @@ def _is_grade_cell(meta: dict[str, Any], source: str, known: tuple[frozenset[str
     return _normalise(source) in known[1]
 
 
-def read_code_cells(path: str | None, assignment: str) -> tuple[list[tuple[int, str]], list[str]]:
+def read_code_cells(
+    path: str | None, assignment: str
+) -> tuple[list[tuple[int, str]], list[str]]:
     """The code cells to run, as ``(cell number, source)``, grade cells removed; and notes.
 
     Raises:
         NotebookError: the file is missing, too large, not JSON or not a notebook.
     """
     if path is None:
-        raise NotebookError(f"no notebook found: submit {assignment}.ipynb in the {assignment} folder")
+        raise NotebookError(
+            f"no notebook found: submit {assignment}.ipynb in the {assignment} folder"
+        )
     file = Path(path)
     if file.stat().st_size > MAX_NOTEBOOK_BYTES:
-        raise NotebookError(f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB: clear its outputs and resubmit")
+        raise NotebookError(
+            f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB: clear its outputs and resubmit"
+        )
     try:
         data = json.loads(file.read_bytes())
     except UnicodeDecodeError:
-        raise NotebookError("the notebook is not valid JSON (it is not UTF-8 text): was it saved by Jupyter?") from None
+        raise NotebookError(
+            "the notebook is not valid JSON (it is not UTF-8 text): was it saved by Jupyter?"
+        ) from None
     except json.JSONDecodeError as error:
         raise NotebookError(
             f"the notebook is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): "
             "was it edited outside Jupyter? Download a fresh copy and move your answers over"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise NotebookError("the file is not a Jupyter notebook (nbformat 4): it has no list of cells")
+        raise NotebookError(
+            "the file is not a Jupyter notebook (nbformat 4): it has no list of cells"
+        )
     known = known_grade_cells(assignment)
     cells, grade_ids = [], []
     for number, cell in enumerate(data["cells"], start=1):
@@ -237,13 +279,23 @@ def read_code_cells(path: str | None, assignment: str) -> tuple[list[tuple[int, 
     notes = []
     missing = sorted(known[0] - set(grade_ids))
     if missing and known[0]:
-        notes.append(f"grade cells missing from the notebook: {', '.join(missing)} (the grader runs every check anyway)")
+        notes.append(
+            f"grade cells missing from the notebook: {', '.join(missing)} (the grader runs every check anyway)"
+        )
     duplicated = sorted({g for g in grade_ids if grade_ids.count(g) > 1})
     if duplicated:
-        notes.append(f"grade cells duplicated: {', '.join(duplicated)} (ignored: the grader runs each check once)")
-    kernel = ((data.get("metadata") or {}).get("kernelspec") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
+        notes.append(
+            f"grade cells duplicated: {', '.join(duplicated)} (ignored: the grader runs each check once)"
+        )
+    kernel = (
+        ((data.get("metadata") or {}).get("kernelspec") or {}).get("name")
+        if isinstance(data.get("metadata"), dict)
+        else None
+    )
     if isinstance(kernel, str) and kernel and not kernel.startswith("python"):
-        notes.append(f"kernel {kernel!r} ignored: the grader runs the notebook with Python")
+        notes.append(
+            f"kernel {kernel!r} ignored: the grader runs the notebook with Python"
+        )
     return cells, notes
 
 
@@ -273,16 +325,37 @@ def _secret(plugins: Sequence[str]) -> list[str]:
     return [p for p in plugins if "hidden" in p.split(".")]
 
 
+def _module_files(modules: Sequence[str]) -> list[str]:
+    return [str(importlib.import_module(m).__file__) for m in modules]
+
+
 def _preload(public_plugins: Sequence[str]) -> list[str]:
     """What a worker imports before it enters the sandbox (the same for every assignment, so
     one zygote per judge serves them all)."""
     checks = [f"autograder.checks.{m}" for m in sorted(set(ASSIGNMENTS.values()))]
-    base = ["numpy", "torch", "autograder.subject", "autograder.transport", "autograder.probes", "course_lib"]
+    base = [
+        "numpy",
+        "torch",
+        "autograder.subject",
+        "autograder.transport",
+        "autograder.probes",
+        "course_lib",
+    ]
     return [*public_plugins, *base, *checks]
 
 
 def _zero(prop: Property, feedback: str, flags: list[str]) -> CheckResult:
-    return CheckResult(prop.task, prop.name, prop.tier, 0.0, prop.points, False, feedback, 0.0, list(flags))
+    return CheckResult(
+        prop.task,
+        prop.name,
+        prop.tier,
+        0.0,
+        prop.points,
+        False,
+        feedback,
+        0.0,
+        list(flags),
+    )
 
 
 def _all_properties(assignment: str) -> list[Property]:
@@ -315,11 +388,19 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
         grader=config.fingerprints.get(submission.assignment, ""),
     )
     try:
-        cells, outcome.notes = read_code_cells(submission.notebook, submission.assignment)
+        cells, outcome.notes = read_code_cells(
+            submission.notebook, submission.assignment
+        )
     except (NotebookError, OSError) as error:
-        message = str(error) if isinstance(error, NotebookError) else f"the notebook could not be read ({error.strerror})"
+        message = (
+            str(error)
+            if isinstance(error, NotebookError)
+            else f"the notebook could not be read ({error.strerror})"
+        )
         outcome.flags.append("invalid_notebook")
-        outcome.tests = [_zero(p, f"Not graded: {message}.", ["invalid_notebook"]) for p in props]
+        outcome.tests = [
+            _zero(p, f"Not graded: {message}.", ["invalid_notebook"]) for p in props
+        ]
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -329,15 +410,13 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
         config.limits,
         preload=_preload(public),
         probe_modules=("autograder", "course_lib", *public),
-        secret_paths=(*config.secret_paths, *(str(Path(importlib.import_module(p).__file__)) for p in _secret(config.plugins))),  # type: ignore[arg-type]
+        secret_paths=(*config.secret_paths, *_module_files(_secret(config.plugins))),
         secret_modules=tuple(_secret(config.plugins)),
         levels=config.levels,
     )
     try:
-        try:
+        with contextlib.suppress(TimeoutError):
             session.run_notebook()
-        except TimeoutError:
-            pass
         outcome.sandbox = session.level
         outcome.tests = _run_properties(session, props)
     finally:
@@ -345,7 +424,9 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
     outcome.cell_errors = dict(sorted(session.cell_errors.items()))
     outcome.output_bytes = session.output_bytes
     for event in session.events:
-        note = f"{event.op}: {event.what}{_where(event.cell)}" + (f" (while checking {event.task})" if event.task else "")
+        note = f"{event.op}: {event.what}{_where(event.cell)}" + (
+            f" (while checking {event.task})" if event.task else ""
+        )
         outcome.notes.append(note)
     flags = {flag for test in outcome.tests for flag in test.flags}
     if any(e.op == "refused" for e in session.events):
@@ -357,9 +438,13 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
 
 def _run_properties(session: Session, props: list[Property]) -> list[CheckResult]:
     if not session.notebook_ran:
-        message = "Not graded: your notebook did not finish running within the time limit."
+        message = (
+            "Not graded: your notebook did not finish running within the time limit."
+        )
         return [_zero(p, message, ["timeout"]) for p in props]
-    notebook_forbidden = [e for e in session.events if e.op == "forbidden" and e.task is None]
+    notebook_forbidden = [
+        e for e in session.events if e.op == "forbidden" and e.task is None
+    ]
     if notebook_forbidden:
         first = notebook_forbidden[0]
         message = f"Not graded: your notebook tried to {first.what}{_where(first.cell)}, which submissions may not do."
@@ -368,7 +453,13 @@ def _run_properties(session: Session, props: list[Property]) -> list[CheckResult
     results = []
     for prop in props:
         if session.time_left() <= 1:
-            results.append(_zero(prop, "Not run: this submission used up its time limit.", ["timeout"]))
+            results.append(
+                _zero(
+                    prop,
+                    "Not run: this submission used up its time limit.",
+                    ["timeout"],
+                )
+            )
             continue
         subject.begin(prop)
         result = run_property(prop, subject)
@@ -378,9 +469,15 @@ def _run_properties(session: Session, props: list[Property]) -> list[CheckResult
     session.begin_task(None)
     # An attempt on the secrets or the judge while a task was checked: the task scores zero.
     for task in {e.task for e in session.events if e.op == "forbidden" and e.task}:
-        what = next(e.what for e in session.events if e.op == "forbidden" and e.task == task)
+        what = next(
+            e.what for e in session.events if e.op == "forbidden" and e.task == task
+        )
         for index, result in enumerate(results):
             if result.task == task:
                 prop = props[index]
-                results[index] = _zero(prop, f"Zero for {task}: while it was checked, your code tried to {what}, which submissions may not do.", ["forbidden"])
+                results[index] = _zero(
+                    prop,
+                    f"Zero for {task}: while it was checked, your code tried to {what}, which submissions may not do.",
+                    ["forbidden"],
+                )
     return results

@@ -13,6 +13,7 @@ fresh worker serves the next task.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -33,7 +34,17 @@ from autograder.subject import StudentError
 __all__ = ["Event", "GraderError", "RemoteSubject", "Session", "probe_address"]
 
 T = TypeVar("T")
-_KINDS = frozenset({"raised", "missing", "not_implemented", "bad_result", "timeout", "crashed", "forbidden"})
+_KINDS = frozenset(
+    {
+        "raised",
+        "missing",
+        "not_implemented",
+        "bad_result",
+        "timeout",
+        "crashed",
+        "forbidden",
+    }
+)
 #: Seconds the judge waits past a soft time limit before it kills the worker.
 GRACE_S = 5.0
 #: How long a worker may take to import torch and friends and enter the sandbox.
@@ -67,9 +78,13 @@ def probe_address(probe: Callable[..., Any]) -> tuple[str, str]:
     module = getattr(probe, "__module__", None)
     name = getattr(probe, "__qualname__", None)
     if not module or not name or "<" in name or module == "__main__":
-        raise TypeError(f"{probe!r} is not a module-level function: probes must live in a public module")
+        raise TypeError(
+            f"{probe!r} is not a module-level function: probes must live in a public module"
+        )
     if any(module == m or module.startswith(m + ".") for m in sandbox.DENY_MODULES):
-        raise TypeError(f"probe {module}.{name} lives in a module the worker cannot import")
+        raise TypeError(
+            f"probe {module}.{name} lives in a module the worker cannot import"
+        )
     return module, name
 
 
@@ -97,7 +112,9 @@ class _Channel:
         self.read_fd, self.write_fd, self.max_payload = read_fd, write_fd, max_payload
         self.buffer = bytearray()
         for fd in (read_fd, write_fd):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+            fcntl.fcntl(
+                fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK
+            )
 
     def send(self, header: dict[str, Any], payload: bytes, deadline: float) -> None:
         view = memoryview(worker.pack(header, payload))
@@ -132,11 +149,15 @@ class _Channel:
 
         self._fill(worker.PREFIX_SIZE, deadline)
         try:
-            head_len, payload_len = worker.unpack_header(bytes(self.buffer[: worker.PREFIX_SIZE]))
+            head_len, payload_len = worker.unpack_header(
+                bytes(self.buffer[: worker.PREFIX_SIZE])
+            )
         except (worker.ProtocolError, ValueError) as error:
             raise _WorkerGone("the worker sent malformed data") from error
         if payload_len > self.max_payload:
-            raise _WorkerGone(f"the worker sent a result larger than {self.max_payload >> 20} MB")
+            raise _WorkerGone(
+                f"the worker sent a result larger than {self.max_payload >> 20} MB"
+            )
         total = worker.PREFIX_SIZE + head_len + payload_len
         self._fill(total, deadline)
         head = bytes(self.buffer[worker.PREFIX_SIZE : worker.PREFIX_SIZE + head_len])
@@ -154,7 +175,9 @@ class _Channel:
 class _PopenHandle:
     """A worker started as its own ``python -m autograder.worker`` process."""
 
-    def __init__(self, fds: tuple[int, int, int], cwd: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, fds: tuple[int, int, int], cwd: str, env: dict[str, str]
+    ) -> None:
         in_fd, out_fd, output_fd = fds
         self.process = subprocess.Popen(
             [sys.executable, "-m", "autograder.worker", str(in_fd), str(out_fd)],
@@ -187,7 +210,13 @@ class _Zygote:
 
         self.socket, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.worker", "--zygote", str(child.fileno())],
+            [
+                sys.executable,
+                "-m",
+                "autograder.worker",
+                "--zygote",
+                str(child.fileno()),
+            ],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -196,7 +225,9 @@ class _Zygote:
         )
         child.close()
         self.exits: dict[int, int] = {}
-        self.socket.sendall(_json({"preload": list(preload), "sys_path": [p for p in sys.path if p]}))
+        self.socket.sendall(
+            _json({"preload": list(preload), "sys_path": [p for p in sys.path if p]})
+        )
         self._expect("ready", time.monotonic() + STARTUP_S)
 
     def _next(self, deadline: float) -> dict[str, Any] | None:
@@ -284,13 +315,22 @@ def _zygote(preload: Sequence[str], env: dict[str, str]) -> _Zygote | None:
 class _Worker:
     """One sandboxed worker process, its channel and the drain of its stdout/stderr."""
 
-    def __init__(self, init: dict[str, Any], policy: sandbox.Policy, limits: sandbox.Limits, env: dict[str, str], zygote: _Zygote | None) -> None:
+    def __init__(
+        self,
+        init: dict[str, Any],
+        policy: sandbox.Policy,
+        limits: sandbox.Limits,
+        env: dict[str, str],
+        zygote: _Zygote | None,
+    ) -> None:
         self.policy = policy
         to_worker, from_worker, output = os.pipe(), os.pipe(), os.pipe()
         child_fds = (to_worker[0], from_worker[1], output[1])
         try:
             self.handle: _PopenHandle | _ZygoteHandle = (
-                zygote.spawn(child_fds, policy.workdir) if zygote is not None else _PopenHandle(child_fds, policy.workdir, env)
+                zygote.spawn(child_fds, policy.workdir)
+                if zygote is not None
+                else _PopenHandle(child_fds, policy.workdir, env)
             )
         finally:
             for fd in child_fds:
@@ -302,7 +342,11 @@ class _Worker:
         self.output_bytes = 0
         self._drain = threading.Thread(target=self._drain_output, daemon=True)
         self._drain.start()
-        self.channel.send({"op": "init", **init, "policy": policy.to_dict()}, b"", time.monotonic() + 30)
+        self.channel.send(
+            {"op": "init", **init, "policy": policy.to_dict()},
+            b"",
+            time.monotonic() + 30,
+        )
 
     def _drain_output(self) -> None:
         """Read the student's stdout/stderr so printing never blocks; keep only the start."""
@@ -322,24 +366,24 @@ class _Worker:
 
     def kill(self) -> None:
         """Kill the worker, everything in its process group, and every process of its uid."""
-        for kill in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
-            try:
+        for kill in (
+            lambda: os.killpg(self.pid, signal.SIGKILL),
+            lambda: os.kill(self.pid, signal.SIGKILL),
+        ):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill()
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self.policy.level in ("namespace", "privdrop") and self.policy.uid is not None:
+        if (
+            self.policy.level in ("namespace", "privdrop")
+            and self.policy.uid is not None
+        ):
             sandbox.kill_uid(self.policy.uid)
         self.handle.wait(10)
         for fd in (self.channel.read_fd, self.channel.write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._drain.join(timeout=5)
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.output_fd)
-        except OSError:
-            pass
 
 
 def _worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -415,7 +459,9 @@ class Session:
     # ------------------------------------------------------------------ events
 
     def _record(self, op: str, what: str) -> None:
-        event = Event(op, str(what)[:500], self._cell if self._task is None else None, self._task)
+        event = Event(
+            op, str(what)[:500], self._cell if self._task is None else None, self._task
+        )
         if event not in self.events and len(self.events) < 100:
             self.events.append(event)
 
@@ -440,7 +486,12 @@ class Session:
             os.chmod(self._workdir, 0o755)
         workdir = tempfile.mkdtemp(dir=self._workdir)
         os.chmod(workdir, 0o755)
-        policy = sandbox.plan(level, workdir, secret_paths=self.secret_paths, secret_modules=self.secret_modules)
+        policy = sandbox.plan(
+            level,
+            workdir,
+            secret_paths=self.secret_paths,
+            secret_modules=self.secret_modules,
+        )
         judge_path = [p for p in sys.path if p]
         init = {
             "cells": [list(c) for c in self.cells],
@@ -449,10 +500,20 @@ class Session:
             "preload": list(self.preload),
             "probe_modules": list(self.probe_modules),
             "sys_path": judge_path,
-            "sys_path_after": [p for p in judge_path if not (policy.repo_root and os.path.realpath(p) == policy.repo_root)],
+            "sys_path_after": [
+                p
+                for p in judge_path
+                if not (policy.repo_root and os.path.realpath(p) == policy.repo_root)
+            ],
         }
         env = _worker_env(self.env)
-        return _Worker(init, policy, self.limits, env, _zygote(self.preload, env) if self.use_zygote else None)
+        return _Worker(
+            init,
+            policy,
+            self.limits,
+            env,
+            _zygote(self.preload, env) if self.use_zygote else None,
+        )
 
     def _start(self) -> _Worker:
         """A worker that said hello, at the strongest level that works here."""
@@ -463,7 +524,9 @@ class Session:
             try:
                 header = self._await_hello(candidate)
             except (_WorkerGone, TimeoutError):
-                failures.append(f"{level}: the worker {candidate.exit_description()}: {bytes(candidate.output[-2000:]).decode(errors='replace')}")
+                failures.append(
+                    f"{level}: the worker {candidate.exit_description()}: {bytes(candidate.output[-2000:]).decode(errors='replace')}"
+                )
                 candidate.kill()
                 continue
             if header.get("level") == level:
@@ -518,13 +581,19 @@ class Session:
             if cell is None:
                 if self.time_left() <= 0:
                     raise TimeoutError
-                raise GraderError(f"the worker failed before running any cell: {reason}")
+                raise GraderError(
+                    f"the worker failed before running any cell: {reason}"
+                )
             self.cell_errors[cell] = reason
             self.skip.add(cell)
 
     def _watch_cells(self, current: _Worker) -> None:
         while True:
-            limit = self.limits.cell_timeout_s + GRACE_S if self._cell is not None else STARTUP_S
+            limit = (
+                self.limits.cell_timeout_s + GRACE_S
+                if self._cell is not None
+                else STARTUP_S
+            )
             deadline = min(time.monotonic() + limit, self.deadline)
             header, _ = current.channel.receive(deadline)
             op = header["op"]
@@ -552,7 +621,9 @@ class Session:
         """Attribute what happens next (events, crashes) to ``task``."""
         self._task = task
 
-    def call(self, module: str, name: str, payload: bytes, seconds: float) -> tuple[dict[str, Any], bytes]:
+    def call(
+        self, module: str, name: str, payload: bytes, seconds: float
+    ) -> tuple[dict[str, Any], bytes]:
         """One probe call with a soft limit of ``seconds``; restarts the worker if needed.
 
         Raises:
@@ -560,19 +631,29 @@ class Session:
         """
         if self._worker is None:
             if self.restarts >= MAX_RESTARTS:
-                raise StudentError("crashed", "stopped the worker process too many times; the remaining checks were not run")
+                raise StudentError(
+                    "crashed",
+                    "stopped the worker process too many times; the remaining checks were not run",
+                )
             self.restarts += 1
             task = self._task
             self._task = None
             try:
                 self.run_notebook()
             except TimeoutError:
-                raise StudentError("timeout", "ran out of time: this submission used up its time limit") from None
+                raise StudentError(
+                    "timeout", "ran out of time: this submission used up its time limit"
+                ) from None
             finally:
                 self._task = task
         current = self._worker
         assert current is not None
-        message = {"op": "call", "module": module, "name": name, "timeout": max(seconds, 0.01)}
+        message = {
+            "op": "call",
+            "module": module,
+            "name": name,
+            "timeout": max(seconds, 0.01),
+        }
         try:
             current.channel.send(message, payload, time.monotonic() + seconds + GRACE_S)
             deadline = time.monotonic() + seconds + GRACE_S
@@ -582,14 +663,19 @@ class Session:
                     break
         except TimeoutError:
             self._stop_worker()
-            raise StudentError("timeout", f"did not finish within {seconds:.0f} s and ignored the interruption: look for an infinite loop") from None
+            raise StudentError(
+                "timeout",
+                f"did not finish within {seconds:.0f} s and ignored the interruption: look for an infinite loop",
+            ) from None
         except _WorkerGone as error:
             why = f"stopped the worker process, which {current.exit_description()}"
             if "malformed" in str(error) or "larger" in str(error):
                 why = str(error).replace("the worker", "the worker process")
             self._stop_worker()
             raise StudentError("crashed", why) from None
-        except BaseException:  # the property's own time limit, or an interrupt: the worker is mid-call
+        except (
+            BaseException
+        ):  # the property's own time limit, or an interrupt: the worker is mid-call
             self._stop_worker()
             raise
         self._record_tampering(header)
@@ -609,7 +695,9 @@ class RemoteSubject:
         """Called before each property: its time limit and its flags start here."""
         self.prop = prop
         self.flags = []
-        self.deadline = min(time.monotonic() + prop.timeout_s - 1.0, self.session.deadline)
+        self.deadline = min(
+            time.monotonic() + prop.timeout_s - 1.0, self.session.deadline
+        )
         self.session.begin_task(prop.task)
 
     def _poison(self, kind: str, summary: str) -> StudentError:
@@ -626,14 +714,19 @@ class RemoteSubject:
             raise outcome
         return outcome  # type: ignore[no-any-return]
 
-    def _outcome(self, probe: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _outcome(
+        self, probe: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if self.prop is not None and self.prop.task in self.session.poisoned:
             return StudentError(*self.session.poisoned[self.prop.task])
         module, name = probe_address(probe)
         payload = transport.pickle_args(args, kwargs)
         seconds = self.deadline - time.monotonic()
         if seconds <= 0:
-            return self._poison("timeout", "ran out of time: the checks of this submission used up their time limit")
+            return self._poison(
+                "timeout",
+                "ran out of time: the checks of this submission used up their time limit",
+            )
         try:
             header, body = self.session.call(module, name, payload, seconds)
         except StudentError as error:
@@ -645,17 +738,24 @@ class RemoteSubject:
             try:
                 return transport.decode(body)
             except transport.TransportError as error:
-                return StudentError("bad_result", f"returned something that cannot be checked: {error}")
+                return StudentError(
+                    "bad_result", f"returned something that cannot be checked: {error}"
+                )
         if op == "error":
             kind = header.get("kind") if header.get("kind") in _KINDS else "raised"
             summary = str(header.get("summary", ""))[:2000]
-            if header.get("flag") in ("memory", "processes") and header["flag"] not in self.flags:
+            if (
+                header.get("flag") in ("memory", "processes")
+                and header["flag"] not in self.flags
+            ):
                 self.flags.append(header["flag"])
             if kind == "timeout":
                 return self._poison(kind, summary)
             return StudentError(str(kind), summary)
         if op == "grader_error":
-            raise RuntimeError(str(header.get("summary", "the worker could not run the probe"))[:2000])
+            raise RuntimeError(
+                str(header.get("summary", "the worker could not run the probe"))[:2000]
+            )
         return self._poison("crashed", "the worker process sent an unexpected reply")
 
     def __repr__(self) -> str:

@@ -70,10 +70,14 @@ def _summary_text(outcome: Outcome) -> str:
     lines = [f"{_points(outcome.score)} / {_points(outcome.max_score)} points."]
     failed = [t for t in outcome.tests if not t.passed]
     if failed:
-        lines.append(f"{len(failed)} of {len(outcome.tests)} checks failed; each failed check below says what to look at.")
+        lines.append(
+            f"{len(failed)} of {len(outcome.tests)} checks failed; each failed check below says what to look at."
+        )
     if outcome.cell_errors:
         lines.append("Cells of your notebook that did not run cleanly:")
-        lines.extend(f"  cell {number}: {error}" for number, error in outcome.cell_errors.items())
+        lines.extend(
+            f"  cell {number}: {error}" for number, error in outcome.cell_errors.items()
+        )
     if outcome.notes:
         lines.append("Notes:")
         lines.extend(f"  {note}" for note in outcome.notes)
@@ -110,7 +114,9 @@ def results_json(outcome: Outcome) -> dict[str, Any]:
             "grader": outcome.grader,
             "sandbox": outcome.sandbox,
             "flags": list(outcome.flags),
-            "cell_errors": [{"cell": n, "error": e} for n, e in outcome.cell_errors.items()],
+            "cell_errors": [
+                {"cell": n, "error": e} for n, e in outcome.cell_errors.items()
+            ],
             "notes": list(outcome.notes),
         },
     }
@@ -128,22 +134,47 @@ def check_results_json(data: Any) -> list[str]:
         if not isinstance(test, dict):
             problems.append(f"tests[{index}] is not an object")
             continue
-        for key, kind in (("name", str), ("score", (int, float)), ("max_score", (int, float)), ("status", str), ("output", str)):
+        for key, kind in (
+            ("name", str),
+            ("score", (int, float)),
+            ("max_score", (int, float)),
+            ("status", str),
+            ("output", str),
+        ):
             if not isinstance(test.get(key), kind) or isinstance(test.get(key), bool):
-                problems.append(f"tests[{index}].{key} is missing or not a {getattr(kind, '__name__', 'number')}")
+                problems.append(
+                    f"tests[{index}].{key} is missing or not a {getattr(kind, '__name__', 'number')}"
+                )
         name = test.get("name", "")
-        if isinstance(name, str) and (": " not in name or not name.split(": ", 1)[0].isidentifier()):
-            problems.append(f"tests[{index}].name {name!r} does not start with '<task>: '")
+        if isinstance(name, str) and (
+            ": " not in name or not name.split(": ", 1)[0].isidentifier()
+        ):
+            problems.append(
+                f"tests[{index}].name {name!r} does not start with '<task>: '"
+            )
         if test.get("status") not in ("passed", "failed"):
             problems.append(f"tests[{index}].status is {test.get('status')!r}")
         score, max_score = test.get("score"), test.get("max_score")
-        if isinstance(score, (int, float)) and isinstance(max_score, (int, float)) and not 0 <= score <= max_score:
+        if (
+            isinstance(score, (int, float))
+            and isinstance(max_score, (int, float))
+            and not 0 <= score <= max_score
+        ):
             problems.append(f"tests[{index}].score {score} is outside [0, {max_score}]")
         if test.get("status") == "failed" and not str(test.get("output", "")).strip():
             problems.append(f"tests[{index}] failed without feedback")
-    total = sum(t.get("score", 0) for t in tests if isinstance(t, dict) and isinstance(t.get("score"), (int, float)))
-    if not isinstance(data.get("score"), (int, float)) or abs(data["score"] - total) > 1e-9:
-        problems.append(f"score {data.get('score')!r} is not the sum of the test scores ({total})")
+    total = sum(
+        t.get("score", 0)
+        for t in tests
+        if isinstance(t, dict) and isinstance(t.get("score"), (int, float))
+    )
+    if (
+        not isinstance(data.get("score"), (int, float))
+        or abs(data["score"] - total) > 1e-9
+    ):
+        problems.append(
+            f"score {data.get('score')!r} is not the sum of the test scores ({total})"
+        )
     return problems
 
 
@@ -163,7 +194,10 @@ def feedback_html(results: dict[str, Any]) -> str:
     """A student's feedback page from their results.json: what failed and why, never check code."""
     e = html.escape
     extra = results.get("extra_data", {})
-    student, assignment = str(extra.get("student_id", "")), str(extra.get("assignment_id", ""))
+    student, assignment = (
+        str(extra.get("student_id", "")),
+        str(extra.get("assignment_id", "")),
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -173,12 +207,18 @@ def feedback_html(results: dict[str, Any]) -> str:
     ]
     flags = extra.get("flags") or []
     if flags:
-        parts.append("<p>" + "".join(f'<span class="flag">{e(str(f))}</span>' for f in flags) + "</p>")
+        parts.append(
+            "<p>"
+            + "".join(f'<span class="flag">{e(str(f))}</span>' for f in flags)
+            + "</p>"
+        )
     by_task: dict[str, list[dict[str, Any]]] = {}
     for test in results.get("tests", []):
         task = str(test.get("name", "")).split(": ", 1)[0]
         by_task.setdefault(task, []).append(test)
-    parts.append("<h2>Checks</h2><table><tr><th>task</th><th>check</th><th>points</th><th>result</th></tr>")
+    parts.append(
+        "<h2>Checks</h2><table><tr><th>task</th><th>check</th><th>points</th><th>result</th></tr>"
+    )
     for task, tests in by_task.items():
         for test in tests:
             name = str(test.get("name", "")).split(": ", 1)[-1]
@@ -193,12 +233,21 @@ def feedback_html(results: dict[str, Any]) -> str:
     cells = extra.get("cell_errors") or []
     if cells:
         parts.append("<h2>Cells that did not run cleanly</h2><table>")
-        parts.extend(f"<tr><td>cell {e(str(c.get('cell')))}</td><td><pre>{e(str(c.get('error')))}</pre></td></tr>" for c in cells)
+        parts.extend(
+            f"<tr><td>cell {e(str(c.get('cell')))}</td><td><pre>{e(str(c.get('error')))}</pre></td></tr>"
+            for c in cells
+        )
         parts.append("</table>")
     notes = extra.get("notes") or []
     if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(str(n))}</li>" for n in notes) + "</ul>")
-    parts.append(f"<p><small>Graded in a sandbox ({e(str(extra.get('sandbox')))}); grader {e(str(extra.get('grader')))}.</small></p>")
+        parts.append(
+            "<h2>Notes</h2><ul>"
+            + "".join(f"<li>{e(str(n))}</li>" for n in notes)
+            + "</ul>"
+        )
+    parts.append(
+        f"<p><small>Graded in a sandbox ({e(str(extra.get('sandbox')))}); grader {e(str(extra.get('grader')))}.</small></p>"
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -230,10 +279,17 @@ def write_submission(out: Path, outcome: Outcome) -> dict[str, Any]:
     if problems:  # a bug of the grader's, never the student's
         raise ValueError("invalid results.json: " + "; ".join(problems))
     write_atomic(folder / "feedback.html", feedback_html(results))
-    timing = {"seconds": round(outcome.seconds, 3), "sandbox": outcome.sandbox, "output_bytes": outcome.output_bytes}
+    timing: dict[str, Any] = {
+        "seconds": round(outcome.seconds, 3),
+        "sandbox": outcome.sandbox,
+        "output_bytes": outcome.output_bytes,
+    }
     timing["tests"] = {t.test_name: round(t.seconds, 4) for t in outcome.tests}
     write_atomic(folder / "grading.json", json.dumps(timing, indent=1) + "\n")
-    write_atomic(folder / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(
+        folder / "results.json",
+        json.dumps(results, indent=1, ensure_ascii=False) + "\n",
+    )
     return results
 
 
@@ -255,15 +311,22 @@ def _task_scores(results: dict[str, Any]) -> dict[str, float]:
     return scores
 
 
-def write_gradebook(path: Path, all_results: Sequence[dict[str, Any]], task_order: Iterable[str]) -> None:
+def write_gradebook(
+    path: Path, all_results: Sequence[dict[str, Any]], task_order: Iterable[str]
+) -> None:
     """gradebook.csv: one row per (student, assignment), the total and per-task scores."""
     tasks = list(task_order)
     seen = {t for r in all_results for t in _task_scores(r)}
     tasks = [t for t in tasks if t in seen] + sorted(seen - set(tasks))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student_id", "assignment_id", "score", "max_score", "flags", *tasks])
-    rows = sorted(all_results, key=lambda r: (r["extra_data"]["student_id"], r["extra_data"]["assignment_id"]))
+    writer.writerow(
+        ["student_id", "assignment_id", "score", "max_score", "flags", *tasks]
+    )
+    rows = sorted(
+        all_results,
+        key=lambda r: (r["extra_data"]["student_id"], r["extra_data"]["assignment_id"]),
+    )
     for results in rows:
         extra = results["extra_data"]
         scores = _task_scores(results)
@@ -284,7 +347,10 @@ def summary_table(all_results: Sequence[dict[str, Any]]) -> str:
     """The class at a glance: one line per submission, then the mean per assignment."""
     rows = [("student", "assignment", "score", "flags")]
     means: dict[str, list[float]] = {}
-    ordered = sorted(all_results, key=lambda r: (r["extra_data"]["student_id"], r["extra_data"]["assignment_id"]))
+    ordered = sorted(
+        all_results,
+        key=lambda r: (r["extra_data"]["student_id"], r["extra_data"]["assignment_id"]),
+    )
     for results in ordered:
         extra = results["extra_data"]
         rows.append(
@@ -298,8 +364,13 @@ def summary_table(all_results: Sequence[dict[str, Any]]) -> str:
         fraction = float(results["score"]) / float(extra.get("max_score") or 1)
         means.setdefault(str(extra["assignment_id"]), []).append(fraction)
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     for assignment, fractions in sorted(means.items()):
-        lines.append(f"{assignment}: {len(fractions)} submissions, mean {100 * sum(fractions) / len(fractions):.0f}%")
+        lines.append(
+            f"{assignment}: {len(fractions)} submissions, mean {100 * sum(fractions) / len(fractions):.0f}%"
+        )
     return "\n".join(lines)

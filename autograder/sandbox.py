@@ -141,7 +141,9 @@ def repo_root() -> Path | None:
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
-    return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
+    return any(
+        path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes
+    )
 
 
 def _world_traversable(path: Path) -> bool:
@@ -180,11 +182,20 @@ def plan(
     """
     root = repo_root()
     autograder_dir, course_dir = _package_dir("autograder"), _package_dir("course_lib")
-    deny = [str(autograder_dir / "hidden"), str(course_dir / "reference"), *map(str, secret_paths)]
-    interpreter = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}]
+    deny = [
+        str(autograder_dir / "hidden"),
+        str(course_dir / "reference"),
+        *map(str, secret_paths),
+    ]
+    interpreter = [
+        os.path.realpath(p)
+        for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    ]
     keep = [str(autograder_dir), str(course_dir), *interpreter]
     covered = [str(root)] if root else []
-    for path in keep:  # ancestors the sandbox uid could not traverse (/root holding pyenv, say)
+    for path in (
+        keep
+    ):  # ancestors the sandbox uid could not traverse (/root holding pyenv, say)
         for ancestor in Path(path).parents:
             if str(ancestor) != "/" and not _world_traversable(ancestor):
                 covered.append(str(ancestor))
@@ -244,7 +255,14 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def _mount(
+    libc: ctypes.CDLL,
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+) -> None:
     _check(
         libc.mount(
             source.encode() if source else None,
@@ -269,7 +287,14 @@ def _whitelist(libc: ctypes.CDLL, root: str, keeps: list[str], stage: str) -> No
     for slot, keep in staged:
         os.makedirs(keep, mode=0o755, exist_ok=True)
         _mount(libc, slot, keep, None, _MS_MOVE)
-    _mount(libc, None, root, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    _mount(
+        libc,
+        None,
+        root,
+        None,
+        _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
+        "size=1m,mode=755",
+    )
 
 
 def _enter_namespace(policy: Policy, limits: Limits) -> str:
@@ -285,12 +310,33 @@ def _enter_namespace(policy: Policy, limits: Limits) -> str:
         _whitelist(libc, root, keeps, stage)
     for path in policy.hide_paths:
         if os.path.isdir(path):
-            _mount(libc, "tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=4k,mode=555")
+            _mount(
+                libc,
+                "tmpfs",
+                path,
+                "tmpfs",
+                _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
+                "size=4k,mode=555",
+            )
     workdir = policy.workdir
     if policy.private_tmp:
-        _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={limits.tmp_mb}m,mode=1777")
+        _mount(
+            libc,
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            _MS_NOSUID | _MS_NODEV,
+            f"size={limits.tmp_mb}m,mode=1777",
+        )
         if os.path.isdir("/dev/shm"):
-            _mount(libc, "tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={limits.tmp_mb}m,mode=1777")
+            _mount(
+                libc,
+                "tmpfs",
+                "/dev/shm",
+                "tmpfs",
+                _MS_NOSUID | _MS_NODEV,
+                f"size={limits.tmp_mb}m,mode=1777",
+            )
         workdir = "/tmp/work"
         os.makedirs(workdir, exist_ok=True)
     return workdir
@@ -336,7 +382,7 @@ def _vm_size_mb() -> int:
 def _set_limits(limits: Limits, level: str) -> None:
     def limit(which: int, soft: int, hard: int | None = None) -> None:
         hard = soft if hard is None else hard
-        current_soft, current_hard = resource.getrlimit(which)
+        _current_soft, current_hard = resource.getrlimit(which)
         if current_hard != resource.RLIM_INFINITY:
             soft, hard = min(soft, current_hard), min(hard, current_hard)
         resource.setrlimit(which, (soft, hard))
@@ -347,7 +393,11 @@ def _set_limits(limits: Limits, level: str) -> None:
     limit(resource.RLIMIT_FSIZE, limits.file_mb * mb)
     limit(resource.RLIMIT_NOFILE, 256)
     limit(resource.RLIMIT_CORE, 0)
-    processes = limits.max_processes if level != "rlimits" else _tasks_of_current_user() + limits.max_processes
+    processes = (
+        limits.max_processes
+        if level != "rlimits"
+        else _tasks_of_current_user() + limits.max_processes
+    )
     limit(resource.RLIMIT_NPROC, processes)
     # Past the file-size limit a write fails (EFBIG) instead of killing the worker.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -367,7 +417,9 @@ def enter(policy: Policy, limits: Limits) -> str:
         if policy.uid is None:
             raise OSError("no sandbox uid")
         if level == "privdrop" and not _usable_by(policy.uid, policy.keep_paths):
-            raise OSError("the interpreter or the packages are not readable by an unprivileged uid")
+            raise OSError(
+                "the interpreter or the packages are not readable by an unprivileged uid"
+            )
         _drop_privileges(policy.uid, workdir)
     os.chdir(workdir)
     os.environ.update({"HOME": workdir, "TMPDIR": workdir, "MPLCONFIGDIR": workdir})
@@ -385,11 +437,44 @@ def enter(policy: Policy, limits: Limits) -> str:
 # --------------------------------------------------------------------------- the audit hook
 
 _SPAWN_EVENTS = frozenset(
-    {"os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen", "pty.spawn"}
+    {
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+        "os.system",
+        "subprocess.Popen",
+        "pty.spawn",
+    }
 )
-_NETWORK_EVENTS = frozenset({"socket.connect", "socket.bind", "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto"})
-_CTYPES_EVENTS = frozenset({"ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function", "ctypes.cdata"})
-_READ_EVENTS = frozenset({"os.listdir", "os.scandir", "shutil.copyfile", "shutil.copytree", "shutil.make_archive"})
+_NETWORK_EVENTS = frozenset(
+    {
+        "socket.connect",
+        "socket.bind",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.sendto",
+    }
+)
+_CTYPES_EVENTS = frozenset(
+    {
+        "ctypes.dlopen",
+        "ctypes.dlsym",
+        "ctypes.dlsym/handle",
+        "ctypes.call_function",
+        "ctypes.cdata",
+    }
+)
+_READ_EVENTS = frozenset(
+    {
+        "os.listdir",
+        "os.scandir",
+        "shutil.copyfile",
+        "shutil.copytree",
+        "shutil.make_archive",
+    }
+)
 _WRITE_EVENTS = {
     "os.remove": (0,),
     "os.rmdir": (0,),
@@ -407,7 +492,9 @@ _WRITE_EVENTS = {
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
-def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[str, Any]], None]) -> None:
+def install_audit_hook(
+    policy: Policy, limits: Limits, report: Callable[[dict[str, Any]], None]
+) -> None:
     """Refuse (and report to the judge) what a submission must not do. Cannot be removed.
 
     ``report`` receives ``{"op": "forbidden" | "refused", "what": ...}``: *forbidden* is an
@@ -419,7 +506,12 @@ def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[st
     keep = tuple(real(p) for p in policy.keep_paths)
     root = real(policy.repo_root) if policy.repo_root else None
     workdir = real(os.getcwd())
-    writable = (workdir, "/dev/null", "/dev/shm", *(("/tmp",) if policy.level == "namespace" and policy.private_tmp else ()))
+    writable = (
+        workdir,
+        "/dev/null",
+        "/dev/shm",
+        *(("/tmp",) if policy.level == "namespace" and policy.private_tmp else ()),
+    )
     deny_modules = tuple(policy.deny_modules)
     max_spawns = limits.max_spawns
     state = threading.local()
@@ -436,7 +528,12 @@ def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[st
     def secret(path: str) -> bool:
         if _under(path, deny):
             return True
-        return root is not None and path != root and _under(path, [root]) and not _under(path, keep)
+        return (
+            root is not None
+            and path != root
+            and _under(path, [root])
+            and not _under(path, keep)
+        )
 
     def check_path(raw: Any, writing: bool, action: str) -> None:
         if isinstance(raw, int) or raw is None:
@@ -447,12 +544,18 @@ def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[st
             raise PermissionError(13, "not allowed while grading", os.fsdecode(raw))
         if writing and not _under(path, writable):
             tell("refused", f"{action} {path} (outside the working directory)")
-            raise PermissionError(13, "writing outside the working directory is not allowed while grading", os.fsdecode(raw))
+            raise PermissionError(
+                13,
+                "writing outside the working directory is not allowed while grading",
+                os.fsdecode(raw),
+            )
 
     def check_module(name: str) -> None:
         if any(name == m or name.startswith(m + ".") for m in deny_modules):
             tell("forbidden", f"import {name}")
-            raise ModuleNotFoundError(f"No module named {name!r} (not available to submissions)", name=name)
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (not available to submissions)", name=name
+            )
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if getattr(state, "busy", False):
@@ -462,7 +565,11 @@ def install_audit_hook(policy: Policy, limits: Limits, report: Callable[[dict[st
             if event == "open":
                 flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
                 mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
-                check_path(args[0], bool(flags & _WRITE_FLAGS) or any(c in mode for c in "wax+"), "open")
+                check_path(
+                    args[0],
+                    bool(flags & _WRITE_FLAGS) or any(c in mode for c in "wax+"),
+                    "open",
+                )
             elif event == "import":
                 check_module(str(args[0]))
             elif event in _READ_EVENTS:

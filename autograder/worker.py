@@ -95,7 +95,7 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _SoftTimeout()
 
 
-class _time_limit:  # noqa: N801 - used as a context manager
+class _time_limit:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
@@ -143,7 +143,16 @@ def _watched() -> Iterator[tuple[str, Any]]:
 
 
 def _is_code(value: Any) -> bool:
-    return isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type, types.ModuleType)) or callable(value)
+    return isinstance(
+        value,
+        (
+            types.FunctionType,
+            types.BuiltinFunctionType,
+            types.MethodType,
+            type,
+            types.ModuleType,
+        ),
+    ) or callable(value)
 
 
 class Snapshot:
@@ -163,10 +172,8 @@ class Snapshot:
             current = vars(owner).get(attr, _MISSING)
             if current is not original:
                 changed.append(f"{label}.{attr}")
-                try:
+                with contextlib.suppress(AttributeError, TypeError):
                     setattr(owner, attr, original)
-                except (AttributeError, TypeError):
-                    pass
         return changed
 
 
@@ -192,7 +199,9 @@ def _cell_filename(number: int) -> str:
     return f"<cell {number}>"
 
 
-def _run_cell(namespace: dict[str, Any], number: int, source: str, seconds: float) -> str | None:
+def _run_cell(
+    namespace: dict[str, Any], number: int, source: str, seconds: float
+) -> str | None:
     """Execute one cell; return None, or what went wrong in words."""
     from autograder.subject import describe_exception
 
@@ -207,7 +216,7 @@ def _run_cell(namespace: dict[str, Any], number: int, source: str, seconds: floa
             exec(code, namespace)
     except _SoftTimeout:
         return f"did not finish within {seconds:.0f} s (an infinite loop, or too much work for grading?)"
-    except BaseException as error:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: the cell failed
+    except BaseException as error:
         return describe_exception(error).summary
     return None
 
@@ -226,8 +235,12 @@ def _reap() -> None:
 # --------------------------------------------------------------------------- probe calls
 
 
-def _resolve_probe(module: str, name: str, allowed: tuple[str, ...], denied: tuple[str, ...]) -> Callable[..., Any]:
-    if module.startswith(denied) or not (module in allowed or module.startswith(tuple(p + "." for p in allowed))):
+def _resolve_probe(
+    module: str, name: str, allowed: tuple[str, ...], denied: tuple[str, ...]
+) -> Callable[..., Any]:
+    if module.startswith(denied) or not (
+        module in allowed or module.startswith(tuple(p + "." for p in allowed))
+    ):
         raise PermissionError(f"probe module {module!r} is not public")
     target: Any = importlib.import_module(module)
     for part in name.split("."):
@@ -239,10 +252,20 @@ def _resolve_probe(module: str, name: str, allowed: tuple[str, ...], denied: tup
 
 def _memory_error(error: BaseException) -> bool:
     text = str(error)
-    return isinstance(error, MemoryError) or "can't allocate memory" in text or "Cannot allocate memory" in text
+    return (
+        isinstance(error, MemoryError)
+        or "can't allocate memory" in text
+        or "Cannot allocate memory" in text
+    )
 
 
-def _call(probe: Callable[..., Any], namespace: dict[str, Any], payload: bytes, seconds: float, memory_mb: int) -> tuple[dict[str, Any], bytes]:
+def _call(
+    probe: Callable[..., Any],
+    namespace: dict[str, Any],
+    payload: bytes,
+    seconds: float,
+    memory_mb: int,
+) -> tuple[dict[str, Any], bytes]:
     from autograder import transport
     from autograder.subject import Student, StudentError, describe_exception
 
@@ -252,12 +275,23 @@ def _call(probe: Callable[..., Any], namespace: dict[str, Any], payload: bytes, 
             result = probe(Student(namespace), *args, **kwargs)
         return {"op": "result"}, transport.encode(result)
     except _SoftTimeout:
-        return {"op": "error", "kind": "timeout", "summary": f"did not finish within {seconds:.0f} s: look for an infinite loop or very slow code"}, b""
-    except BaseException as error:  # noqa: BLE001 - anything the student's code raised
+        return {
+            "op": "error",
+            "kind": "timeout",
+            "summary": f"did not finish within {seconds:.0f} s: look for an infinite loop or very slow code",
+        }, b""
+    except BaseException as error:
         if _memory_error(error):
             summary = f"ran out of memory (the grader allows about {memory_mb} MB): {type(error).__name__}"
-            return {"op": "error", "kind": "raised", "summary": summary, "flag": "memory"}, b""
-        described = error if isinstance(error, StudentError) else describe_exception(error)
+            return {
+                "op": "error",
+                "kind": "raised",
+                "summary": summary,
+                "flag": "memory",
+            }, b""
+        described = (
+            error if isinstance(error, StudentError) else describe_exception(error)
+        )
         reply = {"op": "error", "kind": described.kind, "summary": described.summary}
         if isinstance(error, BlockingIOError) and error.errno == errno.EAGAIN:
             reply["flag"] = "processes"  # the process limit: a fork bomb, contained
@@ -283,7 +317,10 @@ def serve(in_fd: int, out_fd: int) -> int:
     try:
         level = sandbox.enter(policy, limits)
     except Exception as error:  # the judge retries with a weaker level
-        send(out_fd, {"op": "hello", "level": None, "error": f"{type(error).__name__}: {error}"})
+        send(
+            out_fd,
+            {"op": "hello", "level": None, "error": f"{type(error).__name__}: {error}"},
+        )
         return 3
     # From here on the process runs untrusted code: report forbidden attempts at once.
     sandbox.install_audit_hook(policy, limits, lambda header: send(out_fd, header))
@@ -295,12 +332,16 @@ def serve(in_fd: int, out_fd: int) -> int:
         if number in skip:
             continue
         send(out_fd, {"op": "cell", "cell": number})
-        error = _run_cell(namespace, number, source, limits.cell_timeout_s)
-        if os.getpid() != main_pid:  # a fork of the student's that fell through the cell
+        failure = _run_cell(namespace, number, source, limits.cell_timeout_s)
+        # A fork of the student's that fell through the cell: it must not speak for the worker.
+        if os.getpid() != main_pid:
             os._exit(0)
         _reap()
         tampered = snapshot.changes()
-        send(out_fd, {"op": "cell_done", "cell": number, "error": error, "tampered": tampered})
+        send(
+            out_fd,
+            {"op": "cell_done", "cell": number, "error": failure, "tampered": tampered},
+        )
     send(out_fd, {"op": "ready"})
 
     allowed, denied = tuple(init["probe_modules"]), tuple(policy.deny_modules)
@@ -314,9 +355,14 @@ def serve(in_fd: int, out_fd: int) -> int:
         started = time.perf_counter()
         try:
             probe = _resolve_probe(header["module"], header["name"], allowed, denied)
-            reply, body = _call(probe, namespace, payload, float(header["timeout"]), limits.memory_mb)
-        except Exception as error:  # noqa: BLE001 - a grader-side problem, reported as such
-            reply, body = {"op": "grader_error", "summary": f"{type(error).__name__}: {error}"}, b""
+            reply, body = _call(
+                probe, namespace, payload, float(header["timeout"]), limits.memory_mb
+            )
+        except Exception as error:
+            reply, body = (
+                {"op": "grader_error", "summary": f"{type(error).__name__}: {error}"},
+                b"",
+            )
         if os.getpid() != main_pid:
             os._exit(0)
         _reap()
@@ -332,10 +378,8 @@ def _close_other_fds(keep: set[int]) -> None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd > 2 and fd not in keep:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _spawn_from_zygote(control: Any, request: dict[str, Any], fds: list[int]) -> int:
@@ -356,7 +400,7 @@ def _spawn_from_zygote(control: Any, request: dict[str, Any], fds: list[int]) ->
         _close_other_fds({in_fd, out_fd})
         os.chdir(request["cwd"])
         code = serve(in_fd, out_fd)
-    except BaseException:  # noqa: BLE001 - the child must never return into the zygote's loop
+    except BaseException:
         code = 4
     finally:
         os._exit(code)
@@ -375,7 +419,9 @@ def zygote(control_fd: int) -> int:
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the judge
+        ctypes.CDLL(None).prctl(
+            1, signal.SIGKILL, 0, 0, 0
+        )  # PR_SET_PDEATHSIG: die with the judge
     control = socket.socket(fileno=control_fd)
     message, _, _, _ = socket.recv_fds(control, HEADER_LIMIT, 0)
     setup = json.loads(message)
@@ -395,7 +441,15 @@ def zygote(control_fd: int) -> int:
                 break
             if pid == 0:
                 break
-            control.sendall(json.dumps({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+            control.sendall(
+                json.dumps(
+                    {
+                        "op": "exit",
+                        "pid": pid,
+                        "code": os.waitstatus_to_exitcode(status),
+                    }
+                ).encode()
+            )
         if not ready:
             continue
         message, fds, _, _ = socket.recv_fds(control, HEADER_LIMIT, 3)

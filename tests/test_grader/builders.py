@@ -38,20 +38,40 @@ def grade_cell(task: str, points: float = 2) -> tuple[str, dict[str, Any]]:
 
 def solution_cell(source: str, grade_id: str) -> tuple[str, dict[str, Any]]:
     """An autograded answer cell."""
-    meta = {"nbgrader": {"grade": False, "solution": True, "locked": False, "grade_id": grade_id, "schema_version": 3}}
+    meta = {
+        "nbgrader": {
+            "grade": False,
+            "solution": True,
+            "locked": False,
+            "grade_id": grade_id,
+            "schema_version": 3,
+        }
+    }
     return source, meta
 
 
-def notebook(cells: Sequence[str | tuple[str, dict[str, Any]]], kernel: str = "python3") -> dict[str, Any]:
+def notebook(
+    cells: Sequence[str | tuple[str, dict[str, Any]]], kernel: str = "python3"
+) -> dict[str, Any]:
     """An nbformat-4 notebook from sources (plain code cells) or ``(source, metadata)`` pairs."""
     built = []
     for cell in cells:
         source, meta = (cell, {}) if isinstance(cell, str) else cell
-        built.append({"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": [], "source": source})
+        built.append(
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "metadata": meta,
+                "outputs": [],
+                "source": source,
+            }
+        )
     return {
         "nbformat": 4,
         "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": kernel, "display_name": kernel, "language": "python"}},
+        "metadata": {
+            "kernelspec": {"name": kernel, "display_name": kernel, "language": "python"}
+        },
         "cells": built,
     }
 
@@ -67,7 +87,12 @@ def honest_cells(add_one: str = ADD_ONE, double: str = DOUBLE) -> list[Any]:
     ]
 
 
-def write_submission(root: Path, student: str, content: dict[str, Any] | str | bytes, assignment: str = ASSIGNMENT) -> Path:
+def write_submission(
+    root: Path,
+    student: str,
+    content: dict[str, Any] | str | bytes,
+    assignment: str = ASSIGNMENT,
+) -> Path:
     """``root/<student>/<assignment>/<assignment>.ipynb``."""
     path = root / student / assignment / f"{assignment}.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,18 +108,42 @@ def write_submission(root: Path, student: str, content: dict[str, Any] | str | b
 def autograde_command(submitted: Path, out: Path, *extra: str) -> list[str]:
     """The CLI as CI runs it, with the fake assignment's plugins."""
     plugins = [arg for p in PLUGINS for arg in ("--plugin", p)]
-    return [sys.executable, "-m", "autograder.cli", "grade", str(submitted), "--out", str(out), "--no-progress", *plugins, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "autograder.cli",
+        "grade",
+        str(submitted),
+        "--out",
+        str(out),
+        "--no-progress",
+        *plugins,
+        *extra,
+    ]
 
 
 def env() -> dict[str, str]:
     """The environment of a grader subprocess: one thread, no shrinking."""
-    return dict(os.environ, OMP_NUM_THREADS="1", AUTOGRADER_SHRINK="0", PYTHONDONTWRITEBYTECODE="1")
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        AUTOGRADER_SHRINK="0",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
 
 
-def run_autograde(submitted: Path, out: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_autograde(
+    submitted: Path, out: Path, *extra: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run ``autograde grade`` to completion."""
     return subprocess.run(
-        autograde_command(submitted, out, *extra), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout, check=False
+        autograde_command(submitted, out, *extra),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -22,9 +22,15 @@ HTML_NAME = "o'neil <b>&amp"
 CLASS: dict[str, Any] = {
     "alice": b.honest_cells(),
     "bob": b.honest_cells(add_one="def add_one(x):\n    return x + 2"),
-    "carol": [b.IMPORTS, b.solution_cell(b.ADD_ONE, "add_one"), b.grade_cell("add_one")],
+    "carol": [
+        b.IMPORTS,
+        b.solution_cell(b.ADD_ONE, "add_one"),
+        b.grade_cell("add_one"),
+    ],
     "dave": b.honest_cells(double="def double(t):\n    raise ValueError('not today')"),
-    "erin": b.honest_cells(add_one="def add_one(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"),
+    "erin": b.honest_cells(
+        add_one="def add_one(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    ),
     HTML_NAME: b.honest_cells(),
 }
 EXPECTED = {"alice": 4, "bob": 2, "carol": 2, "dave": 2, "erin": 2, HTML_NAME: 4}
@@ -111,7 +117,9 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_killing_the_grader_leaves_no_process_behind(batch: dict[str, Any]) -> None:
     judges = batch["judges"]
     assert judges, "no judge process was seen"
-    assert not [pid for pid in judges if Path(f"/proc/{pid}").exists()], "judges outlived the grader"
+    assert not [pid for pid in judges if Path(f"/proc/{pid}").exists()], (
+        "judges outlived the grader"
+    )
     sandbox_uids = {100_000 + pid for pid in judges}
     assert not _uids_alive(sandbox_uids), "sandboxed workers outlived their judge"
 
@@ -130,7 +138,9 @@ def test_resume_regrades_nothing_and_loses_nothing(batch: dict[str, Any]) -> Non
     assert f"{len(before)} already graded" in resumed.stderr
 
 
-def test_results_are_the_same_for_jobs_1_and_2_and_after_a_resume(batch: dict[str, Any]) -> None:
+def test_results_are_the_same_for_jobs_1_and_2_and_after_a_resume(
+    batch: dict[str, Any],
+) -> None:
     out, out2, fresh = batch["out"], batch["out2"], batch["fresh"]
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     for student in CLASS:
@@ -146,13 +156,17 @@ def test_scores(batch: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("student", list(CLASS))
-def test_results_json_follows_the_gradescope_schema(batch: dict[str, Any], student: str) -> None:
+def test_results_json_follows_the_gradescope_schema(
+    batch: dict[str, Any], student: str
+) -> None:
     data = b.results(batch["out"], student)
     assert isinstance(data["tests"], list) and data["tests"]
     for test in data["tests"]:
         assert {"name", "score", "max_score", "status", "output"} <= set(test)
         assert isinstance(test["name"], str) and isinstance(test["output"], str)
-        assert isinstance(test["score"], (int, float)) and isinstance(test["max_score"], (int, float))
+        assert isinstance(test["score"], (int, float)) and isinstance(
+            test["max_score"], (int, float)
+        )
         task, _, words = test["name"].partition(": ")
         assert task in ("add_one", "double") and words, test["name"]
         assert test["status"] in ("passed", "failed")
@@ -174,7 +188,9 @@ def test_feedback_tells_the_student_what_to_do(batch: dict[str, Any]) -> None:
     assert "NotImplementedError" in erin
 
 
-def test_gradebook_has_one_row_per_submission_with_task_columns(batch: dict[str, Any]) -> None:
+def test_gradebook_has_one_row_per_submission_with_task_columns(
+    batch: dict[str, Any],
+) -> None:
     with open(batch["out"] / "gradebook.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["student_id"] for r in rows} == set(CLASS)
@@ -185,17 +201,26 @@ def test_gradebook_has_one_row_per_submission_with_task_columns(batch: dict[str,
         assert float(row["score"]) == data["score"]
         assert float(row["max_score"]) == 4
         scores = b.task_scores(data)
-        assert float(row["add_one"]) == scores["add_one"] and float(row["double"]) == scores["double"]
+        assert (
+            float(row["add_one"]) == scores["add_one"]
+            and float(row["double"]) == scores["double"]
+        )
 
 
-def test_feedback_html_escapes_everything_and_hides_the_checks(batch: dict[str, Any]) -> None:
+def test_feedback_html_escapes_everything_and_hides_the_checks(
+    batch: dict[str, Any],
+) -> None:
     page = (batch["out"] / HTML_NAME / b.ASSIGNMENT / "feedback.html").read_text()
     assert "o&#x27;neil &lt;b&gt;&amp;amp" in page
     assert "<b>" not in page
     bob = (batch["out"] / "bob" / b.ASSIGNMENT / "feedback.html").read_text()
     assert "did you add the right constant?" in bob
     hidden_source = b.HIDDEN_FAKE.read_text()
-    assert "_reference_add_one" not in bob and b.SECRET not in bob and "LocalSubject" not in bob
+    assert (
+        "_reference_add_one" not in bob
+        and b.SECRET not in bob
+        and "LocalSubject" not in bob
+    )
     assert hidden_source not in bob
 
 
@@ -208,7 +233,9 @@ def test_a_rerun_with_nothing_new_grades_nothing(batch: dict[str, Any]) -> None:
     assert _snapshot(out) == before
 
 
-def test_a_resubmission_is_regraded_alone(batch: dict[str, Any], tmp_path: Path) -> None:
+def test_a_resubmission_is_regraded_alone(
+    batch: dict[str, Any], tmp_path: Path
+) -> None:
     submitted, out = batch["submitted"], batch["out2"]
     b.write_submission(submitted, "bob", b.notebook(b.honest_cells()))
     try:

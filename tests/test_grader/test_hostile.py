@@ -53,7 +53,11 @@ def read_hidden() -> str:
 
 
 def write_out(out: Path) -> str:
-    targets = [out / "gradebook.csv", out / "honest" / b.ASSIGNMENT / "results.json", out / "pwned.txt"]
+    targets = [
+        out / "gradebook.csv",
+        out / "honest" / b.ASSIGNMENT / "results.json",
+        out / "pwned.txt",
+    ]
     return f"""for target in {[str(t) for t in targets]!r}:
     try:
         with open(target, "w") as handle:
@@ -66,24 +70,43 @@ def students(out: Path) -> dict[str, Any]:
     honest = b.honest_cells()
     return {
         "honest": b.notebook(honest),
-        "wrong": b.notebook(b.honest_cells(add_one="def add_one(x):\n    return x + 2")),
+        "wrong": b.notebook(
+            b.honest_cells(add_one="def add_one(x):\n    return x + 2")
+        ),
         "loop_in_function": b.notebook(b.honest_cells(add_one=LOOP)),
         "loop_at_top": b.notebook(["while True:\n    pass", *honest]),
         "loop_ignoring_interrupt": b.notebook([IGNORES_INTERRUPT, *honest]),
-        "memory_bomb": b.notebook(["import numpy as np\nhuge = np.ones(2**31)", *b.honest_cells(add_one=MEMORY_BOMB)]),
+        "memory_bomb": b.notebook(
+            [
+                "import numpy as np\nhuge = np.ones(2**31)",
+                *b.honest_cells(add_one=MEMORY_BOMB),
+            ]
+        ),
         "os_exit": b.notebook(b.honest_cells(add_one=OS_EXIT)),
         "os_exit_at_top": b.notebook(["import os\nos._exit(0)", *honest]),
-        "sys_exit": b.notebook(["import sys\nsys.exit('bye')", *b.honest_cells(double=SYS_EXIT)]),
+        "sys_exit": b.notebook(
+            ["import sys\nsys.exit('bye')", *b.honest_cells(double=SYS_EXIT)]
+        ),
         "fork_bomb": b.notebook(b.honest_cells(add_one=FORK_BOMB)),
         "monkeypatch": b.notebook([*honest, MONKEYPATCH]),
         "monkeypatch_during_call": b.notebook(b.honest_cells(double=PATCH_DURING_CALL)),
-        "import_reference": b.notebook(["from course_lib.reference import em", *honest]),
+        "import_reference": b.notebook(
+            ["from course_lib.reference import em", *honest]
+        ),
         "read_hidden": b.notebook(b.honest_cells(add_one=read_hidden())),
         "write_out": b.notebook([*honest, write_out(out)]),
         "print_flood": b.notebook(['print("x" * 100_000_000)', *honest]),
         "invalid_json": '{"cells": [{"cell_type": "code", "source": "def add_one(x): return x + 1"',
-        "no_grade_cells": b.notebook([c for c in honest if not (isinstance(c, tuple) and c[1]["nbgrader"]["grade"])]),
-        "duplicated_grade_cells": b.notebook([*honest, b.grade_cell("add_one"), b.grade_cell("double")]),
+        "no_grade_cells": b.notebook(
+            [
+                c
+                for c in honest
+                if not (isinstance(c, tuple) and c[1]["nbgrader"]["grade"])
+            ]
+        ),
+        "duplicated_grade_cells": b.notebook(
+            [*honest, b.grade_cell("add_one"), b.grade_cell("double")]
+        ),
         "kernel_name": b.notebook(honest, kernel="ir"),
     }
 
@@ -119,7 +142,18 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     submitted, out = base / "submitted", base / "out"
     for student, content in students(out).items():
         b.write_submission(submitted, student, content)
-    done = b.run_autograde(submitted, out, "--jobs", "2", "--timeout", "90", "--cell-timeout", "4", "--memory", "768")
+    done = b.run_autograde(
+        submitted,
+        out,
+        "--jobs",
+        "2",
+        "--timeout",
+        "90",
+        "--cell-timeout",
+        "4",
+        "--memory",
+        "768",
+    )
     return out, done
 
 
@@ -131,16 +165,26 @@ def test_the_batch_is_graded_and_exits_zero(graded: tuple[Path, Any]) -> None:
 
 
 @pytest.mark.parametrize("student", list(EXPECTED))
-def test_each_submission_is_contained_and_explained(graded: tuple[Path, Any], student: str) -> None:
-    out, done = graded
+def test_each_submission_is_contained_and_explained(
+    graded: tuple[Path, Any], student: str
+) -> None:
+    out, _done = graded
     data = b.results(out, student)
     add_one, double, flag, words = EXPECTED[student]
     scores = b.task_scores(data)
-    assert scores == {"add_one": add_one, "double": double}, json.dumps(data, indent=1)[:4000]
+    assert scores == {"add_one": add_one, "double": double}, json.dumps(data, indent=1)[
+        :4000
+    ]
     assert data["score"] == add_one + double
     flags = data["extra_data"]["flags"]
     if flag is None:
-        assert not set(flags) & {"forbidden", "crashed", "timeout", "invalid_notebook", "grader_error"}, flags
+        assert not set(flags) & {
+            "forbidden",
+            "crashed",
+            "timeout",
+            "invalid_notebook",
+            "grader_error",
+        }, flags
     else:
         assert flag in flags, flags
     text = json.dumps(data)
@@ -171,6 +215,8 @@ def test_hostile_attempts_are_recorded_with_the_place(graded: tuple[Path, Any]) 
     notes = b.results(out, "read_hidden")["extra_data"]["notes"]
     assert any("forbidden" in n and "while checking add_one" in n for n in notes), notes
     notes = b.results(out, "import_reference")["extra_data"]["notes"]
-    assert any("import course_lib.reference" in n and "(cell 1)" in n for n in notes), notes
+    assert any("import course_lib.reference" in n and "(cell 1)" in n for n in notes), (
+        notes
+    )
     feedback = b.results(out, "monkeypatch")["tests"][0]["output"]
     assert "Not graded" in feedback and "replace" in feedback

@@ -21,7 +21,10 @@ def adds_one(subject, size):
     out = subject.call(probes.invoke, "add_one", x)
     value = np.asarray(out["value"])
     expect(value.shape == x.shape, f"returned shape {value.shape}, expected {x.shape}")
-    expect(np.allclose(value, x + 1), "entries are not x + 1: did you add the right constant?")
+    expect(
+        np.allclose(value, x + 1),
+        "entries are not x + 1: did you add the right constant?",
+    )
 
 
 @check("double", "doubles every entry", points=1, timeout_s=8)

@@ -21,7 +21,9 @@ def _reference_add_one(x):
 @check("add_one", "matches the reference on negative inputs", points=1, timeout_s=8)
 def matches_reference(subject):
     x = -np.linspace(1.0, 3.0, 5)
-    expected = LocalSubject({"add_one": _reference_add_one}).call(probes.invoke, "add_one", x)["value"]
+    expected = LocalSubject({"add_one": _reference_add_one}).call(
+        probes.invoke, "add_one", x
+    )["value"]
     out = subject.call(probes.invoke, "add_one", x)
     expect(np.allclose(np.asarray(out["value"]), expected), "wrong for negative inputs")
 
@@ -29,7 +31,9 @@ def matches_reference(subject):
 @check("double", "leaves its input unchanged", points=1, timeout_s=8)
 def leaves_input(subject):
     out = subject.call(probes.invoke, "double", torch.ones(3, dtype=torch.float64))
-    expect(not out["mutated"], "double modified its argument in place: return a new tensor")
+    expect(
+        not out["mutated"], "double modified its argument in place: return a new tensor"
+    )
 
 
 sys.modules.setdefault("autograder.hidden.fake", sys.modules[__name__])
