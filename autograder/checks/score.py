@@ -84,7 +84,6 @@ __all__ = [
 ]
 
 TIGHT = {"rtol": 1e-6}
-ESTIMATORS = ("score_function_grad", "score_function_grad_loo")
 #: Statistical properties run a fixed, small number of examples (their alpha is a union bound).
 STAT_EXAMPLES = 3
 STAT = settings(STATISTICAL, max_examples=STAT_EXAMPLES)
@@ -349,14 +348,6 @@ FAMILIES = {
     "categorical_f_theta": ("logits",),
     "poisson": ("log_rate",),
 }
-#: Families whose scores the public checks know in closed form.
-CLOSED_FORM = (
-    "gaussian",
-    "gaussian_matrix",
-    "gaussian_f_theta",
-    "bernoulli",
-    "categorical",
-)
 
 
 @dataclass(frozen=True)
