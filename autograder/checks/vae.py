@@ -44,7 +44,7 @@ from autograder import probes
 from autograder.compare import assert_close, assert_shape
 from autograder.core import Failure, check, expect
 from autograder.profiles import GRADING, STATISTICAL
-from autograder.strategies import distinct_sizes, seeds
+from autograder.strategies import seeds
 from autograder.subject import Student, StudentError, Subject
 
 # Importing torch._dynamo replaces torch.manual_seed with a wrapped version, and the first
@@ -177,29 +177,37 @@ class ElboBatch:
 def latent_batches(dtype: str = "float64", low: float = -3.0, high: float = 2.0) -> st.SearchStrategy[LatentBatch]:
     """Batch and latent sizes distinct and at least 2 (a batch of 1 hides sum/mean bugs)."""
     return st.builds(
-        lambda sizes, seed: LatentBatch(sizes[0], sizes[1], seed, dtype, low, high),
-        distinct_sizes(2, 2, 7),
-        seeds(),
-    )
+        LatentBatch,
+        batch=st.integers(2, 7),
+        z_dim=st.integers(2, 7),
+        seed=seeds(),
+        dtype=st.just(dtype),
+        low=st.just(low),
+        high=st.just(high),
+    ).filter(lambda p: p.batch != p.z_dim)
 
 
 def pixel_batches(dtype: str = "float64", extreme: bool = False) -> st.SearchStrategy[PixelBatch]:
     """``pixels`` in 8..40 is never the batch size (2..7)."""
     return st.builds(
-        lambda batch, pixels, seed: PixelBatch(batch, pixels, seed, dtype, extreme),
-        st.integers(2, 7),
-        st.integers(8, 40),
-        seeds(),
+        PixelBatch,
+        batch=st.integers(2, 7),
+        pixels=st.integers(8, 40),
+        seed=seeds(),
+        dtype=st.just(dtype),
+        extreme=st.just(extreme),
     )
 
 
 def elbo_batches(dtype: str = "float64") -> st.SearchStrategy[ElboBatch]:
     return st.builds(
-        lambda sizes, pixels, seed: ElboBatch(sizes[0], pixels, sizes[1], seed, dtype),
-        distinct_sizes(2, 2, 7),
-        st.integers(8, 40),
-        seeds(),
-    )
+        ElboBatch,
+        batch=st.integers(2, 7),
+        pixels=st.integers(8, 40),
+        z_dim=st.integers(2, 7),
+        seed=seeds(),
+        dtype=st.just(dtype),
+    ).filter(lambda p: p.batch != p.z_dim)
 
 
 @dataclass(frozen=True)
@@ -214,9 +222,15 @@ class ModuleProblem:
 
 
 def module_problems() -> st.SearchStrategy[ModuleProblem]:
-    """Pairwise distinct sizes, so a swapped constructor argument changes some shape."""
-    sizes = st.tuples(st.integers(20, 60), st.integers(5, 19), st.integers(2, 4), st.integers(5, 9))
-    return st.builds(lambda s, seed: ModuleProblem(s[0], s[1], s[2], s[3], seed), sizes, seeds())
+    """Sizes in disjoint ranges, so a swapped constructor argument changes some shape."""
+    return st.builds(
+        ModuleProblem,
+        x_dim=st.integers(20, 60),
+        hidden_dim=st.integers(10, 19),
+        z_dim=st.integers(2, 4),
+        batch=st.integers(5, 9),
+        seed=seeds(),
+    )
 
 
 FUNCTION_SETTINGS = settings(GRADING, max_examples=20)
