@@ -471,7 +471,7 @@ class GaussianScoreCase:
         eps = self.spread * torch.randn(
             (self.S, self.D), generator=gen, dtype=torch.float64
         )
-        return mu + torch.exp(log_sigma) * eps, mu, log_sigma
+        return torch.addcmul(mu, torch.exp(log_sigma), eps), mu, log_sigma
 
 
 def gaussian_score_cases(
@@ -698,7 +698,9 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
 
 
 def _leave_one_out(values: Tensor) -> Tensor:
-    return (values.sum() - values) / (values.shape[0] - 1)
+    """Mean of the other samples' values, :math:`b_s = (S\bar f - f_s)/(S-1)` (SPEC's definition)."""
+    count = len(values)
+    return (count * values.mean() - values) / (count - 1)
 
 
 @dataclass
