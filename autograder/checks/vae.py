@@ -88,8 +88,8 @@ def closed_form_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def closed_form_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
-    """``sum_i log Bernoulli(x_i | sigmoid(l_i))`` per row, by ``binary_cross_entropy_with_logits``."""
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
+    """``sum_i log Bernoulli(x_i | sigmoid(l_i))`` per row, by torch's Bernoulli (any x in [0, 1])."""
+    return torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(dim=-1)
 
 
 def closed_form_negative_elbo(x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -323,7 +323,7 @@ def kl_float32_wide(subject: Subject, problem: LatentBatch) -> None:
     )
 
 
-@check("bernoulli_log_likelihood", "equals -binary_cross_entropy_with_logits summed over pixels", points=1)
+@check("bernoulli_log_likelihood", "equals torch.distributions.Bernoulli(logits).log_prob summed over pixels", points=1)
 @FUNCTION_SETTINGS
 @given(problem=pixel_batches())
 def likelihood_value(subject: Subject, problem: PixelBatch) -> None:
@@ -681,7 +681,7 @@ def vae_draws_noise(subject: Subject, problem: ModuleProblem) -> None:
 class _RecordingEncoder(nn.Module):
     def __init__(self, x_dim: int, hidden_dim: int, z_dim: int, logvar_bias: float) -> None:
         super().__init__()
-        self.hidden = nn.Linear(x_dim, hidden_dim)
+        self.inner = nn.Linear(x_dim, hidden_dim)
         self.heads = nn.Linear(hidden_dim, 2 * z_dim)
         if logvar_bias != 0.0:  # a nearly deterministic encoder: sigma = exp(logvar_bias / 2)
             with torch.no_grad():
@@ -690,7 +690,7 @@ class _RecordingEncoder(nn.Module):
         self.calls: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.heads(F.relu(self.hidden(x))).chunk(2, dim=-1)
+        mu, logvar = self.heads(torch.tanh(self.inner(x))).chunk(2, dim=-1)
         if torch.is_grad_enabled():
             self.calls.append((mu.detach().cpu(), logvar.detach().cpu()))
         return mu, logvar
@@ -699,8 +699,8 @@ class _RecordingEncoder(nn.Module):
 class _RecordingDecoder(nn.Module):
     def __init__(self, z_dim: int, hidden_dim: int, x_dim: int, encoder_calls: list[tuple[Tensor, Tensor]]) -> None:
         super().__init__()
-        self.hidden = nn.Linear(z_dim, hidden_dim)
-        self.out = nn.Linear(hidden_dim, x_dim)
+        self.inner = nn.Linear(z_dim, hidden_dim)
+        self.readout = nn.Linear(hidden_dim, x_dim)
         self.encoder_calls = encoder_calls  # the encoder's record, to pair each z with its (mu, logvar)
         self.calls: list[tuple[Tensor, Tensor | None]] = []
 
@@ -713,7 +713,7 @@ class _RecordingDecoder(nn.Module):
                 mu, logvar = match
                 eps = (z_cpu.double() - mu.double()) / torch.exp(0.5 * logvar.double())
             self.calls.append((z_cpu, eps))
-        return self.out(F.relu(self.hidden(z)))
+        return self.readout(torch.tanh(self.inner(z)))
 
 
 class GradingVAE(nn.Module):
@@ -734,7 +734,7 @@ class GradingVAE(nn.Module):
         mu, logvar = self.encoder(x)
         if eps is None:
             eps = torch.randn_like(mu)
-        return self.decoder(mu + torch.exp(0.5 * logvar) * eps), mu, logvar
+        return self.decoder(torch.addcmul(mu, torch.exp(0.5 * logvar), eps)), mu, logvar
 
     def noise(self) -> list[Tensor]:
         """The noise behind each decoder call made with gradients on, ``(batch, z_dim)`` each."""
@@ -1006,9 +1006,10 @@ def train_batches(subject: Subject) -> None:
     )
 
 
-#: Held-out negative ELBO (nats per image) that three epochs must reach. The reference over 40
-#: seeds: 214.9 +- 2.3 (max 219.2), from 551 at initialisation; Adam, AdamW, RMSprop and SGD with
-#: momentum all end below 220, Adagrad near 260. See reports/calibration_vae.md.
+#: Held-out negative ELBO (nats per image) that three epochs must reach. With the tanh grading
+#: model the reference over 12 seeds reaches 211.8 +- 1.5 (max 213.2; the earlier ReLU model:
+#: 214.9 +- 2.3 over 40 seeds, from 551 at initialisation); Adam, AdamW, RMSprop and SGD with
+#: momentum all ended below 220, Adagrad near 260. See reports/calibration_vae.md.
 TRAIN_CONFIG = TrainConfig(n_train=1024, epochs=3, batch_size=64, lr=3e-3, hidden_dim=64, z_dim=4, n_test=500)
 TRAIN_THRESHOLD = 280.0
 TRAIN_ALPHA = 1e-6
@@ -1020,9 +1021,10 @@ TRAIN_ALPHA = 1e-6
 def train_learns(subject: Subject, seed: int) -> None:
     """One training run from a seeded init; the held-out value uses fixed noise.
 
-    False-failure probability: stated 1e-6. The reference's final value has mean 214.9 and
-    standard deviation 2.3 over 40 seeds; the threshold is 28 standard deviations above it,
-    and the smallest last-epoch decrease seen was 16 nats (about 8 standard deviations).
+    False-failure probability: stated 1e-6. The reference's final value has mean 211.8 and
+    standard deviation 1.5 over 12 seeds (ReLU model earlier: 214.9 +- 2.3 over 40); the
+    threshold is over 28 standard deviations above it, and the smallest epoch decrease seen
+    was 16 nats (about 8 standard deviations).
     """
     config = dataclasses.replace(TRAIN_CONFIG, seed=seed % 2**31, init_seed=(seed + 1) % 2**31)
     report = run_train_vae(subject, config)
