@@ -5,6 +5,7 @@ Commands::
     autograde grade SUBMITTED --out OUT [--jobs N] [--timeout S] [--memory MB]
     autograde demo                      # make grade: release, then grade examples/submitted
     autograde gradescope --assignment ID  # inside Gradescope's container (run_autograder)
+    autograde classroom OUT             # results for GitHub Classroom's grading reporter
 
 ``SUBMITTED`` is an nbgrader-style tree ``<student_id>/<assignment_id>/<assignment_id>.ipynb``
 or an nbgrader course folder (its ``submitted/`` is used). Each submission is graded by a
@@ -45,10 +46,14 @@ _PLUGINS_ENV = "AUTOGRADER_PLUGINS"
 
 
 def _judge_init(plugins: Sequence[str]) -> None:
-    """Runs once in each judge process: die with the parent, load the checks."""
+    """Runs once in each judge process: die with the parent, start the zygote, load the checks."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    from autograder.judge import _preload, _public
+    from autograder.remote import prestart_zygote
+
+    prestart_zygote(_preload(_public(plugins)))
     import torch
 
     torch.set_num_threads(1)
@@ -419,6 +424,24 @@ def _gradescope(args: argparse.Namespace) -> int:
     return code
 
 
+def _classroom(args: argparse.Namespace) -> int:
+    """Print OUT's results as GitHub Classroom's runner result (base64 JSON)."""
+    import base64
+
+    from autograder.report import classroom_result
+
+    all_results = [
+        json.loads(p.read_text())
+        for p in sorted(Path(args.out).glob("*/*/results.json"))
+    ]
+    if not all_results:
+        print(f"autograde: no results.json under {args.out}", file=sys.stderr)
+        return 1
+    payload = json.dumps(classroom_result(all_results)).encode()
+    print(base64.b64encode(payload).decode() if not args.json else payload.decode())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autograde",
@@ -477,6 +500,15 @@ def _parser() -> argparse.ArgumentParser:
     gradescope.add_argument("--results", default="/autograder/results")
     _add_limits(gradescope)
     gradescope.set_defaults(run=_gradescope)
+
+    classroom = commands.add_parser(
+        "classroom", help="OUT's results for GitHub Classroom's grading reporter"
+    )
+    classroom.add_argument("out", type=Path)
+    classroom.add_argument(
+        "--json", action="store_true", help="plain JSON instead of base64"
+    )
+    classroom.set_defaults(run=_classroom)
     return parser
 
 

@@ -330,9 +330,14 @@ def _module_files(modules: Sequence[str]) -> list[str]:
 
 
 def _preload(public_plugins: Sequence[str]) -> list[str]:
-    """What a worker imports before it enters the sandbox (the same for every assignment, so
-    one zygote per judge serves them all)."""
-    checks = [f"autograder.checks.{m}" for m in sorted(set(ASSIGNMENTS.values()))]
+    """What a worker imports before it enters the sandbox: the same for every assignment, so
+    one zygote per judge serves them all (plugins bring their own check modules)."""
+    checks_dir = Path(importlib.import_module("autograder.checks").__file__).parent  # type: ignore[arg-type]
+    checks = [
+        f"autograder.checks.{p.stem}"
+        for p in sorted(checks_dir.glob("*.py"))
+        if p.stem != "__init__"
+    ]
     base = [
         "numpy",
         "torch",

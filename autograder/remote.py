@@ -228,7 +228,13 @@ class _Zygote:
         self.socket.sendall(
             _json({"preload": list(preload), "sys_path": [p for p in sys.path if p]})
         )
-        self._expect("ready", time.monotonic() + STARTUP_S)
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Block until the zygote has imported everything (it starts importing at once)."""
+        if not self.ready:
+            self._expect("ready", time.monotonic() + STARTUP_S)
+            self.ready = True
 
     def _next(self, deadline: float) -> dict[str, Any] | None:
         import json
@@ -299,17 +305,26 @@ def _json(value: Any) -> bytes:
 _ZYGOTES: dict[tuple[str, ...], _Zygote] = {}
 
 
+def prestart_zygote(preload: Sequence[str], env: dict[str, str] | None = None) -> None:
+    """Start this judge's zygote now, so its imports overlap with the judge's own."""
+    key = tuple(preload)
+    if key not in _ZYGOTES:
+        with contextlib.suppress(OSError, ValueError):
+            _ZYGOTES[key] = _Zygote(preload, _worker_env(env))
+
+
 def _zygote(preload: Sequence[str], env: dict[str, str]) -> _Zygote | None:
     """This judge's zygote for ``preload`` (started on first use); None if it cannot start."""
     key = tuple(preload)
     existing = _ZYGOTES.get(key)
-    if existing is not None and existing.alive():
-        return existing
     try:
-        _ZYGOTES[key] = _Zygote(preload, env)
+        if existing is None or not existing.alive():
+            existing = _ZYGOTES[key] = _Zygote(preload, env)
+        existing.wait_ready()
     except (OSError, TimeoutError, _WorkerGone, ValueError):
+        _ZYGOTES.pop(key, None)
         return None
-    return _ZYGOTES[key]
+    return existing
 
 
 class _Worker:

@@ -25,6 +25,7 @@ from autograder.core import CheckResult
 __all__ = [
     "Outcome",
     "check_results_json",
+    "classroom_result",
     "feedback_html",
     "load_results",
     "results_json",
@@ -341,6 +342,34 @@ def write_gradebook(
             ]
         )
     write_atomic(path, buffer.getvalue())
+
+
+def classroom_result(all_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """GitHub Classroom's runner result (``classroom-resources/autograding-grading-reporter``):
+    one test per check, partial credit kept as points."""
+    tests = []
+    for results in all_results:
+        for test in results.get("tests", []):
+            passed = test.get("status") == "passed"
+            tests.append(
+                {
+                    "name": test["name"],
+                    "status": "pass" if passed else "fail",
+                    "score": test["score"],
+                    "max_score": test["max_score"],
+                    "message": "" if passed else test.get("output", ""),
+                }
+            )
+    max_score = sum(
+        float(r.get("extra_data", {}).get("max_score", 0)) for r in all_results
+    )
+    status = "pass" if tests and all(t["status"] == "pass" for t in tests) else "fail"
+    return {
+        "version": 1,
+        "status": status,
+        "max_score": _points(max_score),
+        "tests": tests,
+    }
 
 
 def summary_table(all_results: Sequence[dict[str, Any]]) -> str:
