@@ -197,7 +197,13 @@ def grade_batch(
     all_results = [finished[s.key] for s in submissions if s.key in finished]
     write_gradebook(out / "gradebook.csv", all_results, TASKS)
     print(summary_table(all_results), file=stream)
-    levels_used = sorted({str(r["extra_data"].get("sandbox")) for r in all_results})
+    levels_used = sorted(
+        {
+            str(r["extra_data"]["sandbox"])
+            for r in all_results
+            if r["extra_data"].get("sandbox")
+        }
+    )
     graded_now = sum(1 for s in pending if s.key in finished)
     rate = (
         f", {60 * graded_now / elapsed:.1f} submissions/minute"

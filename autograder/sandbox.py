@@ -514,6 +514,7 @@ def install_audit_hook(
     )
     deny_modules = tuple(policy.deny_modules)
     max_spawns = limits.max_spawns
+    allow_exec = policy.level == "namespace"
     state = threading.local()
     counters = {"reports": 0}
     # Shared by every process the submission forks, so a fork bomb gets max_spawns in all.
@@ -579,6 +580,13 @@ def install_audit_hook(
                     if index < len(args):
                         check_path(args[index], True, event)
             elif event in _SPAWN_EVENTS:
+                if not allow_exec and event not in ("os.fork", "os.forkpty"):
+                    # Without a mount namespace the files are only guarded by this hook,
+                    # which another program (cat, a second python) would not run.
+                    tell("refused", f"{event} (running other programs)")
+                    raise PermissionError(
+                        "running other programs is not allowed while grading"
+                    )
                 count = int.from_bytes(spawned[:8], "little") + 1
                 spawned[:8] = count.to_bytes(8, "little")
                 if count > max_spawns:

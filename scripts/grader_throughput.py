@@ -178,12 +178,20 @@ def main(argv: list[str] | None = None) -> int:
         if not pairs:
             print("no submissions: run python scripts/make_demo_class.py first")
             return 2
-        rows, ours = [], {}
+        rows, ours, outputs = [], {}, []
         for jobs in args.jobs:
             out = base / f"out-jobs{jobs}"
             seconds = run_autograde(base / "submitted", out, jobs)
             rows.append((f"autograde grade --jobs {jobs}", seconds))
             ours = autograde_scores(out, pairs)
+            outputs.append(out)
+        unequal = [
+            f"{s}/{a}"
+            for s, a in pairs
+            for other in outputs[1:]
+            if (outputs[0] / s / a / "results.json").read_bytes()
+            != (other / s / a / "results.json").read_bytes()
+        ]
         differences: list[str] = []
         if not args.no_nbgrader:
             course = base / "course"
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             if not differences
             else "differences:\n  " + "\n  ".join(differences)
         )
-    return 1 if differences else 0
+    return 1 if differences or unequal else 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,21 @@ def read_hidden() -> str:
     return x + 1"""
 
 
+def exfiltrate() -> str:
+    """Read the hidden checks two ways and raise with what was read: the message is feedback."""
+    path = str(b.HIDDEN_FAKE)
+    return f"""def double(t):
+    import subprocess
+    found = ""
+    for attempt in (lambda: open({path!r}).read(),
+                    lambda: subprocess.run(["cat", {path!r}], capture_output=True, text=True).stdout):
+        try:
+            found += attempt()
+        except Exception as error:
+            found += repr(error)
+    raise ValueError(found)"""
+
+
 def write_out(out: Path) -> str:
     targets = [
         out / "gradebook.csv",
@@ -94,6 +109,7 @@ def students(out: Path) -> dict[str, Any]:
             ["from course_lib.reference import em", *honest]
         ),
         "read_hidden": b.notebook(b.honest_cells(add_one=read_hidden())),
+        "exfiltrate": b.notebook(b.honest_cells(double=exfiltrate())),
         "write_out": b.notebook([*honest, write_out(out)]),
         "print_flood": b.notebook(['print("x" * 100_000_000)', *honest]),
         "invalid_json": '{"cells": [{"cell_type": "code", "source": "def add_one(x): return x + 1"',
@@ -127,6 +143,7 @@ EXPECTED: dict[str, tuple[float, float, str | None, str]] = {
     "monkeypatch_during_call": (2, 0, "forbidden", "torch.allclose"),
     "import_reference": (0, 0, "forbidden", "course_lib.reference"),
     "read_hidden": (0, 2, "forbidden", "hidden"),
+    "exfiltrate": (2, 0, "forbidden", "tried to open"),
     "write_out": (0, 0, "forbidden", "open"),
     "print_flood": (2, 2, None, ""),
     "invalid_json": (0, 0, "invalid_notebook", "not valid JSON"),
@@ -220,3 +237,38 @@ def test_hostile_attempts_are_recorded_with_the_place(graded: tuple[Path, Any]) 
     )
     feedback = b.results(out, "monkeypatch")["tests"][0]["output"]
     assert "Not graded" in feedback and "replace" in feedback
+
+
+WEAKER = [
+    "honest",
+    "read_hidden",
+    "exfiltrate",
+    "import_reference",
+    "write_out",
+    "monkeypatch",
+]
+
+
+def test_without_namespaces_the_audit_hook_still_guards_the_secrets(
+    tmp_path: Path,
+) -> None:
+    """The rlimits level (no namespaces, no uid change): same grades, nothing leaks."""
+    submitted, out = tmp_path / "submitted", tmp_path / "out"
+    everyone = students(out)
+    for student in WEAKER:
+        b.write_submission(submitted, student, everyone[student])
+    done = b.run_autograde(
+        submitted, out, "--sandbox", "rlimits", "--timeout", "60", "--cell-timeout", "4"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for student in WEAKER:
+        data = b.results(out, student)
+        add_one, double, flag, _ = EXPECTED[student]
+        assert b.task_scores(data) == {"add_one": add_one, "double": double}, student
+        assert data["extra_data"]["sandbox"] == "rlimits"
+        if flag:
+            assert flag in data["extra_data"]["flags"], student
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b.SECRET not in path.read_text(errors="replace"), path
+    assert not (out / "pwned.txt").exists()
