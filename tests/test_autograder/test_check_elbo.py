@@ -1,0 +1,119 @@
+"""The 04_elbo checks' own oracles, problems and targets are right (independently of the corpus)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from autograder import transport
+from autograder.checks import elbo as checks
+from course_lib.reference import elbo as reference
+
+PROBLEMS = [
+    checks.Conjugate(dim, n, seed, 5)
+    for dim, n, seed in ((2, 3, 0), (3, 5, 7), (4, 2, 2**32 - 1))
+]
+CASES = [
+    checks.QCase(t, d, 4, s)
+    for t, d, s in (("conjugate", 3, 1), ("logistic", 4, 2), ("bimodal", 2, 3))
+]
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=repr)
+def test_problems_exclude_bug_hiding_values(problem: checks.Conjugate) -> None:
+    model = problem.model
+    mean, log_sigma = problem.posterior()
+    assert abs(model.prior_std - 1) >= 0.15 and abs(model.noise_std - 1) >= 0.15
+    assert abs(float(log_sigma[0])) >= 0.15
+    assert torch.all(mean.abs() >= 0.1) and torch.all(mean.abs() <= 3.0)
+    assert len(repr(problem)) < 50 and "_cache" not in repr(problem)
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=repr)
+def test_zero_variance_oracle_holds_for_the_reference(
+    problem: checks.Conjugate,
+) -> None:
+    mu, log_sigma = problem.posterior()
+    for row in problem.eps:
+        value = reference.elbo(problem.model, mu, log_sigma, row[None])
+        assert float(value) == pytest.approx(problem.log_evidence, rel=1e-12)
+    eps = checks.moment_matched(problem.eps)
+    assert float(
+        reference.elbo_entropy_form(problem.model, mu, log_sigma, eps)
+    ) == pytest.approx(problem.log_evidence, rel=1e-12)
+
+
+def test_moment_matched_noise_has_mean_zero_and_variance_one() -> None:
+    eps = checks.moment_matched(PROBLEMS[1].eps)
+    assert torch.allclose(eps.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        eps.square().mean(0), torch.ones(3, dtype=torch.float64), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_pathwise_and_score_closed_forms_match_autograd_of_the_reference(
+    case: checks.QCase,
+) -> None:
+    mu, log_sigma = case.mu.requires_grad_(True), case.log_sigma.requires_grad_(True)
+    grads = torch.autograd.grad(
+        reference.elbo(case.model, mu, log_sigma, case.eps), (mu, log_sigma)
+    )
+    for got, want in zip(
+        checks.pathwise_expected(case.model, case.mu, case.log_sigma, case.eps), grads
+    ):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)
+    score = reference.elbo_score_grad(case.model, case.mu, case.log_sigma, case.z)
+    for got, want in zip(
+        checks.score_expected(case.model, case.mu, case.log_sigma, case.z), score
+    ):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_kl_to_posterior_matches_torch_distributions() -> None:
+    problem = PROBLEMS[1]
+    mu, log_sigma = torch.tensor([0.3, -1.0, 2.0]), torch.tensor([-0.5, 0.2, -1.1])
+    post_mu, post_ls = problem.posterior()
+    want = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu.double(), log_sigma.double().exp()),
+        torch.distributions.Normal(post_mu, post_ls.exp()),
+    ).sum()
+    assert checks.kl_to_posterior(mu, log_sigma, problem.model) == pytest.approx(
+        float(want), rel=1e-10
+    )
+    assert checks.kl_to_posterior(post_mu, post_ls, problem.model) == pytest.approx(
+        0.0, abs=1e-12
+    )
+
+
+def test_targets_cross_to_the_worker_and_behave() -> None:
+    model = PROBLEMS[0].model
+    z = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    for target in (
+        checks.ValuesOnly(model, 1.0),
+        checks.Offset(model, 1.0),
+        checks.Recorder(model),
+    ):
+        (args, _) = transport.unpickle_args(transport.pickle_args((target,), {}))
+        copy = args[0]
+        assert torch.allclose(
+            copy(z).detach(), model(z).detach() + getattr(target, "offset", 0.0)
+        )
+    assert not checks.ValuesOnly(model)(z).requires_grad
+    recorder = checks.Recorder(model)
+    recorder(z[:4])
+    recorder(z)
+    assert pickle.loads(pickle.dumps(recorder)).rows == [4, 6]
+
+
+def test_reference_fit_is_invariant_to_constants_with_the_pathwise_estimator() -> None:
+    model = PROBLEMS[0].model
+    plain = reference.fit_bbvi(model, 2, num_steps=20, num_samples=5, seed=3)
+    shifted = reference.fit_bbvi(
+        checks.Offset(model, 500.0), 2, num_steps=20, num_samples=5, seed=3
+    )
+    assert torch.equal(plain[0], shifted[0]) and torch.equal(plain[1], shifted[1])
+    assert np.allclose(np.array(shifted[2]) - np.array(plain[2]), 500.0)
