@@ -27,6 +27,7 @@ dimension at least 2, sample counts different from the dimension.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -625,8 +626,6 @@ def fit_call(
 
 def signature_defaults(student: Student, name: str) -> dict[str, Any]:
     """Default values of ``student.<name>``'s parameters (plain numbers and strings only)."""
-    import inspect
-
     params = inspect.signature(getattr(student, name)).parameters.values()
     return {
         p.name: p.default
