@@ -148,7 +148,7 @@ class SinhNormalSampler:
         return mu + torch.exp(log_sigma) * torch.sinh(eps)
 
     def derivatives(self, params: Sequence[Tensor], eps: Tensor) -> list[Tensor]:
-        """Per-sample :math:`\partial z/\partial\mu = 1`, :math:`\partial z/\partial\log\sigma = \sigma\sinh\epsilon`."""
+        r"""Per-sample :math:`\partial z/\partial\mu = 1`, :math:`\partial z/\partial\log\sigma = \sigma\sinh\epsilon`."""
         _, log_sigma = params
         return [torch.ones_like(eps), torch.exp(log_sigma) * torch.sinh(eps)]
 
@@ -163,7 +163,7 @@ class WeibullSampler:
         return scale * torch.sqrt(-torch.log1p(-u))
 
     def derivatives(self, params: Sequence[Tensor], u: Tensor) -> list[Tensor]:
-        """Per-sample :math:`\partial z/\partial\lambda = z/\lambda`."""
+        r"""Per-sample :math:`\partial z/\partial\lambda = z/\lambda`."""
         del params
         return [torch.sqrt(-torch.log1p(-u))]
 
@@ -178,7 +178,7 @@ class LogisticSampler:
         return loc + scale * (torch.log(u) - torch.log1p(-u))
 
     def derivatives(self, params: Sequence[Tensor], u: Tensor) -> list[Tensor]:
-        """Per-sample :math:`\partial z/\partial\mu = 1`, :math:`\partial z/\partial s = \log u - \log(1-u)`."""
+        r"""Per-sample :math:`\partial z/\partial\mu = 1`, :math:`\partial z/\partial s = \log u - \log(1-u)`."""
         del params
         return [torch.ones_like(u), torch.log(u) - torch.log1p(-u)]
 
