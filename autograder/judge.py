@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import importlib.util
 import json
 import re
 import time
@@ -143,6 +144,9 @@ def grader_fingerprint(
         autograder_dir / "hidden" / f"{module}.py",
     ]
     files += [course_dir / "reference" / f"{module}.py"]
+    root = sandbox.repo_root()
+    if root is not None:  # the release decides which cells are grade cells
+        files += [root / "assignments" / assignment / f"{assignment}.ipynb"]
     for plugin in plugins:
         path = Path(importlib.import_module(plugin).__file__)  # type: ignore[arg-type]
         files += (
@@ -346,6 +350,9 @@ def _preload(public_plugins: Sequence[str]) -> list[str]:
         "autograder.probes",
         "course_lib",
     ]
+    if importlib.util.find_spec("matplotlib") is not None:
+        # Every notebook plots: import pyplot (and build its font cache) once per zygote.
+        base.append("matplotlib.pyplot")
     return [*public_plugins, *base, *checks]
 
 

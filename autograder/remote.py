@@ -209,6 +209,9 @@ class _Zygote:
         import socket
 
         self.socket, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cache = os.path.join(
+            tempfile.gettempdir(), f"autograde-matplotlib-{os.getuid()}"
+        )
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -221,7 +224,7 @@ class _Zygote:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             cwd="/",
-            env=env,
+            env={**env, "MPLCONFIGDIR": cache},  # the font cache, built once and kept
         )
         child.close()
         self.exits: dict[int, int] = {}

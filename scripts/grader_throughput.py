@@ -207,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         rate = 60 * len(pairs) / seconds
         ratio = f"  {reference / seconds:.2f}x nbgrader" if reference else ""
         print(f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}")
+    if len(outputs) > 1:
+        print(
+            "identical results.json for every --jobs"
+            if not unequal
+            else f"results.json differ between --jobs: {unequal}"
+        )
     if not args.no_nbgrader:
         print(
             "same points as nbgrader for every (student, task)"
