@@ -87,6 +87,18 @@ def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
     return results
 
 
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _clean_stale_workdirs() -> None:
     """Remove worker directories left by judges that were killed."""
     for path in Path(tempfile.gettempdir()).glob("autograde-*-*"):
@@ -156,6 +168,13 @@ def grade_batch(
         return 2
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale_workdirs()
+    for partial in out.glob(
+        "*/*/.*.tmp"
+    ):  # a write cut short by a kill: never a result
+        if not _alive(
+            partial.suffixes[-2].lstrip(".") if len(partial.suffixes) > 1 else ""
+        ):
+            partial.unlink(missing_ok=True)
     fingerprints = {
         a: grader_fingerprint(limits, a, plugins)
         for a in sorted({s.assignment for s in submissions})
