@@ -9,6 +9,8 @@ TORCH_PIN ?= torch==2.13.0
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONDONTWRITEBYTECODE := 1
+# nbgrader shells out to `alembic` and tests call `nbgrader`/`autograde`: the venv's bin first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install test test-fast test-gpu grade lab lint format typecheck release student-bundle \
         calibrate bench gradescope clean

@@ -345,6 +345,10 @@ def _preload(public_plugins: Sequence[str]) -> list[str]:
     base = [
         "numpy",
         "torch",
+        # Importing torch._dynamo wraps torch.manual_seed, and the first optimizer.step() of
+        # any training loop imports it: load it before the worker snapshots torch's functions
+        # for tamper detection, or honest training cells look like tampering.
+        "torch._dynamo",
         "autograder.subject",
         "autograder.transport",
         "autograder.probes",

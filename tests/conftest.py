@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
+
+# nbgrader runs `alembic` from PATH; tests run `nbgrader` and `autograde`: put this
+# interpreter's bin first, so `.venv/bin/python -m pytest` works without activating.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 # Must be set before autograder.profiles is imported: mutants fail without shrinking.
 os.environ.setdefault("AUTOGRADER_SHRINK", "0")

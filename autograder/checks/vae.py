@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch._dynamo  # see below
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,11 +45,6 @@ from autograder.core import Failure, check, expect
 from autograder.profiles import GRADING, STATISTICAL
 from autograder.strategies import seeds
 from autograder.subject import Student, StudentError, Subject
-
-# Importing torch._dynamo replaces torch.manual_seed with a wrapped version, and the first
-# optimizer.step() of any training loop imports it. The CI worker preloads the check modules
-# before it snapshots torch's functions to detect tampering; importing it here keeps an honest
-# training cell from looking like a submission that replaced torch.manual_seed.
 
 __all__ = [
     "ElboBatch",
