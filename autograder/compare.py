@@ -47,17 +47,30 @@ def assert_close(
     got = as_numpy(actual, what)
     want = as_numpy(expected, what)
     if got.shape != want.shape:
-        raise Failure(f"{what} has shape {got.shape}, expected {want.shape}" + (f": {hint}" if hint else ""))
+        raise Failure(
+            f"{what} has shape {got.shape}, expected {want.shape}"
+            + (f": {hint}" if hint else "")
+        )
     finite = np.isfinite(want)
     bad_finite = finite & ~np.isfinite(got)
     if bad_finite.any():
         index = tuple(int(i) for i in np.argwhere(bad_finite)[0])
         message = f"{what} is {got[index]} at index {index} where {want[index]:.6g} was expected"
-        raise Failure(message + (f": {hint}" if hint else ": look for overflow, log(0) or 0/0"))
+        raise Failure(
+            message + (f": {hint}" if hint else ": look for overflow, log(0) or 0/0")
+        )
     error = np.where(finite, np.abs(got - want) - (atol + rtol * np.abs(want)), 0.0)
     if (error > 0).any() or (~finite & (got != want)).any():
-        flat = int(np.argmax(error)) if (error > 0).any() else int(np.argmax(~finite & (got != want)))
-        index = tuple(int(i) for i in np.unravel_index(flat, want.shape)) if want.shape else ()
+        flat = (
+            int(np.argmax(error))
+            if (error > 0).any()
+            else int(np.argmax(~finite & (got != want)))
+        )
+        index = (
+            tuple(int(i) for i in np.unravel_index(flat, want.shape))
+            if want.shape
+            else ()
+        )
         location = f" at index {index}" if index else ""
         message = f"{what} is wrong{location}: got {got[index]:.6g}, expected {want[index]:.6g}"
         raise Failure(message + (f". {hint}" if hint else ""))

@@ -29,7 +29,15 @@ from typing import Any
 
 from autograder.subject import StudentError, Subject
 
-__all__ = ["CheckResult", "Failure", "Property", "check", "expect", "registered", "run_property"]
+__all__ = [
+    "CheckResult",
+    "Failure",
+    "Property",
+    "check",
+    "expect",
+    "registered",
+    "run_property",
+]
 
 PropertyFn = Callable[[Subject], None]
 _REGISTRY: dict[str, list[Property]] = {}
@@ -69,7 +77,12 @@ class Property:
 
 
 def check(
-    task: str, name: str, *, points: float, timeout_s: float = 60.0, alpha: float | None = None
+    task: str,
+    name: str,
+    *,
+    points: float,
+    timeout_s: float = 60.0,
+    alpha: float | None = None,
 ) -> Callable[[Any], Any]:
     """Register the decorated function as a property of ``task``; the module sets the tier.
 
@@ -120,7 +133,10 @@ class CheckResult:
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
     """SIGALRM-based limit, only where signals work (the main thread on POSIX)."""
-    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    usable = (
+        hasattr(signal, "SIGALRM")
+        and threading.current_thread() is threading.main_thread()
+    )
     if not usable or seconds <= 0:
         yield
         return
@@ -140,17 +156,27 @@ def _time_limit(seconds: float) -> Iterator[None]:
 def _counterexample(error: BaseException) -> str:
     """Hypothesis's 'Falsifying example' note, without the subject argument."""
     for note in getattr(error, "__notes__", []) or []:
-        if note.startswith(("Falsifying example", "Failing test case", "Failing explicit example")):
+        if note.startswith(
+            ("Falsifying example", "Failing test case", "Failing explicit example")
+        ):
             text = note.split("(", 1)[-1].rsplit(")", 1)[0]
-            parts = [p.split("  # ")[0].strip() for p in text.split("\n") if p.strip() and "subject=" not in p]
+            parts = [
+                p.split("  # ")[0].strip()
+                for p in text.split("\n")
+                if p.strip() and "subject=" not in p
+            ]
             return " ".join(parts).rstrip(",")
     return ""
 
 
 def _feedback(error: BaseException) -> tuple[str, list[str]]:
     if isinstance(error, StudentError):
-        flags = [error.kind] if error.kind in ("timeout", "crashed", "forbidden") else []
-        text = error.summary if error.kind == "missing" else f"Your code {error.summary}"
+        flags = (
+            [error.kind] if error.kind in ("timeout", "crashed", "forbidden") else []
+        )
+        text = (
+            error.summary if error.kind == "missing" else f"Your code {error.summary}"
+        )
         return text, flags
     if isinstance(error, Failure):
         return str(error), []
@@ -162,7 +188,10 @@ def _feedback(error: BaseException) -> tuple[str, list[str]]:
             "without the seed or noise it was given?",
             [],
         )
-    return f"the grader could not run this check ({type(error).__name__}: {error}); tell your instructor", ["grader_error"]
+    return (
+        f"the grader could not run this check ({type(error).__name__}: {error}); tell your instructor",
+        ["grader_error"],
+    )
 
 
 def run_property(prop: Property, subject: Subject) -> CheckResult:
@@ -185,7 +214,10 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
             prop.fn(subject)
         passed = True
     except _PropertyTimeout:
-        feedback, flags = f"this check did not finish within {prop.timeout_s:.0f} s: look for an infinite loop or very slow code", ["timeout"]
+        feedback, flags = (
+            f"this check did not finish within {prop.timeout_s:.0f} s: look for an infinite loop or very slow code",
+            ["timeout"],
+        )
     except Exception as error:
         feedback, flags = _feedback(error)
         example = _counterexample(error)
@@ -195,4 +227,14 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
     score = prop.points if passed else 0.0
     if not math.isfinite(score):
         score = 0.0
-    return CheckResult(prop.task, prop.name, prop.tier, score, prop.points, passed, feedback, seconds, flags)
+    return CheckResult(
+        prop.task,
+        prop.name,
+        prop.tier,
+        score,
+        prop.points,
+        passed,
+        feedback,
+        seconds,
+        flags,
+    )

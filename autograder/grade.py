@@ -15,7 +15,9 @@ __all__ = ["format_report", "grade", "run_task"]
 _TIERS = {"public": ("public",), "hidden": ("hidden",), "all": ("public", "hidden")}
 
 
-def run_task(task_id: str, subject: Subject, tiers: tuple[str, ...] = ("public", "hidden")) -> list[CheckResult]:
+def run_task(
+    task_id: str, subject: Subject, tiers: tuple[str, ...] = ("public", "hidden")
+) -> list[CheckResult]:
     """Run every property of ``task_id`` in ``tiers`` against ``subject``."""
     return [run_property(prop, subject) for prop in properties(task_id, tiers)]
 
@@ -63,7 +65,11 @@ def grade(
         raise ValueError(f"tier must be one of {', '.join(_TIERS)}, got {tier!r}")
     if namespace is None:
         frame = inspect.currentframe()
-        namespace = frame.f_back.f_globals if frame is not None and frame.f_back is not None else {}
+        namespace = (
+            frame.f_back.f_globals
+            if frame is not None and frame.f_back is not None
+            else {}
+        )
     names = dict(namespace)
     if impl is not None:
         names[task_id] = impl
@@ -80,5 +86,7 @@ def grade(
         if tiers == ("public",):
             remaining = TASKS[task_id].points - sum(r.max_score for r in results)
             if remaining > 0:
-                print(f"  (+{remaining:g} more points from hidden checks when your notebook is graded)")
+                print(
+                    f"  (+{remaining:g} more points from hidden checks when your notebook is graded)"
+                )
     return float(sum(r.score for r in results))

@@ -20,14 +20,21 @@ __all__ = ["invoke", "vjp"]
 
 
 def _snapshot(values: Sequence[Any]) -> list[Any]:
-    return [copy.deepcopy(v) if isinstance(v, (torch.Tensor, np.ndarray)) else None for v in values]
+    return [
+        copy.deepcopy(v) if isinstance(v, (torch.Tensor, np.ndarray)) else None
+        for v in values
+    ]
 
 
 def _changed(before: Any, after: Any) -> bool:
     if isinstance(after, torch.Tensor):
-        return before.shape != after.shape or not torch.equal(before.detach(), after.detach())
+        return before.shape != after.shape or not torch.equal(
+            before.detach(), after.detach()
+        )
     if isinstance(after, np.ndarray):
-        return before.shape != after.shape or not np.array_equal(before, after, equal_nan=True)
+        return before.shape != after.shape or not np.array_equal(
+            before, after, equal_nan=True
+        )
     return False
 
 
@@ -41,8 +48,16 @@ def invoke(student: Student, name: str, *args: Any, **kwargs: Any) -> dict[str, 
     target = getattr(student, name)
     before = _snapshot(args)
     value = target(*args, **kwargs)
-    mutated = [i for i, (b, a) in enumerate(zip(before, args)) if b is not None and _changed(b, a)]
-    grad_left = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.grad is not None]
+    mutated = [
+        i
+        for i, (b, a) in enumerate(zip(before, args))
+        if b is not None and _changed(b, a)
+    ]
+    grad_left = [
+        i
+        for i, a in enumerate(args)
+        if isinstance(a, torch.Tensor) and a.grad is not None
+    ]
     return {"value": value, "mutated": mutated, "grad_left": grad_left}
 
 
@@ -75,7 +90,10 @@ def vjp(
     value = getattr(student, name)(*call_args)
     output = value[output_index] if output_index is not None else value
     if not isinstance(output, torch.Tensor):
-        raise StudentError("bad_result", f"{name} returned a {type(output).__name__}, expected a torch.Tensor")
+        raise StudentError(
+            "bad_result",
+            f"{name} returned a {type(output).__name__}, expected a torch.Tensor",
+        )
     if not output.requires_grad:
         raise StudentError(
             "bad_result",
@@ -84,10 +102,15 @@ def vjp(
         )
     v = torch.ones_like(output) if cotangent is None else cotangent.to(output.dtype)
     if v.shape != output.shape:
-        raise StudentError("bad_result", f"{name} returned shape {tuple(output.shape)}, expected {tuple(v.shape)}")
+        raise StudentError(
+            "bad_result",
+            f"{name} returned shape {tuple(output.shape)}, expected {tuple(v.shape)}",
+        )
     leaves = [call_args[i] for i in wrt]
     grads = torch.autograd.grad(output, leaves, grad_outputs=v, allow_unused=True)
     return {
         "value": value,
-        "grads": [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)],
+        "grads": [
+            torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)
+        ],
     }

@@ -34,4 +34,6 @@ EXACT = settings(max_examples=60, **_BASE)  # type: ignore[arg-type]
 
 #: Statistical properties: a fixed number of executions (for the union bound in their
 #: stated false-failure rate) and no shrinking, which would hunt for extreme seeds.
-STATISTICAL = settings(max_examples=5, **{**_BASE, "phases": [Phase.explicit, Phase.generate]})  # type: ignore[arg-type]
+STATISTICAL = settings(
+    max_examples=5, **{**_BASE, "phases": [Phase.explicit, Phase.generate]}
+)  # type: ignore[arg-type]

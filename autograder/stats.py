@@ -49,7 +49,8 @@ def mean_close(
     if abs(t[worst]) > z:
         raise Failure(
             f"{what} is biased: averaged over {n} draws it is {mean[worst]:.5g}, but the exact "
-            f"value is {want[worst]:.5g} ({abs(t[worst]):.1f} standard errors away)" + (f". {hint}" if hint else "")
+            f"value is {want[worst]:.5g} ({abs(t[worst]):.1f} standard errors away)"
+            + (f". {hint}" if hint else "")
         )
 
 

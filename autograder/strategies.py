@@ -17,7 +17,9 @@ __all__ = ["away_from", "distinct_sizes", "log_scales", "locations", "seeds"]
 def _offset(seed: int) -> int:
     # `make calibrate` varies AUTOGRADER_SEED_OFFSET to rerun statistical checks on fresh
     # seeds; grading leaves it unset, so every student sees the same seeds.
-    return (seed + int(os.environ.get("AUTOGRADER_SEED_OFFSET", "0")) * 0x9E3779B1) % 2**32
+    return (
+        seed + int(os.environ.get("AUTOGRADER_SEED_OFFSET", "0")) * 0x9E3779B1
+    ) % 2**32
 
 
 def seeds() -> st.SearchStrategy[int]:
@@ -25,7 +27,9 @@ def seeds() -> st.SearchStrategy[int]:
     return st.integers(min_value=0, max_value=2**32 - 1).map(_offset)
 
 
-def away_from(low: float, high: float, bad: tuple[float, ...], margin: float) -> st.SearchStrategy[float]:
+def away_from(
+    low: float, high: float, bad: tuple[float, ...], margin: float
+) -> st.SearchStrategy[float]:
     """Floats in ``[low, high]`` at least ``margin`` from every value in ``bad``."""
     return st.floats(low, high, allow_nan=False, allow_infinity=False).filter(
         lambda x: all(abs(x - b) >= margin for b in bad)
@@ -42,6 +46,10 @@ def locations(bound: float = 2.0) -> st.SearchStrategy[float]:
     return away_from(-bound, bound, (0.0,), 0.2)
 
 
-def distinct_sizes(count: int, low: int = 2, high: int = 7) -> st.SearchStrategy[tuple[int, ...]]:
+def distinct_sizes(
+    count: int, low: int = 2, high: int = 7
+) -> st.SearchStrategy[tuple[int, ...]]:
     """``count`` pairwise-distinct sizes (N != K != D keeps transposed axes from matching)."""
-    return st.lists(st.integers(low, high), min_size=count, max_size=count, unique=True).map(tuple)
+    return st.lists(
+        st.integers(low, high), min_size=count, max_size=count, unique=True
+    ).map(tuple)

@@ -56,14 +56,20 @@ class Student:
             return self._namespace[name]
         except KeyError:
             raise StudentError(
-                "missing", f"`{name}` is not defined: run the cell that defines it (and keep its name)"
+                "missing",
+                f"`{name}` is not defined: run the cell that defines it (and keep its name)",
             ) from None
 
 
 def _is_student_frame(filename: str) -> bool:
     if filename.startswith(_PACKAGE_DIR):
         return False
-    markers = ("site-packages", "dist-packages", os.sep + "lib" + os.sep + "python", "<frozen")
+    markers = (
+        "site-packages",
+        "dist-packages",
+        os.sep + "lib" + os.sep + "python",
+        "<frozen",
+    )
     return not any(marker in filename for marker in markers)
 
 
@@ -72,17 +78,28 @@ def describe_exception(error: BaseException) -> StudentError:
     if isinstance(error, StudentError):
         return error
     if isinstance(error, NotImplementedError):
-        return StudentError("not_implemented", "raised NotImplementedError: replace `raise NotImplementedError()` with your code")
+        return StudentError(
+            "not_implemented",
+            "raised NotImplementedError: replace `raise NotImplementedError()` with your code",
+        )
     message = f"raised {type(error).__name__}: {error}".strip()
     if len(message) > 500:
         message = message[:500] + " ..."
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_student_frame(f.filename)]
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if _is_student_frame(f.filename)
+    ]
     if frames:
         frame = frames[-1]
-        where = f" (in `{frame.name}`, line {frame.lineno}: `{(frame.line or '').strip()}`)"
+        where = (
+            f" (in `{frame.name}`, line {frame.lineno}: `{(frame.line or '').strip()}`)"
+        )
         message += where
     if isinstance(error, transport.TransportError):
-        return StudentError("bad_result", f"returned something that cannot be checked: {error}")
+        return StudentError(
+            "bad_result", f"returned something that cannot be checked: {error}"
+        )
     return StudentError("raised", message)
 
 

@@ -39,7 +39,11 @@ class Task:
 
 _POINTS: dict[str, dict[str, float]] = {
     "01_em": {"log_joint": 3, "e_step": 5, "free_energy": 4},
-    "02_score": {"gaussian_score": 3, "score_function_grad": 6, "score_function_grad_loo": 4},
+    "02_score": {
+        "gaussian_score": 3,
+        "score_function_grad": 6,
+        "score_function_grad_loo": 4,
+    },
     "03_reparam": {
         "gaussian_rsample": 2,
         "exponential_rsample": 2,
@@ -49,7 +53,13 @@ _POINTS: dict[str, dict[str, float]] = {
         "lognormal_rsample": 2,
         "reparam_grad": 4,
     },
-    "04_elbo": {"gaussian_entropy": 2, "elbo": 4, "elbo_entropy_form": 3, "elbo_score_grad": 4, "fit_bbvi": 5},
+    "04_elbo": {
+        "gaussian_entropy": 2,
+        "elbo": 4,
+        "elbo_entropy_form": 3,
+        "elbo_score_grad": 4,
+        "fit_bbvi": 5,
+    },
     "05_vae": {
         "reparameterize": 2,
         "gaussian_kl": 3,
@@ -72,7 +82,9 @@ TASKS: dict[str, Task] = {
 def tasks_of(assignment: str) -> list[Task]:
     """Tasks of one assignment, in notebook order."""
     if assignment not in ASSIGNMENTS:
-        raise KeyError(f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}")
+        raise KeyError(
+            f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}"
+        )
     return [task for task in TASKS.values() if task.assignment == assignment]
 
 
@@ -85,7 +97,9 @@ def hidden_available() -> bool:
     return True
 
 
-def properties(task_id: str, tiers: tuple[str, ...] = ("public", "hidden")) -> list[Property]:
+def properties(
+    task_id: str, tiers: tuple[str, ...] = ("public", "hidden")
+) -> list[Property]:
     """The properties of ``task_id`` in the given tiers, importing their modules on demand."""
     if task_id not in TASKS:
         raise KeyError(f"unknown task {task_id!r}")

@@ -52,7 +52,11 @@ def _plain(value: Any, path: str) -> Any:
 
 def _restore(value: Any) -> Any:
     if isinstance(value, tuple):
-        if len(value) == 2 and value[0] == _ARRAY_TAG and isinstance(value[1], torch.Tensor):
+        if (
+            len(value) == 2
+            and value[0] == _ARRAY_TAG
+            and isinstance(value[1], torch.Tensor)
+        ):
             return value[1].numpy()
         return tuple(_restore(v) for v in value)
     if isinstance(value, list):
@@ -74,7 +78,9 @@ def decode(payload: bytes) -> Any:
     try:
         loaded = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
     except Exception as error:  # malformed or hostile payload
-        raise TransportError(f"the result could not be read back: {type(error).__name__}") from error
+        raise TransportError(
+            f"the result could not be read back: {type(error).__name__}"
+        ) from error
     return _restore(loaded)
 
 

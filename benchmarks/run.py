@@ -35,7 +35,9 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def compare(ours: Callable[[], object], baseline: Callable[[], object], repeats: int) -> tuple[float, float]:
+def compare(
+    ours: Callable[[], object], baseline: Callable[[], object], repeats: int
+) -> tuple[float, float]:
     """Alternate the two, best of ``repeats`` each."""
     ours(), baseline()  # warm-up
     t_ours, t_base = [], []
@@ -58,8 +60,16 @@ def bench_e_step(quick: bool, repeats: int) -> tuple[str, float, float]:
     gmm = GaussianMixture(k, covariance_type="full")
     gmm.weights_, gmm.means_, gmm.covariances_ = weights, means, covs
     gmm.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(covs))
-    ours, base = compare(lambda: em.e_step(X, weights, means, covs), lambda: gmm._estimate_log_prob_resp(X), repeats)
-    return f"e_step vs scikit-learn `_estimate_log_prob_resp` (N={n:,}, K={k}, D={d}, float64)", ours, base
+    ours, base = compare(
+        lambda: em.e_step(X, weights, means, covs),
+        lambda: gmm._estimate_log_prob_resp(X),
+        repeats,
+    )
+    return (
+        f"e_step vs scikit-learn `_estimate_log_prob_resp` (N={n:,}, K={k}, D={d}, float64)",
+        ours,
+        base,
+    )
 
 
 def bench_score(quick: bool, repeats: int) -> tuple[str, float, float]:
@@ -80,8 +90,16 @@ def bench_score(quick: bool, repeats: int) -> tuple[str, float, float]:
         surrogate = (f(z, m, ls).detach() * q.log_prob(z).sum(-1)).mean()
         return torch.autograd.grad(surrogate, (m, ls))
 
-    ours, base = compare(lambda: score.score_function_grad(f, make_q, (mu, log_sigma), s), baseline, repeats)
-    return f"score_function_grad vs torch.distributions sample+log_prob surrogate (S={s:,}, D={d})", ours, base
+    ours, base = compare(
+        lambda: score.score_function_grad(f, make_q, (mu, log_sigma), s),
+        baseline,
+        repeats,
+    )
+    return (
+        f"score_function_grad vs torch.distributions sample+log_prob surrogate (S={s:,}, D={d})",
+        ours,
+        base,
+    )
 
 
 def bench_pathwise(quick: bool, repeats: int) -> tuple[str, float, float]:
@@ -103,7 +121,11 @@ def bench_pathwise(quick: bool, repeats: int) -> tuple[str, float, float]:
         return torch.autograd.grad(f(z).mean(), (m, ls))
 
     t_ours, t_base = compare(ours, baseline, repeats)
-    return f"reparam_grad + gaussian_rsample vs torch.distributions rsample (S={s:,}, D={d}, noise drawn inside both)", t_ours, t_base
+    return (
+        f"reparam_grad + gaussian_rsample vs torch.distributions rsample (S={s:,}, D={d}, noise drawn inside both)",
+        t_ours,
+        t_base,
+    )
 
 
 class _ExamplesVAE(torch.nn.Module):
@@ -111,7 +133,11 @@ class _ExamplesVAE(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc1, self.fc21, self.fc22 = torch.nn.Linear(784, 400), torch.nn.Linear(400, 20), torch.nn.Linear(400, 20)
+        self.fc1, self.fc21, self.fc22 = (
+            torch.nn.Linear(784, 400),
+            torch.nn.Linear(400, 20),
+            torch.nn.Linear(400, 20),
+        )
         self.fc3, self.fc4 = torch.nn.Linear(20, 400), torch.nn.Linear(400, 784)
 
     def forward(self, x):
@@ -138,12 +164,16 @@ def _baseline_epoch(images: np.ndarray) -> None:
     torch.manual_seed(0)
     model = _ExamplesVAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(_ImageDataset(images), batch_size=128, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(images), batch_size=128, shuffle=True
+    )
     model.train()
     for data, _ in loader:
         optimizer.zero_grad()
         recon, mu, logvar = model(data)
-        bce = torch.nn.functional.binary_cross_entropy(recon, data.view(-1, 784), reduction="sum")
+        bce = torch.nn.functional.binary_cross_entropy(
+            recon, data.view(-1, 784), reduction="sum"
+        )
         kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         (bce + kld).backward()
         optimizer.step()
@@ -161,24 +191,39 @@ def bench_vae(quick: bool, repeats: int) -> tuple[str, float, float]:
 
     t_ours, t_base = compare(ours, lambda: _baseline_epoch(images), repeats)
     n = len(images)
-    return f"VAE training, 1 epoch of {n:,} MNIST images, batch 128, 784-400-20, CPU (images/s: ours {n / t_ours:,.0f}, baseline {n / t_base:,.0f}) vs a pytorch/examples-style DataLoader loop", t_ours, t_base
+    return (
+        f"VAE training, 1 epoch of {n:,} MNIST images, batch 128, 784-400-20, CPU (images/s: ours {n / t_ours:,.0f}, baseline {n / t_base:,.0f}) vs a pytorch/examples-style DataLoader loop",
+        t_ours,
+        t_base,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes, for a smoke run"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"
-    lines = [f"Machine: {machine}", "", "| benchmark | ours (s) | baseline (s) | speed-up (baseline / ours) |", "|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| benchmark | ours (s) | baseline (s) | speed-up (baseline / ours) |",
+        "|---|---|---|---|",
+    ]
     print(lines[0], flush=True)
     for bench in (bench_e_step, bench_score, bench_pathwise, bench_vae):
         name, ours, base = bench(args.quick, args.repeats)
         lines.append(f"| {name} | {ours:.4f} | {base:.4f} | {base / ours:.2f}x |")
         print(lines[-1], flush=True)
     if args.out:
-        args.out.write_text("# Benchmarks\n\n`make bench` (benchmarks/run.py): best of 5 interleaved runs per side, ratios in one process.\n\n" + "\n".join(lines) + "\n")
+        args.out.write_text(
+            "# Benchmarks\n\n`make bench` (benchmarks/run.py): best of 5 interleaved runs per side, ratios in one process.\n\n"
+            + "\n".join(lines)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

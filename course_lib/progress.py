@@ -19,7 +19,9 @@ def _in_notebook() -> bool:
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
 
 
-def progress(iterable: Iterable[T], *, desc: str = "", disable: bool = False, **kwargs: Any) -> Iterable[T]:
+def progress(
+    iterable: Iterable[T], *, desc: str = "", disable: bool = False, **kwargs: Any
+) -> Iterable[T]:
     """Wrap ``iterable`` in a tqdm bar: a widget in Jupyter, stdout text elsewhere."""
     if disable:
         return iterable

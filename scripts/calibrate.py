@@ -40,7 +40,9 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for task_id in args.tasks:
-        module = importlib.import_module(f"course_lib.reference.{TASKS[task_id].module}")
+        module = importlib.import_module(
+            f"course_lib.reference.{TASKS[task_id].module}"
+        )
         names = {n: getattr(module, n) for n in module.__all__}
         subject = LocalSubject(names)
         for prop in properties(task_id):

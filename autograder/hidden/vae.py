@@ -37,19 +37,31 @@ from autograder.strategies import seeds
 from autograder.subject import LocalSubject, Subject
 from course_lib.reference import vae as reference
 
-_REFERENCE = LocalSubject({name: getattr(reference, name) for name in reference.__all__})
+_REFERENCE = LocalSubject(
+    {name: getattr(reference, name) for name in reference.__all__}
+)
 _SETTINGS = settings(GRADING, max_examples=10)
 _FLOAT32 = {"rtol": 1e-5, "atol": 1e-3}
 
 
-def _against_reference(subject: Subject, name: str, args: tuple[Any, ...], hint: str, **tol: float) -> None:
+def _against_reference(
+    subject: Subject, name: str, args: tuple[Any, ...], hint: str, **tol: float
+) -> None:
     """Run ``name(*args)`` on both sides; same dtype, no side effects, close values."""
     got = subject.call(probes.invoke, name, *args)
     want = _REFERENCE.call(probes.invoke, name, *args)["value"]
-    expect(not got["mutated"], f"{name} modified its argument(s) {got['mutated']} in place")
+    expect(
+        not got["mutated"], f"{name} modified its argument(s) {got['mutated']} in place"
+    )
     value = got["value"]
-    expect(isinstance(value, torch.Tensor), f"{name} returned a {type(value).__name__}, expected a torch.Tensor")
-    expect(value.dtype == want.dtype, f"{name} returned {value.dtype} for {want.dtype} inputs: keep the input dtype")
+    expect(
+        isinstance(value, torch.Tensor),
+        f"{name} returned a {type(value).__name__}, expected a torch.Tensor",
+    )
+    expect(
+        value.dtype == want.dtype,
+        f"{name} returned {value.dtype} for {want.dtype} inputs: keep the input dtype",
+    )
     assert_close(value, want, f"the result of {name}", hint=hint, **{**_FLOAT32, **tol})
 
 
@@ -57,40 +69,78 @@ def _mnist_sized(batch: int, seed: int, dtype: str = "float32") -> LatentBatch:
     return LatentBatch(batch, 20, seed, dtype, -20.0, 10.0)
 
 
-@check("reparameterize", "matches the reference in float32 on (B, 20) latents, logvar from -20 to 10", points=1)
+@check(
+    "reparameterize",
+    "matches the reference in float32 on (B, 20) latents, logvar from -20 to 10",
+    points=1,
+)
 @_SETTINGS
 @given(batch=st.integers(2, 64).filter(lambda b: b != 20), seed=seeds())
 def reparameterize_reference(subject: Subject, batch: int, seed: int) -> None:
     mu, logvar, eps = _mnist_sized(batch, seed).tensors()
-    _against_reference(subject, "reparameterize", (mu, logvar, eps), "z = mu + exp(logvar / 2) * eps", rtol=1e-5, atol=1e-6)
+    _against_reference(
+        subject,
+        "reparameterize",
+        (mu, logvar, eps),
+        "z = mu + exp(logvar / 2) * eps",
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
-@check("gaussian_kl", "matches the reference in float32 on (B, 20) latents, logvar from -20 to 10", points=1)
+@check(
+    "gaussian_kl",
+    "matches the reference in float32 on (B, 20) latents, logvar from -20 to 10",
+    points=1,
+)
 @_SETTINGS
 @given(batch=st.integers(2, 64).filter(lambda b: b != 20), seed=seeds())
 def kl_reference(subject: Subject, batch: int, seed: int) -> None:
     mu, logvar, _ = _mnist_sized(batch, seed).tensors()
-    _against_reference(subject, "gaussian_kl", (mu, logvar), "KL summed over the 20 latent dimensions, one value per image")
-
-
-@check("bernoulli_log_likelihood", "matches the reference in float32 on (B, 784) images with logits up to +-1e4", points=1)
-@_SETTINGS
-@given(batch=st.integers(2, 16), seed=seeds(), extreme=st.booleans())
-def likelihood_reference(subject: Subject, batch: int, seed: int, extreme: bool) -> None:
-    x, logits = PixelBatch(batch, 784, seed, "float32", extreme).tensors()
     _against_reference(
-        subject, "bernoulli_log_likelihood", (x, logits),
-        "sum over the 784 pixels of x log sigmoid(l) + (1 - x) log sigmoid(-l), stable for large |l|",
-        rtol=1e-5, atol=2e-2 if extreme else 1e-3,
+        subject,
+        "gaussian_kl",
+        (mu, logvar),
+        "KL summed over the 20 latent dimensions, one value per image",
     )
 
 
-@check("negative_elbo", "matches the reference in float32 on (B, 784) images and (B, 20) latents", points=0.5)
+@check(
+    "bernoulli_log_likelihood",
+    "matches the reference in float32 on (B, 784) images with logits up to +-1e4",
+    points=1,
+)
+@_SETTINGS
+@given(batch=st.integers(2, 16), seed=seeds(), extreme=st.booleans())
+def likelihood_reference(
+    subject: Subject, batch: int, seed: int, extreme: bool
+) -> None:
+    x, logits = PixelBatch(batch, 784, seed, "float32", extreme).tensors()
+    _against_reference(
+        subject,
+        "bernoulli_log_likelihood",
+        (x, logits),
+        "sum over the 784 pixels of x log sigmoid(l) + (1 - x) log sigmoid(-l), stable for large |l|",
+        rtol=1e-5,
+        atol=2e-2 if extreme else 1e-3,
+    )
+
+
+@check(
+    "negative_elbo",
+    "matches the reference in float32 on (B, 784) images and (B, 20) latents",
+    points=0.5,
+)
 @_SETTINGS
 @given(batch=st.integers(2, 16), seed=seeds())
 def negative_elbo_reference(subject: Subject, batch: int, seed: int) -> None:
     x, logits, mu, logvar = ElboBatch(batch, 784, 20, seed, "float32").tensors()
-    _against_reference(subject, "negative_elbo", (x, logits, mu, logvar), "the batch mean of KL - log-likelihood")
+    _against_reference(
+        subject,
+        "negative_elbo",
+        (x, logits, mu, logvar),
+        "the batch mean of KL - log-likelihood",
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -112,14 +162,26 @@ def _rows_differ(value: torch.Tensor) -> bool:
     return bool((value - value[:1]).abs().max() > 0)
 
 
-@check("Encoder", "mu and logvar are separate, unconstrained outputs that depend on the image", points=0.5)
+@check(
+    "Encoder",
+    "mu and logvar are separate, unconstrained outputs that depend on the image",
+    points=0.5,
+)
 @_MODULE_SETTINGS
 @given(seed=seeds())
 def encoder_unconstrained(subject: Subject, seed: int) -> None:
-    report = subject.call(module_report, "Encoder", (), {}, _images(64, 784, seed), seed, 2)
+    report = subject.call(
+        module_report, "Encoder", (), {}, _images(64, 784, seed), seed, 2
+    )
     mu, logvar = report["train"]
-    expect(not torch.equal(mu, logvar), "mu and logvar are the same tensor: give logvar its own output layer (or half of one)")
-    expect(_rows_differ(mu), "mu is the same for every image: the encoder should depend on x")
+    expect(
+        not torch.equal(mu, logvar),
+        "mu and logvar are the same tensor: give logvar its own output layer (or half of one)",
+    )
+    expect(
+        _rows_differ(mu),
+        "mu is the same for every image: the encoder should depend on x",
+    )
     expect(
         bool((mu < 0).any()) and bool((mu > 0).any()),
         "mu never changes sign: do not pass the mean through a ReLU, sigmoid or exp",
@@ -131,29 +193,55 @@ def encoder_unconstrained(subject: Subject, seed: int) -> None:
     )
 
 
-@check("Encoder", "encodes each image on its own, with trainable parameters sized by hidden_dim", points=0.5)
+@check(
+    "Encoder",
+    "encodes each image on its own, with trainable parameters sized by hidden_dim",
+    points=0.5,
+)
 @_MODULE_SETTINGS
 @given(seed=seeds())
 def encoder_structure(subject: Subject, seed: int) -> None:
     x = _images(7, 30, seed)
     small = subject.call(module_report, "Encoder", (30, 12, 3), {}, x, seed, 2)
     large = subject.call(module_report, "Encoder", (30, 24, 3), {}, x, seed, 2)
-    expect(small["n_params"] > 0, "Encoder has no trainable parameters: register layers as attributes or in nn.ModuleList, not a Python list")
-    expect(small["reached"] > 0, "mu and logvar do not depend on any parameter of the Encoder")
-    expect(small["n_params"] != large["n_params"], "Encoder(30, 12, 3) and Encoder(30, 24, 3) have the same number of parameters: use hidden_dim")
+    expect(
+        small["n_params"] > 0,
+        "Encoder has no trainable parameters: register layers as attributes or in nn.ModuleList, not a Python list",
+    )
+    expect(
+        small["reached"] > 0,
+        "mu and logvar do not depend on any parameter of the Encoder",
+    )
+    expect(
+        small["n_params"] != large["n_params"],
+        "Encoder(30, 12, 3) and Encoder(30, 24, 3) have the same number of parameters: use hidden_dim",
+    )
     for k, what in enumerate(("mu", "logvar")):
         assert_close(
-            small["rows"][k], small["eval"][k], f"{what} encoded one image at a time", rtol=1e-5, atol=1e-6,
+            small["rows"][k],
+            small["eval"][k],
+            f"{what} encoded one image at a time",
+            rtol=1e-5,
+            atol=1e-6,
             hint="in eval mode each image's code should not depend on the other images of the batch",
         )
 
 
-@check("Decoder", "returns unconstrained logits (not probabilities) that depend on z", points=0.5)
+@check(
+    "Decoder",
+    "returns unconstrained logits (not probabilities) that depend on z",
+    points=0.5,
+)
 @_MODULE_SETTINGS
 @given(seed=seeds())
 def decoder_unconstrained(subject: Subject, seed: int) -> None:
-    (logits,) = subject.call(module_report, "Decoder", (), {}, _latents(16, 20, seed), seed, 1)["train"]
-    expect(_rows_differ(logits), "the logits are the same for every z: the decoder should depend on z")
+    (logits,) = subject.call(
+        module_report, "Decoder", (), {}, _latents(16, 20, seed), seed, 1
+    )["train"]
+    expect(
+        _rows_differ(logits),
+        "the logits are the same for every z: the decoder should depend on z",
+    )
     expect(
         bool((logits < 0).any()) and bool((logits > 0).any()),
         "the decoder's outputs never change sign: return logits (the raw output of the last linear "
@@ -161,18 +249,34 @@ def decoder_unconstrained(subject: Subject, seed: int) -> None:
     )
 
 
-@check("Decoder", "decodes each latent on its own, with trainable parameters sized by hidden_dim", points=0.5)
+@check(
+    "Decoder",
+    "decodes each latent on its own, with trainable parameters sized by hidden_dim",
+    points=0.5,
+)
 @_MODULE_SETTINGS
 @given(seed=seeds())
 def decoder_structure(subject: Subject, seed: int) -> None:
     z = _latents(7, 3, seed)
     small = subject.call(module_report, "Decoder", (3, 12, 30), {}, z, seed, 1)
     large = subject.call(module_report, "Decoder", (3, 24, 30), {}, z, seed, 1)
-    expect(small["n_params"] > 0, "Decoder has no trainable parameters: register layers as attributes or in nn.ModuleList, not a Python list")
-    expect(small["reached"] > 0, "the logits do not depend on any parameter of the Decoder")
-    expect(small["n_params"] != large["n_params"], "Decoder(3, 12, 30) and Decoder(3, 24, 30) have the same number of parameters: use hidden_dim")
+    expect(
+        small["n_params"] > 0,
+        "Decoder has no trainable parameters: register layers as attributes or in nn.ModuleList, not a Python list",
+    )
+    expect(
+        small["reached"] > 0, "the logits do not depend on any parameter of the Decoder"
+    )
+    expect(
+        small["n_params"] != large["n_params"],
+        "Decoder(3, 12, 30) and Decoder(3, 24, 30) have the same number of parameters: use hidden_dim",
+    )
     assert_close(
-        small["rows"][0], small["eval"][0], "logits decoded one latent at a time", rtol=1e-5, atol=1e-6,
+        small["rows"][0],
+        small["eval"][0],
+        "logits decoded one latent at a time",
+        rtol=1e-5,
+        atol=1e-6,
         hint="in eval mode each image's logits should not depend on the other latents of the batch",
     )
 
@@ -184,14 +288,23 @@ def decoder_structure(subject: Subject, seed: int) -> None:
 VAE_NOISE_ALPHA = 1e-6
 
 
-@check("VAE", "the reconstruction gradient reaches the encoder through z, and the decoder", points=0.5)
+@check(
+    "VAE",
+    "the reconstruction gradient reaches the encoder through z, and the decoder",
+    points=0.5,
+)
 @_MODULE_SETTINGS
 @given(seed=seeds())
 def vae_gradients(subject: Subject, seed: int) -> None:
     x = _images(6, 30, seed)
     eps = _latents(6, 3, seed + 1)
-    reached = subject.call(vae_report, (30, 17, 3), x, eps, seed, gradients=True)["reached"]
-    expect(reached["decoder"] > 0, "-log p(x|z) does not depend on the decoder's parameters")
+    reached = subject.call(vae_report, (30, 17, 3), x, eps, seed, gradients=True)[
+        "reached"
+    ]
+    expect(
+        reached["decoder"] > 0,
+        "-log p(x|z) does not depend on the decoder's parameters",
+    )
     expect(
         reached["encoder"] > 0,
         "-log p(x|z) sends no gradient to the encoder: z must stay connected to mu and logvar "
@@ -199,7 +312,12 @@ def vae_gradients(subject: Subject, seed: int) -> None:
     )
 
 
-@check("VAE", "forward(x) without eps draws eps ~ N(0, 1)", points=0.5, alpha=VAE_NOISE_ALPHA)
+@check(
+    "VAE",
+    "forward(x) without eps draws eps ~ N(0, 1)",
+    points=0.5,
+    alpha=VAE_NOISE_ALPHA,
+)
 @settings(STATISTICAL, max_examples=1)
 @given(seed=seeds())
 def vae_noise_is_standard_normal(subject: Subject, seed: int) -> None:
@@ -207,7 +325,10 @@ def vae_noise_is_standard_normal(subject: Subject, seed: int) -> None:
     at most 1e-6 (exact z and chi-square quantiles, see :func:`noise_test`)."""
     x = _images(500, 30, seed)
     report = subject.call(vae_report, (30, 17, 3), x, None, seed % 2**31)
-    expect(report["hooked"], "VAE.forward should call self.encoder(x) and then self.decoder(z)")
+    expect(
+        report["hooked"],
+        "VAE.forward should call self.encoder(x) and then self.decoder(z)",
+    )
     mu, logvar, z = report["mu"], report["logvar"], report["z"]
     eps = (z.double() - mu.double()) / torch.exp(0.5 * logvar.double())
     problem = noise_test([eps], VAE_NOISE_ALPHA)
@@ -221,7 +342,12 @@ def vae_noise_is_standard_normal(subject: Subject, seed: int) -> None:
 TRAIN_NOISE_ALPHA = 1e-6
 
 
-@check("train_vae", "every image gets fresh N(0, 1) noise at every step", points=0.5, alpha=TRAIN_NOISE_ALPHA)
+@check(
+    "train_vae",
+    "every image gets fresh N(0, 1) noise at every step",
+    points=0.5,
+    alpha=TRAIN_NOISE_ALPHA,
+)
 @settings(STATISTICAL, max_examples=1)
 @given(seed=seeds())
 def train_noise(subject: Subject, seed: int) -> None:
@@ -242,9 +368,16 @@ def train_zero_grad(subject: Subject) -> None:
     )
 
 
-@check("train_vae", "accepts a numpy array, leaves train_x unchanged, and trains on the requested device", points=0.5)
+@check(
+    "train_vae",
+    "accepts a numpy array, leaves train_x unchanged, and trains on the requested device",
+    points=0.5,
+)
 def train_inputs_and_device(subject: Subject) -> None:
-    runs = [("a numpy array", TrainConfig(numpy_input=True, epochs=1)), ("a tensor", TrainConfig(epochs=1))]
+    runs = [
+        ("a numpy array", TrainConfig(numpy_input=True, epochs=1)),
+        ("a tensor", TrainConfig(epochs=1)),
+    ]
     here = subject.call(devices_here)
     if here["cuda"]:
         runs.append(("device='cuda'", TrainConfig(epochs=1, device="cuda")))
@@ -252,8 +385,14 @@ def train_inputs_and_device(subject: Subject) -> None:
         runs.append(("device=None", TrainConfig(epochs=1, device=None)))
     for what, config in runs:
         report = run_train_vae(subject, config)
-        expect(report["data_unchanged"], f"train_vae modified train_x (given {what}): work on a copy")
-        expect(all(math.isfinite(v) for v in report["history"]), f"train_vae on {what} returned {report['history']}")
+        expect(
+            report["data_unchanged"],
+            f"train_vae modified train_x (given {what}): work on a copy",
+        )
+        expect(
+            all(math.isfinite(v) for v in report["history"]),
+            f"train_vae on {what} returned {report['history']}",
+        )
         want = here["default"] if config.device is None else config.device
         found = sorted({d.split(":")[0] for d in report["devices"]})
         expect(

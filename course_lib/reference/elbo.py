@@ -20,7 +20,13 @@ from torch import Tensor
 from course_lib._validate import check_tensor, per_sample
 from course_lib.reference.score import gaussian_score
 
-__all__ = ["elbo", "elbo_entropy_form", "elbo_score_grad", "fit_bbvi", "gaussian_entropy"]
+__all__ = [
+    "elbo",
+    "elbo_entropy_form",
+    "elbo_score_grad",
+    "fit_bbvi",
+    "gaussian_entropy",
+]
 
 LogJoint = Callable[[Tensor], Tensor]
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -41,7 +47,9 @@ def _gaussian_log_density(z: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
 def _samples(mu: Tensor, log_sigma: Tensor, eps: Tensor) -> Tensor:
     check_tensor("eps", eps)
     if eps.ndim != 2 or eps.shape[1] != mu.shape[-1]:
-        raise ValueError(f"eps must have shape (S, {mu.shape[-1]}), got {tuple(eps.shape)}")
+        raise ValueError(
+            f"eps must have shape (S, {mu.shape[-1]}), got {tuple(eps.shape)}"
+        )
     return mu + torch.exp(log_sigma) * eps
 
 
@@ -65,7 +73,9 @@ def elbo(log_joint: LogJoint, mu: Tensor, log_sigma: Tensor, eps: Tensor) -> Ten
     return (log_p - _gaussian_log_density(z, mu, log_sigma)).mean()
 
 
-def elbo_entropy_form(log_joint: LogJoint, mu: Tensor, log_sigma: Tensor, eps: Tensor) -> Tensor:
+def elbo_entropy_form(
+    log_joint: LogJoint, mu: Tensor, log_sigma: Tensor, eps: Tensor
+) -> Tensor:
     r"""ELBO with the entropy in closed form: :math:`\frac1S\sum_s \log p(x, z_s) + H(q)`."""
     z = _samples(mu, log_sigma, eps)
     log_p = per_sample("log_joint", log_joint(z), eps.shape[0])
@@ -88,9 +98,13 @@ def elbo_score_grad(
     """
     z, mu, log_sigma = (t.detach() for t in (z, mu, log_sigma))
     with torch.no_grad():
-        weight = per_sample("log_joint", log_joint(z), z.shape[0]) - _gaussian_log_density(z, mu, log_sigma)
+        weight = per_sample(
+            "log_joint", log_joint(z), z.shape[0]
+        ) - _gaussian_log_density(z, mu, log_sigma)
     d_mu, d_log_sigma = gaussian_score(z, mu, log_sigma)
-    return (weight[:, None] * d_mu).mean(dim=0), (weight[:, None] * d_log_sigma).mean(dim=0)
+    return (weight[:, None] * d_mu).mean(dim=0), (weight[:, None] * d_log_sigma).mean(
+        dim=0
+    )
 
 
 def fit_bbvi(

@@ -112,7 +112,9 @@ def free_energy(
     if resp.shape != log_p.shape:
         raise ValueError(f"resp must have shape {log_p.shape}, got {resp.shape}")
     if np.any(resp < 0) or not np.allclose(resp.sum(axis=1), 1.0, atol=1e-8):
-        raise ValueError("every row of resp must be a distribution (non-negative, summing to 1)")
+        raise ValueError(
+            "every row of resp must be a distribution (non-negative, summing to 1)"
+        )
     # resp * log_p is 0 where resp is 0; xlogy gives 0 log 0 = 0 for the entropy term.
     expected_log_joint = np.sum(np.where(resp > 0, resp * log_p, 0.0))
     return float(-(expected_log_joint - xlogy(resp, resp).sum()))

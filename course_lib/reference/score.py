@@ -46,7 +46,10 @@ def gaussian_score(z: Tensor, mu: Tensor, log_sigma: Tensor) -> tuple[Tensor, Te
     Returns:
         ``(d_mu, d_log_sigma)``, each of shape ``(S, D)``; no autograd graph.
     """
-    z, mu, log_sigma = (check_tensor(n, t).detach() for n, t in (("z", z), ("mu", mu), ("log_sigma", log_sigma)))
+    z, mu, log_sigma = (
+        check_tensor(n, t).detach()
+        for n, t in (("z", z), ("mu", mu), ("log_sigma", log_sigma))
+    )
     sigma = torch.exp(log_sigma)
     standardized = (z - mu) / sigma
     return standardized / sigma, standardized.square() - 1.0
@@ -96,7 +99,11 @@ def _score_grad(
     samples = _draw(q, num_samples, z)
     log_q = _joint_log_prob(q, samples)
     values = per_sample("f", f(samples, *leaves), num_samples)
-    weight = values.detach() if baseline is None else values.detach() - baseline(values.detach())
+    weight = (
+        values.detach()
+        if baseline is None
+        else values.detach() - baseline(values.detach())
+    )
     # Surrogate whose gradient is the estimator: the score term plus the pathwise grad of f
     # (only when f depends on the parameters).
     surrogate = torch.dot(weight.to(log_q.dtype), log_q) / num_samples
@@ -157,5 +164,7 @@ def score_function_grad_loo(
         One gradient tensor per parameter, shaped like it.
     """
     if isinstance(num_samples, int) and num_samples < 2:
-        raise ValueError(f"the leave-one-out baseline needs num_samples >= 2, got {num_samples}")
+        raise ValueError(
+            f"the leave-one-out baseline needs num_samples >= 2, got {num_samples}"
+        )
     return _score_grad(f, make_q, params, num_samples, z, baseline=_leave_one_out_mean)

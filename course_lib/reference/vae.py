@@ -58,7 +58,9 @@ def negative_elbo(x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor) -> Tens
 class Encoder(nn.Module):
     """:math:`q_\\phi(z|x)`: one hidden ReLU layer, then the mean and the log-variance."""
 
-    def __init__(self, x_dim: int = 784, hidden_dim: int = 400, z_dim: int = 20) -> None:
+    def __init__(
+        self, x_dim: int = 784, hidden_dim: int = 400, z_dim: int = 20
+    ) -> None:
         super().__init__()
         self.hidden = nn.Linear(x_dim, hidden_dim)
         self.mean = nn.Linear(hidden_dim, z_dim)
@@ -73,7 +75,9 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """:math:`p_\\theta(x|z)`: one hidden ReLU layer, then Bernoulli logits."""
 
-    def __init__(self, z_dim: int = 20, hidden_dim: int = 400, x_dim: int = 784) -> None:
+    def __init__(
+        self, z_dim: int = 20, hidden_dim: int = 400, x_dim: int = 784
+    ) -> None:
         super().__init__()
         self.hidden = nn.Linear(z_dim, hidden_dim)
         self.out = nn.Linear(hidden_dim, x_dim)
@@ -86,12 +90,16 @@ class Decoder(nn.Module):
 class VAE(nn.Module):
     """Encoder + reparameterization + decoder."""
 
-    def __init__(self, x_dim: int = 784, hidden_dim: int = 400, z_dim: int = 20) -> None:
+    def __init__(
+        self, x_dim: int = 784, hidden_dim: int = 400, z_dim: int = 20
+    ) -> None:
         super().__init__()
         self.encoder = Encoder(x_dim, hidden_dim, z_dim)
         self.decoder = Decoder(z_dim, hidden_dim, x_dim)
 
-    def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, eps: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Return ``(logits, mu, logvar)``; draws ``eps`` from the global RNG when not given."""
         mu, logvar = self.encoder(x)
         if eps is None:
@@ -138,12 +146,18 @@ def train_vae(
         The mean negative ELBO of each epoch (nats per image).
     """
     if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+        raise ValueError(
+            f"epochs and batch_size must be positive, got {epochs} and {batch_size}"
+        )
     target = get_device(device)
-    data = torch.as_tensor(np.asarray(train_x) if not isinstance(train_x, Tensor) else train_x)
+    data = torch.as_tensor(
+        np.asarray(train_x) if not isinstance(train_x, Tensor) else train_x
+    )
     data = data.to(device=target, dtype=torch.float32)
     if data.ndim != 2 or float(data.min()) < 0.0 or float(data.max()) > 1.0:
-        raise ValueError("train_x must be a (N, 784) array of pixel intensities in [0, 1]")
+        raise ValueError(
+            "train_x must be a (N, 784) array of pixel intensities in [0, 1]"
+        )
     model.to(target).train()
     optimizer = _adam(model, lr, target)
     generator = torch.Generator(device=target).manual_seed(seed)
@@ -162,6 +176,8 @@ def train_vae(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.detach() * batch.shape[0]  # stays on the device: no sync per batch
+            total += (
+                loss.detach() * batch.shape[0]
+            )  # stays on the device: no sync per batch
         history.append(float(total) / n_images)
     return history

@@ -81,7 +81,9 @@ def load(modules: tuple[str, ...] = MODULES) -> list[Entry]:
     for module in modules:
         ref = importlib.import_module(f"course_lib.reference.{module}")
         for task in (t for t in TASKS.values() if t.module == module):
-            reference_entries.append(Entry(module, task.id, "reference", "variant", getattr(ref, task.id)))
+            reference_entries.append(
+                Entry(module, task.id, "reference", "variant", getattr(ref, task.id))
+            )
     return reference_entries + [e for e in _ENTRIES if e.module in modules]
 
 

@@ -105,7 +105,9 @@ def gaussian_kl_log_sigma_algebra(mu, logvar):
 
 @variant("gaussian_kl")
 def gaussian_kl_einsum(mu, logvar):
-    return 0.5 * (torch.einsum("bz,bz->b", mu, mu) + torch.expm1(logvar).sum(-1) - logvar.sum(-1))
+    return 0.5 * (
+        torch.einsum("bz,bz->b", mu, mu) + torch.expm1(logvar).sum(-1) - logvar.sum(-1)
+    )
 
 
 @mutant("gaussian_kl")
@@ -151,7 +153,9 @@ def gaussian_kl_detached(mu, logvar):
 
 @mutant("gaussian_kl")
 def gaussian_kl_returns_float64(mu, logvar):
-    return 0.5 * (mu.double().square() + logvar.double().exp() - 1.0 - logvar.double()).sum(dim=-1)
+    return 0.5 * (
+        mu.double().square() + logvar.double().exp() - 1.0 - logvar.double()
+    ).sum(dim=-1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -176,12 +180,16 @@ def bernoulli_log_likelihood_torch_distribution(x, logits):
 
 @variant("bernoulli_log_likelihood")
 def bernoulli_log_likelihood_stable_by_hand(x, logits):
-    return -(logits.clamp(min=0) - logits * x + torch.log1p(torch.exp(-logits.abs()))).sum(dim=1)
+    return -(
+        logits.clamp(min=0) - logits * x + torch.log1p(torch.exp(-logits.abs()))
+    ).sum(dim=1)
 
 
 @mutant("bernoulli_log_likelihood")
 def bernoulli_log_likelihood_double_sigmoid(x, logits):
-    return -F.binary_cross_entropy_with_logits(torch.sigmoid(logits), x, reduction="none").sum(-1)
+    return -F.binary_cross_entropy_with_logits(
+        torch.sigmoid(logits), x, reduction="none"
+    ).sum(-1)
 
 
 @mutant("bernoulli_log_likelihood")
@@ -219,7 +227,9 @@ def bernoulli_log_likelihood_bce_on_probabilities(x, logits):
 
 @mutant("bernoulli_log_likelihood")
 def bernoulli_log_likelihood_arguments_swapped(x, logits):
-    return -F.binary_cross_entropy_with_logits(x, torch.sigmoid(logits), reduction="none").sum(-1)
+    return -F.binary_cross_entropy_with_logits(
+        x, torch.sigmoid(logits), reduction="none"
+    ).sum(-1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,7 +244,9 @@ def negative_elbo_helpers_mean(x, logits, mu, logvar):
 
 @variant("negative_elbo")
 def negative_elbo_sums_over_batch_size(x, logits, mu, logvar):
-    return (gaussian_kl(mu, logvar).sum() - bernoulli_log_likelihood(x, logits).sum()) / x.shape[0]
+    return (
+        gaussian_kl(mu, logvar).sum() - bernoulli_log_likelihood(x, logits).sum()
+    ) / x.shape[0]
 
 
 @variant("negative_elbo")
@@ -266,7 +278,9 @@ def negative_elbo_missing_kl(x, logits, mu, logvar):
 
 @mutant("negative_elbo")
 def negative_elbo_per_pixel_reconstruction(x, logits, mu, logvar):
-    return F.binary_cross_entropy_with_logits(logits, x) + gaussian_kl(mu, logvar).mean()
+    return (
+        F.binary_cross_entropy_with_logits(logits, x) + gaussian_kl(mu, logvar).mean()
+    )
 
 
 @mutant("negative_elbo")
@@ -290,7 +304,9 @@ class EncoderOneHeadChunked(nn.Module):
 
     def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(x_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2 * z_dim))
+        self.body = nn.Sequential(
+            nn.Linear(x_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2 * z_dim)
+        )
 
     def forward(self, x):
         mu, logvar = self.body(x).chunk(2, dim=-1)
@@ -301,7 +317,9 @@ class EncoderOneHeadChunked(nn.Module):
 class EncoderTwoHiddenLayersElu(nn.Module):
     def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
         super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(x_dim, hidden_dim), nn.Linear(hidden_dim, hidden_dim)])
+        self.layers = nn.ModuleList(
+            [nn.Linear(x_dim, hidden_dim), nn.Linear(hidden_dim, hidden_dim)]
+        )
         self.mu = nn.Linear(hidden_dim, z_dim)
         self.logvar = nn.Linear(hidden_dim, z_dim)
 
@@ -318,7 +336,9 @@ class EncoderLayerNormSoftplusVariance(nn.Module):
 
     def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
         super().__init__()
-        self.hidden = nn.Sequential(nn.Linear(x_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.Tanh())
+        self.hidden = nn.Sequential(
+            nn.Linear(x_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.Tanh()
+        )
         self.mu = nn.Linear(hidden_dim, z_dim)
         self.var = nn.Linear(hidden_dim, z_dim)
 
@@ -369,7 +389,10 @@ class EncoderSharedHead(nn.Module):
 class EncoderLayersInPlainList(nn.Module):
     def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
         super().__init__()
-        self.layers = [nn.Linear(x_dim, hidden_dim), nn.Linear(hidden_dim, 2 * z_dim)]  # not registered
+        self.layers = [
+            nn.Linear(x_dim, hidden_dim),
+            nn.Linear(hidden_dim, 2 * z_dim),
+        ]  # not registered
 
     def forward(self, x):
         return tuple(self.layers[1](F.relu(self.layers[0](x))).chunk(2, dim=-1))
@@ -419,7 +442,9 @@ class EncoderReluOnMean(Encoder):
 class DecoderSequentialTanh(nn.Module):
     def __init__(self, z_dim=20, hidden_dim=400, x_dim=784):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, x_dim))
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, x_dim)
+        )
 
     def forward(self, z):
         return self.net(z)
@@ -455,7 +480,12 @@ class DecoderBatchNorm(nn.Module):
 
     def __init__(self, z_dim=20, hidden_dim=400, x_dim=784):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, x_dim))
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, x_dim),
+        )
 
     def forward(self, z):
         return self.net(z)
@@ -536,11 +566,17 @@ class VAEWithReferenceParts(nn.Module):
 class VAEInlineChunkedEncoder(nn.Module):
     def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2 * z_dim))
-        self.decoder = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, x_dim))
+        self.encoder = nn.Sequential(
+            nn.Linear(x_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2 * z_dim)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, x_dim)
+        )
 
     def forward(self, x, eps=None):
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)  # the hook sees one tensor: checked by recomputation
+        mu, logvar = self.encoder(x).chunk(
+            2, dim=-1
+        )  # the hook sees one tensor: checked by recomputation
         std = torch.exp(0.5 * logvar)
         if eps is None:
             eps = torch.empty_like(std).normal_()
@@ -554,7 +590,12 @@ class VAEDropoutInDecoder(nn.Module):
     def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
         super().__init__()
         self.encoder = Encoder(x_dim, hidden_dim, z_dim)
-        self.decoder = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden_dim, x_dim))
+        self.decoder = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(hidden_dim, x_dim),
+        )
 
     def forward(self, x, eps=None):
         mu, logvar = self.encoder(x)
@@ -590,7 +631,11 @@ class VAEDetachesZ(_VAEBase):
 class VAEIgnoresGivenEps(_VAEBase):
     def forward(self, x, eps=None):
         mu, logvar = self.encoder(x)
-        return self.decoder(reparameterize(mu, logvar, torch.randn_like(mu))), mu, logvar
+        return (
+            self.decoder(reparameterize(mu, logvar, torch.randn_like(mu))),
+            mu,
+            logvar,
+        )
 
 
 @mutant("VAE")
@@ -680,7 +725,11 @@ class VAESamplesWithDistribution(_VAEBase):
 
 
 def _as_tensor(train_x: Any, device: torch.device) -> Tensor:
-    data = train_x if isinstance(train_x, Tensor) else torch.from_numpy(np.asarray(train_x))
+    data = (
+        train_x
+        if isinstance(train_x, Tensor)
+        else torch.from_numpy(np.asarray(train_x))
+    )
     return data.to(device=device, dtype=torch.float32)
 
 
@@ -691,13 +740,17 @@ def _device(device):
 
 
 @variant("train_vae")
-def train_vae_dataloader(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
+def train_vae_dataloader(
+    model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
+):
     """DataLoader with a seeded generator; the model draws its own noise from the seeded global RNG."""
     device = _device(device)
     torch.manual_seed(seed)
     data = _as_tensor(train_x, torch.device("cpu"))
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(data), batch_size=batch_size, shuffle=True,
+        torch.utils.data.TensorDataset(data),
+        batch_size=batch_size,
+        shuffle=True,
         generator=torch.Generator().manual_seed(seed),
     )
     model.to(device)
@@ -718,7 +771,9 @@ def train_vae_dataloader(model, train_x, *, epochs, batch_size=128, lr=1e-3, dev
 
 
 @variant("train_vae")
-def train_vae_manual_parts(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
+def train_vae_manual_parts(
+    model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
+):
     """Calls encoder, reparameterize and decoder itself; averages the batch means of an epoch."""
     device = _device(device)
     torch.manual_seed(seed)
@@ -733,7 +788,10 @@ def train_vae_manual_parts(model, train_x, *, epochs, batch_size=128, lr=1e-3, d
             batch = data[order[start : start + batch_size]]
             mu, logvar = model.encoder(batch)
             z = reparameterize(mu, logvar, torch.randn_like(mu))
-            loss = (gaussian_kl(mu, logvar) - bernoulli_log_likelihood(batch, model.decoder(z))).mean()
+            loss = (
+                gaussian_kl(mu, logvar)
+                - bernoulli_log_likelihood(batch, model.decoder(z))
+            ).mean()
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
             optimizer.step()
@@ -743,7 +801,9 @@ def train_vae_manual_parts(model, train_x, *, epochs, batch_size=128, lr=1e-3, d
 
 
 @variant("train_vae")
-def train_vae_clipped_two_backwards(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
+def train_vae_clipped_two_backwards(
+    model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
+):
     """Back-propagates the two terms separately and clips the gradient norm."""
     device = _device(device)
     generator = torch.Generator().manual_seed(seed)
@@ -773,7 +833,9 @@ def train_vae_clipped_two_backwards(model, train_x, *, epochs, batch_size=128, l
 
 
 @variant("train_vae")
-def train_vae_sgd_momentum(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
+def train_vae_sgd_momentum(
+    model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
+):
     """SGD with Nesterov momentum instead of Adam (reaches about 205 nats on the graded run)."""
     device = _device(device)
     torch.manual_seed(seed)
@@ -806,7 +868,9 @@ def _loop(model, train_x, *, epochs, batch_size, lr, device, seed, bug=""):
         data.round_()
     if bug != "model_not_moved":
         model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3 if bug == "ignores_lr" else lr)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=1e-3 if bug == "ignores_lr" else lr
+    )
     size = 128 if bug == "ignores_batch_size" else batch_size
     with torch.no_grad():
         z_dim = model.encoder(data[:1])[0].shape[1]
@@ -851,8 +915,19 @@ def _loop(model, train_x, *, epochs, batch_size, lr, device, seed, bug=""):
 
 
 def _train_mutant(bug: str) -> Any:
-    def train_vae(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
-        return _loop(model, train_x, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, bug=bug)
+    def train_vae(
+        model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
+    ):
+        return _loop(
+            model,
+            train_x,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            seed=seed,
+            bug=bug,
+        )
 
     train_vae.__name__ = train_vae.__qualname__ = f"train_vae_{bug}"
     train_vae.__module__ = __name__
@@ -879,8 +954,18 @@ for _bug in (
 
 
 @mutant("train_vae")
-def train_vae_history_of_tensors(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
-    history = _loop(model, train_x, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed)
+def train_vae_history_of_tensors(
+    model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
+):
+    history = _loop(
+        model,
+        train_x,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        seed=seed,
+    )
     return [torch.tensor(v) for v in history]
 
 

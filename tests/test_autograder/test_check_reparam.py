@@ -106,8 +106,12 @@ def test_public_samplers_and_their_derivatives(name: str) -> None:
         noise = torch.special.ndtri(noise)
     expected = {  # closed forms, independently of the checks' code
         "sinh_normal": lambda: LOC.numpy() + SCALE.numpy() * np.sinh(noise.numpy()),
-        "weibull": lambda: stats.weibull_min(c=2, scale=SCALE.numpy()).ppf(noise.numpy()),
-        "logistic": lambda: stats.logistic(LOC.numpy(), SCALE.numpy()).ppf(noise.numpy()),
+        "weibull": lambda: stats.weibull_min(c=2, scale=SCALE.numpy()).ppf(
+            noise.numpy()
+        ),
+        "logistic": lambda: stats.logistic(LOC.numpy(), SCALE.numpy()).ppf(
+            noise.numpy()
+        ),
     }[name]()
     np.testing.assert_allclose(sampler(*params, noise).numpy(), expected, rtol=1e-10)
     leaves = [p.clone().requires_grad_(True) for p in params]

@@ -19,7 +19,9 @@ def _params(kind: str) -> list[object]:
 
 
 def _grade(entry: corpus.Entry):
-    return run_task(entry.task, LocalSubject(corpus.namespace(entry)), ("public", "hidden"))
+    return run_task(
+        entry.task, LocalSubject(corpus.namespace(entry)), ("public", "hidden")
+    )
 
 
 @pytest.mark.parametrize("entry", _params("variant"))
@@ -33,10 +35,14 @@ def test_correct_implementation_gets_full_marks(entry: corpus.Entry) -> None:
 @pytest.mark.parametrize("entry", _params("mutant"))
 def test_mutant_loses_points(entry: corpus.Entry) -> None:
     results = _grade(entry)
-    assert sum(r.score for r in results) < TASKS[entry.task].points, f"{entry.name} got full marks"
+    assert sum(r.score for r in results) < TASKS[entry.task].points, (
+        f"{entry.name} got full marks"
+    )
     failed = [r for r in results if not r.passed]
     assert all(r.feedback.strip() for r in failed), "a failed property gave no feedback"
-    assert not any("grader_error" in r.flags for r in failed), [r.feedback for r in failed]
+    assert not any("grader_error" in r.flags for r in failed), [
+        r.feedback for r in failed
+    ]
 
 
 def test_every_task_has_variants_and_mutants() -> None:

@@ -11,14 +11,18 @@ import pytest
 from autograder.tasks import ASSIGNMENTS, TASKS, properties
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PUBLIC_FILES = [p for p in (ROOT / "autograder").rglob("*.py") if "hidden" not in p.parts]
+PUBLIC_FILES = [
+    p for p in (ROOT / "autograder").rglob("*.py") if "hidden" not in p.parts
+]
 
 
 @pytest.mark.parametrize("task_id", list(TASKS))
 def test_property_points_add_up_to_the_task(task_id: str) -> None:
     props = properties(task_id)
     assert props, f"{task_id} has no properties"
-    assert {p.tier for p in props} == {"public", "hidden"}, f"{task_id} needs public and hidden checks"
+    assert {p.tier for p in props} == {"public", "hidden"}, (
+        f"{task_id} needs public and hidden checks"
+    )
     assert sum(p.points for p in props) == pytest.approx(TASKS[task_id].points)
     assert len({p.name for p in props}) == len(props)
 
@@ -33,7 +37,9 @@ def test_public_autograder_never_imports_the_reference(path: pathlib.Path) -> No
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
-            assert not name.startswith(("course_lib.reference", "autograder.hidden")), f"{path} imports {name}"
+            assert not name.startswith(("course_lib.reference", "autograder.hidden")), (
+                f"{path} imports {name}"
+            )
 
 
 def test_every_assignment_has_check_modules() -> None:

@@ -17,7 +17,9 @@ from course_lib.models import BayesianLogisticRegression, Bimodal2D, ConjugateGa
 
 
 def _write_idx(path, array: np.ndarray, compress: bool) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     payload = header + array.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(payload) if compress else payload)
 
@@ -68,28 +70,46 @@ def test_split_is_fixed_disjoint_and_shuffled(monkeypatch):
 
 
 def test_conjugate_model_matches_quadrature_in_one_dimension():
-    model = ConjugateGaussian(np.array([[1.2], [2.0], [0.3]]), prior_mean=-0.5, prior_std=2.0, noise_std=0.8)
+    model = ConjugateGaussian(
+        np.array([[1.2], [2.0], [0.3]]), prior_mean=-0.5, prior_std=2.0, noise_std=0.8
+    )
 
     def joint(z):
         return math.exp(model(torch.tensor([[z]], dtype=torch.float64)).item())
 
     evidence, _ = integrate.quad(joint, -30, 30, epsabs=0, epsrel=1e-12)
     assert model.log_evidence() == pytest.approx(math.log(evidence), rel=1e-9)
-    mean, _ = integrate.quad(lambda z: z * joint(z) / evidence, -30, 30, epsabs=0, epsrel=1e-12)
-    second, _ = integrate.quad(lambda z: z * z * joint(z) / evidence, -30, 30, epsabs=0, epsrel=1e-12)
+    mean, _ = integrate.quad(
+        lambda z: z * joint(z) / evidence, -30, 30, epsabs=0, epsrel=1e-12
+    )
+    second, _ = integrate.quad(
+        lambda z: z * z * joint(z) / evidence, -30, 30, epsabs=0, epsrel=1e-12
+    )
     post_mean, post_log_sigma = model.posterior()
     assert post_mean.item() == pytest.approx(mean, rel=1e-9)
-    assert math.exp(2 * post_log_sigma.item()) == pytest.approx(second - mean**2, rel=1e-7)
+    assert math.exp(2 * post_log_sigma.item()) == pytest.approx(
+        second - mean**2, rel=1e-7
+    )
 
 
 def test_logistic_regression_log_joint_matches_sklearn_log_loss():
     model = BayesianLogisticRegression(prior_precision=0.5, n_points=100)
-    w = torch.randn(3, model.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    w = (
+        torch.randn(
+            3,
+            model.dim,
+            generator=torch.Generator().manual_seed(0),
+            dtype=torch.float64,
+        )
+        * 0.1
+    )
     values = model(w)
     for row, value in zip(w, values):
         probs = torch.sigmoid(model.features @ row).numpy()
         log_lik = -log_loss(model.labels.numpy(), probs, normalize=False)
-        log_prior = -0.25 * row.square().sum().item() + 0.5 * model.dim * math.log(0.5 / (2 * math.pi))
+        log_prior = -0.25 * row.square().sum().item() + 0.5 * model.dim * math.log(
+            0.5 / (2 * math.pi)
+        )
         assert value.item() == pytest.approx(log_lik + log_prior, rel=1e-9)
 
 

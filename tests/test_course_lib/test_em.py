@@ -51,7 +51,11 @@ def test_e_step_matches_sklearn(problem):
 def test_log_joint_matches_scipy_on_ill_conditioned_covariances(problem):
     X, weights, means, covs = problem
     expected = np.stack(
-        [np.log(w) + multivariate_normal(m, c).logpdf(X) for w, m, c in zip(weights, means, covs)], axis=1
+        [
+            np.log(w) + multivariate_normal(m, c).logpdf(X)
+            for w, m, c in zip(weights, means, covs)
+        ],
+        axis=1,
     ).reshape(len(X), -1)
     np.testing.assert_allclose(log_joint(X, weights, means, covs), expected, rtol=1e-7)
     _, log_likelihood = e_step(X, weights, means, covs)
@@ -65,15 +69,21 @@ def test_far_points_give_finite_one_hot_responsibilities(problem):
     resp, log_likelihood = e_step(far, weights, means, covs)
     assert np.all(np.isfinite(resp)) and np.isfinite(log_likelihood)
     np.testing.assert_allclose(resp.sum(axis=1), 1.0, atol=1e-12)
-    expected = np.stack([multivariate_normal(m, c).logpdf(far) for m, c in zip(means, covs)], 1).reshape(len(X), -1)
-    assert log_likelihood == pytest.approx(logsumexp(expected + np.log(weights), axis=1).sum(), rel=1e-9)
+    expected = np.stack(
+        [multivariate_normal(m, c).logpdf(far) for m, c in zip(means, covs)], 1
+    ).reshape(len(X), -1)
+    assert log_likelihood == pytest.approx(
+        logsumexp(expected + np.log(weights), axis=1).sum(), rel=1e-9
+    )
 
 
 @given(mixtures(), st.integers(0, 2**32 - 1))
 def test_free_energy_is_minus_log_likelihood_exactly_at_the_posterior(problem, seed):
     X, weights, means, covs = problem
     resp, log_likelihood = e_step(X, weights, means, covs)
-    assert free_energy(X, resp, weights, means, covs) == pytest.approx(-log_likelihood, rel=1e-10)
+    assert free_energy(X, resp, weights, means, covs) == pytest.approx(
+        -log_likelihood, rel=1e-10
+    )
     other = np.random.default_rng(seed).dirichlet(np.ones(len(weights)), size=len(X))
     other[0] = np.eye(len(weights))[0]  # exact zeros: 0 log 0 = 0
     assert free_energy(X, other, weights, means, covs) >= -log_likelihood - 1e-9
@@ -99,8 +109,12 @@ def test_em_log_likelihood_never_decreases_and_matches_sklearn_fit():
     X, _ = sample_gmm(600, weights, means, covs, seed=3)
     result = fit_em(X, 3, e_step, n_iter=200, tol=1e-10, show_progress=False)
     assert np.all(np.diff(result.log_likelihoods) >= -1e-8)
-    oracle = GaussianMixture(3, tol=1e-10, max_iter=500, n_init=5, random_state=0).fit(X)
-    assert result.log_likelihoods[-1] / len(X) == pytest.approx(oracle.score(X), abs=1e-3)
+    oracle = GaussianMixture(3, tol=1e-10, max_iter=500, n_init=5, random_state=0).fit(
+        X
+    )
+    assert result.log_likelihoods[-1] / len(X) == pytest.approx(
+        oracle.score(X), abs=1e-3
+    )
 
 
 @pytest.mark.parametrize(
@@ -113,7 +127,12 @@ def test_em_log_likelihood_never_decreases_and_matches_sklearn_fit():
     ],
 )
 def test_bad_input_gets_a_clear_error(kwargs, message):
-    args = {"X": np.zeros((3, 2)), "weights": np.array([0.5, 0.5]), "means": np.zeros((2, 2)), "covs": np.stack([np.eye(2)] * 2)}
+    args = {
+        "X": np.zeros((3, 2)),
+        "weights": np.array([0.5, 0.5]),
+        "means": np.zeros((2, 2)),
+        "covs": np.stack([np.eye(2)] * 2),
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         e_step(**args)

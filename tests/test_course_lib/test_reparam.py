@@ -22,12 +22,37 @@ def dkw(n: int, alpha: float = ALPHA) -> float:
 
 # name -> (sampler, params (a, b), noise kind, frozen scipy law)
 CASES = {
-    "gaussian": (reparam.gaussian_rsample, (0.7, math.log(1.8)), "normal", stats.norm(0.7, 1.8)),
-    "exponential": (reparam.exponential_rsample, (2.5,), "uniform", stats.expon(scale=1 / 2.5)),
-    "gumbel": (reparam.gumbel_rsample, (-0.4, 1.7), "uniform", stats.gumbel_r(-0.4, 1.7)),
+    "gaussian": (
+        reparam.gaussian_rsample,
+        (0.7, math.log(1.8)),
+        "normal",
+        stats.norm(0.7, 1.8),
+    ),
+    "exponential": (
+        reparam.exponential_rsample,
+        (2.5,),
+        "uniform",
+        stats.expon(scale=1 / 2.5),
+    ),
+    "gumbel": (
+        reparam.gumbel_rsample,
+        (-0.4, 1.7),
+        "uniform",
+        stats.gumbel_r(-0.4, 1.7),
+    ),
     "cauchy": (reparam.cauchy_rsample, (0.3, 0.6), "uniform", stats.cauchy(0.3, 0.6)),
-    "laplace": (reparam.laplace_rsample, (1.1, 0.8), "uniform", stats.laplace(1.1, 0.8)),
-    "lognormal": (reparam.lognormal_rsample, (0.2, math.log(0.7)), "normal", stats.lognorm(s=0.7, scale=math.exp(0.2))),
+    "laplace": (
+        reparam.laplace_rsample,
+        (1.1, 0.8),
+        "uniform",
+        stats.laplace(1.1, 0.8),
+    ),
+    "lognormal": (
+        reparam.lognormal_rsample,
+        (0.2, math.log(0.7)),
+        "normal",
+        stats.lognorm(s=0.7, scale=math.exp(0.2)),
+    ),
 }
 
 
@@ -79,14 +104,23 @@ def test_pathwise_derivative_matches_the_implicit_gradient_identity(name):
     for i in range(len(values)):
         params = [p.clone().requires_grad_() for p in _params(values)]
         z = sampler(*params, u)
-        (dz,) = torch.autograd.grad(z.sum(), params[i], is_grads_batched=False, retain_graph=True)
-        per_sample = torch.stack([torch.autograd.grad(z[s, 0], params[i], retain_graph=True)[0][0] for s in range(4)])
+        (dz,) = torch.autograd.grad(
+            z.sum(), params[i], is_grads_batched=False, retain_graph=True
+        )
+        per_sample = torch.stack(
+            [
+                torch.autograd.grad(z[s, 0], params[i], retain_graph=True)[0][0]
+                for s in range(4)
+            ]
+        )
         h = 1e-6
         up, down = list(values), list(values)
         up[i] += h
         down[i] -= h
         zs = z.detach().numpy().ravel()
-        d_cdf = (_scipy_law(name, up).cdf(zs) - _scipy_law(name, down).cdf(zs)) / (2 * h)
+        d_cdf = (_scipy_law(name, up).cdf(zs) - _scipy_law(name, down).cdf(zs)) / (
+            2 * h
+        )
         implicit = -d_cdf / _scipy_law(name, values).pdf(zs)
         np.testing.assert_allclose(per_sample.numpy(), implicit, rtol=1e-5, atol=1e-7)
         assert dz.item() == pytest.approx(per_sample.sum().item())
@@ -109,15 +143,24 @@ def test_reparam_grad_is_unbiased_for_cosine_under_a_gaussian():
     damp = math.exp(-(k**2) * sigma**2 / 2)
     z = mu + sigma * eps
     per_mu, per_ls = -k * torch.sin(k * z), -k * torch.sin(k * z) * sigma * eps
-    assert abs(grad_mu.item() + k * math.sin(k * mu) * damp) < 6 * per_mu.std().item() / math.sqrt(n)
-    assert abs(grad_log_sigma.item() + k**2 * sigma**2 * math.cos(k * mu) * damp) < 6 * per_ls.std().item() / math.sqrt(n)
+    assert abs(
+        grad_mu.item() + k * math.sin(k * mu) * damp
+    ) < 6 * per_mu.std().item() / math.sqrt(n)
+    assert abs(
+        grad_log_sigma.item() + k**2 * sigma**2 * math.cos(k * mu) * damp
+    ) < 6 * per_ls.std().item() / math.sqrt(n)
 
 
 def test_reparam_grad_is_exact_for_the_exponential_laplace_transform():
     """E e^{-tz} = λ/(λ+t) for z ~ Exp(λ): d/dλ = t/(λ+t)^2; bounded per-sample terms, 6 SE."""
     rate, t, n = 1.7, 0.9, 400_000
     u = _noise("uniform", n, seed=5)
-    (grad,) = reparam_grad(lambda z: torch.exp(-t * z).sum(-1), reparam.exponential_rsample, _params((rate,)), u)
+    (grad,) = reparam_grad(
+        lambda z: torch.exp(-t * z).sum(-1),
+        reparam.exponential_rsample,
+        _params((rate,)),
+        u,
+    )
     z = -torch.log1p(-u) / rate
     per = torch.exp(-t * z) * t * z / rate
     assert abs(grad.item() - t / (rate + t) ** 2) < 6 * per.std().item() / math.sqrt(n)
@@ -126,6 +169,11 @@ def test_reparam_grad_is_exact_for_the_exponential_laplace_transform():
 def test_reparam_grad_leaves_params_untouched():
     mu = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
     log_sigma = torch.tensor([0.2, 0.4], dtype=torch.float64, requires_grad=True)
-    grads = reparam_grad(lambda z: z.square().sum(-1), reparam.gaussian_rsample, (mu, log_sigma), torch.randn(7, 2, dtype=torch.float64))
+    grads = reparam_grad(
+        lambda z: z.square().sum(-1),
+        reparam.gaussian_rsample,
+        (mu, log_sigma),
+        torch.randn(7, 2, dtype=torch.float64),
+    )
     assert [g.shape for g in grads] == [(2,), (2,)]
     assert mu.grad is None and log_sigma.grad is None

@@ -52,14 +52,20 @@ def test_unbiased_for_shifted_square(estimator):
     Known per-sample variance of the plain estimator (anchors §2.2) bounds the LOO one too
     (its variance is lower here). n = 400,000 >> 100 skew^2; false-failure probability 1e-6.
     """
-    mu, log_sigma, k = torch.tensor([0.7], dtype=torch.float64), torch.tensor([math.log(1.6)], dtype=torch.float64), -0.5
+    mu, log_sigma, k = (
+        torch.tensor([0.7], dtype=torch.float64),
+        torch.tensor([math.log(1.6)], dtype=torch.float64),
+        -0.5,
+    )
     sigma, m, n = 1.6, 0.7 - k, 400_000
     torch.manual_seed(0)
     grad_mu, grad_log_sigma = estimator(shifted_square(k), normal, (mu, log_sigma), n)
     std_mu = math.sqrt(m**4 / sigma**2 + 14 * m**2 + 15 * sigma**2)
     std_log_sigma = sigma * math.sqrt(2 * m**4 / sigma**2 + 60 * m**2 + 74 * sigma**2)
     assert abs(grad_mu.item() - 2 * m) < Z_1E6 * std_mu / math.sqrt(n)
-    assert abs(grad_log_sigma.item() - 2 * sigma**2) < Z_1E6 * std_log_sigma / math.sqrt(n)
+    assert abs(
+        grad_log_sigma.item() - 2 * sigma**2
+    ) < Z_1E6 * std_log_sigma / math.sqrt(n)
 
 
 def test_loo_has_much_lower_variance_when_f_has_a_large_mean():
@@ -67,7 +73,10 @@ def test_loo_has_much_lower_variance_when_f_has_a_large_mean():
 
     log-variance ratio SE is about sqrt((kurtosis sum)/300) < 0.5, so 10 is > 4 SE below the truth.
     """
-    mu, log_sigma = torch.tensor([0.3], dtype=torch.float64), torch.tensor([-0.4], dtype=torch.float64)
+    mu, log_sigma = (
+        torch.tensor([0.3], dtype=torch.float64),
+        torch.tensor([-0.4], dtype=torch.float64),
+    )
 
     def f(z, mu, log_sigma):
         return (z - 1.0).square().sum(-1) + 50.0
@@ -100,10 +109,18 @@ def test_bernoulli_expectation_is_exact_by_enumeration():
         return Bernoulli(logits=logits)
 
     def f(z, logits):  # depends on the parameter too: the grad-f term matters
-        return ((z - 0.3).square() * torch.tensor([2.0, -1.0], dtype=torch.float64)).sum(-1) + (logits * z).sum(-1)
+        return (
+            (z - 0.3).square() * torch.tensor([2.0, -1.0], dtype=torch.float64)
+        ).sum(-1) + (logits * z).sum(-1)
 
-    support = [torch.tensor([a, b], dtype=torch.float64) for a in (0.0, 1.0) for b in (0.0, 1.0)]
-    (expected,) = _enumerated_expectation(score_function_grad, f, make_q, (logits,), support)
+    support = [
+        torch.tensor([a, b], dtype=torch.float64)
+        for a in (0.0, 1.0)
+        for b in (0.0, 1.0)
+    ]
+    (expected,) = _enumerated_expectation(
+        score_function_grad, f, make_q, (logits,), support
+    )
     leaf = logits.clone().requires_grad_()
     q = make_q(leaf)
     exact = sum(q.log_prob(z).sum().exp() * f(z[None], leaf)[0] for z in support)
@@ -121,7 +138,9 @@ def test_categorical_expectation_is_exact_by_enumeration():
         return values[z]
 
     support = [torch.tensor(i) for i in range(4)]
-    (expected,) = _enumerated_expectation(score_function_grad, f, make_q, (logits,), support)
+    (expected,) = _enumerated_expectation(
+        score_function_grad, f, make_q, (logits,), support
+    )
     leaf = logits.clone().requires_grad_()
     exact = (torch.softmax(leaf, 0) * values).sum()
     torch.testing.assert_close(expected, torch.autograd.grad(exact, leaf)[0])
@@ -135,16 +154,40 @@ def test_params_untouched_and_no_grad_left():
         grads = estimator(shifted_square(1.0), normal, (mu, log_sigma), 5)
         assert [g.shape for g in grads] == [mu.shape, log_sigma.shape]
     assert mu.grad is None and log_sigma.grad is None
-    assert torch.equal(mu.detach(), before[0]) and torch.equal(log_sigma.detach(), before[1])
+    assert torch.equal(mu.detach(), before[0]) and torch.equal(
+        log_sigma.detach(), before[1]
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: score_function_grad_loo(shifted_square(0), normal, (torch.zeros(1), torch.zeros(1)), 1), "num_samples >= 2"),
-        (lambda: score_function_grad(shifted_square(0), normal, torch.zeros(1), 3), "tuple of tensors"),
-        (lambda: score_function_grad(shifted_square(0), normal, (torch.zeros(1), torch.zeros(1)), 3, z=torch.zeros(2, 1)), "num_samples"),
-        (lambda: score_function_grad(lambda z, *p: z, normal, (torch.zeros(2), torch.zeros(2)), 3), r"shape \(3,\)"),
+        (
+            lambda: score_function_grad_loo(
+                shifted_square(0), normal, (torch.zeros(1), torch.zeros(1)), 1
+            ),
+            "num_samples >= 2",
+        ),
+        (
+            lambda: score_function_grad(shifted_square(0), normal, torch.zeros(1), 3),
+            "tuple of tensors",
+        ),
+        (
+            lambda: score_function_grad(
+                shifted_square(0),
+                normal,
+                (torch.zeros(1), torch.zeros(1)),
+                3,
+                z=torch.zeros(2, 1),
+            ),
+            "num_samples",
+        ),
+        (
+            lambda: score_function_grad(
+                lambda z, *p: z, normal, (torch.zeros(2), torch.zeros(2)), 3
+            ),
+            r"shape \(3,\)",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, message):

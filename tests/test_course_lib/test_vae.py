@@ -39,7 +39,9 @@ def _split():
     return mnist_split()
 
 
-def _latents(seed: int, batch: int = 5, z_dim: int = 3, dtype: torch.dtype = torch.float64):
+def _latents(
+    seed: int, batch: int = 5, z_dim: int = 3, dtype: torch.dtype = torch.float64
+):
     g = torch.Generator().manual_seed(seed)
     mu = 1.5 * torch.randn(batch, z_dim, generator=g, dtype=dtype)
     logvar = -3.0 + 5.0 * torch.rand(batch, z_dim, generator=g, dtype=dtype)
@@ -61,20 +63,26 @@ def _pixels(seed: int, batch: int = 4, pixels: int = 11, scale: float = 3.0):
 def test_gaussian_kl_matches_torch_distributions(seed):
     mu, logvar, _ = _latents(seed)
     expected = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
-    torch.testing.assert_close(gaussian_kl(mu, logvar), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        gaussian_kl(mu, logvar), expected, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_gaussian_kl_is_zero_only_at_the_prior():
     zeros = torch.zeros(2, 4, dtype=torch.float64)
     assert torch.equal(gaussian_kl(zeros, zeros), torch.zeros(2, dtype=torch.float64))
-    assert (gaussian_kl(zeros + 0.1, zeros) > 0).all() and (gaussian_kl(zeros, zeros - 0.1) > 0).all()
+    assert (gaussian_kl(zeros + 0.1, zeros) > 0).all() and (
+        gaussian_kl(zeros, zeros - 0.1) > 0
+    ).all()
 
 
 @given(SEEDS)
 def test_bernoulli_log_likelihood_matches_bce_with_logits(seed):
     x, logits = _pixels(seed)
     expected = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-    torch.testing.assert_close(bernoulli_log_likelihood(x, logits), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        bernoulli_log_likelihood(x, logits), expected, rtol=1e-12, atol=1e-12
+    )
 
 
 @given(SEEDS)
@@ -82,7 +90,9 @@ def test_bernoulli_log_likelihood_matches_the_distribution_on_binary_images(seed
     x, logits = _pixels(seed)
     x = x.round()
     expected = Bernoulli(logits=logits).log_prob(x).sum(-1)
-    torch.testing.assert_close(bernoulli_log_likelihood(x, logits), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        bernoulli_log_likelihood(x, logits), expected, rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -100,9 +110,9 @@ def test_bernoulli_log_likelihood_is_exact_for_huge_logits(dtype):
 def test_negative_elbo_is_the_batch_mean_of_kl_minus_log_likelihood(seed):
     x, logits = _pixels(seed, batch=5)
     mu, logvar, _ = _latents(seed, batch=5)
-    per_image = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1) + F.binary_cross_entropy_with_logits(
-        logits, x, reduction="none"
-    ).sum(-1)
+    per_image = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(
+        -1
+    ) + F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
     value = negative_elbo(x, logits, mu, logvar)
     assert value.shape == ()
     torch.testing.assert_close(value, per_image.mean(), rtol=1e-12, atol=1e-12)
@@ -111,7 +121,9 @@ def test_negative_elbo_is_the_batch_mean_of_kl_minus_log_likelihood(seed):
 @given(SEEDS)
 def test_reparameterize_value_and_pathwise_derivatives(seed):
     mu, logvar, eps = _latents(seed)
-    torch.testing.assert_close(reparameterize(mu, logvar, eps), mu + (0.5 * logvar).exp() * eps)
+    torch.testing.assert_close(
+        reparameterize(mu, logvar, eps), mu + (0.5 * logvar).exp() * eps
+    )
     m, lv = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
     d_mu, d_logvar = torch.autograd.grad(reparameterize(m, lv, eps).sum(), (m, lv))
     torch.testing.assert_close(d_mu, torch.ones_like(mu))
@@ -122,8 +134,12 @@ def test_gradients_of_the_closed_forms_pass_gradcheck():
     mu, logvar, eps = _latents(3)
     x, logits = _pixels(3, batch=5, pixels=7)
     leaves = [t.clone().requires_grad_() for t in (logits, mu, logvar)]
-    assert torch.autograd.gradcheck(lambda lo, m, lv: negative_elbo(x, lo, m, lv), leaves)
-    assert torch.autograd.gradcheck(lambda m, lv: reparameterize(m, lv, eps), leaves[1:])
+    assert torch.autograd.gradcheck(
+        lambda lo, m, lv: negative_elbo(x, lo, m, lv), leaves
+    )
+    assert torch.autograd.gradcheck(
+        lambda m, lv: reparameterize(m, lv, eps), leaves[1:]
+    )
 
 
 # ---------------------------------------------------------------------------- modules
@@ -163,8 +179,12 @@ def test_train_vae_is_reproducible_and_honours_lr_and_inputs():
     x = _split().train_x[:96]
     original = x.copy()
     first = train_vae(_model(0), x, epochs=2, batch_size=32, device="cpu", seed=5)
-    again = train_vae(_model(0), torch.from_numpy(x), epochs=2, batch_size=32, device="cpu", seed=5)
-    assert first == again and len(first) == 2 and all(isinstance(v, float) for v in first)
+    again = train_vae(
+        _model(0), torch.from_numpy(x), epochs=2, batch_size=32, device="cpu", seed=5
+    )
+    assert (
+        first == again and len(first) == 2 and all(isinstance(v, float) for v in first)
+    )
     assert np.array_equal(x, original)
     frozen = _model(0)
     before = [p.detach().clone() for p in frozen.parameters()]
@@ -188,14 +208,20 @@ HELD_OUT_THRESHOLD = 170.0
 
 def _independent_pixel_baseline(train_x: np.ndarray, test_x: np.ndarray) -> float:
     p = np.clip(train_x.mean(axis=0), 1e-3, 1 - 1e-3)
-    return float(-(test_x * np.log(p) + (1 - test_x) * np.log(1 - p)).sum(axis=1).mean())
+    return float(
+        -(test_x * np.log(p) + (1 - test_x) * np.log(1 - p)).sum(axis=1).mean()
+    )
 
 
-def _train_and_evaluate(device: str, seed: int) -> tuple[list[float], float, float, float]:
+def _train_and_evaluate(
+    device: str, seed: int
+) -> tuple[list[float], float, float, float]:
     split = _split()
     model = _model(seed, hidden_dim=400, z_dim=20)
     test = torch.from_numpy(split.test_x).to(device)
-    eps = torch.randn(len(test), 20, generator=torch.Generator().manual_seed(0)).to(device)
+    eps = torch.randn(len(test), 20, generator=torch.Generator().manual_seed(0)).to(
+        device
+    )
 
     def held_out() -> float:
         with torch.no_grad():
@@ -204,13 +230,26 @@ def _train_and_evaluate(device: str, seed: int) -> tuple[list[float], float, flo
     start = held_out()
     history = train_vae(model, split.train_x, epochs=5, device=device, seed=seed)
     assert all(p.device.type == torch.device(device).type for p in model.parameters())
-    return history, start, held_out(), _independent_pixel_baseline(split.train_x, split.test_x)
+    return (
+        history,
+        start,
+        held_out(),
+        _independent_pixel_baseline(split.train_x, split.test_x),
+    )
 
 
-def _assert_learned(history: list[float], start: float, end: float, baseline: float) -> None:
-    assert len(history) == 5 and all(b < a for a, b in itertools.pairwise(history)), history
-    assert end < HELD_OUT_THRESHOLD, f"held-out negative ELBO {end:.1f} (from {start:.1f})"
-    assert end < baseline - 30.0, f"{end:.1f} does not beat independent pixels ({baseline:.1f})"
+def _assert_learned(
+    history: list[float], start: float, end: float, baseline: float
+) -> None:
+    assert len(history) == 5 and all(b < a for a, b in itertools.pairwise(history)), (
+        history
+    )
+    assert end < HELD_OUT_THRESHOLD, (
+        f"held-out negative ELBO {end:.1f} (from {start:.1f})"
+    )
+    assert end < baseline - 30.0, (
+        f"{end:.1f} does not beat independent pixels ({baseline:.1f})"
+    )
 
 
 @pytest.mark.slow
