@@ -528,7 +528,7 @@ FAMILIES: dict[str, Family] = {
         standard=(1.0,),
         compose=lambda z1, rate: z1 / rate,
         structure_text="z(rate, u) = z(1, u) / rate",
-        hint="z = F^-1(u) = -log(1 - u) / rate: rate is an inverse scale",
+        hint="solve u = F(z) = 1 - exp(-rate * z) for z: rate is an inverse scale (a larger rate gives smaller z)",
         ranges=(_positive(),),
         support=lambda u, rate: (torch.zeros_like(rate), 1e7 / rate),
         suspects=(
@@ -558,7 +558,7 @@ FAMILIES: dict[str, Family] = {
         standard=(0.0, 1.0),
         compose=lambda z0, loc, scale: loc + scale * z0,
         structure_text="z(loc, scale, u) = loc + scale * z(0, 1, u)",
-        hint="check the sign in front of the log (Gumbel max: loc - scale * log(-log u); Gumbel min has +)",
+        hint="solve u = exp(-exp(-(z - loc) / scale)) for z (the Gumbel max law); check the sign in front of the outer log",
         ranges=(LOC3, _positive()),
         support=_loc_scale_bracket,
         suspects=(
@@ -587,7 +587,7 @@ FAMILIES: dict[str, Family] = {
         standard=(0.0, 1.0),
         compose=lambda z0, loc, scale: loc + scale * z0,
         structure_text="z(loc, scale, u) = loc + scale * z(0, 1, u)",
-        hint="the quantile is loc + scale * tan(pi * (u - 1/2)): check the pi and the shift by 1/2",
+        hint="solve u = 1/2 + atan((z - loc) / scale) / pi for z: check the pi and the shift by 1/2",
         ranges=(LOC3, _positive()),
         support=_loc_scale_bracket,
         suspects=(
