@@ -16,7 +16,7 @@ import torch
 
 from autograder.subject import Student, StudentError
 
-__all__ = ["invoke", "vjp"]
+__all__ = ["changed", "invoke", "vjp"]
 
 
 def _snapshot(values: Sequence[Any]) -> list[Any]:
@@ -26,7 +26,8 @@ def _snapshot(values: Sequence[Any]) -> list[Any]:
     ]
 
 
-def _changed(before: Any, after: Any) -> bool:
+def changed(before: Any, after: Any) -> bool:
+    """True when a tensor or array argument differs from its snapshot (shape or any value)."""
     if isinstance(after, torch.Tensor):
         return before.shape != after.shape or not torch.equal(
             before.detach(), after.detach()
@@ -51,7 +52,7 @@ def invoke(student: Student, name: str, *args: Any, **kwargs: Any) -> dict[str, 
     mutated = [
         i
         for i, (b, a) in enumerate(zip(before, args))
-        if b is not None and _changed(b, a)
+        if b is not None and changed(b, a)
     ]
     grad_left = [
         i

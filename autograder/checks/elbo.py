@@ -40,6 +40,7 @@ from torch import Tensor
 
 from autograder.compare import assert_close
 from autograder.core import Failure, check, expect
+from autograder.probes import changed
 from autograder.profiles import GRADING, STATISTICAL
 from autograder.strategies import seeds
 from autograder.subject import Student, StudentError, Subject
@@ -430,10 +431,6 @@ def score_expected(
 # --------------------------------------------------------------------------- probes (student side)
 
 
-def _changed(before: Tensor, after: Tensor) -> bool:
-    return before.shape != after.shape or not torch.equal(before, after.detach())
-
-
 def _scalar(name: str, value: Any) -> Tensor:
     if not isinstance(value, Tensor):
         raise StudentError(
@@ -462,7 +459,7 @@ def entropy_call(student: Student, log_sigma: Tensor) -> dict[str, Any]:
         if value.requires_grad
         else None
     )
-    return {"value": value, "grad": grad, "mutated": _changed(log_sigma, leaf)}
+    return {"value": value, "grad": grad, "mutated": changed(log_sigma, leaf)}
 
 
 def scalar_call(
@@ -489,7 +486,7 @@ def scalar_call(
             ("log_sigma", log_sigma, ls_leaf),
             ("eps", eps, eps_arg),
         )
-        if _changed(b, a)
+        if changed(b, a)
     ]
     out_grads = None
     if grads:
@@ -558,7 +555,7 @@ def score_grad_call(
     mutated = [
         n
         for n, t in args.items()
-        if _changed(originals[n], t) or t.requires_grad or t.grad is not None
+        if changed(originals[n], t) or t.requires_grad or t.grad is not None
     ]
     return {"value": (result[0].detach(), result[1].detach()), "mutated": mutated}
 

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from autograder.compare import as_numpy
 from autograder.core import Failure, check, expect
+from autograder.probes import changed
 from autograder.profiles import GRADING
 from autograder.strategies import distinct_sizes, seeds
 from autograder.subject import Student, StudentError, Subject
@@ -191,10 +192,6 @@ class LogisticSampler:
 # --------------------------------------------------------------------------------------
 
 
-def _changed(before: Tensor, after: Tensor) -> bool:
-    return before.shape != after.shape or not torch.equal(before, after.detach())
-
-
 def rsample_probe(
     student: Student,
     name: str,
@@ -221,10 +218,8 @@ def rsample_probe(
             "bad_result",
             f"{name} returned a {type(z).__name__}, expected a torch.Tensor of shape {tuple(noise.shape)}",
         )
-    mutated = [
-        i for i, (p, leaf) in enumerate(zip(params, leaves)) if _changed(p, leaf)
-    ]
-    if _changed(noise, noise_arg):
+    mutated = [i for i, (p, leaf) in enumerate(zip(params, leaves)) if changed(p, leaf)]
+    if changed(noise, noise_arg):
         mutated.append(len(params))
     out: dict[str, Any] = {
         "z": z.detach().clone(),
@@ -310,10 +305,8 @@ def reparam_grad_probe(
         _plain_grads(student.reparam_grad(f, rsample, leaves, noise_arg), leaves)
         for _ in range(calls)
     ]
-    mutated = [
-        i for i, (p, leaf) in enumerate(zip(params, leaves)) if _changed(p, leaf)
-    ]
-    if _changed(noise, noise_arg):
+    mutated = [i for i, (p, leaf) in enumerate(zip(params, leaves)) if changed(p, leaf)]
+    if changed(noise, noise_arg):
         mutated.append(len(params))
     return {
         "grads": results[0],

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from course_lib._validate import check_params, check_tensor, per_sample
+from course_lib.reference._autograd import fresh_leaves, grads_or_zeros
 
 __all__ = [
     "cauchy_rsample",
@@ -95,8 +96,7 @@ def reparam_grad(
     """
     params = check_params(params)
     check_tensor("noise", noise)
-    leaves = tuple(p.detach().clone().requires_grad_(True) for p in params)
+    leaves = fresh_leaves(params)
     samples = rsample(*leaves, noise)
     values = per_sample("f", f(samples), noise.shape[0])
-    grads = torch.autograd.grad(values.mean(), leaves, allow_unused=True)
-    return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads))
+    return grads_or_zeros(values.mean(), leaves)

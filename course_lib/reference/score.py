@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from course_lib._validate import check_params, check_tensor, per_sample
+from course_lib.reference._autograd import fresh_leaves, grads_or_zeros
 
 __all__ = ["gaussian_score", "score_function_grad", "score_function_grad_loo"]
 
@@ -55,11 +56,6 @@ def gaussian_score(z: Tensor, mu: Tensor, log_sigma: Tensor) -> tuple[Tensor, Te
     return standardized / sigma, standardized.square() - 1.0
 
 
-def _fresh_leaves(params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Copies of ``params`` that track gradients, so the caller's tensors stay untouched."""
-    return tuple(p.detach().clone().requires_grad_(True) for p in params)
-
-
 def _draw(q: Distribution, num_samples: int, z: Tensor | None) -> Tensor:
     if z is None:
         with torch.no_grad():
@@ -79,8 +75,7 @@ def _joint_log_prob(q: Distribution, z: Tensor) -> Tensor:
 def _grads(surrogate: Tensor, leaves: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     if not surrogate.requires_grad:  # neither q nor f depends on the parameters
         return tuple(torch.zeros_like(p) for p in leaves)
-    grads = torch.autograd.grad(surrogate, leaves, allow_unused=True)
-    return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads))
+    return grads_or_zeros(surrogate, leaves)
 
 
 def _score_grad(
@@ -94,7 +89,7 @@ def _score_grad(
     params = check_params(params)
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    leaves = _fresh_leaves(params)
+    leaves = fresh_leaves(params)
     q = make_q(*leaves)
     samples = _draw(q, num_samples, z)
     log_q = _joint_log_prob(q, samples)
