@@ -7,12 +7,13 @@ failure (``deadline=None``), and health checks never fail a student for the grad
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 
 __all__ = ["EXACT", "GRADING", "STATISTICAL"]
 
-_BASE = {
+_BASE: dict[str, Any] = {
     "derandomize": True,
     "database": None,
     "deadline": None,
@@ -27,13 +28,13 @@ if os.environ.get("AUTOGRADER_SHRINK", "1") == "0":
     _BASE["phases"] = [Phase.explicit, Phase.generate]
 
 #: Deterministic properties (common random numbers, exact identities).
-GRADING = settings(max_examples=30, **_BASE)  # type: ignore[arg-type]
+GRADING = settings(max_examples=30, **_BASE)
 
 #: Cheaper deterministic properties may ask for more examples.
-EXACT = settings(max_examples=60, **_BASE)  # type: ignore[arg-type]
+EXACT = settings(max_examples=60, **_BASE)
 
 #: Statistical properties: a fixed number of executions (for the union bound in their
 #: stated false-failure rate) and no shrinking, which would hunt for extreme seeds.
 STATISTICAL = settings(
     max_examples=5, **{**_BASE, "phases": [Phase.explicit, Phase.generate]}
-)  # type: ignore[arg-type]
+)
