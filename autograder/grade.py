@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,9 +11,35 @@ from autograder.core import CheckResult, run_property
 from autograder.subject import LocalSubject, Subject
 from autograder.tasks import TASKS, hidden_available, properties
 
-__all__ = ["format_report", "grade", "run_task"]
+__all__ = ["format_report", "grade", "run_task", "validate_preview", "validating"]
 
 _TIERS = {"public": ("public",), "hidden": ("hidden",), "all": ("public", "hidden")}
+
+
+def validating() -> bool:
+    """True while nbgrader's Validate runs the notebook (toolbar button or ``nbgrader validate``).
+
+    nbgrader 0.9.6 runs Validate with ``NBGRADER_EXECUTION=validate`` (``validator.py``) and
+    autograding with ``NBGRADER_EXECUTION=autograde``; an interactive kernel has neither.
+    """
+    return os.environ.get("NBGRADER_EXECUTION") == "validate"
+
+
+def validate_preview(task_id: str, results: list[CheckResult]) -> float:
+    """What a public-only grade cell is worth under Validate: the task's points × pass fraction.
+
+    Validate compares a grade cell's value with the cell's points, which are the *task's*
+    points, while a student's release runs only the public checks (worth less). Scaling
+    :math:`s = P_{\\text{task}} \\cdot e/m` (``e`` public points earned of ``m``) gives exactly
+    ``P_task`` when every public check passes (``e/m`` is exactly 1.0 in floating point) and
+    less whenever one fails, so Validate passes a correct notebook and names a wrong cell.
+    Autograding never uses this: its score stays exact.
+    """
+    possible = sum(r.max_score for r in results)
+    earned = sum(r.score for r in results)
+    if possible <= 0:
+        return 0.0
+    return float(TASKS[task_id].points * earned / possible)
 
 
 def run_task(
@@ -57,7 +84,10 @@ def grade(
         quiet: Print nothing.
 
     Returns:
-        Points earned on the properties that ran.
+        Points earned on the properties that ran. Under nbgrader's Validate only (see
+        :func:`validating`), the public tier returns :func:`validate_preview` instead, and the
+        hidden tier (instructor's source notebooks) returns its points minus that preview's
+        excess over the exact public points, so ``public + hidden`` stays exact there too.
     """
     if task_id not in TASKS:
         raise KeyError(f"unknown task {task_id!r}; known: {', '.join(TASKS)}")
@@ -81,6 +111,7 @@ def grade(
         if not tiers:
             return 0.0
     results = run_task(task_id, LocalSubject(names), tiers)
+    earned = float(sum(r.score for r in results))
     if not quiet:
         print(format_report(task_id, results, "/".join(tiers)))
         if tiers == ("public",):
@@ -89,4 +120,17 @@ def grade(
                 print(
                     f"  (+{remaining:g} more points from hidden checks when your notebook is graded)"
                 )
-    return float(sum(r.score for r in results))
+    if validating() and tiers == ("public",):
+        preview = validate_preview(task_id, results)
+        if not quiet:
+            print(
+                f"  Validate counts this cell as {preview:g} / {TASKS[task_id].points:g}: "
+                "the task's points times the share of public checks passed."
+            )
+        return preview
+    if validating() and tiers == ("hidden",):
+        # The source's grade cell adds this to the public tier's preview: undo its excess.
+        public = run_task(task_id, LocalSubject(names), ("public",))
+        excess = validate_preview(task_id, public) - sum(r.score for r in public)
+        return earned - float(excess)
+    return earned
