@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 # CPU torch from the machine's disk; the package itself only asks for a range.
 TORCH_PIN ?= torch==2.13.0
 export OMP_NUM_THREADS ?= 1
-export MPLBACKEND ?= Agg
+# No MPLBACKEND here: JupyterLab's kernels must draw inline (tests/conftest.py and the CI
+# grader's workers choose Agg themselves).
 export PYTHONDONTWRITEBYTECODE := 1
 # nbgrader shells out to `alembic` and tests call `nbgrader`/`autograde`: the venv's bin first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -19,7 +20,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[notebooks,dev]"
+	$(PY) -m pip install -q -e ".[notebooks,dev,browser]"
+	# The browser test drives Debian's chromium (never a downloaded browser); CI runs as root.
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends chromium) ; } || echo "chromium not installed: tests/test_notebooks/test_browser.py will skip"
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
@@ -53,8 +58,17 @@ calibrate: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+## Students' route (README), taken from the built bundle in its own environment: no reference
+## solutions, no hidden checks, no instructor tools of nbgrader.
+STUDENT_DIR := dist/dsc190-vi-student
+STUDENT_VENV := $(CURDIR)/dist/student-venv
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab assignments/
+	$(PY) scripts/student_bundle.py --no-zip
+	test -x $(STUDENT_VENV)/bin/python || $(PY_SYS) -m venv $(STUDENT_VENV)
+	$(STUDENT_VENV)/bin/python -m pip install -q "$(TORCH_PIN)"
+	cd $(STUDENT_DIR) && $(STUDENT_VENV)/bin/python install.py -q
+	cd $(STUDENT_DIR) && env -u MPLBACKEND PATH="$(STUDENT_VENV)/bin:$$PATH" \
+	    $(STUDENT_VENV)/bin/jupyter lab assignments/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -3,12 +3,17 @@
 The bundle is ``dist/dsc190-vi-student/`` (and the same tree zipped next to it)::
 
     pyproject.toml  README.md
+    install.py                       pip-installs the bundle, keeps only nbgrader's Validate
+    nbgrader_config.py               Validate's per-cell time limit
     assignments/<id>/<id>.ipynb      the nbgrader release, as committed
     course_lib/                      without course_lib/reference (the answers)
     autograder/                      without autograder/hidden (the hidden checks)
 
-``pip install ./dsc190-vi-student`` gives students the helpers and the public checks that the
-notebooks' grade cells call. ``tests/test_notebooks/test_student_bundle.py`` proves that no
+Students follow :data:`ROUTE` (the bundle's README; the repository's README quotes it word for
+word): a virtual environment, ``python install.py``, ``jupyter lab assignments/``. That gives
+them the helpers, the public checks that the notebooks' grade cells call, and nbgrader's
+Validate button, and none of nbgrader's instructor tools. ``make lab`` takes the same route
+from ``dist/``. ``tests/test_notebooks/test_student_bundle.py`` proves that no
 reference or hidden-check code is inside.
 
 Usage: python scripts/student_bundle.py [--out DIR] [--no-zip]
@@ -24,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "dsc190-vi-student"
+#: Files copied to the bundle's top level from scripts/student/.
+STUDENT_FILES = ("install.py", "nbgrader_config.py")
 
 #: Inside each public package, the subpackages that never leave the instructor's machine.
 PRIVATE = {"course_lib": ("reference",), "autograder": ("hidden",)}
@@ -60,6 +67,7 @@ def _pyproject(root: Path) -> str:
         "jupyterlab>=4.2,<5",
         "ipykernel>=6",
         "ipywidgets>=8",
+        "nbgrader==0.9.6",  # the Validate button; install.py turns its instructor tools off
     ]
     dep_lines = "".join(f'    "{d}",\n' for d in deps)
     return (
@@ -73,14 +81,27 @@ def _pyproject(root: Path) -> str:
     )
 
 
-_README = """# DSC190 lecture 17: variational inference (student bundle)
+#: The one student route, in the bundle's README and (verbatim) in the repository's README.
+ROUTE = """Once, in the course folder (the unzipped `dsc190-vi-student/`), with Python 3.10 or newer:
 
-    pip install ./{name}        # helpers (course_lib) and the public checks (autograder)
+    python3 -m venv .venv
+    source .venv/bin/activate        # Windows: .venv\\Scripts\\activate
+    python install.py
+
+Then, each time you work, from the same folder:
+
+    source .venv/bin/activate        # Windows: .venv\\Scripts\\activate
     jupyter lab assignments/
 
 Work in `assignments/<id>/<id>.ipynb`, in the cells marked `# YOUR CODE HERE`, and run the
-grade cell under each exercise: it prints which checks pass and what to look at. More
-checks run when your notebook is graded.
+grade cell under each exercise: it prints which checks pass, what to look at, and your points
+on the public checks. More checks (the hidden ones) run when your notebook is graded.
+Before you submit, click **Validate** in the notebook's toolbar: it reruns the notebook and
+names every grade cell whose public checks do not all pass."""
+
+_README = """# DSC190 lecture 17: variational inference (student bundle)
+
+{route}
 """
 
 
@@ -108,7 +129,9 @@ def build(out: Path, root: Path = ROOT, make_zip: bool = True) -> Path:
     for package, private in PRIVATE.items():
         _copy_package(root / package, bundle / package, private)
     (bundle / "pyproject.toml").write_text(_pyproject(root))
-    (bundle / "README.md").write_text(_README.format(name=NAME))
+    (bundle / "README.md").write_text(_README.format(route=ROUTE))
+    for name in STUDENT_FILES:
+        shutil.copy2(root / "scripts" / "student" / name, bundle / name)
     if make_zip:
         shutil.make_archive(str(out / NAME), "zip", root_dir=out, base_dir=NAME)
     return bundle
