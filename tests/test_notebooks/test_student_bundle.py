@@ -8,6 +8,8 @@ bundle (notebooks included); and a Python that sees only the bundle cannot impor
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import subprocess
 import sys
 import textwrap
@@ -206,3 +208,64 @@ def test_bundle_builds_a_wheel_without_private_code(
         n.startswith("autograder/checks/") for n in names
     )
     assert not [n for n in names if any(private in n for private in PRIVATE)]
+
+
+# --------------------------------------------------------------------------- the student route
+
+
+def test_one_route_in_both_readmes(bundle: Path) -> None:
+    """The repository's README quotes the bundle's route word for word, and the route is real."""
+    script = nbt._load_script("student_bundle")
+    assert script.ROUTE in (bundle / "README.md").read_text()
+    assert script.ROUTE in (nbt.ROOT / "README.md").read_text(), (
+        "README.md's student section must quote scripts/student_bundle.py's ROUTE verbatim"
+    )
+    for name in script.STUDENT_FILES:
+        assert (bundle / name).is_file(), name
+    assert "python install.py" in script.ROUTE
+    assert "jupyter lab assignments/" in script.ROUTE
+    pyproject = (bundle / "pyproject.toml").read_text()
+    assert '"nbgrader==0.9.6"' in pyproject, "Validate needs nbgrader in the bundle"
+
+
+def test_install_turns_off_the_instructor_tools_only(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """install.py's config step: Formgrader & co. off and locked, Validate untouched."""
+    spec = importlib.util.spec_from_file_location(
+        "_bundle_install", bundle / "install.py"
+    )
+    assert spec is not None and spec.loader is not None
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    config = tmp_path / "etc" / "jupyter"
+    (config / "labconfig").mkdir(parents=True)
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"some-other:plugin": True}})
+    )
+    install.student_only(tmp_path)
+    install.student_only(tmp_path)  # idempotent: a second install changes nothing
+    page = json.loads((config / "labconfig" / "page_config.json").read_text())
+    server = json.loads((config / "jupyter_server_config.json").read_text())
+    assert page["disabledExtensions"] == {
+        "some-other:plugin": True,
+        **dict.fromkeys(install.LAB_PLUGINS, True),
+    }
+    assert page["lockedExtensions"] == dict.fromkeys(install.LAB_PLUGINS, True)
+    assert "@jupyter/nbgrader:formgrader" in install.LAB_PLUGINS
+    assert not any("validate" in p for p in install.LAB_PLUGINS)
+    extensions = server["ServerApp"]["jpserver_extensions"]
+    assert extensions == dict.fromkeys(install.SERVER_EXTENSIONS, False)
+    assert "nbgrader.server_extensions.formgrader" in extensions
+    assert "nbgrader.server_extensions.validate_assignment" not in extensions
+
+
+def test_makefile_lab_runs_the_student_route_with_inline_figures() -> None:
+    makefile = (nbt.ROOT / "Makefile").read_text()
+    lab = makefile[makefile.index("\nlab:") :].split("\n\n")[0]
+    assert "student_bundle.py" in lab and "install.py" in lab, lab
+    assert "env -u MPLBACKEND" in lab, (
+        "the kernel must not inherit a non-inline backend"
+    )
+    assert "jupyter lab assignments/" in lab, lab
+    assert "export MPLBACKEND" not in makefile
