@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[notebooks,dev,browser]"
-	# The browser test drives Debian's chromium (never a downloaded browser); CI runs as root.
+	@# The browser test drives Debian's chromium (never a downloaded browser); CI runs as root.
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	        --no-install-recommends chromium) ; } || echo "chromium not installed: tests/test_notebooks/test_browser.py will skip"
@@ -62,13 +62,14 @@ bench: $(STAMP)
 ## solutions, no hidden checks, no instructor tools of nbgrader.
 STUDENT_DIR := dist/dsc190-vi-student
 STUDENT_VENV := $(CURDIR)/dist/student-venv
+LAB_ARGS ?=  # e.g. LAB_ARGS="--no-browser --port 8899"
 lab: $(STAMP)
 	$(PY) scripts/student_bundle.py --no-zip
 	test -x $(STUDENT_VENV)/bin/python || $(PY_SYS) -m venv $(STUDENT_VENV)
 	$(STUDENT_VENV)/bin/python -m pip install -q "$(TORCH_PIN)"
 	cd $(STUDENT_DIR) && $(STUDENT_VENV)/bin/python install.py -q
 	cd $(STUDENT_DIR) && env -u MPLBACKEND PATH="$(STUDENT_VENV)/bin:$$PATH" \
-	    $(STUDENT_VENV)/bin/jupyter lab assignments/
+	    $(STUDENT_VENV)/bin/jupyter lab assignments/ $(LAB_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
