@@ -1486,9 +1486,12 @@ def composed_probe(
 
 
 # Wrong formulas, as functions of (noise, *params), each with what it tells the student.
-# Only the *wrong* formulas are written here: the right ones never appear in public code.
-def _exp_terms(u: Tensor) -> Tensor:
-    return -torch.log1p(-u)
+# Only the *wrong* formulas are written here, and the exponential's quantile is found by
+# bisection on its CDF: the public checks never contain the answer.
+def _unit_exponentials(u: Tensor) -> Tensor:
+    """Unit-rate exponential quantiles of every entry of ``u``, by bisection on the CDF."""
+    one = torch.ones((), dtype=u.dtype)
+    return _bisect(_exp_cdf, (one,), u, torch.zeros_like(u), torch.full_like(u, 50.0))
 
 
 def _t_ratio(eps: Tensor, chi: Tensor) -> Tensor:
@@ -1497,25 +1500,25 @@ def _t_ratio(eps: Tensor, chi: Tensor) -> Tensor:
 
 _GAMMA_SUSPECTS: tuple[tuple[Fn, str], ...] = (
     (
-        lambda u, rate: _exp_terms(u).mean(1) / rate,
+        lambda u, rate: _unit_exponentials(u).mean(1) / rate,
         "you averaged the k exponentials: Gamma(k, rate) is their sum (sum over axis 1, don't take the mean)",
     ),
     (
-        lambda u, rate: -torch.log(u).sum(1) / rate,
-        "you used -log(u_j): it has the same law as -log(1 - u_j), but the SPEC fixes each exponential as "
-        "its inverse CDF F^-1(u_j) = -log(1 - u_j) / rate, a different function of the noise",
+        lambda u, rate: _unit_exponentials(1 - u).sum(1) / rate,
+        "you used u_j where the exponential's inverse CDF has 1 - u_j: same law, but the SPEC fixes each "
+        "exponential as F^-1(u_j), a different function of the noise",
     ),
     (
-        lambda u, rate: _exp_terms(u).sum(1) * rate,
+        lambda u, rate: _unit_exponentials(u).sum(1) * rate,
         "you multiplied by rate: rate is an inverse scale (mean k / rate), so divide by it",
     ),
     (
-        lambda u, rate: _exp_terms(u)[:, 0] / rate,
+        lambda u, rate: _unit_exponentials(u)[:, 0] / rate,
         "only the first exponential is used: Gamma(k, rate) is the sum of all k of them (u[:, j] for j < k)",
     ),
     (
         lambda u, rate: torch.log1p(u).sum(1) / rate,
-        "you wrote log(1 + u): the exponential's inverse CDF is -log(1 - u) / rate (and this changes the law)",
+        "you wrote log(1 + u): that is not the exponential's inverse CDF (and this changes the law)",
     ),
 )
 
@@ -1649,7 +1652,11 @@ def gamma_single_exponential_inverts_cdf(
             what = "F(z)" if bool(low[s, d]) else "1 - F(z)"
             hint = diagnose_composed("gamma_rsample", z, noise, (rate,))
             if hint.startswith("z should") and (tail or float(err.max()) < 1e-5):
-                hint = "the sample is not accurate in the tail: don't clamp u or z, don't add a small constant inside a log"
+                hint = (
+                    "the sample is not accurate in the tail"
+                    if tail
+                    else "z is slightly off"
+                ) + ": don't clamp u or z, don't add a small constant inside a log"
             raise Failure(
                 f"with k = 1 (u of shape {tuple(noise.shape)}), at u={show_noise(float(u[s, d]))} (sample {s}, column {d}) "
                 f"z is {float(z[s, d]):.6g}, so {what} = {' instead of '.join(show_pair(float(got[s, d]), float(want[s, d])))}: {hint}"
