@@ -301,3 +301,22 @@ def test_composed_samplers_reject_flat_noise():
         reparam.gamma_rsample(torch.ones(2, dtype=torch.float64), torch.rand(5, 2))
     with pytest.raises(ValueError, match="nu >= 1"):
         reparam.student_t_rsample(torch.zeros(2), torch.ones(2), torch.randn(5, 1, 2))
+
+
+def test_variance_panels_draw_exact_curves_under_the_measured_dots():
+    """Issue 10: closed-form curves used to hide under the Monte Carlo ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_lib.plotting.estimators import plot_variance_panels
+
+    x = [1.0, 2.0, 4.0]
+    panels = {"a": {"score": [1.0, 2.0, 3.0], "pathwise": [0.1, 0.2, 0.4]}, "b": {}}
+    exact = {"a": {"score": [1.1, 2.1, 2.9]}}
+    fig = plot_variance_panels(x, panels, exact=exact, xlabel="k")
+    assert len(fig.axes) == 2
+    lines = fig.axes[0].get_lines()
+    bands = [ln for ln in lines if ln.get_linewidth() >= 5 and len(ln.get_xdata())]
+    dots = [ln for ln in lines if ln.get_marker() == "o"]
+    assert len(bands) == 1 and len(dots) == 2
+    assert all(d.get_zorder() > bands[0].get_zorder() for d in dots)
