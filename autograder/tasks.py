@@ -51,6 +51,8 @@ _POINTS: dict[str, dict[str, float]] = {
         "cauchy_rsample": 2,
         "laplace_rsample": 2,
         "lognormal_rsample": 2,
+        "gamma_rsample": 3,
+        "student_t_rsample": 3,
         "reparam_grad": 4,
     },
     "04_elbo": {

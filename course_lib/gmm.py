@@ -8,9 +8,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from course_lib._validate import as_float_array
-from course_lib.progress import progress
+from course_lib.progress import finish_early, progress
 
-__all__ = ["EMResult", "fit_em", "init_params", "m_step", "sample_gmm"]
+__all__ = [
+    "EMResult",
+    "align_components",
+    "fit_em",
+    "init_params",
+    "m_step",
+    "sample_gmm",
+]
 
 EStep = Callable[
     [np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, float]
@@ -114,10 +121,47 @@ def fit_em(
     weights, means, covs = init_params(X, n_components, seed)
     history: list[float] = []
     resp = np.full((len(X), n_components), 1.0 / n_components)
-    for _ in progress(range(n_iter), desc="EM", disable=not show_progress):
+    bar = progress(range(n_iter), desc="EM", disable=not show_progress)
+    for _ in bar:
         resp, log_likelihood = e_step(X, weights, means, covs)  # E-step
         history.append(float(log_likelihood))
         weights, means, covs = m_step(X, resp)  # M-step
         if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+            finish_early(bar, len(history), "converged")
             break
     return EMResult(weights, means, covs, resp, history)
+
+
+def align_components(
+    reference_means: np.ndarray,
+    weights: np.ndarray,
+    means: np.ndarray,
+    covs: np.ndarray,
+    resp: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
+    r"""Reorder a fit's components to match a reference mixture (for plotting in the same colours).
+
+    EM's component labels are arbitrary; the permutation :math:`\pi` minimising
+    :math:`\sum_k \lVert \mu^{\text{ref}}_k - \mu_{\pi(k)} \rVert^2` (Hungarian algorithm) makes
+    component ``k`` of the fit the one closest to component ``k`` of the reference.
+
+    Args:
+        reference_means: ``(K, D)``.
+        weights, means, covs: The fit, ``(K,)``, ``(K, D)``, ``(K, D, D)``.
+        resp: Optional responsibilities ``(N, K)``, reordered along axis 1.
+
+    Returns:
+        ``(weights, means, covs)`` reordered, plus ``resp`` when given.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    reference_means = as_float_array("reference_means", reference_means, 2)
+    means = as_float_array("means", means, 2)
+    if reference_means.shape != means.shape:
+        raise ValueError(
+            f"reference_means {reference_means.shape} and means {means.shape} differ in shape"
+        )
+    cost = ((reference_means[:, None, :] - means[None, :, :]) ** 2).sum(-1)
+    _, order = linear_sum_assignment(cost)
+    out = (np.asarray(weights)[order], means[order], np.asarray(covs)[order])
+    return out if resp is None else (*out, np.asarray(resp)[:, order])

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["progress"]
+__all__ = ["finish_early", "progress"]
 
 
 def _in_notebook() -> bool:
@@ -36,3 +36,20 @@ def progress(
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, file=sys.stdout, **kwargs)
+
+
+def finish_early(bar: Iterable[Any], done: int, note: str = "") -> None:
+    """Close a bar from :func:`progress` whose loop stopped early on purpose (converged).
+
+    Without this a notebook bar stays at, say, 20% and turns red on close, which reads as a
+    failure. The bar's total becomes ``done`` so it closes complete; ``note`` is appended to
+    its description (``"converged"``). A plain iterable (``disable=True``) is left alone.
+    """
+    reset = getattr(bar, "reset", None)
+    if reset is None:
+        return
+    if note:
+        bar.set_description(f"{bar.desc.rstrip(': ')} ({note})")  # type: ignore[attr-defined]
+    reset(total=done)
+    bar.update(done)  # type: ignore[attr-defined]
+    bar.close()  # type: ignore[attr-defined]

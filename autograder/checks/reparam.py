@@ -1333,3 +1333,635 @@ def no_side_effects(subject: Subject, problem: GradProblem) -> None:
                 f"({' then '.join(show_pair(float(first[0]), float(second[0])))}): gradients "
                 "accumulate in .grad, or new noise is drawn; use the noise you are given",
             )
+
+
+# --------------------------------------------------------------------------------------
+# Compositions with several noise draws per sample: gamma_rsample, student_t_rsample.
+# Noise is (S, k, D) and samples are (S, D), so these tasks get their own problems, probe
+# and properties; the judge still knows only closed forms (the Erlang CDF, the pivot of a
+# location-scale family) and invariants (additivity, scale invariance), never the answer's code.
+# --------------------------------------------------------------------------------------
+
+__all__ += [
+    "COMPOSED_PARAMS",
+    "ComposedProblem",
+    "composed_problems",
+    "composed_probe",
+    "diagnose_composed",
+]
+
+#: task -> (parameter names and where they are drawn, noise name)
+COMPOSED_PARAMS: dict[str, tuple[tuple[tuple[str, Range], ...], str]] = {
+    "gamma_rsample": ((("rate", _positive()),), "u"),
+    "student_t_rsample": ((("loc", LOC3), ("scale", _positive())), "eps"),
+}
+
+
+@dataclass(frozen=True)
+class ComposedProblem:
+    """Parameters (one value per dimension), noise sizes ``S x k x D`` and a seed."""
+
+    task: str
+    params: tuple[tuple[float, ...], ...]
+    num_samples: int
+    columns: int  # k for the Gamma shape, nu + 1 for Student's t
+    seed: int
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in COMPOSED_PARAMS[self.task][0])
+
+    @property
+    def noise_name(self) -> str:
+        return COMPOSED_PARAMS[self.task][1]
+
+    @property
+    def dim(self) -> int:
+        return len(self.params[0])
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return tuple(torch.tensor(p, dtype=DTYPE) for p in self.params)
+
+    def _generator(self, salt: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed + salt) % 2**63)
+
+    def noise(self, salt: int = 0) -> Tensor:
+        """``(S, k, D)``: u in [0.001, 0.999] (tails have their own check) or eps ~ N(0, 1)."""
+        shape = (self.num_samples, self.columns, self.dim)
+        if self.noise_name == "u":
+            return 1e-3 + (1 - 2e-3) * torch.rand(
+                shape, generator=self._generator(salt), dtype=DTYPE
+            )
+        return torch.randn(shape, generator=self._generator(salt), dtype=DTYPE)
+
+    def weights(self, salt: int = 2) -> Tensor:
+        """Random positive cotangents in [0.5, 1.5], ``(S, D)``."""
+        return 0.5 + torch.rand(
+            (self.num_samples, self.dim), generator=self._generator(salt), dtype=DTYPE
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def __repr__(self) -> str:
+        values = ", ".join(
+            f"{n}={_fmt(p)}" for n, p in zip(self.param_names, self.params)
+        )
+        return (
+            f"{self.task}({values}, {self.noise_name}: {self.num_samples}x{self.columns}x{self.dim} "
+            f"(S x k x D), seed={self.seed})"
+        )
+
+
+_COMPOSED_SIZES = distinct_sizes(3, 2, 6)
+
+
+@st.composite
+def composed_problems(draw: st.DrawFn, task: str) -> ComposedProblem:
+    """S, k, D pairwise distinct (an axis mix-up changes the shape or the value); k >= 2 for
+    the Gamma (k = 1 hides mean-vs-sum) and nu = k - 1 >= 2 for Student's t (nu = 1 hides it)."""
+    num_samples, columns, dim = draw(
+        _COMPOSED_SIZES.filter(
+            lambda s: s[1] >= (3 if task == "student_t_rsample" else 2)
+        )
+    )
+    seed = draw(_SEEDS)
+    rng = np.random.default_rng(seed)
+    params = tuple(r.draw(rng, dim) for _, r in COMPOSED_PARAMS[task][0])
+    return ComposedProblem(task, params, num_samples, columns, seed)
+
+
+def composed_probe(
+    student: Student,
+    name: str,
+    params: tuple[Tensor, ...],
+    noise: Tensor,
+    weights: Tensor | None = None,
+) -> dict[str, Any]:
+    r"""Call ``student.<name>(*params, noise)`` (noise ``(S, k, D)``) with the params as fresh leaves.
+
+    With ``weights`` (``(S, D)``), also return per-sample derivatives
+    :math:`\partial z_{sd}/\partial\lambda_d`, one backward pass per sample row, as in
+    :func:`rsample_probe`.
+
+    Returns:
+        ``{"z", "dtype", "requires_grad", "mutated" (indices into (*params, noise)),
+        "grad_left" (param indices), "derivs" (list of (S, D) or None)}``.
+    """
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    noise_arg = noise.detach().clone()
+    want_shape = (noise.shape[0], noise.shape[2])
+    z = getattr(student, name)(*leaves, noise_arg)
+    if not isinstance(z, torch.Tensor):
+        raise StudentError(
+            "bad_result",
+            f"{name} returned a {type(z).__name__}, expected a torch.Tensor of shape {want_shape}",
+        )
+    mutated = [i for i, (p, leaf) in enumerate(zip(params, leaves)) if changed(p, leaf)]
+    if changed(noise, noise_arg):
+        mutated.append(len(params))
+    out: dict[str, Any] = {
+        "z": z.detach().clone(),
+        "dtype": str(z.dtype).replace("torch.", ""),
+        "requires_grad": bool(z.requires_grad),
+        "mutated": mutated,
+        "grad_left": [i for i, leaf in enumerate(leaves) if leaf.grad is not None],
+        "derivs": None,
+    }
+    if weights is not None and z.requires_grad and tuple(z.shape) == want_shape:
+        derivs = [torch.zeros(want_shape, dtype=DTYPE) for _ in leaves]
+        for s in range(z.shape[0]):
+            row = torch.autograd.grad(
+                z[s],
+                leaves,
+                grad_outputs=weights[s].to(z.dtype),
+                retain_graph=True,
+                allow_unused=True,
+            )
+            for i, g in enumerate(row):
+                if g is not None:
+                    derivs[i][s] = g.detach().to(DTYPE) / weights[s]
+        out["derivs"] = derivs
+    return out
+
+
+# Wrong formulas, as functions of (noise, *params), each with what it tells the student.
+# Only the *wrong* formulas are written here, and the exponential's quantile is found by
+# bisection on its CDF: the public checks never contain the answer.
+def _unit_exponentials(u: Tensor) -> Tensor:
+    """Unit-rate exponential quantiles of every entry of ``u``, by bisection on the CDF."""
+    one = torch.ones((), dtype=u.dtype)
+    return _bisect(_exp_cdf, (one,), u, torch.zeros_like(u), torch.full_like(u, 50.0))
+
+
+def _t_ratio(eps: Tensor, chi: Tensor) -> Tensor:
+    return eps[:, 0] / chi
+
+
+_GAMMA_SUSPECTS: tuple[tuple[Fn, str], ...] = (
+    (
+        lambda u, rate: _unit_exponentials(u).mean(1) / rate,
+        "you averaged the k exponentials: Gamma(k, rate) is their sum (sum over axis 1, don't take the mean)",
+    ),
+    (
+        lambda u, rate: _unit_exponentials(1 - u).sum(1) / rate,
+        "you used u_j where the exponential's inverse CDF has 1 - u_j: same law, but the SPEC fixes each "
+        "exponential as F^-1(u_j), a different function of the noise",
+    ),
+    (
+        lambda u, rate: _unit_exponentials(u).sum(1) * rate,
+        "you multiplied by rate: rate is an inverse scale (mean k / rate), so divide by it",
+    ),
+    (
+        lambda u, rate: _unit_exponentials(u)[:, 0] / rate,
+        "only the first exponential is used: Gamma(k, rate) is the sum of all k of them (u[:, j] for j < k)",
+    ),
+    (
+        lambda u, rate: torch.log1p(u).sum(1) / rate,
+        "you wrote log(1 + u): that is not the exponential's inverse CDF (and this changes the law)",
+    ),
+)
+
+_T_SUSPECTS: tuple[tuple[Fn, str], ...] = (
+    (
+        lambda e, loc, scale: (
+            loc + scale * _t_ratio(e, torch.sqrt((e[:, 1:] ** 2).sum(1)))
+        ),
+        "you divided by the root of the sum of squares: the chi-squared must be divided by nu, "
+        "t = eps_0 / sqrt(sum_j eps_j^2 / nu) (a mean of squares, not a sum)",
+    ),
+    (
+        lambda e, loc, scale: loc + scale * _t_ratio(e, (e[:, 1:] ** 2).mean(1)),
+        "the square root is missing: t = eps_0 / sqrt(V / nu), not eps_0 / (V / nu)",
+    ),
+    (
+        lambda e, loc, scale: loc + scale * _t_ratio(e, torch.sqrt((e**2).mean(1))),
+        "eps_0 is inside your chi-squared too: the numerator's normal must be independent of the "
+        "denominator, so use eps[:, 1:] (nu = k - 1 degrees of freedom)",
+    ),
+    (
+        lambda e, loc, scale: (
+            loc + scale * _t_ratio(e, torch.sqrt((e[:, 1:] ** 2).sum(1) / e.shape[1]))
+        ),
+        "wrong degrees of freedom: nu = eps.shape[1] - 1 (eps_0 is the numerator), divide the sum of "
+        "squares by nu, not by eps.shape[1]",
+    ),
+    (
+        lambda e, loc, scale: loc + scale * e[:, 0],
+        "that is the normal sample: divide eps_0 by sqrt((1/nu) sum_j eps_j^2) to get Student's t",
+    ),
+    (
+        lambda e, loc, scale: (
+            loc + _t_ratio(e, torch.sqrt((e[:, 1:] ** 2).mean(1))) / scale
+        ),
+        _DIVIDED,
+    ),
+)
+
+
+def diagnose_composed(
+    task: str, z: Tensor, noise: Tensor, params: Sequence[Tensor]
+) -> str:
+    """A hint naming the bug when ``z`` matches a known wrong formula, else a generic hint."""
+    if not torch.isfinite(z).all():
+        return "z has NaN or infinite entries: is a log taken of a negative number or of 0, or a square root of one?"
+    suspects = _GAMMA_SUSPECTS if task == "gamma_rsample" else _T_SUSPECTS
+    if task == "gamma_rsample" and noise.shape[1] == 1:
+        # With k = 1 a mean is the sum and the first column is all of them: not a diagnosis.
+        suspects = tuple(x for i, x in enumerate(suspects) if i not in (0, 3))
+    for candidate, message in suspects:
+        with torch.no_grad():
+            guess = candidate(noise, *params)
+        if guess.shape == z.shape and torch.isfinite(guess).all() and _close(z, guess):
+            return message
+    if task == "gamma_rsample":
+        return "z should be the sum over j of the exponential samples F^-1(u[:, j]) with rate `rate`"
+    return "z = loc + scale * t with t = eps[:, 0] / sqrt(sum_{j>=1} eps[:, j]^2 / nu), nu = eps.shape[1] - 1"
+
+
+def _composed_z(out: dict[str, Any], noise: Tensor, task: str) -> Tensor:
+    z = out["z"]
+    want = (noise.shape[0], noise.shape[2])
+    expect(
+        tuple(z.shape) == want,
+        f"{task} returned shape {tuple(z.shape)} for noise of shape {tuple(noise.shape)} (S x k x D): return "
+        f"one sample per row and column, shape {want}; combine the k draws along axis 1",
+    )
+    expect(
+        out["dtype"] == "float64",
+        f"{task} returned {out['dtype']} for float64 inputs: don't convert (no .float(), no numpy round trip)",
+    )
+    bad = ~torch.isfinite(z)
+    if bad.any():
+        s, d = (int(i) for i in torch.nonzero(bad)[0])
+        raise Failure(
+            f"z is {float(z[s, d])} at sample {s}, column {d}: a log of a negative number or of 0, "
+            "or a division by 0? check the signs inside the logs"
+        )
+    return z.to(DTYPE)
+
+
+def _first_bad(err: Tensor) -> tuple[int, int]:
+    s, d = _worst(err)
+    return int(s), int(d)
+
+
+def _erlang_cdf(z: Tensor, rate: Tensor, k: int) -> Tensor:
+    r"""Gamma CDF for an integer shape: :math:`1 - e^{-x}\sum_{m<k} x^m/m!`, :math:`x = \lambda z`."""
+    x = rate * z
+    terms = sum(x**m / math.factorial(m) for m in range(k))
+    return 1.0 - torch.exp(-x) * terms
+
+
+_GAMMA_TAIL_U = (1e-12, 1e-6, 1 - 1e-6, 1 - 1e-12)
+
+
+@check(
+    "gamma_rsample",
+    "one exponential (k = 1) inverts its CDF: 1 - exp(-rate z) = u, also in the far tails",
+    points=0.5,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("gamma_rsample"))
+def gamma_single_exponential_inverts_cdf(
+    subject: Subject, problem: ComposedProblem
+) -> None:
+    (rate,) = problem.tensors()
+    bulk = problem.noise()[:, :1]
+    tails = torch.tensor(_GAMMA_TAIL_U, dtype=DTYPE)[:, None, None].expand(
+        len(_GAMMA_TAIL_U), 1, problem.dim
+    )
+    for noise, tail in ((bulk, False), (tails.clone(), True)):
+        z = _composed_z(
+            subject.call(composed_probe, "gamma_rsample", (rate,), noise),
+            noise,
+            "gamma_rsample",
+        )
+        u = noise[:, 0]
+        low = u < 0.5
+        with torch.no_grad():
+            got = torch.where(low, _exp_cdf(z, rate), _exp_sf(z, rate))
+        want = torch.where(low, u, 1.0 - u)
+        # Bulk: F(z) = u to 1e-10 (float64 rounding of a log is ~1e-16 relative). Tails: the
+        # tail probability within 0.1% (-log(1 - u) with u = 1e-12 loses ~1e-4 relative: allowed).
+        err = (got - want).abs() / want if tail else (got - want).abs()
+        err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
+        tol = 1e-3 if tail else 1e-10 / 0.5
+        if (err > tol).any():
+            s, d = _first_bad(err)
+            what = "F(z)" if bool(low[s, d]) else "1 - F(z)"
+            hint = diagnose_composed("gamma_rsample", z, noise, (rate,))
+            if hint.startswith("z should") and (tail or float(err.max()) < 1e-5):
+                hint = (
+                    "the sample is not accurate in the tail"
+                    if tail
+                    else "z is slightly off"
+                ) + ": don't clamp u or z, don't add a small constant inside a log"
+            raise Failure(
+                f"with k = 1 (u of shape {tuple(noise.shape)}), at u={show_noise(float(u[s, d]))} (sample {s}, column {d}) "
+                f"z is {float(z[s, d]):.6g}, so {what} = {' instead of '.join(show_pair(float(got[s, d]), float(want[s, d])))}: {hint}"
+            )
+
+
+@check(
+    "gamma_rsample",
+    "composition: independent parts add up, z(u) = z(u[:, :1]) + z(u[:, 1:])",
+    points=0.5,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("gamma_rsample"))
+def gamma_parts_add_up(subject: Subject, problem: ComposedProblem) -> None:
+    params, noise = problem.tensors(), problem.noise()
+    whole = _composed_z(
+        subject.call(composed_probe, "gamma_rsample", params, noise),
+        noise,
+        "gamma_rsample",
+    )
+    parts = [noise[:, :1].clone(), noise[:, 1:].clone()]
+    first, rest = (
+        _composed_z(
+            subject.call(composed_probe, "gamma_rsample", params, p), p, "gamma_rsample"
+        )
+        for p in parts
+    )
+    built = first + rest
+    # Sums of k <= 6 positive terms: agreement to 1e-12 relative is rounding only.
+    if not _close(whole, built, rtol=1e-12, atol=1e-14):
+        s, d = _first_bad((whole - built).abs() / (1 + built.abs()))
+        raise Failure(
+            f"at sample {s}, column {d}: z with all k = {problem.columns} columns of u is {float(whole[s, d]):.8g}, but "
+            f"z from column 0 alone plus z from the other {problem.columns - 1} is {float(built[s, d]):.8g}. A Gamma(k) "
+            "sample is a sum of k independent exponentials, so its parts must add up: "
+            + diagnose_composed("gamma_rsample", whole, noise, params)
+        )
+
+
+@check(
+    "gamma_rsample",
+    "pathwise derivative satisfies the implicit-gradient identity dz/drate = -∂F(z; k, rate)/∂rate / q(z; k, rate)",
+    points=0.5,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("gamma_rsample"))
+def gamma_implicit_gradient(subject: Subject, problem: ComposedProblem) -> None:
+    params, noise = problem.tensors(), problem.noise()
+    out = subject.call(
+        composed_probe, "gamma_rsample", params, noise, problem.weights()
+    )
+    z = _composed_z(out, noise, "gamma_rsample")
+    expect(
+        out["requires_grad"] and out["derivs"] is not None,
+        "the samples of gamma_rsample are not differentiable in rate: did you detach, use .sample(), "
+        "torch.no_grad() or numpy? Build z from rate with torch operations",
+    )
+    zleaf = z.detach().clone().requires_grad_(True)
+    rate = params[0].expand_as(z).clone().requires_grad_(True)
+    cdf = _erlang_cdf(zleaf, rate, problem.columns)
+    dz, drate = torch.autograd.grad(cdf.sum(), [zleaf, rate])
+    want = -drate / dz  # the Erlang CDF in closed form, differentiated by autograd
+    got = out["derivs"][0]
+    # Both sides are O(z / rate) computed in float64 (the identity's autograd has no
+    # cancellation): 1e-7 relative is rounding with a wide margin.
+    err = (got - want).abs() - (1e-7 * want.abs() + 1e-10)
+    if (err > 0).any():
+        s, d = _first_bad(err)
+        if bool((got.abs() < 1e-12).all()):
+            hint = "z does not depend on rate through autograd: did you detach rate or use .item()?"
+        elif _close(got, -want):
+            hint = "the derivative has the wrong sign"
+        else:
+            hint = (
+                "rate is an inverse scale: each exponential is (something of u) / rate"
+            )
+        got_d, want_d = show_pair(float(got[s, d]), float(want[s, d]))
+        raise Failure(
+            f"dz/drate at sample {s}, column {d} is {got_d}, but -∂F/∂rate / q gives {want_d} at your z "
+            f"(F the Gamma CDF with integer shape k = {problem.columns}): {hint}"
+        )
+
+
+@check(
+    "gamma_rsample",
+    "rate is an inverse scale: z(rate, u) = z(1, u) / rate",
+    points=0.25,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("gamma_rsample"))
+def gamma_inverse_scale(subject: Subject, problem: ComposedProblem) -> None:
+    (rate,), noise = problem.tensors(), problem.noise()
+    z = _composed_z(
+        subject.call(composed_probe, "gamma_rsample", (rate,), noise),
+        noise,
+        "gamma_rsample",
+    )
+    one = torch.ones_like(rate)
+    z1 = _composed_z(
+        subject.call(composed_probe, "gamma_rsample", (one,), noise),
+        noise,
+        "gamma_rsample",
+    )
+    if not _close(z, z1 / rate, rtol=1e-9, atol=1e-12):
+        s, d = _first_bad((z - z1 / rate).abs() / (1 + z.abs()))
+        raise Failure(
+            f"at sample {s}, column {d} z(rate={float(rate[d]):.3g}) is {float(z[s, d]):.6g} but z(rate=1) / rate is "
+            f"{float(z1[s, d] / rate[d]):.6g}: rate must enter once, as a division of the whole sum"
+            + (" (you multiplied by it)" if _close(z, z1 * rate) else "")
+        )
+
+
+@check("gamma_rsample", "z increases with every u[:, j]", points=0.125)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("gamma_rsample"))
+def gamma_monotone(subject: Subject, problem: ComposedProblem) -> None:
+    params, noise = problem.tensors(), problem.noise()
+    z = _composed_z(
+        subject.call(composed_probe, "gamma_rsample", params, noise),
+        noise,
+        "gamma_rsample",
+    )
+    for j in range(problem.columns):
+        higher = noise.clone()
+        higher[:, j] = noise[:, j] + 0.5 * (1 - noise[:, j])
+        z2 = _composed_z(
+            subject.call(composed_probe, "gamma_rsample", params, higher),
+            higher,
+            "gamma_rsample",
+        )
+        if (z2 <= z).any():
+            s, d = _first_bad((z - z2).to(DTYPE))
+            raise Failure(
+                f"raising u[{s}, {j}, {d}] from {float(noise[s, j, d]):.3g} to {float(higher[s, j, d]):.3g} moved z from "
+                f"{float(z[s, d]):.6g} to {float(z2[s, d]):.6g}: each exponential F^-1(u_j) increases with u_j. "
+                "Did you use u instead of 1 - u, or drop a sign?"
+            )
+
+
+@check(
+    "gamma_rsample", "does not modify its inputs or leave .grad on them", points=0.125
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("gamma_rsample"))
+def gamma_no_side_effects(subject: Subject, problem: ComposedProblem) -> None:
+    out = subject.call(
+        composed_probe, "gamma_rsample", problem.tensors(), problem.noise()
+    )
+    _no_composed_side_effects(out, "gamma_rsample", ("rate", "u"))
+
+
+def _no_composed_side_effects(
+    out: dict[str, Any], task: str, inputs: tuple[str, ...]
+) -> None:
+    expect(
+        not out["mutated"],
+        f"{task} modified {', '.join(inputs[i] for i in out['mutated'])} in place (e.g. u.clamp_(...), "
+        "eps.pow_(2)): work on new tensors",
+    )
+    expect(
+        not out["grad_left"],
+        f"{task} left .grad on {', '.join(inputs[i] for i in out['grad_left'])}: a sampler only builds z; "
+        "don't call .backward() inside it",
+    )
+
+
+def _t_standard(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    return (z - loc) / scale
+
+
+@check(
+    "student_t_rsample",
+    "standardised samples give back eps_0: (z - loc)/scale * sqrt(sum_{j>=1} eps_j^2 / nu) = eps_0",
+    points=0.75,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("student_t_rsample"))
+def student_t_pivot(subject: Subject, problem: ComposedProblem) -> None:
+    params, eps = problem.tensors(), problem.noise()
+    z = _composed_z(
+        subject.call(composed_probe, "student_t_rsample", params, eps),
+        eps,
+        "student_t_rsample",
+    )
+    nu = problem.columns - 1
+    with torch.no_grad():
+        back = _t_standard(z, *params) * torch.sqrt((eps[:, 1:] ** 2).sum(1) / nu)
+    # back is eps_0 up to float64 rounding of a few operations: 1e-9 (1 + |eps_0|).
+    err = (back - eps[:, 0]).abs() - 1e-9 * (1 + eps[:, 0].abs())
+    if (err > 0).any():
+        s, d = _first_bad(err)
+        got_b, want_b = show_pair(float(back[s, d]), float(eps[s, 0, d]))
+        raise Failure(
+            f"at sample {s}, column {d} (nu = {nu}), your z gives (z - loc)/scale * sqrt(sum_j eps_j^2 / nu) = {got_b} "
+            f"instead of eps_0 = {want_b}. "
+            + diagnose_composed("student_t_rsample", z, eps, params)
+        )
+
+
+@check(
+    "student_t_rsample",
+    "a ratio of normals: scaling all the noise, z(c * eps) = z(eps), changes nothing",
+    points=0.25,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("student_t_rsample"))
+def student_t_scale_invariant(subject: Subject, problem: ComposedProblem) -> None:
+    params, eps = problem.tensors(), problem.noise()
+    z = _composed_z(
+        subject.call(composed_probe, "student_t_rsample", params, eps),
+        eps,
+        "student_t_rsample",
+    )
+    scaled = 2.5 * eps
+    z2 = _composed_z(
+        subject.call(composed_probe, "student_t_rsample", params, scaled),
+        scaled,
+        "student_t_rsample",
+    )
+    if not _close(z, z2, rtol=1e-9, atol=1e-12):
+        s, d = _first_bad((z - z2).abs() / (1 + z.abs()))
+        raise Failure(
+            f"multiplying every eps by 2.5 moved z[{s}, {d}] from {float(z[s, d]):.6g} to {float(z2[s, d]):.6g}: t is a "
+            "normal divided by the root of a mean of squared normals, so a common factor cancels. Is the square "
+            "root missing, or is eps_0 not divided by anything?"
+        )
+
+
+@check(
+    "student_t_rsample",
+    "pathwise derivatives satisfy the implicit-gradient identity of a location-scale family: dz/dloc = 1, dz/dscale = (z - loc)/scale",
+    points=0.5,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("student_t_rsample"))
+def student_t_implicit_gradient(subject: Subject, problem: ComposedProblem) -> None:
+    params, eps = problem.tensors(), problem.noise()
+    out = subject.call(
+        composed_probe, "student_t_rsample", params, eps, problem.weights()
+    )
+    z = _composed_z(out, eps, "student_t_rsample")
+    expect(
+        out["requires_grad"] and out["derivs"] is not None,
+        "the samples of student_t_rsample are not differentiable in loc and scale: did you detach, use "
+        ".sample(), torch.no_grad() or numpy?",
+    )
+    # F(z; loc, scale) = F_nu((z - loc)/scale): -∂λF/∂zF = -∂λP/∂zP with P the standardised z.
+    zleaf = z.detach().clone().requires_grad_(True)
+    leaves = [p.detach().expand_as(z).clone().requires_grad_(True) for p in params]
+    grads = torch.autograd.grad(_t_standard(zleaf, *leaves).sum(), [zleaf, *leaves])
+    for name, got, g in zip(("loc", "scale"), out["derivs"], grads[1:]):
+        want = -g / grads[0]
+        err = (got - want).abs() - (1e-7 * want.abs() + 1e-10)
+        if (err > 0).any():
+            s, d = _first_bad(err)
+            if bool((got.abs() < 1e-12).all()):
+                hint = f"z does not depend on {name} through autograd: did you detach it or use .item()?"
+            elif _close(got, -want):
+                hint = "the derivative has the wrong sign"
+            else:
+                hint = "z = loc + scale * t, with t computed from eps alone"
+            got_d, want_d = show_pair(float(got[s, d]), float(want[s, d]))
+            raise Failure(
+                f"dz/d{name} at sample {s}, column {d} is {got_d}, but the identity gives {want_d} at your z: {hint}"
+            )
+
+
+@check(
+    "student_t_rsample",
+    "location-scale structure: z(loc, scale, eps) = loc + scale * z(0, 1, eps)",
+    points=0.25,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("student_t_rsample"))
+def student_t_structure(subject: Subject, problem: ComposedProblem) -> None:
+    (loc, scale), eps = problem.tensors(), problem.noise()
+    z = _composed_z(
+        subject.call(composed_probe, "student_t_rsample", (loc, scale), eps),
+        eps,
+        "student_t_rsample",
+    )
+    standard = (torch.zeros_like(loc), torch.ones_like(scale))
+    z0 = _composed_z(
+        subject.call(composed_probe, "student_t_rsample", standard, eps),
+        eps,
+        "student_t_rsample",
+    )
+    built = loc + scale * z0
+    if not _close(z, built, rtol=1e-9, atol=1e-12):
+        s, d = _first_bad((z - built).abs() / (1 + built.abs()))
+        raise Failure(
+            f"at sample {s}, column {d} z is {float(z[s, d]):.6g} but loc + scale * z(0, 1, eps) is {float(built[s, d]):.6g}: "
+            + diagnose_composed("student_t_rsample", z, eps, (loc, scale))
+        )
+
+
+@check(
+    "student_t_rsample",
+    "does not modify its inputs or leave .grad on them",
+    points=0.25,
+)
+@settings(SAMPLER_SETTINGS)
+@given(problem=composed_problems("student_t_rsample"))
+def student_t_no_side_effects(subject: Subject, problem: ComposedProblem) -> None:
+    out = subject.call(
+        composed_probe, "student_t_rsample", problem.tensors(), problem.noise()
+    )
+    _no_composed_side_effects(out, "student_t_rsample", ("loc", "scale", "eps"))

@@ -16,14 +16,18 @@ from hypothesis import given, settings
 
 from autograder import probes
 from autograder.checks.reparam import (
+    COMPOSED_PARAMS,
     DTYPE,
     FAMILIES,
     SAMPLER_SETTINGS,
+    ComposedProblem,
     Family,
     GradProblem,
     SamplerProblem,
     compare_grads,
+    composed_problems,
     diagnose,
+    diagnose_composed,
     grad_problems,
     reparam_grad_probe,
     rsample_probe,
@@ -125,3 +129,65 @@ def reparam_grad_matches_reference(subject: Subject, problem: GradProblem) -> No
     got = subject.call(reparam_grad_probe, *args)["grads"]
     want = _REFERENCE.call(reparam_grad_probe, *args)["grads"]
     compare_grads(problem, got, want, "the reference")
+
+
+# --------------------------------------------------------------------------------------
+# gamma_rsample, student_t_rsample: noise (S, k, D), samples (S, D).
+# --------------------------------------------------------------------------------------
+
+
+def _register_composed(task: str) -> None:
+    @check(
+        task,
+        "values and pathwise derivatives match the reference on the same noise",
+        points=1,
+    )
+    @settings(SAMPLER_SETTINGS)
+    @given(problem=composed_problems(task))
+    def matches_reference(subject: Subject, problem: ComposedProblem) -> None:
+        params, noise = problem.tensors(), problem.noise()
+        cotangent = problem.weights(salt=3)
+        args, wrt = (*params, noise), tuple(range(len(params)))
+        got = subject.call(probes.vjp, task, args, wrt, cotangent)
+        want = _REFERENCE.call(probes.vjp, task, args, wrt, cotangent)
+        z, zstar = got["value"], want["value"].detach()
+        expect(
+            str(z.dtype) == "torch.float64",
+            f"{task} returned {str(z.dtype).replace('torch.', '')} for float64 inputs: compute in float64",
+        )
+        z = z.to(DTYPE)
+        # Sums of k <= 6 logs or a ratio of float64 normals: 1e-9 relative is rounding only.
+        ok = torch.isclose(z, zstar, rtol=1e-9, atol=1e-12)
+        if not ok.all():
+            s, d = (int(i) for i in torch.nonzero(~ok)[0])
+            got_z, want_z = show_pair(float(z[s, d]), float(zstar[s, d]))
+            raise Failure(
+                f"z at sample {s}, column {d} ({problem.noise_name} of shape {tuple(noise.shape)}) is {got_z}, "
+                f"expected {want_z}. " + diagnose_composed(task, z, noise, params)
+            )
+        # Each derivative is a sum over S samples of O(|z|) terms: tolerance from their size.
+        size = (cotangent * zstar.abs()).sum(0) / params[-1].abs() + cotangent.sum(0)
+        for name, g, w in zip(problem.param_names, got["grads"], want["grads"]):
+            err = torch.where(
+                torch.isfinite(g),
+                (g - w).abs() - (1e-8 * w.abs() + 1e-10 * size),
+                torch.full_like(g, math.inf),
+            )
+            if (err > 0).any():
+                d = int(torch.argmax(err))
+                zero = bool((g.abs() < 1e-12).all())
+                hint = (
+                    f"z does not depend on {name} through autograd (detached, torch.no_grad, .sample()?)"
+                    if zero
+                    else f"check how {name} enters the formula"
+                )
+                got_g, want_g = show_pair(float(g[d]), float(w[d]))
+                raise Failure(
+                    f"the pathwise derivative sum_s v_s dz_s/d{name}[{d}] (random weights v) is {got_g}, expected {want_g}: {hint}"
+                )
+
+    del matches_reference
+
+
+for _task in COMPOSED_PARAMS:
+    _register_composed(_task)

@@ -17,6 +17,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 __all__ = [
+    "plot_bound_and_gap",
     "mixture_log_density",
     "plot_em_snapshots",
     "plot_free_energy_path",
@@ -230,4 +231,59 @@ def plot_free_energy_steps(
     )
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_bound_and_gap(
+    free_energies: Sequence[float],
+    neg_log_likelihoods: Sequence[float],
+    *,
+    title: str = "",
+) -> Figure:
+    r"""EM half-steps (E, M, E, M, ...): :math:`F(q, \theta)` beside :math:`-\log p(X \mid \theta)`, and their gap.
+
+    The gap :math:`F + \log p(X \mid \theta) = \sum_n \mathrm{KL}(q_n \Vert p(z_n \mid x_n, \theta))` is drawn
+    as bars on its own axis, so a gap of a few nats stays visible next to values in the thousands.
+
+    Args:
+        free_energies: :math:`F` after each half-step, E-step first (even length).
+        neg_log_likelihoods: :math:`-\log p(X \mid \theta)` at the same half-steps.
+        title: Figure title.
+    """
+    f = np.asarray(free_energies, float)
+    nll = np.asarray(neg_log_likelihoods, float)
+    if f.shape != nll.shape or f.ndim != 1 or len(f) % 2:
+        raise ValueError(
+            "free_energies and neg_log_likelihoods must be 1-D, of the same even length "
+            f"(E, M, E, M, ...); got {f.shape} and {nll.shape}"
+        )
+    x = np.arange(len(f)) / 2.0
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8), layout="constrained")
+    left.step(x, f, where="post", color="0.6", lw=1)
+    left.plot(x[0::2], f[0::2], "o", color=PALETTE[0], label="F after an E-step")
+    left.plot(x[1::2], f[1::2], "s", color=PALETTE[1], label="F after an M-step")
+    left.plot(
+        x,
+        nll,
+        ls="--",
+        marker="x",
+        color="black",
+        lw=1,
+        label=r"$-\log p(X \mid \theta)$",
+    )
+    left.set(xlabel="EM iteration", ylabel="nats", title="the bound and the objective")
+    left.legend(frameon=False, fontsize="small")
+    left.grid(alpha=0.3)
+    gap = f - nll
+    colours = [PALETTE[0] if i % 2 == 0 else PALETTE[1] for i in range(len(f))]
+    right.bar(x, gap, width=0.4, color=colours)
+    right.axhline(0.0, color="black", lw=0.8)
+    right.set(
+        xlabel="EM iteration",
+        ylabel=r"$F + \log p(X \mid \theta) = \sum_n \mathrm{KL}$",
+        title="the gap after each half-step",
+    )
+    right.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -18,6 +18,7 @@ __all__ = [
     "plot_estimates",
     "plot_sampler_check",
     "plot_score_function",
+    "plot_variance_panels",
     "plot_variance_vs",
     "plot_variance_vs_samples",
 ]
@@ -143,18 +144,72 @@ def plot_variance_vs(
     """
     x = _np(x)
     fig, ax = _axes(None, (5.8, 4.0))
-    for i, (label, v) in enumerate(variances.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        ax.plot(x, _np(v), marker="o", ms=4, lw=2, color=colour, label=label)
-        if exact is not None and label in exact:
-            ax.plot(x, _np(exact[label]), ls="--", lw=1.2, color=colour)
-    if exact:
-        ax.plot([], [], ls="--", color="0.4", label="closed form")
+    _draw_variances(ax, x, variances, exact)
     ax.set(xlabel=xlabel, ylabel="variance", title=title)
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
     ax.legend(frameon=False)
     ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def _draw_variances(
+    ax: Axes,
+    x: np.ndarray,
+    variances: Mapping[str, ArrayLike],
+    exact: Mapping[str, ArrayLike] | None,
+) -> None:
+    """Exact curves as wide pale bands *under* the Monte Carlo markers, so both stay visible."""
+    for i, (label, v) in enumerate(variances.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        if exact is not None and label in exact:
+            ax.plot(x, _np(exact[label]), lw=7, alpha=0.25, color=colour, zorder=1)
+        ax.plot(
+            x,
+            _np(v),
+            marker="o",
+            ms=5,
+            lw=1,
+            ls=":",
+            color=colour,
+            label=label,
+            zorder=3,
+        )
+    if exact:
+        ax.plot([], [], lw=7, alpha=0.25, color="0.4", label="exact")
+
+
+def plot_variance_panels(
+    x: ArrayLike,
+    panels: Mapping[str, Mapping[str, ArrayLike]],
+    *,
+    xlabel: str,
+    exact: Mapping[str, Mapping[str, ArrayLike]] | None = None,
+    suptitle: str = "",
+    logx: bool = True,
+) -> Figure:
+    """Side-by-side :func:`plot_variance_vs` panels (one per parameter), sharing the x axis.
+
+    ``panels`` maps a panel title to ``{estimator label: variances}``; ``exact`` has the same
+    structure (missing entries are simply not drawn).
+    """
+    x = _np(x)
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(5.0 * len(panels), 4.0),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, (title, variances) in zip(axes[0], panels.items()):
+        _draw_variances(ax, x, variances, (exact or {}).get(title))
+        ax.set(xlabel=xlabel, ylabel="variance", title=title)
+        ax.set_xscale("log" if logx else "linear")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(frameon=False, fontsize="small")
+    if suptitle:
+        fig.suptitle(suptitle)
     return fig
 
 

@@ -3,6 +3,8 @@ r"""Reference solutions for ``03_reparam``: the reparameterization (pathwise) es
 Every sampler writes :math:`z = t(\epsilon, \lambda)` with the noise passed in, so samples are
 differentiable functions of the parameters: Gaussian and log-normal (composition) from
 standard normal noise, and the inverse-CDF families from uniform noise :math:`u \in (0, 1)`.
+Two compositions take several noise draws per sample (``(S, k, D)``): Gamma with an integer
+shape as a sum of exponentials, and Student's t as a normal over the root of a chi-squared.
 
 References:
     Kingma & Welling (2014); Rezende, Mohamed & Wierstra (2014);
@@ -23,11 +25,13 @@ from course_lib.reference._autograd import fresh_leaves, grads_or_zeros
 __all__ = [
     "cauchy_rsample",
     "exponential_rsample",
+    "gamma_rsample",
     "gaussian_rsample",
     "gumbel_rsample",
     "laplace_rsample",
     "lognormal_rsample",
     "reparam_grad",
+    "student_t_rsample",
 ]
 
 
@@ -75,6 +79,57 @@ def laplace_rsample(loc: Tensor, scale: Tensor, u: Tensor) -> Tensor:
 def lognormal_rsample(mu: Tensor, log_sigma: Tensor, eps: Tensor) -> Tensor:
     r"""Composition: :math:`z = \exp(\mu + e^{\log\sigma}\epsilon)`."""
     return torch.exp(gaussian_rsample(mu, log_sigma, eps))
+
+
+def gamma_rsample(rate: Tensor, u: Tensor) -> Tensor:
+    r"""Composition: :math:`\mathrm{Gamma}(k, \lambda)` for an integer shape as a sum of exponentials.
+
+    If :math:`E_1, \dots, E_k` are independent :math:`\mathrm{Exp}(\lambda)`, their sum is
+    :math:`\mathrm{Gamma}(k, \lambda)`; each :math:`E_j = -\log(1 - u_j)/\lambda` by the inverse CDF,
+    so :math:`z = \sum_{j=1}^k -\log(1 - u_j) / \lambda` and :math:`\partial z/\partial\lambda = -z/\lambda`.
+    (Non-integer shapes have no such sum: they need implicit reparameterization.)
+
+    Args:
+        rate: Positive rate :math:`\lambda`, shape ``(D,)``.
+        u: Uniform noise in ``(0, 1)``, shape ``(S, k, D)``; the shape is ``k = u.shape[1]``.
+
+    Returns:
+        Samples of shape ``(S, D)``, differentiable in ``rate``.
+
+    Raises:
+        ValueError: if ``u`` is not three-dimensional.
+    """
+    if u.dim() != 3:
+        raise ValueError(
+            f"u must have shape (S, k, D) (k uniforms per sample), got {tuple(u.shape)}"
+        )
+    return -torch.log1p(-u).sum(dim=1) / rate
+
+
+def student_t_rsample(loc: Tensor, scale: Tensor, eps: Tensor) -> Tensor:
+    r"""Location-scale with a composed noise: Student's t with :math:`\nu = k - 1` degrees of freedom.
+
+    With :math:`\epsilon_0, \dots, \epsilon_\nu` independent standard normals,
+    :math:`V = \sum_{j \ge 1} \epsilon_j^2 \sim \chi^2_\nu` is independent of :math:`\epsilon_0`, and
+    :math:`t = \epsilon_0 / \sqrt{V/\nu}` is standard Student's t; then :math:`z = \mu + s\,t`.
+
+    Args:
+        loc: Location :math:`\mu`, shape ``(D,)``.
+        scale: Positive scale :math:`s`, shape ``(D,)``.
+        eps: Standard normal noise, shape ``(S, \nu + 1, D)`` with :math:`\nu \ge 1`.
+
+    Returns:
+        Samples of shape ``(S, D)``, differentiable in ``loc`` and ``scale``.
+
+    Raises:
+        ValueError: if ``eps`` is not three-dimensional or has fewer than 2 columns.
+    """
+    if eps.dim() != 3 or eps.shape[1] < 2:
+        raise ValueError(
+            f"eps must have shape (S, nu + 1, D) with nu >= 1, got {tuple(eps.shape)}"
+        )
+    chi2_over_nu = (eps[:, 1:] ** 2).mean(dim=1)
+    return loc + scale * eps[:, 0] / torch.sqrt(chi2_over_nu)
 
 
 def reparam_grad(

@@ -564,6 +564,174 @@ def reparam_grad_clamps_noise_in_place(f, rsample, params, noise):
 
 
 # --------------------------------------------------------------------------------------
+# gamma_rsample(rate, u): u (S, k, D), a sum of k exponentials
+# --------------------------------------------------------------------------------------
+
+
+@variant("gamma_rsample")
+def gamma_rsample_loop_over_exponentials(rate, u):
+    total = torch.zeros_like(u[:, 0])
+    for j in range(u.shape[1]):
+        total = total + (-torch.log(1 - u[:, j]) / rate)
+    return total
+
+
+@variant("gamma_rsample")
+def gamma_rsample_exponential_icdf(rate, u):
+    return Exponential(rate).icdf(u).sum(dim=1)
+
+
+@variant("gamma_rsample")
+def gamma_rsample_log_of_product(rate, u):
+    # sum_j -log(1 - u_j) = -log prod_j (1 - u_j): one log, fine in float64 for k <= 6
+    return -torch.log1p(-u).sum(1) * rate.reciprocal()
+
+
+@variant("gamma_rsample")
+def gamma_rsample_einsum(rate, u):
+    return torch.einsum("skd,d->sd", -torch.log1p(-u), 1.0 / rate)
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_mean_instead_of_sum(rate, u):
+    return -torch.log1p(-u).mean(dim=1) / rate
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_law_equivalent_log_u(rate, u):
+    # Same law (u and 1 - u are both uniform), different function of the noise.
+    return -torch.log(u).sum(dim=1) / rate
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_log_one_plus_u_changes_law(rate, u):
+    return torch.log1p(u).sum(dim=1) / rate
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_multiplies_by_rate(rate, u):
+    return -torch.log1p(-u).sum(dim=1) * rate
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_first_column_only(rate, u):
+    return -torch.log1p(-u[:, 0]) / rate
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_sums_over_last_axis(rate, u):
+    return (-torch.log1p(-u) / rate).sum(dim=-1)
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_detaches_rate(rate, u):
+    return -torch.log1p(-u).sum(dim=1) / rate.detach()
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_clamps_u_in_place(rate, u):
+    u.clamp_(1e-6, 1 - 1e-6)
+    return -torch.log1p(-u).sum(dim=1) / rate
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_epsilon_in_log(rate, u):
+    return -torch.log(1 - u + 1e-8).sum(dim=1) / rate
+
+
+@mutant("gamma_rsample")
+def gamma_rsample_calls_sample(rate, u):
+    from torch.distributions import Gamma
+
+    return Gamma(torch.full_like(rate, float(u.shape[1])), rate).sample((u.shape[0],))
+
+
+# --------------------------------------------------------------------------------------
+# student_t_rsample(loc, scale, eps): eps (S, nu + 1, D)
+# --------------------------------------------------------------------------------------
+
+
+@variant("student_t_rsample")
+def student_t_rsample_loop_over_chi_squared(loc, scale, eps):
+    nu = eps.shape[1] - 1
+    chi2 = torch.zeros_like(eps[:, 0])
+    for j in range(1, nu + 1):
+        chi2 = chi2 + eps[:, j] * eps[:, j]
+    return loc + scale * eps[:, 0] / (chi2 / nu) ** 0.5
+
+
+@variant("student_t_rsample")
+def student_t_rsample_rsqrt_and_norm(loc, scale, eps):
+    nu = eps.shape[1] - 1
+    norm = torch.linalg.vector_norm(eps[:, 1:], dim=1)
+    return torch.addcmul(loc, scale, eps[:, 0] * math.sqrt(nu) / norm)
+
+
+@variant("student_t_rsample")
+def student_t_rsample_affine_of_normal_ratio(loc, scale, eps):
+    from torch.distributions.transforms import AffineTransform
+
+    t = eps[:, 0] * torch.rsqrt(eps[:, 1:].square().mean(dim=1))
+    return AffineTransform(loc, scale)(t)
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_divides_by_sum_not_mean(loc, scale, eps):
+    return loc + scale * eps[:, 0] / torch.sqrt((eps[:, 1:] ** 2).sum(dim=1))
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_missing_sqrt(loc, scale, eps):
+    return loc + scale * eps[:, 0] / (eps[:, 1:] ** 2).mean(dim=1)
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_wrong_dof_includes_eps0(loc, scale, eps):
+    return loc + scale * eps[:, 0] / torch.sqrt((eps**2).mean(dim=1))
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_wrong_dof_divides_by_columns(loc, scale, eps):
+    return loc + scale * eps[:, 0] / torch.sqrt(
+        (eps[:, 1:] ** 2).sum(dim=1) / eps.shape[1]
+    )
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_abs_instead_of_square(loc, scale, eps):
+    return loc + scale * eps[:, 0] / eps[:, 1:].abs().mean(dim=1)
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_gaussian_only(loc, scale, eps):
+    return loc + scale * eps[:, 0]
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_divides_by_scale(loc, scale, eps):
+    return loc + eps[:, 0] / torch.sqrt((eps[:, 1:] ** 2).mean(dim=1)) / scale
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_detaches_scale(loc, scale, eps):
+    return loc + scale.detach() * eps[:, 0] / torch.sqrt((eps[:, 1:] ** 2).mean(dim=1))
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_squares_in_place(loc, scale, eps):
+    chi2 = eps[:, 1:].pow_(2).mean(dim=1)
+    return loc + scale * eps[:, 0] / torch.sqrt(chi2)
+
+
+@mutant("student_t_rsample")
+def student_t_rsample_calls_sample(loc, scale, eps):
+    from torch.distributions import StudentT
+
+    nu = float(eps.shape[1] - 1)
+    return StudentT(nu, loc, scale).sample((eps.shape[0],))
+
+
+# --------------------------------------------------------------------------------------
 # Recorded, not registered: same function (up to rounding) or not a bug under the SPEC.
 # --------------------------------------------------------------------------------------
 

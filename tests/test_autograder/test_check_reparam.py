@@ -160,3 +160,74 @@ def test_problem_reprs_are_short() -> None:
         "sinh_normal", "quadratic", ((0.5, -1.2), (0.2, -0.3)), (0.7, 1.6), 5, 2**32 - 1
     )
     assert len(repr(grad)) < 200
+
+
+# --------------------------------------------------------------------------------------
+# gamma_rsample, student_t_rsample
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_erlang_cdf_matches_scipy(k: int) -> None:
+    rate = torch.tensor([0.3, 2.7], dtype=DTYPE)
+    z = torch.tensor([[1e-3, 0.5], [2.0, 7.5], [40.0, 0.01]], dtype=DTYPE)
+    want = stats.gamma(a=k, scale=1 / rate.numpy()).cdf(z.numpy())
+    np.testing.assert_allclose(
+        checks._erlang_cdf(z, rate, k).numpy(), want, rtol=1e-9, atol=1e-15
+    )
+
+
+def test_gamma_implicit_identity_is_minus_z_over_rate() -> None:
+    """For an integer shape the identity -∂F/∂rate / q reduces to -z/rate (a scale family)."""
+    rate = torch.tensor([0.4, 1.9], dtype=DTYPE)
+    z = torch.tensor([[0.2, 3.0], [5.0, 0.7]], dtype=DTYPE)
+    leaf = rate.detach().expand_as(z).clone().requires_grad_(True)
+    zleaf = z.detach().clone().requires_grad_(True)
+    dz, drate = torch.autograd.grad(
+        checks._erlang_cdf(zleaf, leaf, 3).sum(), [zleaf, leaf]
+    )
+    torch.testing.assert_close(-drate / dz, -zleaf.detach() / leaf.detach())
+
+
+@pytest.mark.parametrize("task", sorted(checks.COMPOSED_PARAMS))
+def test_composed_problems_keep_axes_apart_and_avoid_bug_hiding_sizes(
+    task: str,
+) -> None:
+    from hypothesis import given, settings
+
+    seen = []
+
+    @settings(max_examples=40, database=None, derandomize=True, deadline=None)
+    @given(problem=checks.composed_problems(task))
+    def collect(problem: checks.ComposedProblem) -> None:
+        seen.append(problem)
+
+    collect()
+    for p in seen:
+        sizes = (p.num_samples, p.columns, p.dim)
+        assert len(set(sizes)) == 3, p
+        assert p.columns >= (3 if task == "student_t_rsample" else 2), p
+        assert p.noise().shape == sizes
+        assert len(repr(p)) < 160
+
+
+@pytest.mark.parametrize("task", sorted(checks.COMPOSED_PARAMS))
+def test_every_suspect_is_wrong_and_named_by_the_diagnosis(task: str) -> None:
+    """A suspect that equals the right samples would blame a correct submission."""
+    problem = checks.ComposedProblem(
+        task,
+        ((0.8, -1.7, 2.2),)
+        if task == "gamma_rsample"
+        else ((0.8, -1.7, 2.2), (0.5, 1.9, 3.1)),
+        4,
+        5,
+        11,
+    )
+    params, noise = problem.tensors(), problem.noise()
+    right = getattr(reference, task)(*params, noise)
+    assert checks.diagnose_composed(task, right, noise, params).startswith("z ")
+    suspects = checks._GAMMA_SUSPECTS if task == "gamma_rsample" else checks._T_SUSPECTS
+    for candidate, message in suspects:
+        wrong = candidate(noise, *params)
+        assert wrong.shape != right.shape or not torch.allclose(wrong, right)
+        assert checks.diagnose_composed(task, wrong, noise, params) == message

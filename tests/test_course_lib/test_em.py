@@ -136,3 +136,59 @@ def test_bad_input_gets_a_clear_error(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         e_step(**args)
+
+
+def _three_clusters():
+    weights = np.array([0.5, 0.3, 0.2])
+    means = np.array([[0.0, 0.0], [5.0, 5.0], [-5.0, 4.0]])
+    covs = np.stack([np.eye(2), [[2.0, 0.8], [0.8, 1.0]], 0.5 * np.eye(2)])
+    X, _ = sample_gmm(300, weights, means, covs, seed=3)
+    return X, weights, means, covs
+
+
+def test_em_progress_bar_closes_complete_when_em_converges_early(capsys):
+    """A converged run must not leave its bar at a fraction (a red bar in Jupyter)."""
+    X, *_ = _three_clusters()
+    result = fit_em(X, 3, e_step, n_iter=500, tol=1e-3, show_progress=True)
+    done = len(result.log_likelihoods)
+    assert done < 500  # converged early: the case that used to stop at a fraction
+    final = capsys.readouterr().out.split("\r")[-1]
+    assert "100%" in final and f"{done}/{done}" in final and "converged" in final
+
+
+def test_finish_early_leaves_plain_iterables_alone():
+    from course_lib.progress import finish_early, progress
+
+    items = progress(range(3), disable=True)
+    finish_early(items, 1, "converged")  # no bar: nothing to do, no error
+    assert list(items) == [0, 1, 2]
+
+
+def test_align_components_matches_the_reference_order():
+    from course_lib.gmm import align_components
+
+    X, weights, means, covs = _three_clusters()
+    order = np.array([2, 0, 1])
+    resp = np.random.default_rng(0).dirichlet(np.ones(3), size=len(X))
+    shuffled = (weights[order], means[order] + 0.1, covs[order], resp[:, order])
+    w, m, c, r = align_components(means, *shuffled)
+    np.testing.assert_allclose(w, weights)
+    np.testing.assert_allclose(m, means + 0.1)
+    np.testing.assert_allclose(c, covs)
+    np.testing.assert_allclose(r, resp)
+    with pytest.raises(ValueError, match="differ in shape"):
+        align_components(means[:2], weights, means, covs)
+
+
+def test_plot_bound_and_gap_draws_two_panels_and_rejects_odd_lengths():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_lib.plotting.em import plot_bound_and_gap
+
+    fig = plot_bound_and_gap([10.0, 9.0, 8.5, 8.4], [10.0, 8.0, 8.5, 8.3])
+    assert len(fig.axes) == 2
+    heights = [p.get_height() for p in fig.axes[1].patches]
+    np.testing.assert_allclose(heights, [0.0, 1.0, 0.0, 0.1])
+    with pytest.raises(ValueError, match="even length"):
+        plot_bound_and_gap([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
