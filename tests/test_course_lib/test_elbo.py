@@ -298,3 +298,32 @@ def test_which_q_functions_reject_bad_shapes():
         mixture_log_prob(
             torch.zeros(4, 2), torch.zeros(2), torch.zeros(3, 2), torch.zeros(3, 2)
         )
+
+
+def test_correlated_gaussian_density_and_mean_field_optimum():
+    from scipy.stats import multivariate_normal
+
+    from course_lib.models import CorrelatedGaussian2D
+
+    target = CorrelatedGaussian2D(mean=(1.0, -0.5), stds=(1.5, 1.0), correlation=0.9)
+    z = torch.tensor([[0.0, 0.0], [2.0, 1.0], [-3.0, 4.0]], dtype=torch.float64)
+    want = multivariate_normal([1.0, -0.5], target.covariance.numpy()).logpdf(z.numpy())
+    assert np.allclose(target(z).numpy(), want, rtol=1e-12)
+    # The optimum of KL(q || p) over diagonal q: the closed-form KL is stationary there and
+    # its sigmas are sqrt(1 - rho^2) times the marginal standard deviations.
+    mu, log_sigma = (
+        t.clone().requires_grad_(True) for t in target.mean_field_optimum()
+    )
+    q = torch.distributions.MultivariateNormal(
+        mu, scale_tril=torch.diag(log_sigma.exp())
+    )
+    p = torch.distributions.MultivariateNormal(
+        target.mean, covariance_matrix=target.covariance
+    )
+    grads = torch.autograd.grad(kl_divergence(q, p), (mu, log_sigma))
+    assert all(float(g.abs().max()) < 1e-12 for g in grads)
+    assert np.allclose(
+        log_sigma.detach().exp().numpy(), math.sqrt(1 - 0.81) * np.array([1.5, 1.0])
+    )
+    with pytest.raises(ValueError, match="correlation"):
+        CorrelatedGaussian2D(correlation=1.0)
