@@ -246,7 +246,7 @@ def fullcov_rsample_matches_reference(subject: Subject, case: FullCovCase) -> No
     points=1,
 )
 @settings(EXACT)
-@given(case=fullcov_cases(dims=(1, 8), samples=(1, 1)))
+@given(case=fullcov_cases(dims=(2, 8), samples=(1, 1)))
 @example(case=FullCovCase(dim=5, num_samples=1, seed=4))
 def fullcov_entropy_matches_reference(subject: Subject, case: FullCovCase) -> None:
     # A constant rounded to 8 significant digits is within ENTROPY_ATOL_PER_DIM per dimension.
