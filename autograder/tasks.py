@@ -61,6 +61,9 @@ _POINTS: dict[str, dict[str, float]] = {
         "elbo_entropy_form": 3,
         "elbo_score_grad": 4,
         "fit_bbvi": 5,
+        "fullcov_rsample": 3,
+        "fullcov_entropy": 2,
+        "mixture_log_prob": 5,
     },
     "05_vae": {
         "reparameterize": 2,

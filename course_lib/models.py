@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BayesianLogisticRegression", "Bimodal2D", "ConjugateGaussian"]
+__all__ = [
+    "BayesianLogisticRegression",
+    "Bimodal2D",
+    "ConjugateGaussian",
+    "CorrelatedGaussian2D",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -149,3 +154,53 @@ class Bimodal2D:
             -0.5 * (modes / self.std).square() - math.log(self.std) - 0.5 * _LOG_2PI
         ).sum(-1)
         return torch.logsumexp(log_comp, dim=0) - math.log(2.0)
+
+
+class CorrelatedGaussian2D:
+    r"""A normalised 2-D Gaussian :math:`\mathcal{N}(m, \Sigma)` with correlation :math:`\rho`.
+
+    :math:`\Sigma = \begin{pmatrix} s_1^2 & \rho s_1 s_2 \\ \rho s_1 s_2 & s_2^2 \end{pmatrix}`.
+    It is unimodal, so a Gaussian :math:`q` can match it exactly, but not a *factorised* one:
+    the best mean-field :math:`q` under :math:`\mathrm{KL}(q \,\|\, p)` has variances
+    :math:`1 / \Lambda_{dd} = (1 - \rho^2)\,\Sigma_{dd}` (:math:`\Lambda = \Sigma^{-1}`), below
+    the marginal variances :math:`\Sigma_{dd}` (Bishop, PRML §10.1.2). The density is
+    normalised, so :math:`\log Z = 0`.
+    """
+
+    dim = 2
+
+    def __init__(
+        self,
+        mean: tuple[float, float] = (1.0, -0.5),
+        stds: tuple[float, float] = (1.5, 1.0),
+        correlation: float = 0.9,
+    ) -> None:
+        if not -1.0 < correlation < 1.0 or min(stds) <= 0:
+            raise ValueError(
+                f"need stds > 0 and -1 < correlation < 1, got {stds}, {correlation}"
+            )
+        self.mean = torch.tensor(mean, dtype=torch.float64)
+        self.stds = tuple(float(s) for s in stds)
+        self.correlation = float(correlation)
+        s1, s2 = self.stds
+        off = self.correlation * s1 * s2
+        self.covariance = torch.tensor(
+            [[s1 * s1, off], [off, s2 * s2]], dtype=torch.float64
+        )
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """Normalised log density of each row: shape ``(S,)``."""
+        dist = torch.distributions.MultivariateNormal(
+            self.mean.to(z.dtype), covariance_matrix=self.covariance.to(z.dtype)
+        )
+        return dist.log_prob(z)
+
+    def mean_field_optimum(self) -> tuple[Tensor, Tensor]:
+        r"""``(mu, log_sigma)`` of the best factorised Gaussian: :math:`\mu = m`, :math:`\sigma_d^2 = 1/\Lambda_{dd}`."""
+        precision = torch.linalg.inv(self.covariance)
+        return self.mean.clone(), -0.5 * torch.log(torch.diagonal(precision))
+
+    def __repr__(self) -> str:
+        return (
+            f"CorrelatedGaussian2D(stds={self.stds}, correlation={self.correlation:g})"
+        )

@@ -48,20 +48,27 @@ from course_lib.models import BayesianLogisticRegression, Bimodal2D, ConjugateGa
 
 __all__ = [
     "Conjugate",
+    "FullCovCase",
+    "MixtureCase",
     "FitSettings",
     "Offset",
     "QCase",
     "Recorder",
     "ValuesOnly",
+    "cholesky_factor",
     "conjugate_problems",
     "entropy_call",
     "fit_call",
     "fit_error",
     "kl_to_posterior",
+    "fullcov_cases",
     "log_sigmas",
+    "mixture_cases",
+    "mixture_oracle",
     "moment_matched",
     "pathwise_expected",
     "per_sample_call",
+    "q_call",
     "q_cases",
     "scalar_call",
     "score_expected",
@@ -1183,4 +1190,610 @@ def fit_reparam_shift_invariant(
             atol=1e-9,
             hint="the pathwise gradient of log p(x, z) + c does not depend on c, so with the same seed the fit must be "
             "the same: does estimator='reparam' really use the reparameterization (pathwise) gradient?",
+        )
+
+
+# =========================================================================== which q?
+# The lecture's families beyond mean field: a full-covariance Gaussian q = N(mu, L L^T) with
+# L = tril(R, -1) + diag(exp(diag R)), and a mixture of diagonal Gaussians.
+
+#: The entropy's constant D/2 log(2 pi e) written with 8 significant digits (1.4189385 per
+#: dimension) is off by < 5e-8 per dimension; every wrong formula moves the entropy by at least
+#: 0.5 (a missing 1/2 of the constant, log 2 pi instead of log 2 pi e ...) or by a multiple of
+#: the diagonal (|R_dd| >= 0.15), so 1e-7 per dimension separates them by 6 orders of magnitude.
+ENTROPY_ATOL_PER_DIM = 1e-7
+
+
+@dataclass(frozen=True)
+class FullCovCase:
+    r"""A full-covariance Gaussian's ``mu`` ``(D,)``, ``raw_tril`` ``(D, D)`` and noise ``(S, D)``.
+
+    Bug-hiding values excluded: the diagonal of ``raw_tril`` at least 0.15 from 0 (so
+    ``exp`` matters), every strict-lower entry at least 0.2 from 0 (so the triangle matters),
+    a nonzero strict upper triangle unlike the lower one (so masking it matters), means at
+    least 0.2 from 0, ``S`` different from ``D``.
+    """
+
+    dim: int
+    num_samples: int
+    seed: int
+
+    def __repr__(self) -> str:
+        return f"FullCovCase(dim={self.dim}, S={self.num_samples}, seed={self.seed})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _arrays(self) -> tuple[Tensor, Tensor, Tensor]:
+        rng = np.random.default_rng(self.seed)
+        d = self.dim
+        raw = np.zeros((d, d))
+        lower = np.tril_indices(d, -1)
+        upper = np.triu_indices(d, 1)
+        raw[lower] = _away(rng, -1.5, 1.5, 0.0, 0.2, len(lower[0]))
+        raw[upper] = _away(rng, -3.0, 3.0, 0.0, 0.5, len(upper[0]))
+        raw[np.diag_indices(d)] = _away(rng, -1.2, 0.8, 0.0, 0.15, d)
+        mu = _away(rng, -2.0, 2.0, 0.0, 0.2, d)
+        eps = rng.normal(size=(self.num_samples, d))
+        return tuple(  # type: ignore[return-value]
+            torch.as_tensor(a, dtype=torch.float64) for a in (mu, raw, eps)
+        )
+
+    @property
+    def mu(self) -> Tensor:
+        return self._arrays()[0]
+
+    @property
+    def raw_tril(self) -> Tensor:
+        return self._arrays()[1]
+
+    @property
+    def eps(self) -> Tensor:
+        return self._arrays()[2]
+
+    @property
+    def cotangent(self) -> Tensor:
+        """A fixed ``(S, D)`` direction for vector-Jacobian products (not all ones: rows differ)."""
+        rng = np.random.default_rng(self.seed + 1)
+        return torch.as_tensor(
+            rng.uniform(0.5, 1.5, (self.num_samples, self.dim)), dtype=torch.float64
+        )
+
+
+def fullcov_cases(
+    dims: tuple[int, int] = (2, 5), samples: tuple[int, int] = (2, 7)
+) -> st.SearchStrategy[FullCovCase]:
+    """Full-covariance cases with ``S != D``."""
+
+    @st.composite
+    def build(draw: Any) -> FullCovCase:
+        dim = draw(st.integers(*dims))
+        s = draw(st.integers(*samples).filter(lambda k: k != dim))
+        return FullCovCase(dim, s, draw(seeds()))
+
+    return build()
+
+
+def cholesky_factor(raw_tril: Tensor) -> Tensor:
+    r"""The spec's :math:`L = \operatorname{tril}(R, -1) + \operatorname{diag}(e^{\operatorname{diag} R})` (judge side)."""
+    return torch.tril(raw_tril, -1) + torch.diag(torch.exp(torch.diagonal(raw_tril)))
+
+
+def _tensor_result(name: str, value: Any, shape: tuple[int, ...]) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise StudentError(
+            "bad_result",
+            f"{name} returned a {type(value).__name__}, expected a torch.Tensor of shape {shape}",
+        )
+    if not value.is_floating_point():
+        raise StudentError(
+            "bad_result",
+            f"{name} returned dtype {value.dtype}, expected floating point",
+        )
+    if tuple(value.shape) != shape:
+        raise StudentError(
+            "bad_result",
+            f"{name} returned shape {tuple(value.shape)}, expected {shape}",
+        )
+    return value
+
+
+def q_call(
+    student: Student,
+    name: str,
+    args: tuple[Tensor, ...],
+    wrt: tuple[int, ...],
+    shape: tuple[int, ...],
+    cotangent: Tensor | None = None,
+) -> dict[str, Any]:
+    r"""``name(*args)`` with ``args[i]`` (``i`` in ``wrt``) as fresh leaves.
+
+    Returns ``{"value", "grads": [v^T dy/d args[i] per i in wrt, zeros where unused] or None
+    when the output is not differentiable, "mutated": [indices of modified arguments]}``.
+    """
+    call_args = [a.clone() for a in args]
+    for i in wrt:
+        call_args[i].requires_grad_(True)
+    value = _tensor_result(name, getattr(student, name)(*call_args), shape)
+    mutated = [i for i, (b, a) in enumerate(zip(args, call_args)) if changed(b, a)]
+    grads = None
+    if value.requires_grad:
+        leaves = [call_args[i] for i in wrt]
+        v = torch.ones_like(value) if cotangent is None else cotangent.to(value.dtype)
+        raw = torch.autograd.grad(value, leaves, v, allow_unused=True)
+        grads = [
+            torch.zeros_like(leaf) if g is None else g.detach()
+            for g, leaf in zip(raw, leaves)
+        ]
+    return {"value": value.detach(), "grads": grads, "mutated": mutated}
+
+
+def _expect_differentiable(out: dict[str, Any], name: str, what: str) -> None:
+    expect(
+        out["grads"] is not None,
+        f"{name}'s result is not differentiable in {what}: keep it a torch expression "
+        "(no .item(), numpy, math on tensors, .detach() or torch.no_grad())",
+    )
+
+
+_ARG_NAMES = {
+    "fullcov_rsample": ("mu", "raw_tril", "eps"),
+    "fullcov_entropy": ("raw_tril",),
+    "mixture_log_prob": ("z", "logits", "mu", "log_sigma"),
+}
+
+
+def _unchanged(out: dict[str, Any], name: str) -> None:
+    _no_mutation([_ARG_NAMES[name][i] for i in out["mutated"]], name)
+
+
+def _values_first(value: Tensor, want: Tensor, name: str, hint: str) -> None:
+    """Fail a gradient property on wrong values first, so its feedback names the value's bug."""
+    if value.shape == want.shape and torch.allclose(value, want, **TIGHT):
+        return
+    raise Failure(
+        f"the gradients of {name} follow from its values, and the values are already wrong: {hint}"
+    )
+
+
+def _which_hint(got: Tensor, candidates: dict[str, Tensor], default: str) -> str:
+    """The hint of the first known wrong formula that ``got`` reproduces, else ``default``."""
+    for hint, value in candidates.items():
+        if value.shape == got.shape and torch.allclose(
+            got, value, rtol=1e-7, atol=1e-9
+        ):
+            return hint
+    return default
+
+
+# --------------------------------------------------------------------------- fullcov_rsample
+
+
+def _rsample_hint(value: Tensor, mu: Tensor, raw: Tensor, eps: Tensor) -> str:
+    """The feedback for a wrong ``fullcov_rsample`` value: the known bug it reproduces."""
+    tril = cholesky_factor(raw)
+    diag = torch.diag(torch.diagonal(raw))
+    wrong = {
+        "the diagonal of L must be exp(diag raw_tril): you used the raw diagonal, which can be negative": mu
+        + eps @ (torch.tril(raw, -1) + diag).T,
+        "L is the LOWER triangle: you used the upper triangle of raw_tril": mu
+        + eps @ (torch.triu(raw, 1) + torch.diag(torch.diagonal(tril))).T,
+        "you computed L^T eps instead of L eps: row s of the result is mu + L @ eps_s, i.e. eps @ L.T": mu
+        + eps @ tril,
+        "the strict upper triangle of raw_tril must be ignored: mask it with torch.tril(raw_tril, -1)": mu
+        + eps @ (tril + torch.triu(raw, 1)).T,
+        "exp applies only to the diagonal: you exponentiated the whole lower triangle": mu
+        + eps @ torch.tril(torch.exp(raw)).T,
+        "the samples are mu + L eps, not L eps": eps @ tril.T,
+    }
+    return _which_hint(
+        value,
+        wrong,
+        "build L = torch.tril(raw_tril, -1) + torch.diag(torch.exp(torch.diagonal(raw_tril))) and return mu + eps @ L.T",
+    )
+
+
+@check(
+    "fullcov_rsample",
+    "returns mu + L eps_s per row, with L = tril(raw_tril, -1) + diag(exp(diag raw_tril))",
+    points=1.5,
+)
+@settings(GRADING)
+@given(case=fullcov_cases())
+@example(case=FullCovCase(dim=3, num_samples=4, seed=0))
+def fullcov_rsample_formula(subject: Subject, case: FullCovCase) -> None:
+    mu, raw, eps = case.mu, case.raw_tril, case.eps
+    out = subject.call(
+        q_call, "fullcov_rsample", (mu, raw, eps), (), (case.num_samples, case.dim)
+    )
+    _unchanged(out, "fullcov_rsample")
+    tril = cholesky_factor(raw)
+    want = mu + eps @ tril.T
+    hint = _rsample_hint(out["value"], mu, raw, eps)
+    assert_close(out["value"], want, "fullcov_rsample", **TIGHT, hint=hint)
+    library = torch.distributions.MultivariateNormal(mu, scale_tril=tril)
+    assert_close(
+        out["value"],
+        library.loc + eps @ library.scale_tril.T,
+        "fullcov_rsample (vs MultivariateNormal(mu, scale_tril=L))",
+        **TIGHT,
+    )
+
+
+@check(
+    "fullcov_rsample",
+    "is differentiable: d/dmu sums the cotangent, d/draw_tril is lower triangular with exp on the diagonal",
+    points=0.5,
+)
+@settings(GRADING)
+@given(case=fullcov_cases())
+@example(case=FullCovCase(dim=3, num_samples=5, seed=1))
+def fullcov_rsample_gradients(subject: Subject, case: FullCovCase) -> None:
+    """With cotangent :math:`V` ``(S, D)``: :math:`\\partial/\\partial\\mu = \\sum_s V_s`,
+    :math:`\\partial/\\partial R_{ij} = \\sum_s V_{si}\\epsilon_{sj}` below the diagonal,
+    :math:`e^{R_{ii}}\\sum_s V_{si}\\epsilon_{si}` on it and 0 above it."""
+    mu, raw, eps, v = case.mu, case.raw_tril, case.eps, case.cotangent
+    out = subject.call(
+        q_call,
+        "fullcov_rsample",
+        (mu, raw, eps),
+        (0, 1),
+        (case.num_samples, case.dim),
+        v,
+    )
+    _expect_differentiable(out, "fullcov_rsample", "mu and raw_tril")
+    _values_first(
+        out["value"],
+        mu + eps @ cholesky_factor(raw).T,
+        "fullcov_rsample",
+        _rsample_hint(out["value"], mu, raw, eps),
+    )
+    g_mu, g_raw = out["grads"]
+    outer = v.T @ eps  # (D, D): sum_s V_si eps_sj
+    want_raw = torch.tril(outer, -1) + torch.diag(
+        torch.exp(torch.diagonal(raw)) * torch.diagonal(outer)
+    )
+    assert_close(
+        g_mu,
+        v.sum(0),
+        "d fullcov_rsample / d mu (times the cotangent)",
+        **TIGHT,
+        hint="each sample is mu + L eps_s, so mu enters every row once: keep mu attached",
+    )
+    expect(
+        bool(torch.all(torch.triu(g_raw, 1) == 0)),
+        "the gradient reaches the strict upper triangle of raw_tril, which the spec leaves unused: "
+        "mask it out with torch.tril(raw_tril, -1)",
+    )
+    assert_close(
+        g_raw,
+        want_raw,
+        "d fullcov_rsample / d raw_tril (times the cotangent)",
+        **TIGHT,
+        hint="the diagonal enters through exp, so its gradient carries a factor exp(raw_tril[d, d]); "
+        "build L without detaching or in-place writes into a tensor that is not a function of raw_tril",
+    )
+
+
+# --------------------------------------------------------------------------- fullcov_entropy
+
+
+@check(
+    "fullcov_entropy",
+    "equals sum_d raw_tril[d, d] + D/2 log(2 pi e) and MultivariateNormal's entropy",
+    points=0.75,
+)
+@settings(GRADING)
+@given(case=fullcov_cases(dims=(2, 6), samples=(1, 1)))
+@example(case=FullCovCase(dim=3, num_samples=1, seed=0))
+def fullcov_entropy_closed_form(subject: Subject, case: FullCovCase) -> None:
+    raw = case.raw_tril
+    d = case.dim
+    out = subject.call(q_call, "fullcov_entropy", (raw,), (), ())
+    _unchanged(out, "fullcov_entropy")
+    trace = torch.diagonal(raw).sum()
+    const = d * HALF_LOG_2PI_E
+    want = trace + const
+    wrong = {
+        "log det L is the sum of log L_dd = the sum of raw_tril[d, d]: you summed exp(raw_tril[d, d])": torch.exp(
+            torch.diagonal(raw)
+        ).sum()
+        + const,
+        "you summed the whole matrix; only the diagonal enters the entropy": raw.sum()
+        + const,
+        "you summed the lower triangle; only the diagonal enters the entropy": torch.tril(
+            raw
+        ).sum()
+        + const,
+        "the entropy is 1/2 log det(2 pi e Sigma) and log det Sigma = 2 sum_d log L_dd: you doubled the diagonal": 2
+        * trace
+        + const,
+        "the constant is D/2 log(2 pi e): you used D log(2 pi e)": trace + 2 * const,
+        "the constant is D/2 log(2 pi e) = D/2 log(2 pi) + D/2: you dropped the D/2": trace
+        + d * HALF_LOG_2PI,
+        "your entropy has the wrong sign": -want,
+    }
+    hint = _which_hint(
+        out["value"].reshape(()),
+        {k: v.reshape(()) for k, v in wrong.items()},
+        f"H = sum_d raw_tril[d, d] + D/2 log(2 pi e), with 1/2 log(2 pi e) = {HALF_LOG_2PI_E:.6f}",
+    )
+    tol: dict[str, Any] = {"rtol": 1e-9, "atol": ENTROPY_ATOL_PER_DIM * d}
+    assert_close(out["value"], want, "fullcov_entropy", **tol, hint=hint)
+    library = torch.distributions.MultivariateNormal(
+        torch.zeros(d, dtype=torch.float64), scale_tril=cholesky_factor(raw)
+    ).entropy()
+    assert_close(
+        out["value"],
+        library,
+        "fullcov_entropy (vs MultivariateNormal.entropy())",
+        **tol,
+    )
+
+
+@check(
+    "fullcov_entropy",
+    "its gradient in raw_tril is the identity matrix",
+    points=0.25,
+)
+@settings(GRADING)
+@given(case=fullcov_cases(dims=(2, 6), samples=(1, 1)))
+def fullcov_entropy_gradient(subject: Subject, case: FullCovCase) -> None:
+    out = subject.call(q_call, "fullcov_entropy", (case.raw_tril,), (0,), ())
+    _expect_differentiable(out, "fullcov_entropy", "raw_tril")
+    assert_close(
+        out["grads"][0],
+        torch.eye(case.dim, dtype=torch.float64),
+        "d fullcov_entropy / d raw_tril",
+        **TIGHT,
+        hint="only the diagonal raw_tril[d, d] = log L_dd enters H, each with coefficient 1",
+    )
+
+
+# --------------------------------------------------------------------------- mixture_log_prob
+#: Far points sit at least FAR_SIGMAS standard deviations from every component mean in some
+#: coordinate, so every component's log density is below -FAR_SIGMAS^2/2 = -1250: exp underflows
+#: to 0 in float64 (below about -745) and a naive log(sum(exp(...))) returns -inf.
+FAR_SIGMAS = 50.0
+
+
+@dataclass(frozen=True)
+class MixtureCase:
+    """A mixture of ``K`` diagonal Gaussians in ``D`` dimensions and ``S`` points.
+
+    ``where`` is ``"near"`` (points drawn around the components), ``"far"`` (every point far
+    from every component: all component densities underflow) or ``"mixed"`` (both).
+    Bug-hiding values excluded: ``K >= 2`` with unequal weights (largest / smallest >= 1.5),
+    every standard deviation at least 0.15 from 1 in log, means at least 0.2 from 0,
+    ``S`` different from ``K`` and ``D``.
+    """
+
+    k: int
+    dim: int
+    num_samples: int
+    seed: int
+    where: str = "near"
+
+    def __repr__(self) -> str:
+        return (
+            f"MixtureCase(K={self.k}, D={self.dim}, S={self.num_samples}, "
+            f"seed={self.seed}, {self.where})"
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _arrays(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        rng = np.random.default_rng(self.seed)
+        k, d, s = self.k, self.dim, self.num_samples
+        while True:
+            logits = rng.normal(0.0, 1.0, k)
+            if logits.max() - logits.min() >= math.log(1.5):
+                break
+        mu = _away(rng, -4.0, 4.0, 0.0, 0.2, k * d).reshape(k, d)
+        log_sigma = _away(rng, -1.0, 0.8, 0.0, 0.15, k * d).reshape(k, d)
+        which = rng.integers(0, k, s)
+        near = mu[which] + np.exp(log_sigma[which]) * rng.normal(size=(s, d)) * 1.5
+        # Far: along a random direction, beyond FAR_SIGMAS sigma of every component in
+        # coordinate 0 (|mu| <= 4, sigma <= e^0.8 < 2.3, so 4 + 50 * 2.3 < 120 suffices).
+        far = rng.normal(0.0, 30.0, (s, d))
+        far[:, 0] = rng.choice([-1.0, 1.0], s) * rng.uniform(120.0, 400.0, s)
+        if self.where == "near":
+            z = near
+        elif self.where == "far":
+            z = far
+        else:
+            z = np.where(rng.uniform(size=(s, 1)) < 0.5, near, far)
+            z[0], z[-1] = near[0], far[-1]
+        return tuple(  # type: ignore[return-value]
+            torch.as_tensor(a, dtype=torch.float64) for a in (z, logits, mu, log_sigma)
+        )
+
+    def args(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(z, logits, mu, log_sigma)``."""
+        return self._arrays()
+
+    @property
+    def cotangent(self) -> Tensor:
+        rng = np.random.default_rng(self.seed + 2)
+        return torch.as_tensor(rng.uniform(0.5, 1.5, self.num_samples))
+
+
+def mixture_cases(
+    where: tuple[str, ...] = ("near",),
+    ks: tuple[int, int] = (2, 4),
+    dims: tuple[int, int] = (2, 3),
+    samples: tuple[int, int] = (2, 7),
+) -> st.SearchStrategy[MixtureCase]:
+    """Mixtures with ``S`` different from ``K`` and ``D``."""
+
+    @st.composite
+    def build(draw: Any) -> MixtureCase:
+        k, d = draw(st.integers(*ks)), draw(st.integers(*dims))
+        s = draw(st.integers(*samples).filter(lambda n: n not in (k, d)))
+        return MixtureCase(k, d, s, draw(seeds()), draw(st.sampled_from(where)))
+
+    return build()
+
+
+def mixture_oracle(z: Tensor, logits: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """``MixtureSameFamily(Categorical(logits), Independent(Normal(mu, sigma), 1)).log_prob(z)``."""
+    dist = torch.distributions
+    return dist.MixtureSameFamily(
+        dist.Categorical(logits=logits),
+        dist.Independent(dist.Normal(mu, torch.exp(log_sigma)), 1),
+    ).log_prob(z)
+
+
+def _component_log_probs(
+    z: Tensor, mu: Tensor, log_sigma: Tensor, scale: Tensor | None = None
+) -> Tensor:
+    """``(S, K)`` diagonal-Gaussian log densities (``scale`` overrides sigma)."""
+    sigma = torch.exp(log_sigma) if scale is None else scale
+    return torch.distributions.Normal(mu, sigma).log_prob(z[:, None, :]).sum(-1)
+
+
+def _mixture_wrong(
+    z: Tensor, logits: Tensor, mu: Tensor, log_sigma: Tensor
+) -> dict[str, Tensor]:
+    """Known wrong formulas, each with the hint its result earns."""
+    comp = _component_log_probs(z, mu, log_sigma)
+    log_w = torch.log_softmax(logits, 0)
+    return {
+        "you left out the mixture weights: add log softmax(logits)_k to each component's log density": torch.logsumexp(
+            comp, 1
+        ),
+        "the weights are softmax(logits), normalised over the K components: "
+        "add log_softmax(logits), not the raw logits": torch.logsumexp(
+            comp + logits, 1
+        ),
+        "inside the log-sum-exp add the LOG weights log pi_k, not pi_k": torch.logsumexp(
+            comp + torch.softmax(logits, 0), 1
+        ),
+        "log_sigma is the log standard deviation: you treated it as a log variance (std = exp(log_sigma / 2))": torch.logsumexp(
+            _component_log_probs(z, mu, log_sigma, torch.exp(0.5 * log_sigma)) + log_w,
+            1,
+        ),
+        "you used the variance exp(2 log_sigma) where N(mu, sigma) takes the standard deviation sigma = exp(log_sigma)": torch.logsumexp(
+            _component_log_probs(z, mu, log_sigma, torch.exp(2.0 * log_sigma)) + log_w,
+            1,
+        ),
+        "you averaged the component densities instead of summing pi_k N_k": torch.logsumexp(
+            comp + log_w, 1
+        )
+        - math.log(mu.shape[0]),
+        "a mixture's density is the sum over components of pi_k N_k, not the product (you summed log densities)": (
+            comp + log_w
+        ).sum(1),
+        "each Gaussian's log density has -log sigma_kd per dimension: it is missing": torch.logsumexp(
+            comp + log_w + log_sigma.sum(1), 1
+        ),
+        "each Gaussian's log density has -1/2 log(2 pi) per dimension: it is missing": torch.logsumexp(
+            comp + log_w, 1
+        )
+        + z.shape[1] * HALF_LOG_2PI,
+        "the log density of the mixture is log sum_k exp(...), not max_k": (
+            comp + log_w
+        )
+        .max(1)
+        .values,
+    }
+
+
+@check(
+    "mixture_log_prob",
+    "equals log sum_k softmax(logits)_k N(z; mu_k, diag sigma_k^2) near the components",
+    points=1.5,
+)
+@settings(GRADING)
+@given(case=mixture_cases())
+@example(case=MixtureCase(k=3, dim=2, num_samples=5, seed=0))
+def mixture_log_prob_closed_form(subject: Subject, case: MixtureCase) -> None:
+    args = case.args()
+    out = subject.call(q_call, "mixture_log_prob", args, (), (case.num_samples,))
+    _unchanged(out, "mixture_log_prob")
+    want = mixture_oracle(*args)
+    hint = _which_hint(
+        out["value"],
+        _mixture_wrong(*args),
+        "per point: log-sum-exp over k of [log_softmax(logits)_k + sum_d log N(z_d; mu_kd, exp(log_sigma_kd)^2)]",
+    )
+    assert_close(out["value"], want, "mixture_log_prob", **TIGHT, hint=hint)
+
+
+@check(
+    "mixture_log_prob",
+    "stays finite and exact for points far from every component (log-sum-exp)",
+    points=1,
+)
+@settings(GRADING)
+@given(case=mixture_cases(where=("far", "mixed")))
+@example(case=MixtureCase(k=2, dim=2, num_samples=3, seed=0, where="far"))
+def mixture_log_prob_far(subject: Subject, case: MixtureCase) -> None:
+    args = case.args()
+    out = subject.call(q_call, "mixture_log_prob", args, (), (case.num_samples,))
+    got, want = out["value"], mixture_oracle(*args)
+    bad = ~torch.isfinite(got)
+    if bool(bad.any()):
+        s = int(torch.nonzero(bad)[0, 0])
+        raise Failure(
+            f"mixture_log_prob is {float(got[s])} at z = {np.round(args[0][s].numpy(), 1)} where the answer is "
+            f"{float(want[s]):.6g}: far from every component each exp(log pi_k + log N_k) underflows to 0, so "
+            "log(sum(exp(...))) is log 0. Use torch.logsumexp (or subtract the max over k before exponentiating)"
+        )
+    # Values of order -1e4: relative 1e-9 is far below any formula error (each changes the
+    # value by an O(1) or larger multiple of a term) and above float64 rounding (1e-16).
+    hint = _which_hint(
+        got,
+        _mixture_wrong(*args),
+        "far from the components the log-sum-exp is dominated by its largest term: check each component's log density",
+    )
+    assert_close(
+        got, want, "mixture_log_prob far from the components", **TIGHT, hint=hint
+    )
+
+
+@check(
+    "mixture_log_prob",
+    "its gradients in logits, mu and log_sigma are those of the mixture density, also far away",
+    points=1,
+)
+@settings(GRADING)
+@given(case=mixture_cases(where=("near", "mixed")))
+@example(case=MixtureCase(k=3, dim=2, num_samples=4, seed=1, where="mixed"))
+def mixture_log_prob_gradients(subject: Subject, case: MixtureCase) -> None:
+    args = case.args()
+    v = case.cotangent
+    out = subject.call(
+        q_call, "mixture_log_prob", args, (1, 2, 3), (case.num_samples,), v
+    )
+    _expect_differentiable(out, "mixture_log_prob", "logits, mu and log_sigma")
+    _values_first(
+        out["value"],
+        mixture_oracle(*args),
+        "mixture_log_prob",
+        _which_hint(out["value"], _mixture_wrong(*args), "see the value checks"),
+    )
+    leaves = [a.clone().requires_grad_(True) for a in args[1:]]
+    wants = torch.autograd.grad(mixture_oracle(args[0], *leaves), leaves, v)
+    hints = {
+        "logits": "the weights are softmax(logits): their gradient sums to 0 over k (adding a constant to every logit changes nothing)",
+        "mu": "d/dmu_k is the responsibility of component k times (z - mu_k) / sigma_k^2: keep mu attached",
+        "log_sigma": "d/dlog_sigma_k is the responsibility of k times ((z - mu_k)/sigma_k)^2 - 1: keep log_sigma attached",
+    }
+    for (what, hint), got, want in zip(hints.items(), out["grads"], wants):
+        bad = ~torch.isfinite(got)
+        expect(
+            not bool(bad.any()),
+            f"d mixture_log_prob / d {what} is not finite: far from the components a naive log(sum(exp)) divides 0 by 0; "
+            "use torch.logsumexp",
+        )
+        scale = float(want.abs().max()) + 1.0
+        assert_close(
+            got,
+            want,
+            f"d mixture_log_prob / d {what} (times a cotangent)",
+            rtol=1e-7,
+            atol=1e-9 * scale,
+            hint=hint,
         )

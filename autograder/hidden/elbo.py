@@ -17,13 +17,19 @@ from hypothesis import example, given, settings
 from torch import Tensor
 
 from autograder.checks.elbo import (
+    ENTROPY_ATOL_PER_DIM,
     Conjugate,
+    FullCovCase,
+    MixtureCase,
     QCase,
     conjugate_problems,
     entropy_call,
     fit_call,
+    fullcov_cases,
     kl_to_posterior,
     log_sigmas,
+    mixture_cases,
+    q_call,
     q_cases,
     scalar_call,
     score_grad_call,
@@ -188,4 +194,85 @@ def fit_defaults(subject: Subject, problem: Conjugate, global_seed: int) -> None
         kl <= KL_MAX_DEFAULTS,
         f"fit_bbvi(log_joint, dim, num_steps={DEFAULTS_STEPS}) with the other arguments left at their defaults "
         f"ends at KL(q || posterior) = {kl:.3g}; a correct fit stays below {KL_MAX_DEFAULTS}",
+    )
+
+
+# --------------------------------------------------------------------------- which q?
+
+
+def _compare_q(
+    subject: Subject,
+    name: str,
+    args: tuple[Tensor, ...],
+    wrt: tuple[int, ...],
+    shape: tuple[int, ...],
+    cotangent: Tensor | None,
+    value_tol: dict[str, Any],
+) -> None:
+    """Value, vector-Jacobian products and side effects of ``name`` against the reference."""
+    got = subject.call(q_call, name, args, wrt, shape, cotangent)
+    want = _reference().call(q_call, name, args, wrt, shape, cotangent)
+    expect(not got["mutated"], f"{name} modified its argument(s) in place")
+    assert_close(
+        got["value"], want["value"], f"{name} on identical inputs", **value_tol
+    )
+    expect(
+        got["grads"] is not None,
+        f"{name}'s result is not differentiable in its parameters: keep it a torch expression",
+    )
+    scale = max(float(w.abs().max()) for w in want["grads"]) + 1.0
+    tol: dict[str, Any] = {"rtol": 1e-8, "atol": 1e-10 * scale}
+    for i, g, w in zip(wrt, got["grads"], want["grads"]):
+        assert_close(g, w, f"d {name} / d argument {i} on identical inputs", **tol)
+
+
+@check(
+    "fullcov_rsample",
+    "matches the reference samples and gradients on identical noise, inputs unchanged",
+    points=1,
+)
+@settings(GRADING)
+@given(case=fullcov_cases(dims=(2, 6), samples=(1, 8)))
+@example(case=FullCovCase(dim=4, num_samples=1, seed=3))
+def fullcov_rsample_matches_reference(subject: Subject, case: FullCovCase) -> None:
+    args = (case.mu, case.raw_tril, case.eps)
+    shape = (case.num_samples, case.dim)
+    _compare_q(subject, "fullcov_rsample", args, (0, 1), shape, case.cotangent, TIGHT)
+
+
+@check(
+    "fullcov_entropy",
+    "matches the reference value and gradient, leaves raw_tril unchanged",
+    points=1,
+)
+@settings(EXACT)
+@given(case=fullcov_cases(dims=(2, 8), samples=(1, 1)))
+@example(case=FullCovCase(dim=5, num_samples=1, seed=4))
+def fullcov_entropy_matches_reference(subject: Subject, case: FullCovCase) -> None:
+    # A constant rounded to 8 significant digits is within ENTROPY_ATOL_PER_DIM per dimension.
+    tol: dict[str, Any] = {"rtol": 1e-9, "atol": ENTROPY_ATOL_PER_DIM * case.dim}
+    _compare_q(subject, "fullcov_entropy", (case.raw_tril,), (0,), (), None, tol)
+
+
+@check(
+    "mixture_log_prob",
+    "matches the reference values and gradients near, far and mixed, K up to 5, inputs unchanged",
+    points=1.5,
+)
+@settings(GRADING)
+@given(
+    case=mixture_cases(
+        where=("near", "far", "mixed"), ks=(2, 5), dims=(1, 4), samples=(1, 8)
+    )
+)
+@example(case=MixtureCase(k=4, dim=3, num_samples=6, seed=5, where="mixed"))
+def mixture_log_prob_matches_reference(subject: Subject, case: MixtureCase) -> None:
+    _compare_q(
+        subject,
+        "mixture_log_prob",
+        case.args(),
+        (1, 2, 3),
+        (case.num_samples,),
+        case.cotangent,
+        TIGHT,
     )

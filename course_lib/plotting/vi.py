@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
 __all__ = [
+    "plot_covariance_fits",
+    "plot_density_panels",
     "plot_elbo_traces",
     "plot_gaussian_fits",
     "plot_mean_field_2d",
@@ -217,5 +219,80 @@ def plot_weight_posterior(
         ax.set_xticklabels(names, rotation=90, fontsize=8)
     ax.set_ylabel(r"weight (mean $\pm 2\sigma$)")
     ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _covariance_ellipse(
+    mean: np.ndarray, cov: np.ndarray, radius: float, **style: object
+) -> Ellipse:
+    r"""The ellipse :math:`(z - m)^\top \Sigma^{-1} (z - m) = r^2` as a patch."""
+    values, vectors = np.linalg.eigh(cov)
+    angle = math.degrees(math.atan2(vectors[1, 1], vectors[0, 1]))
+    width, height = 2 * radius * np.sqrt(values[::-1])
+    return Ellipse(tuple(mean), width, height, angle=angle, fill=False, **style)  # type: ignore[arg-type]
+
+
+def plot_covariance_fits(
+    log_density: Callable[[torch.Tensor], torch.Tensor],
+    fits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    xlim: tuple[float, float] = (-4.0, 6.0),
+    ylim: tuple[float, float] = (-4.0, 3.0),
+    ax: Axes | None = None,
+) -> Figure:
+    r"""Contours of a 2-D target with the 1σ and 2σ ellipses of Gaussians with any covariance.
+
+    Args:
+        log_density: ``log_density(z) -> (S,)`` for ``z`` of shape ``(S, 2)`` (float64).
+        fits: Label -> ``(mean (2,), covariance (2, 2))``; a diagonal covariance draws an
+            axis-aligned (mean-field) ellipse.
+        xlim, ylim: The plotted window.
+        ax: Axes to draw on; a new figure when ``None``.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    else:
+        fig = cast(Figure, ax.figure)
+    grid_x, grid_y, values = _log_density_grid(log_density, xlim, ylim, 200)
+    ax.contourf(grid_x, grid_y, np.exp(values), levels=12, cmap="Greys")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, (mean, cov)), color in zip(fits.items(), colors):
+        m, c = _numpy(mean), _numpy(cov)
+        for radius, style in ((1.0, "-"), (2.0, "--")):
+            ax.add_patch(_covariance_ellipse(m, c, radius, lw=2, ls=style, color=color))
+        ax.plot(*m, "o", color=color, label=label)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    ax.legend(frameon=True, fontsize=9, loc="upper left")
+    return fig
+
+
+def plot_density_panels(
+    densities: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    *,
+    xlim: tuple[float, float] = (-6.0, 6.0),
+    ylim: tuple[float, float] = (-4.0, 4.0),
+) -> Figure:
+    """One filled-contour panel per 2-D log density, on a shared colour scale.
+
+    Args:
+        densities: Title -> ``log_density(z) -> (S,)`` for ``z`` of shape ``(S, 2)``.
+        xlim, ylim: The plotted window (the same for every panel).
+    """
+    n = len(densities)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.0), squeeze=False)
+    grids = [_log_density_grid(f, xlim, ylim, 160) for f in densities.values()]
+    top = max(float(np.exp(values).max()) for _, _, values in grids)
+    levels = np.linspace(0.0, top, 13)
+    for ax, title, (grid_x, grid_y, values) in zip(axes[0], densities, grids):
+        ax.contourf(grid_x, grid_y, np.exp(values), levels=levels, cmap="Greys")
+        ax.set_title(title, fontsize=10)
+        ax.set_aspect("equal")
+        ax.set_xlabel("$z_1$")
+    axes[0, 0].set_ylabel("$z_2$")
     fig.tight_layout()
     return fig

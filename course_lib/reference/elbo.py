@@ -25,10 +25,14 @@ __all__ = [
     "elbo_entropy_form",
     "elbo_score_grad",
     "fit_bbvi",
+    "fullcov_entropy",
+    "fullcov_rsample",
     "gaussian_entropy",
+    "mixture_log_prob",
 ]
 
 LogJoint = Callable[[Tensor], Tensor]
+_HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -157,3 +161,102 @@ def fit_bbvi(
         optimizer.step()
         elbos.append(float(value.detach()))
     return mu.detach(), log_sigma.detach(), elbos
+
+
+# --------------------------------------------------------------------------- which q?
+
+
+def _square(name: str, raw_tril: Tensor) -> None:
+    check_tensor(name, raw_tril)
+    if raw_tril.ndim != 2 or raw_tril.shape[0] != raw_tril.shape[1]:
+        raise ValueError(
+            f"{name} must be a square (D, D) matrix, got shape {tuple(raw_tril.shape)}"
+        )
+
+
+def _cholesky_factor(raw_tril: Tensor) -> Tensor:
+    r""":math:`L = \operatorname{tril}(R, -1) + \operatorname{diag}(e^{\operatorname{diag} R})`: lower triangular, positive diagonal."""
+    return torch.tril(raw_tril, diagonal=-1) + torch.diag_embed(
+        torch.exp(torch.diagonal(raw_tril))
+    )
+
+
+def fullcov_rsample(mu: Tensor, raw_tril: Tensor, eps: Tensor) -> Tensor:
+    r"""Reparameterized samples of a full-covariance Gaussian :math:`q = \mathcal{N}(\mu, LL^\top)`.
+
+    :math:`z_s = \mu + L\epsilon_s` with
+    :math:`L = \operatorname{tril}(R, -1) + \operatorname{diag}(\exp(\operatorname{diag} R))`
+    for the unconstrained ``raw_tril`` :math:`R` (its strict upper triangle is ignored), so
+    every real :math:`R` gives a valid Cholesky factor.
+
+    Args:
+        mu: Mean, shape ``(D,)``.
+        raw_tril: Unconstrained parameters of the Cholesky factor, shape ``(D, D)``.
+        eps: Standard normal noise, shape ``(S, D)``.
+
+    Returns:
+        Samples of shape ``(S, D)``, differentiable in ``mu`` and ``raw_tril``.
+    """
+    check_tensor("mu", mu)
+    _square("raw_tril", raw_tril)
+    check_tensor("eps", eps)
+    dim = raw_tril.shape[0]
+    if mu.shape != (dim,) or eps.ndim != 2 or eps.shape[1] != dim:
+        raise ValueError(
+            f"expected mu ({dim},) and eps (S, {dim}), got {tuple(mu.shape)} and {tuple(eps.shape)}"
+        )
+    # Row s of eps @ L^T is L @ eps_s.
+    return mu + eps @ _cholesky_factor(raw_tril).T
+
+
+def fullcov_entropy(raw_tril: Tensor) -> Tensor:
+    r"""Entropy of :math:`\mathcal{N}(\mu, LL^\top)`: :math:`\tfrac12\log\det(2\pi e\,LL^\top) = \sum_d R_{dd} + \tfrac D2\log 2\pi e`.
+
+    :math:`\log\det L = \sum_d \log L_{dd} = \sum_d R_{dd}` because :math:`L` is triangular
+    with diagonal :math:`e^{R_{dd}}`.
+
+    Args:
+        raw_tril: Unconstrained Cholesky parameters, shape ``(D, D)``.
+
+    Returns:
+        A scalar tensor, differentiable in ``raw_tril`` (gradient: the identity matrix).
+    """
+    _square("raw_tril", raw_tril)
+    return torch.diagonal(raw_tril).sum() + raw_tril.shape[0] * _HALF_LOG_2PI_E
+
+
+def mixture_log_prob(
+    z: Tensor, logits: Tensor, mu: Tensor, log_sigma: Tensor
+) -> Tensor:
+    r"""Log density of a mixture of diagonal Gaussians, :math:`\log\sum_k \pi_k \mathcal{N}(z; \mu_k, \operatorname{diag}\sigma_k^2)`.
+
+    :math:`\pi = \operatorname{softmax}(\text{logits})`, :math:`\sigma_k = e^{\log\sigma_k}`.
+    Computed as a log-sum-exp over components of :math:`\log\pi_k + \log\mathcal{N}_k`, so it
+    stays finite for points far from every component, where each density underflows.
+
+    Args:
+        z: Points, shape ``(S, D)``.
+        logits: Unnormalised log weights, shape ``(K,)``.
+        mu: Component means, shape ``(K, D)``.
+        log_sigma: Component log standard deviations, shape ``(K, D)``.
+
+    Returns:
+        Shape ``(S,)``, differentiable in ``logits``, ``mu`` and ``log_sigma``.
+    """
+    for name, t in (("z", z), ("logits", logits), ("mu", mu), ("log_sigma", log_sigma)):
+        check_tensor(name, t)
+    k, d = mu.shape if mu.ndim == 2 else (-1, -1)
+    if (
+        mu.ndim != 2
+        or log_sigma.shape != mu.shape
+        or logits.shape != (k,)
+        or z.ndim != 2
+        or z.shape[1] != d
+    ):
+        raise ValueError(
+            "expected z (S, D), logits (K,), mu and log_sigma (K, D); got "
+            f"{tuple(z.shape)}, {tuple(logits.shape)}, {tuple(mu.shape)}, {tuple(log_sigma.shape)}"
+        )
+    standardized = (z[:, None, :] - mu) / torch.exp(log_sigma)  # (S, K, D)
+    log_components = (-0.5 * standardized.square() - log_sigma - _HALF_LOG_2PI).sum(-1)
+    return torch.logsumexp(torch.log_softmax(logits, dim=0) + log_components, dim=1)

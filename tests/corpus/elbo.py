@@ -841,3 +841,281 @@ equivalent(
     "starting from a seeded random (mu, log_sigma) instead of (0, 0) is correct: the spec fixes "
     "no initialisation",
 )
+
+
+# =========================================================================== which q?
+# Full-covariance Gaussian q = N(mu, L L^T), L = tril(R, -1) + diag(exp(diag R)).
+
+
+def _tril(raw_tril):
+    return torch.tril(raw_tril, -1) + torch.diag(torch.exp(torch.diagonal(raw_tril)))
+
+
+# --------------------------------------------------------------------------- fullcov_rsample
+
+
+@variant("fullcov_rsample")
+def fullcov_rsample_matmul_per_row(mu, raw_tril, eps):
+    tril = _tril(raw_tril)
+    return mu + (tril @ eps.T).T
+
+
+@variant("fullcov_rsample")
+def fullcov_rsample_multivariate_normal(mu, raw_tril, eps):
+    q = MultivariateNormal(mu, scale_tril=_tril(raw_tril))
+    return q.loc + torch.einsum("ij,sj->si", q.scale_tril, eps)
+
+
+@variant("fullcov_rsample")
+def fullcov_rsample_loops_and_mask(mu, raw_tril, eps):
+    d = raw_tril.shape[0]
+    mask = torch.ones(d, d, dtype=torch.bool).tril(-1)
+    tril = torch.where(mask, raw_tril, torch.zeros_like(raw_tril))
+    tril = tril + torch.diag_embed(raw_tril.diagonal().exp())
+    rows = [mu + tril @ eps[s] for s in range(eps.shape[0])]
+    return torch.stack(rows)
+
+
+@variant("fullcov_rsample")
+def fullcov_rsample_float64_cast(mu, raw_tril, eps):
+    eye = torch.eye(raw_tril.shape[0], dtype=raw_tril.dtype)
+    tril = raw_tril.tril(-1) + eye * raw_tril.exp()
+    return (mu.double() + eps.double() @ tril.double().T).to(mu.dtype)
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_raw_diagonal_without_exp(mu, raw_tril, eps):
+    return mu + eps @ torch.tril(raw_tril).T
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_upper_triangle(mu, raw_tril, eps):
+    tril = torch.triu(raw_tril, 1) + torch.diag(torch.exp(torch.diagonal(raw_tril)))
+    return mu + eps @ tril.T
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_l_transpose_eps(mu, raw_tril, eps):
+    return mu + eps @ _tril(raw_tril)
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_strict_upper_not_masked(mu, raw_tril, eps):
+    full = raw_tril - torch.diag(torch.diagonal(raw_tril))
+    return mu + eps @ (full + torch.diag(torch.exp(torch.diagonal(raw_tril)))).T
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_exp_whole_triangle(mu, raw_tril, eps):
+    return mu + eps @ torch.tril(torch.exp(raw_tril)).T
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_missing_mu(mu, raw_tril, eps):
+    return eps @ _tril(raw_tril).T
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_diagonal_only(mu, raw_tril, eps):
+    return mu + eps * torch.exp(torch.diagonal(raw_tril))
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_detached_tril(mu, raw_tril, eps):
+    return mu + eps @ _tril(raw_tril.detach()).T
+
+
+# --------------------------------------------------------------------------- fullcov_entropy
+
+
+@variant("fullcov_entropy")
+def fullcov_entropy_multivariate_normal(raw_tril):
+    d = raw_tril.shape[0]
+    return MultivariateNormal(
+        torch.zeros(d, dtype=raw_tril.dtype), scale_tril=_tril(raw_tril)
+    ).entropy()
+
+
+@variant("fullcov_entropy")
+def fullcov_entropy_slogdet(raw_tril):
+    cov = _tril(raw_tril) @ _tril(raw_tril).T
+    return 0.5 * torch.linalg.slogdet(2 * math.pi * math.e * cov).logabsdet
+
+
+@variant("fullcov_entropy")
+def fullcov_entropy_rounded_constant(raw_tril):
+    # 1/2 log(2 pi e) to 8 significant digits, as a student copies it from a calculator.
+    return torch.diagonal(raw_tril).sum() + 1.4189385 * raw_tril.shape[0]
+
+
+@variant("fullcov_entropy")
+def fullcov_entropy_log_of_exp_diagonal_loop(raw_tril):
+    total = 0.5 * raw_tril.shape[0] * math.log(2 * math.pi) + 0.5 * raw_tril.shape[0]
+    for d in range(raw_tril.shape[0]):
+        total = total + torch.log(torch.exp(raw_tril[d, d]))
+    return total
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_sums_exp_diagonal(raw_tril):
+    return (
+        torch.exp(torch.diagonal(raw_tril)).sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+    )
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_sums_whole_matrix(raw_tril):
+    return raw_tril.sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_log_det_cov_not_halved(raw_tril):
+    return 2 * torch.diagonal(raw_tril).sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_constant_not_halved(raw_tril):
+    return torch.diagonal(raw_tril).sum() + LOG_2PI_E * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_missing_e(raw_tril):
+    return torch.diagonal(raw_tril).sum() + HALF_LOG_2PI * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_constant_for_one_dimension(raw_tril):
+    return torch.diagonal(raw_tril).sum() + 0.5 * LOG_2PI_E
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_returns_float(raw_tril):
+    return float(torch.diagonal(raw_tril).sum()) + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_slogdet_of_raw(raw_tril):
+    cov = raw_tril @ raw_tril.T
+    return (
+        0.5 * torch.linalg.slogdet(cov).logabsdet + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+    )
+
+
+# --------------------------------------------------------------------------- mixture_log_prob
+
+
+def _log_normal(z, mu, log_sigma):
+    """(S, K) diagonal-Gaussian log densities by hand."""
+    diff = (z[:, None, :] - mu[None]) / torch.exp(log_sigma)[None]
+    return (-0.5 * diff**2 - log_sigma[None] - HALF_LOG_2PI).sum(-1)
+
+
+@variant("mixture_log_prob")
+def mixture_log_prob_mixture_same_family(z, logits, mu, log_sigma):
+    from torch.distributions import Categorical, MixtureSameFamily
+
+    q = MixtureSameFamily(
+        Categorical(logits=logits), Independent(Normal(mu, log_sigma.exp()), 1)
+    )
+    return q.log_prob(z)
+
+
+@variant("mixture_log_prob")
+def mixture_log_prob_max_shift_by_hand(z, logits, mu, log_sigma):
+    log_w = logits - torch.logsumexp(logits, 0)
+    terms = _log_normal(z, mu, log_sigma) + log_w
+    top = terms.max(dim=1, keepdim=True).values
+    return top.squeeze(1) + torch.log(torch.exp(terms - top).sum(1))
+
+
+@variant("mixture_log_prob")
+def mixture_log_prob_loop_over_components(z, logits, mu, log_sigma):
+    weights = torch.softmax(logits, dim=-1)
+    columns = []
+    for k in range(mu.shape[0]):
+        comp = Normal(mu[k], torch.exp(log_sigma[k])).log_prob(z).sum(1)
+        columns.append(torch.log(weights[k]) + comp)
+    return torch.logsumexp(torch.stack(columns, dim=1), dim=1)
+
+
+@variant("mixture_log_prob")
+def mixture_log_prob_loop_over_points(z, logits, mu, log_sigma):
+    log_w = torch.log_softmax(logits, 0)
+    out = []
+    for s in range(z.shape[0]):
+        per = (Normal(mu, log_sigma.exp()).log_prob(z[s]).sum(-1)) + log_w
+        out.append(torch.logsumexp(per, 0))
+    return torch.stack(out)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_naive_log_sum_exp(z, logits, mu, log_sigma):
+    weights = torch.softmax(logits, 0)
+    return torch.log((weights * torch.exp(_log_normal(z, mu, log_sigma))).sum(1))
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_missing_log_weights(z, logits, mu, log_sigma):
+    return torch.logsumexp(_log_normal(z, mu, log_sigma), 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_unnormalised_logits(z, logits, mu, log_sigma):
+    return torch.logsumexp(_log_normal(z, mu, log_sigma) + logits, 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_weights_not_logged(z, logits, mu, log_sigma):
+    return torch.logsumexp(_log_normal(z, mu, log_sigma) + torch.softmax(logits, 0), 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_softmax_over_wrong_axis(z, logits, mu, log_sigma):
+    # Normalises the weighted terms over the points instead of over the components.
+    terms = _log_normal(z, mu, log_sigma) + logits
+    return torch.logsumexp(torch.log_softmax(terms, dim=0), 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_logsumexp_over_points(z, logits, mu, log_sigma):
+    terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
+    return torch.logsumexp(terms, 0).sum() + 0 * terms[:, 0]
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_variance_as_std(z, logits, mu, log_sigma):
+    q = Normal(mu, torch.exp(2 * log_sigma))
+    comp = q.log_prob(z[:, None, :]).sum(-1)
+    return torch.logsumexp(comp + torch.log_softmax(logits, 0), 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_log_sigma_as_log_variance(z, logits, mu, log_sigma):
+    comp = Normal(mu, torch.exp(0.5 * log_sigma)).log_prob(z[:, None, :]).sum(-1)
+    return torch.logsumexp(comp + torch.log_softmax(logits, 0), 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_max_instead_of_sum(z, logits, mu, log_sigma):
+    terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
+    return terms.max(1).values
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_missing_log_sigma_term(z, logits, mu, log_sigma):
+    diff = (z[:, None, :] - mu[None]) / torch.exp(log_sigma)[None]
+    comp = (-0.5 * diff**2 - HALF_LOG_2PI).sum(-1)
+    return torch.logsumexp(comp + torch.log_softmax(logits, 0), 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_detached_weights(z, logits, mu, log_sigma):
+    log_w = torch.log_softmax(logits.detach(), 0)
+    return torch.logsumexp(_log_normal(z, mu, log_sigma) + log_w, 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_max_shift_without_adding_back(z, logits, mu, log_sigma):
+    terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
+    top = terms.max(dim=1, keepdim=True).values
+    return torch.log(torch.exp(terms - top).sum(1))

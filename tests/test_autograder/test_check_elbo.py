@@ -117,3 +117,65 @@ def test_reference_fit_is_invariant_to_constants_with_the_pathwise_estimator() -
     )
     assert torch.equal(plain[0], shifted[0]) and torch.equal(plain[1], shifted[1])
     assert np.allclose(np.array(shifted[2]) - np.array(plain[2]), 500.0)
+
+
+# --------------------------------------------------------------------------- which q?
+
+FULLCOV = [checks.FullCovCase(d, s, seed) for d, s, seed in ((2, 3, 0), (5, 2, 9))]
+MIXTURES = [
+    checks.MixtureCase(k, d, s, seed, where)
+    for k, d, s, seed, where in (
+        (2, 3, 5, 0, "near"),
+        (4, 2, 3, 1, "far"),
+        (3, 2, 7, 2**32 - 1, "mixed"),
+    )
+]
+
+
+@pytest.mark.parametrize("case", FULLCOV, ids=repr)
+def test_fullcov_cases_exclude_bug_hiding_values(case: checks.FullCovCase) -> None:
+    raw = case.raw_tril
+    d = case.dim
+    assert torch.all(raw.diagonal().abs() >= 0.15)
+    lower, upper = torch.tril_indices(d, d, -1), torch.triu_indices(d, d, 1)
+    assert torch.all(raw[lower[0], lower[1]].abs() >= 0.2)
+    assert torch.all(raw[upper[0], upper[1]].abs() >= 0.5)
+    assert not torch.allclose(raw, raw.T)
+    assert torch.all(case.mu.abs() >= 0.2) and case.eps.shape == (case.num_samples, d)
+    assert len(repr(case)) < 50
+
+
+@pytest.mark.parametrize("case", FULLCOV, ids=repr)
+def test_fullcov_closed_forms_agree_with_the_reference(
+    case: checks.FullCovCase,
+) -> None:
+    tril = checks.cholesky_factor(case.raw_tril)
+    assert torch.allclose(
+        reference.fullcov_rsample(case.mu, case.raw_tril, case.eps),
+        case.mu + case.eps @ tril.T,
+        rtol=1e-14,
+    )
+
+
+@pytest.mark.parametrize("case", MIXTURES, ids=repr)
+def test_mixture_cases_far_points_underflow_every_component(
+    case: checks.MixtureCase,
+) -> None:
+    z, logits, mu, log_sigma = case.args()
+    probs = torch.softmax(logits, 0)
+    assert float(probs.max() / probs.min()) >= 1.5 - 1e-12
+    assert torch.all((log_sigma.abs() >= 0.15) & (mu.abs() >= 0.2))
+    per = torch.distributions.Normal(mu, log_sigma.exp()).log_prob(z[:, None]).sum(-1)
+    far = per.max(1).values < -745.0  # exp underflows to 0 in float64 below about -745
+    naive = torch.log((probs * per.exp()).sum(1))
+    if case.where == "far":
+        assert far.all()
+    if case.where == "mixed":
+        assert far.any() and (~far).any()
+    assert torch.equal(torch.isinf(naive), far)
+    oracle = checks.mixture_oracle(z, logits, mu, log_sigma)
+    assert torch.isfinite(oracle).all()
+    assert torch.allclose(
+        reference.mixture_log_prob(z, logits, mu, log_sigma), oracle, rtol=1e-12
+    )
+    assert len(repr(case)) < 60

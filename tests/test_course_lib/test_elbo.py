@@ -17,7 +17,10 @@ from course_lib.reference.elbo import (
     elbo_entropy_form,
     elbo_score_grad,
     fit_bbvi,
+    fullcov_entropy,
+    fullcov_rsample,
     gaussian_entropy,
+    mixture_log_prob,
 )
 
 
@@ -159,3 +162,168 @@ def test_fit_bbvi_is_deterministic_given_seed_and_rejects_unknown_estimators():
     assert torch.equal(first[0], second[0]) and first[2] == second[2]
     with pytest.raises(ValueError, match="estimator"):
         fit_bbvi(model, 2, estimator="pathwise")
+
+
+# --------------------------------------------------------------------------- which q?
+
+
+def _raw_tril(seed: int, dim: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(2, 5))
+def test_fullcov_rsample_matches_multivariate_normal_rsample(seed, dim):
+    raw = _raw_tril(seed, dim)
+    mu = torch.linspace(-1.0, 2.0, dim, dtype=torch.float64)
+    tril = torch.tril(raw, -1) + torch.diag(raw.diagonal().exp())
+    oracle = torch.distributions.MultivariateNormal(mu, scale_tril=tril)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        want = oracle.rsample((7,))
+        torch.manual_seed(seed)
+        eps = torch.randn(7, dim, dtype=torch.float64)
+    assert torch.allclose(fullcov_rsample(mu, raw, eps), want, rtol=1e-12, atol=1e-12)
+
+
+def test_fullcov_rsample_ignores_the_strict_upper_triangle_and_is_differentiable():
+    raw = _raw_tril(3, 3).requires_grad_(True)
+    mu = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(
+        4, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
+    z = fullcov_rsample(mu, raw, eps)
+    changed = raw.detach() + torch.triu(torch.full((3, 3), 9.0, dtype=torch.float64), 1)
+    assert torch.equal(fullcov_rsample(mu.detach(), changed, eps), z.detach())
+    g_mu, g_raw = torch.autograd.grad(z.sum(), (mu, raw))
+    assert torch.allclose(g_mu, torch.full((3,), 4.0, dtype=torch.float64))
+    assert torch.all(torch.triu(g_raw, 1) == 0)
+    # d sum_s z_s / d R_ij = sum_s eps_sj for i > j, and e^{R_ii} sum_s eps_si on the diagonal.
+    col = eps.sum(0)
+    want = torch.tril(col.expand(3, 3), -1) + torch.diag(
+        raw.detach().diagonal().exp() * col
+    )
+    assert torch.allclose(g_raw, want, rtol=1e-12)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6))
+def test_fullcov_entropy_matches_multivariate_normal_and_scipy(seed, dim):
+    from scipy.stats import multivariate_normal
+
+    raw = _raw_tril(seed, dim)
+    tril = torch.tril(raw, -1) + torch.diag(raw.diagonal().exp())
+    got = float(fullcov_entropy(raw))
+    oracle = torch.distributions.MultivariateNormal(
+        torch.zeros(dim, dtype=torch.float64), scale_tril=tril
+    )
+    assert got == pytest.approx(float(oracle.entropy()), rel=1e-12, abs=1e-12)
+    cov = (tril @ tril.T).numpy()
+    assert got == pytest.approx(
+        multivariate_normal(np.zeros(dim), cov).entropy(), rel=1e-9, abs=1e-9
+    )
+
+
+def _mixture_params(seed: int, k: int, d: int):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(k, generator=generator, dtype=torch.float64)
+    mu = 3.0 * torch.randn(k, d, generator=generator, dtype=torch.float64)
+    log_sigma = 0.5 * torch.randn(k, d, generator=generator, dtype=torch.float64)
+    return logits, mu, log_sigma
+
+
+def _mixture_oracle(logits, mu, log_sigma):
+    from torch.distributions import Categorical, Independent, MixtureSameFamily
+
+    return MixtureSameFamily(
+        Categorical(logits=logits), Independent(Normal(mu, log_sigma.exp()), 1)
+    )
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 4))
+def test_mixture_log_prob_matches_mixture_same_family(seed, k, d):
+    logits, mu, log_sigma = _mixture_params(seed, k, d)
+    z = 2.0 * torch.randn(
+        6, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+    want = _mixture_oracle(logits, mu, log_sigma).log_prob(z)
+    assert torch.allclose(
+        mixture_log_prob(z, logits, mu, log_sigma), want, rtol=1e-12, atol=1e-12
+    )
+
+
+def test_mixture_log_prob_is_finite_and_exact_far_from_every_component():
+    logits, mu, log_sigma = _mixture_params(5, 3, 2)
+    far = torch.tensor([[80.0, -60.0], [300.0, 0.0]], dtype=torch.float64)
+    got = mixture_log_prob(far, logits, mu, log_sigma)
+    # Every component density underflows to 0 here, so a naive log(sum(exp)) gives -inf.
+    assert torch.isfinite(got).all()
+    want = _mixture_oracle(logits, mu, log_sigma).log_prob(far)
+    assert torch.allclose(got, want, rtol=1e-12)
+    # And scipy's logsumexp over the per-component log densities agrees.
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    per = np.stack(
+        [
+            multivariate_normal(
+                mu[j].numpy(), np.diag(np.exp(2 * log_sigma[j].numpy()))
+            ).logpdf(far.numpy())
+            for j in range(3)
+        ],
+        axis=1,
+    )
+    log_w = torch.log_softmax(logits, 0).numpy()
+    assert np.allclose(got.numpy(), logsumexp(per + log_w, axis=1), rtol=1e-10)
+
+
+def test_mixture_log_prob_gradients_match_mixture_same_family():
+    logits, mu, log_sigma = _mixture_params(7, 3, 2)
+    z = torch.randn(
+        5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    leaves = [t.clone().requires_grad_(True) for t in (logits, mu, log_sigma)]
+    got = torch.autograd.grad(mixture_log_prob(z, *leaves).sum(), leaves)
+    leaves2 = [t.clone().requires_grad_(True) for t in (logits, mu, log_sigma)]
+    want = torch.autograd.grad(_mixture_oracle(*leaves2).log_prob(z).sum(), leaves2)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_which_q_functions_reject_bad_shapes():
+    with pytest.raises(ValueError, match="square"):
+        fullcov_entropy(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="eps"):
+        fullcov_rsample(torch.zeros(2), torch.zeros(2, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="logits"):
+        mixture_log_prob(
+            torch.zeros(4, 2), torch.zeros(2), torch.zeros(3, 2), torch.zeros(3, 2)
+        )
+
+
+def test_correlated_gaussian_density_and_mean_field_optimum():
+    from scipy.stats import multivariate_normal
+
+    from course_lib.models import CorrelatedGaussian2D
+
+    target = CorrelatedGaussian2D(mean=(1.0, -0.5), stds=(1.5, 1.0), correlation=0.9)
+    z = torch.tensor([[0.0, 0.0], [2.0, 1.0], [-3.0, 4.0]], dtype=torch.float64)
+    want = multivariate_normal([1.0, -0.5], target.covariance.numpy()).logpdf(z.numpy())
+    assert np.allclose(target(z).numpy(), want, rtol=1e-12)
+    # The optimum of KL(q || p) over diagonal q: the closed-form KL is stationary there and
+    # its sigmas are sqrt(1 - rho^2) times the marginal standard deviations.
+    mu, log_sigma = (
+        t.clone().requires_grad_(True) for t in target.mean_field_optimum()
+    )
+    q = torch.distributions.MultivariateNormal(
+        mu, scale_tril=torch.diag(log_sigma.exp())
+    )
+    p = torch.distributions.MultivariateNormal(
+        target.mean, covariance_matrix=target.covariance
+    )
+    grads = torch.autograd.grad(kl_divergence(q, p), (mu, log_sigma))
+    assert all(float(g.abs().max()) < 1e-12 for g in grads)
+    assert np.allclose(
+        log_sigma.detach().exp().numpy(), math.sqrt(1 - 0.81) * np.array([1.5, 1.0])
+    )
+    with pytest.raises(ValueError, match="correlation"):
+        CorrelatedGaussian2D(correlation=1.0)

@@ -88,3 +88,38 @@ def test_weight_posterior_labels_every_weight() -> None:
     fig = vi.plot_weight_posterior({"reparam": _params(0.5, -1.0, 2.0)}, names)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == names
     assert math.isfinite(fig.axes[0].get_ylim()[0])
+
+
+def test_covariance_fits_draw_rotated_ellipses_of_the_right_size() -> None:
+    from course_lib.models import CorrelatedGaussian2D
+
+    target = CorrelatedGaussian2D(mean=(0.0, 0.0), stds=(1.0, 1.0), correlation=0.6)
+    fits = {
+        "exact": (target.mean, target.covariance),
+        "diagonal": (torch.tensor([1.0, -1.0]), torch.diag(torch.tensor([4.0, 1.0]))),
+    }
+    fig = vi.plot_covariance_fits(target, fits)
+    ellipses = [p for p in fig.axes[0].patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == 4
+    exact_one_sigma, _, diag_one_sigma, diag_two_sigma = ellipses
+    # eigenvalues of [[1, .6], [.6, 1]] are 1.6 and 0.4; the major axis lies on the diagonal
+    assert sorted([exact_one_sigma.width, exact_one_sigma.height]) == pytest.approx(
+        [2 * math.sqrt(0.4), 2 * math.sqrt(1.6)]
+    )
+    assert abs(exact_one_sigma.angle) % 180 == pytest.approx(45.0)
+    assert sorted([diag_one_sigma.width, diag_one_sigma.height]) == pytest.approx(
+        [2.0, 4.0]
+    )
+    assert diag_two_sigma.width == pytest.approx(2 * diag_one_sigma.width)
+    assert diag_one_sigma.center == pytest.approx((1.0, -1.0))
+
+
+def test_density_panels_share_one_colour_scale() -> None:
+    wide = Bimodal2D(separation=6.0, std=2.0)
+    narrow = Bimodal2D(separation=6.0, std=0.5)
+    fig = vi.plot_density_panels({"wide": wide, "narrow": narrow})
+    assert [ax.get_title() for ax in fig.axes] == ["wide", "narrow"]
+    levels = [ax.collections[0].levels for ax in fig.axes]
+    assert np.array_equal(levels[0], levels[1])
+    # the narrow density's peak (about 0.32) sets the shared top level
+    assert levels[0][-1] == pytest.approx(0.5 / (2 * math.pi * 0.25), rel=0.05)
