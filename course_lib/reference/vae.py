@@ -186,7 +186,7 @@ def train_vae(
     return history
 
 
-_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_TAU = math.log(math.tau)  # log 2 pi
 
 
 def iwae_bound(model: nn.Module, x: Tensor, eps: Tensor) -> Tensor:
@@ -223,8 +223,8 @@ def iwae_bound(model: nn.Module, x: Tensor, eps: Tensor) -> Tensor:
     log_lik = bernoulli_log_likelihood(
         x.expand(num_samples, *x.shape).reshape(num_samples * batch, -1), logits
     ).reshape(num_samples, batch)
-    log_prior = -0.5 * (z.square() + _LOG_2PI).sum(dim=-1)
+    log_prior = -0.5 * (z.square() + _LOG_TAU).sum(dim=-1)
     # log q(z | x) at z = mu + sigma * eps: (z - mu) / sigma is eps exactly.
-    log_q = -0.5 * (eps.square() + logvar + _LOG_2PI).sum(dim=-1)
+    log_q = -0.5 * (eps.square() + logvar + _LOG_TAU).sum(dim=-1)
     log_weights = log_lik + log_prior - log_q  # (K, B)
     return torch.logsumexp(log_weights, dim=0) - math.log(num_samples)
