@@ -16,6 +16,12 @@ and decoder (seen through forward hooks, so dropout or batch norm cannot break i
 the student's ``VAE``: the training task is then independent of the ``VAE`` task, and the
 model can record what the loop feeds it (batch sizes, the noise behind every ``z``) and
 whether gradients were zeroed between optimizer steps.
+
+``iwae_bound`` is graded on :class:`ScoringVAE`, another small public model rebuilt from a
+seed on both sides. With :math:`K = 1` the bound must equal the importance log-weight
+:math:`\log p(x|z) + \log p(z) - \log q(z|x)` from ``torch.distributions``; with :math:`K > 1` it
+must be the log-mean-exp of the student's own :math:`K = 1` values for the same draws (an
+invariant, so no reference is needed), and stay finite in float32 when every weight underflows.
 """
 
 from __future__ import annotations

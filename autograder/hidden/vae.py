@@ -6,7 +6,8 @@ Functions are compared with :mod:`course_lib.reference.vae` in float32 on MNIST-
 on the reference locally. Classes get the properties that make them usable (unconstrained
 outputs, per-image independence, trainable parameters sized by ``hidden_dim``, gradients
 through ``z``, standard-normal noise); ``train_vae`` gets the noise it feeds the model, whether
-it zeroes gradients between optimizer steps, and its inputs and devices.
+it zeroes gradients between optimizer steps, and its inputs and devices; ``iwae_bound`` is
+compared with the reference at MNIST sizes and with as many draws as images.
 """
 
 from __future__ import annotations
