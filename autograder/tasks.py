@@ -74,6 +74,7 @@ _POINTS: dict[str, dict[str, float]] = {
         "Decoder": 2,
         "VAE": 3,
         "train_vae": 5,
+        "iwae_bound": 4,
     },
 }
 

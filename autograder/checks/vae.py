@@ -16,6 +16,12 @@ and decoder (seen through forward hooks, so dropout or batch norm cannot break i
 the student's ``VAE``: the training task is then independent of the ``VAE`` task, and the
 model can record what the loop feeds it (batch sizes, the noise behind every ``z``) and
 whether gradients were zeroed between optimizer steps.
+
+``iwae_bound`` is graded on :class:`ScoringVAE`, another small public model rebuilt from a
+seed on both sides. With :math:`K = 1` the bound must equal the importance log-weight
+:math:`\log p(x|z) + \log p(z) - \log q(z|x)` from ``torch.distributions``; with :math:`K > 1` it
+must be the log-mean-exp of the student's own :math:`K = 1` values for the same draws (an
+invariant, so no reference is needed), and stay finite in float32 when every weight underflows.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from autograder.subject import Student, StudentError, Subject
 __all__ = [
     "ElboBatch",
     "GradingVAE",
+    "IwaeProblem",
+    "ScoringVAE",
     "LatentBatch",
     "ModuleProblem",
     "PixelBatch",
@@ -59,6 +67,9 @@ __all__ = [
     "devices_here",
     "elbo_batches",
     "grading_images",
+    "iwae_problems",
+    "iwae_report",
+    "log_weights_closed_form",
     "latent_batches",
     "module_report",
     "module_problems",
@@ -1390,4 +1401,258 @@ def train_learns(subject: Subject, seed: int) -> None:
         report["end"] < TRAIN_THRESHOLD,
         f"after training, the held-out negative ELBO is {report['end']:.1f} nats (it started at "
         f"{report['start']:.1f}); a correct loop reaches well below {TRAIN_THRESHOLD:.0f}",
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# iwae_bound: a public model whose encoder and decoder the bound is computed with
+# ----------------------------------------------------------------------------------------
+
+
+class _ScoringEncoder(nn.Module):
+    def __init__(self, x_dim: int, hidden_dim: int, z_dim: int) -> None:
+        super().__init__()
+        self.inner = nn.Linear(x_dim, hidden_dim)
+        self.heads = nn.Linear(hidden_dim, 2 * z_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.heads(torch.tanh(self.inner(x))).chunk(2, dim=-1)
+        return mu, logvar
+
+
+class _ScoringDecoder(nn.Module):
+    def __init__(self, z_dim: int, hidden_dim: int, x_dim: int, gain: float) -> None:
+        super().__init__()
+        self.inner = nn.Linear(z_dim, hidden_dim)
+        self.readout = nn.Linear(hidden_dim, x_dim)
+        self.gain = gain  # larger logits: log p(x|z) of hundreds or thousands of nats
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.gain * self.readout(torch.tanh(self.inner(z)))
+
+
+class ScoringVAE(nn.Module):
+    """The model ``iwae_bound`` is graded on: ``encoder(x) -> (mu, logvar)``, ``decoder(z) -> logits``.
+
+    Built from a seed, so the grader rebuilds the same weights on its side. Its decoder
+    accepts ``z`` of any leading shape (``(K * B, Z)`` or ``(K, B, Z)``), as ``nn.Linear`` does.
+    """
+
+    def __init__(
+        self, x_dim: int, hidden_dim: int, z_dim: int, gain: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.encoder = _ScoringEncoder(x_dim, hidden_dim, z_dim)
+        self.decoder = _ScoringDecoder(z_dim, hidden_dim, x_dim, gain)
+
+    def forward(
+        self, x: Tensor, eps: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        mu, logvar = self.encoder(x)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        return self.decoder(mu + torch.exp(0.5 * logvar) * eps), mu, logvar
+
+
+@dataclass(frozen=True)
+class IwaeProblem:
+    """A :class:`ScoringVAE`, images ``x`` ``(batch, x_dim)`` and noise ``eps`` ``(samples, batch, z_dim)``.
+
+    Images are grey levels with exact 0s and 1s; the noise is standard normal.
+    """
+
+    batch: int
+    x_dim: int
+    z_dim: int
+    samples: int
+    seed: int
+    dtype: str = "float64"
+    hidden_dim: int = 16
+    gain: float = 1.0
+
+    def model(self) -> ScoringVAE:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = ScoringVAE(self.x_dim, self.hidden_dim, self.z_dim, self.gain)
+        return model.to(_DTYPES[self.dtype]).eval()
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        x, _ = PixelBatch(self.batch, self.x_dim, self.seed + 1, self.dtype).tensors()
+        g = torch.Generator().manual_seed(self.seed + 2)
+        eps = torch.randn(
+            self.samples, self.batch, self.z_dim, generator=g, dtype=torch.float64
+        )
+        return x, eps.to(_DTYPES[self.dtype])
+
+
+def iwae_problems(
+    dtype: str = "float64", samples: tuple[int, int] = (2, 6)
+) -> st.SearchStrategy[IwaeProblem]:
+    """Batch, pixels, latent size and K pairwise distinct; batch of 1 and K = 1 excluded."""
+    return st.builds(
+        IwaeProblem,
+        batch=st.integers(2, 6),
+        x_dim=st.integers(8, 12),
+        z_dim=st.integers(2, 5),
+        samples=st.integers(*samples),
+        seed=seeds(),
+        dtype=st.just(dtype),
+    ).filter(lambda p: len({p.batch, p.z_dim, p.samples}) == 3)
+
+
+def log_weights_closed_form(model: ScoringVAE, x: Tensor, eps: Tensor) -> Tensor:
+    r"""``log p(x|z_k) + log N(z_k; 0, I) - log N(z_k; mu, sigma^2)`` for each draw, ``(K, B)``, in float64.
+
+    Written with ``torch.distributions`` from the model's own encoder and decoder: the
+    importance weights of Burda et al. (2016), eq. (8), one per draw and image.
+    """
+    with torch.no_grad():
+        mu, logvar = model.encoder(x)
+        mu, sigma = mu.double(), torch.exp(0.5 * logvar.double())
+        z = mu + sigma * eps.double()  # (K, B, Z)
+        logits = model.decoder(z.to(x.dtype)).double()
+        log_lik = closed_form_log_likelihood(x.double().expand_as(logits), logits)
+        prior = torch.distributions.Normal(0.0, 1.0)
+        q = torch.distributions.Normal(mu, sigma)
+        return log_lik + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+
+
+def iwae_report(
+    student: Student, problem: IwaeProblem, eps: Tensor | None = None
+) -> dict[str, Any]:
+    """Call ``iwae_bound(model, x, eps)`` on the problem's model (its own noise unless ``eps``).
+
+    Returns ``value`` (the bound as returned) and ``mutated`` (names of arguments or model
+    parameters changed by the call).
+    """
+    model = problem.model()
+    x, own_eps = problem.tensors()
+    eps = own_eps if eps is None else eps
+    before = (x.clone(), eps.clone(), [p.detach().clone() for p in model.parameters()])
+    with _seeded(problem.seed + 3):
+        value = student.iwae_bound(model, x, eps)
+    if not isinstance(value, Tensor):
+        raise StudentError(
+            "bad_result",
+            f"iwae_bound returned a {type(value).__name__}, expected a torch.Tensor of shape (B,)",
+        )
+    mutated = [
+        name
+        for name, old, new in (("x", before[0], x), ("eps", before[1], eps))
+        if not torch.equal(old, new)
+    ]
+    if any(
+        not torch.equal(a, b.detach()) for a, b in zip(before[2], model.parameters())
+    ):
+        mutated.append("model")
+    return {"value": value.detach().cpu(), "mutated": mutated}
+
+
+def _bound(subject: Subject, problem: IwaeProblem, eps: Tensor | None = None) -> Tensor:
+    out = subject.call(iwae_report, problem, eps)
+    expect(
+        not out["mutated"],
+        f"iwae_bound modified {out['mutated']} in place: compute new tensors instead",
+    )
+    value: Tensor = out["value"]
+    assert_shape(
+        value,
+        (problem.batch,),
+        "the bound",
+        "one bound per image: reduce over the K samples (axis 0 of eps), never over the batch",
+    )
+    return value
+
+
+# Float64 models and data: the bounds are sums of ~10 pixel terms of order 1, so 1e-8 is
+# rounding slack, many orders below the smallest bug's effect (log 2 for a missing -log K).
+_IWAE_TOL = {"rtol": 1e-8, "atol": 1e-8}
+
+
+@check(
+    "iwae_bound",
+    "returns one finite bound per image, shape (B,), and modifies nothing",
+    points=0.5,
+)
+@FUNCTION_SETTINGS
+@given(problem=iwae_problems())
+def iwae_shape(subject: Subject, problem: IwaeProblem) -> None:
+    value = _bound(subject, problem)
+    expect(
+        bool(torch.isfinite(value).all()),
+        f"iwae_bound gave non-finite values {value.tolist()}",
+    )
+
+
+@check(
+    "iwae_bound",
+    "with K = 1 equals log p(x|z) + log p(z) - log q(z|x) at z = mu + exp(logvar / 2) * eps",
+    points=1,
+)
+@FUNCTION_SETTINGS
+@given(problem=iwae_problems(samples=(1, 1)))
+def iwae_single_sample(subject: Subject, problem: IwaeProblem) -> None:
+    x, eps = problem.tensors()
+    value = _bound(subject, problem)
+    expected = log_weights_closed_form(problem.model(), x, eps)[0]
+    assert_close(
+        value,
+        expected,
+        "the bound with K = 1",
+        **_IWAE_TOL,
+        hint="each log-weight is log p(x|z) + log N(z; 0, I) - log N(z; mu, sigma^2), all three "
+        "at the sampled z = mu + exp(logvar / 2) * eps (not at mu, and not the closed-form KL)",
+    )
+
+
+@check(
+    "iwae_bound",
+    "equals log((1/K) sum_k exp(bound with K = 1 for eps[k])), pairing eps[k, b] with image b",
+    points=1,
+)
+@FUNCTION_SETTINGS
+@given(problem=iwae_problems())
+def iwae_log_mean_exp(subject: Subject, problem: IwaeProblem) -> None:
+    _, eps = problem.tensors()
+    value = _bound(subject, problem)
+    singles = torch.stack([_bound(subject, problem, e[None]) for e in eps]).double()
+    expected = torch.logsumexp(singles, dim=0) - math.log(problem.samples)
+    assert_close(
+        value,
+        expected,
+        f"the bound with K = {problem.samples}",
+        **_IWAE_TOL,
+        hint="average the weights, not the log-weights: log (1/K) sum_k exp(log w_k) = "
+        "logsumexp over k minus log K; eps[k] is the k-th draw for the whole batch",
+    )
+
+
+@check(
+    "iwae_bound",
+    "finite and exact in float32 when every weight underflows (784 pixels, log w near -700)",
+    points=0.5,
+)
+@settings(GRADING, max_examples=5)
+@given(seed=seeds(), samples=st.integers(3, 8))
+def iwae_underflow(subject: Subject, seed: int, samples: int) -> None:
+    problem = IwaeProblem(2, 784, 5, samples, seed, "float32", gain=4.0)
+    x, eps = problem.tensors()
+    value = _bound(subject, problem)
+    log_weights = log_weights_closed_form(problem.model(), x, eps)
+    expected = torch.logsumexp(log_weights, dim=0) - math.log(samples)
+    expect(
+        bool(torch.isfinite(value).all()),
+        f"the bound is {value.tolist()} where the log-weights are about "
+        f"{float(log_weights.mean()):.0f}: exp of them underflows to 0, so never form the "
+        "weights themselves; use torch.logsumexp",
+    )
+    # float32 sums of 784 pixel terms of up to ~20 nats: relative rounding ~1e-6 of |log w|
+    # (~2000), so 0.05 nats of slack; the smallest bug (a missing -log K) moves it by 1.1.
+    assert_close(
+        value,
+        expected,
+        "the float32 bound",
+        rtol=1e-5,
+        atol=0.05,
+        hint="logsumexp over the K samples minus log K, in the input dtype",
     )

@@ -6,7 +6,8 @@ Functions are compared with :mod:`course_lib.reference.vae` in float32 on MNIST-
 on the reference locally. Classes get the properties that make them usable (unconstrained
 outputs, per-image independence, trainable parameters sized by ``hidden_dim``, gradients
 through ``z``, standard-normal noise); ``train_vae`` gets the noise it feeds the model, whether
-it zeroes gradients between optimizer steps, and its inputs and devices.
+it zeroes gradients between optimizer steps, and its inputs and devices; ``iwae_bound`` is
+compared with the reference at MNIST sizes and with as many draws as images.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from hypothesis import strategies as st
 from autograder import probes
 from autograder.checks.vae import (
     ElboBatch,
+    IwaeProblem,
     LatentBatch,
     PixelBatch,
     TrainConfig,
     devices_here,
+    iwae_report,
     module_report,
     noise_test,
     run_train_vae,
@@ -399,3 +402,61 @@ def train_inputs_and_device(subject: Subject) -> None:
             found == [want],
             f"with {what} the model ended on {report['devices']}, expected {want}: move the model with model.to(device)",
         )
+
+
+def _iwae(subject: Subject, problem: IwaeProblem) -> torch.Tensor:
+    out = subject.call(iwae_report, problem)
+    expect(not out["mutated"], f"iwae_bound modified {out['mutated']} in place")
+    value: torch.Tensor = out["value"]
+    expect(
+        value.shape == (problem.batch,),
+        f"iwae_bound returned shape {tuple(value.shape)}, expected ({problem.batch},)",
+    )
+    return value
+
+
+@check(
+    "iwae_bound",
+    "matches the reference in float32 at MNIST sizes (784 pixels, Z = 20, K up to 64)",
+    points=0.5,
+)
+@settings(GRADING, max_examples=4)
+@given(batch=st.integers(2, 9), samples=st.sampled_from([2, 10, 64]), seed=seeds())
+def iwae_reference(subject: Subject, batch: int, samples: int, seed: int) -> None:
+    problem = IwaeProblem(batch, 784, 20, samples, seed, "float32", hidden_dim=64)
+    got = _iwae(subject, problem)
+    want = _iwae(_REFERENCE, problem)
+    # float32 sums over 784 pixels and 20 dimensions of terms of a few nats: about 1e-6 of
+    # |log w| (~600 nats), so 1e-3 relative plus 1e-2 absolute is rounding slack, and the
+    # smallest bug (a missing -log K) moves the bound by log 2.
+    assert_close(
+        got,
+        want,
+        "the bound",
+        rtol=1e-5,
+        atol=1e-2,
+        hint="log-mean-exp over the K draws of log p(x|z_k) + log p(z_k) - log q(z_k|x)",
+    )
+
+
+@check(
+    "iwae_bound",
+    "with as many draws as images (K = B) it still averages over the draws, image by image",
+    points=0.5,
+)
+@settings(GRADING, max_examples=5)
+@given(size=st.integers(2, 5), seed=seeds())
+def iwae_images_independent(subject: Subject, size: int, seed: int) -> None:
+    problem = IwaeProblem(
+        size, 10, 3, size, seed
+    )  # K = B: a swapped axis keeps the shape
+    whole = _iwae(subject, problem)
+    want = _iwae(_REFERENCE, problem)
+    assert_close(
+        whole,
+        want,
+        "the bound with as many draws as images",
+        rtol=1e-8,
+        atol=1e-8,
+        hint="eps has shape (K, B, Z): reduce over axis 0 (the draws), pair eps[:, b] with x[b]",
+    )

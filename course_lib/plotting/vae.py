@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 __all__ = [
     "digit_grid",
     "plot_digits",
+    "plot_elbo_terms",
+    "plot_kl_per_dimension",
     "plot_latent_manifold",
     "plot_latent_scatter",
     "plot_reconstructions",
@@ -149,6 +151,69 @@ def plot_latent_manifold(
         canvas,
         title or r"decoded means over the latent grid $\Phi^{-1}$(quantiles)",
     )
+    ax.set_axis_on()  # the axes carry z_1 and z_2 at every other grid point
+    centres = SIDE * (np.arange(n) + 0.5)
+    labels = [f"{q:.1f}" for q in quantiles]
+    ax.set_xticks(centres[::2], labels[::2], fontsize=8)
+    ax.set_yticks(centres[::2], labels[::-1][::2], fontsize=8)
+    ax.set_xlabel(r"$z_1$")
+    ax.set_ylabel(r"$z_2$")
+    return fig
+
+
+def plot_elbo_terms(terms: Mapping[str, Mapping[str, tuple[float, float]]]) -> Figure:
+    r"""The ELBO's two terms side by side: reconstruction and KL, training and held-out images.
+
+    Args:
+        terms: Model label -> ``{"train": (reconstruction, kl), "held out": (reconstruction,
+            kl)}``, where reconstruction is :math:`-\mathbb{E}_q \log p_\theta(x|z)` (the
+            distortion) and kl is :math:`\mathrm{KL}(q_\phi(z|x) \| p(z))` (the rate), both in
+            nats per image.
+    """
+    labels = list(terms)
+    parts = ("train", "held out")
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4))
+    width = 0.38
+    where = np.arange(len(labels))
+    for column, (ax, name) in enumerate(
+        zip(axes, (r"reconstruction $-\mathbb{E}_q \log p(x|z)$", r"KL$(q \| p)$"))
+    ):
+        for shift, part in enumerate(parts):
+            values = [terms[label][part][column] for label in labels]
+            bars = ax.bar(where + (shift - 0.5) * width, values, width, label=part)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set_xticks(where, labels, fontsize=8)
+        ax.set_ylabel("nats / image")
+        ax.set_title(name, fontsize=10)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl_per_dimension(
+    kl_per_dimension: torch.Tensor | np.ndarray, *, threshold: float = 0.01
+) -> Figure:
+    r"""Mean KL of each latent dimension over held-out images, sorted, with the activity cut.
+
+    Args:
+        kl_per_dimension: ``(Z,)`` mean over images of
+            :math:`\tfrac12(\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)`.
+        threshold: Dimensions below it (nats) are drawn as inactive.
+    """
+    values = _numpy(kl_per_dimension).reshape(-1)
+    order = np.argsort(values)[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    colours = ["C0" if values[j] > threshold else "C7" for j in order]
+    ax.bar(np.arange(len(values)), values[order], color=colours)
+    ax.set_xticks(np.arange(len(values)), [str(j) for j in order], fontsize=7)
+    ax.set_xlabel("latent dimension j (sorted)")
+    ax.set_ylabel("mean KL (nats)")
+    active = int((values > threshold).sum())
+    ax.set_title(
+        f"{active} of {len(values)} dimensions carry information (KL > {threshold})",
+        fontsize=10,
+    )
+    fig.tight_layout()
     return fig
 
 

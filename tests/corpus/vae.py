@@ -7,6 +7,7 @@ reference ``negative_elbo``: each entry is judged on its own task only.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -976,3 +977,174 @@ equivalent(
     "check 'trains on the requested device' trains with device='cuda' whenever the worker has a GPU "
     "and fails it there",
 )
+
+
+# ----------------------------------------------------------------------------------------
+# iwae_bound
+# ----------------------------------------------------------------------------------------
+
+
+def _iwae_parts(model, x, eps):
+    """mu, logvar ``(B, Z)``, z ``(K, B, Z)`` and logits ``(K, B, D)`` for the corpus."""
+    mu, logvar = model.encoder(x)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    return mu, logvar, z, model.decoder(z)
+
+
+@variant("iwae_bound")
+def iwae_bound_torch_distributions(model, x, eps):
+    mu, logvar = model.encoder(x)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    z = q.loc + q.scale * eps  # the given noise, broadcast over the K draws
+    log_w = (
+        Bernoulli(logits=model.decoder(z), validate_args=False).log_prob(x).sum(-1)
+        + Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)
+        - q.log_prob(z).sum(-1)
+    )
+    return torch.logsumexp(log_w, 0) - np.log(eps.shape[0])
+
+
+@variant("iwae_bound")
+def iwae_bound_loop_with_max_shift(model, x, eps):
+    """A loop over the draws and a hand-written log-sum-exp with a rounded log(2 pi)."""
+    mu, logvar = model.encoder(x)
+    log_ws = []
+    for e in eps:
+        z = mu + (0.5 * logvar).exp() * e
+        log_lik = _lik(x, model.decoder(z))
+        log_prior = -0.5 * (z**2).sum(1) - 0.9189385 * z.shape[1]
+        log_q = -0.5 * (e**2 + logvar).sum(1) - 0.9189385 * z.shape[1]
+        log_ws.append(log_lik + log_prior - log_q)
+    log_w = torch.stack(log_ws)
+    top = log_w.max(0).values
+    return top + torch.log(torch.exp(log_w - top).mean(0))
+
+
+@variant("iwae_bound")
+def iwae_bound_flattened_batch(model, x, eps):
+    """Decoding all K * B codes as one 2-D batch, with x repeated to match."""
+    k, b, zd = eps.shape
+    mu, logvar = model.encoder(x)
+    z = (mu + torch.exp(0.5 * logvar) * eps).reshape(k * b, zd)
+    log_lik = -F.binary_cross_entropy_with_logits(
+        model.decoder(z), x.repeat(k, 1), reduction="none"
+    ).sum(1)
+    log_w = log_lik.view(k, b) + (
+        -0.5 * z.pow(2).sum(1).view(k, b) + 0.5 * (eps.pow(2) + logvar).sum(2)
+    )
+    return torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(k)))
+
+
+@variant("iwae_bound")
+def iwae_bound_kl_plus_correction(model, x, eps):
+    """The log-weight as -KL plus the sampled KL's zero-mean correction: same per draw."""
+    mu, logvar, z, logits = _iwae_parts(model, x, eps)
+    correction = 0.5 * (eps.pow(2) - z.pow(2) + logvar).sum(-1) + gaussian_kl(
+        mu, logvar
+    )
+    log_lik = bernoulli_log_likelihood(x.expand_as(logits), logits)
+    log_w = log_lik - gaussian_kl(mu, logvar) + correction
+    return torch.logsumexp(log_w, 0) - math.log(eps.shape[0])
+
+
+def _lik(x, logits):
+    """log p(x | z) for logits ``(K, B, D)``: the reference helper wants equal shapes."""
+    return bernoulli_log_likelihood(x.expand_as(logits), logits)
+
+
+def _log_w(model, x, eps):
+    _, logvar, z, logits = _iwae_parts(model, x, eps)
+    return (
+        _lik(x, logits) - 0.5 * z.pow(2).sum(-1) + 0.5 * (eps.pow(2) + logvar).sum(-1)
+    )
+
+
+@mutant("iwae_bound")
+def iwae_bound_mean_of_log_weights(model, x, eps):
+    return _log_w(model, x, eps).mean(0)  # the K-sample ELBO, not the IWAE bound
+
+
+@mutant("iwae_bound")
+def iwae_bound_logsumexp_without_log_k(model, x, eps):
+    return torch.logsumexp(_log_w(model, x, eps), 0)
+
+
+@mutant("iwae_bound")
+def iwae_bound_naive_log_mean_exp(model, x, eps):
+    return torch.log(torch.exp(_log_w(model, x, eps)).mean(0))
+
+
+@mutant("iwae_bound")
+def iwae_bound_omits_prior(model, x, eps):
+    _, logvar, _, logits = _iwae_parts(model, x, eps)
+    log_w = _lik(x, logits) + 0.5 * (eps.pow(2) + logvar).sum(-1)
+    return torch.logsumexp(log_w, 0) - math.log(eps.shape[0])
+
+
+@mutant("iwae_bound")
+def iwae_bound_omits_q(model, x, eps):
+    _, _, z, logits = _iwae_parts(model, x, eps)
+    log_w = _lik(x, logits) - 0.5 * z.pow(2).sum(-1)
+    return torch.logsumexp(log_w, 0) - math.log(eps.shape[0])
+
+
+@mutant("iwae_bound")
+def iwae_bound_closed_form_kl(model, x, eps):
+    mu, logvar, _, logits = _iwae_parts(model, x, eps)
+    log_w = _lik(x, logits) - gaussian_kl(mu, logvar)
+    return torch.logsumexp(log_w, 0) - math.log(eps.shape[0])
+
+
+@mutant("iwae_bound")
+def iwae_bound_decodes_the_mean(model, x, eps):
+    mu, logvar, z, _ = _iwae_parts(model, x, eps)
+    log_w = (
+        bernoulli_log_likelihood(x, model.decoder(mu)).expand(eps.shape[0], -1)
+        - 0.5 * z.pow(2).sum(-1)
+        + 0.5 * (eps.pow(2) + logvar).sum(-1)
+    )
+    return torch.logsumexp(log_w, 0) - math.log(eps.shape[0])
+
+
+@mutant("iwae_bound")
+def iwae_bound_eps_reshaped_batch_first(model, x, eps):
+    """Reads eps as (B, K, Z): the draws of one image get mixed with other images'."""
+    k, b, zd = eps.shape
+    return iwae_bound_flattened_batch(model, x, eps.reshape(b, k, zd).transpose(0, 1))
+
+
+@mutant("iwae_bound")
+def iwae_bound_x_repeat_interleaved(model, x, eps):
+    """Flattens eps draw-major but repeats x image-major: codes meet the wrong images."""
+    k, b, zd = eps.shape
+    mu, logvar = model.encoder(x)
+    z = (mu + torch.exp(0.5 * logvar) * eps).reshape(k * b, zd)
+    log_lik = bernoulli_log_likelihood(
+        x.repeat_interleave(k, 0), model.decoder(z)
+    ).view(k, b)
+    log_w = (
+        log_lik - 0.5 * z.pow(2).sum(1).view(k, b) + 0.5 * (eps.pow(2) + logvar).sum(2)
+    )
+    return torch.logsumexp(log_w, 0) - math.log(k)
+
+
+@mutant("iwae_bound")
+def iwae_bound_std_as_logvar(model, x, eps):
+    mu, logvar = model.encoder(x)
+    z = mu + torch.exp(logvar) * eps
+    log_w = (
+        _lik(x, model.decoder(z))
+        - 0.5 * z.pow(2).sum(-1)
+        + 0.5 * (eps.pow(2) + logvar).sum(-1)
+    )
+    return torch.logsumexp(log_w, 0) - math.log(eps.shape[0])
+
+
+@mutant("iwae_bound")
+def iwae_bound_logsumexp_over_images(model, x, eps):
+    return torch.logsumexp(_log_w(model, x, eps), 1) - math.log(eps.shape[0])
+
+
+@mutant("iwae_bound")
+def iwae_bound_max_weight(model, x, eps):
+    return _log_w(model, x, eps).max(0).values

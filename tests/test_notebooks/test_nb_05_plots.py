@@ -93,3 +93,26 @@ def test_manifold_and_scatter_follow_the_model_to_the_gpu() -> None:
     assert decoder.seen[0].device.type == "cuda"
     images = torch.rand(10, 784, device="cuda")
     vae.plot_latent_scatter(encoder, images, np.arange(10))
+
+
+def test_manifold_axes_are_labelled_with_latent_values() -> None:
+    fig = vae.plot_latent_manifold(_RecordingDecoder(), n=4)
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("$z_1$", "$z_2$")
+    first = NormalDist().inv_cdf(0.5 / 4)
+    assert ax.get_xticklabels()[0].get_text() == f"{first:.1f}"
+    assert ax.get_yticklabels()[0].get_text() == f"{-first:.1f}"  # top row: largest z_2
+
+
+def test_elbo_terms_and_kl_per_dimension() -> None:
+    terms = {
+        "Z = 20": {"train": (80.0, 25.0), "held out": (85.0, 26.0)},
+        "beta = 8": {"train": (150.0, 4.0), "held out": (151.0, 4.1)},
+    }
+    fig = vae.plot_elbo_terms(terms)
+    heights = [bar.get_height() for bar in fig.axes[1].patches]
+    assert heights == [25.0, 4.0, 26.0, 4.1]  # KL panel: train bars, then held-out bars
+    fig = vae.plot_kl_per_dimension(np.array([0.001, 2.0, 0.5, 0.0]), threshold=0.01)
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert heights == pytest.approx([2.0, 0.5, 0.001, 0.0])
+    assert fig.axes[0].get_title().startswith("2 of 4 dimensions")
