@@ -105,6 +105,43 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code} (os._exit or a crash?)"
 
 
+#: Header fields whose type the judge relies on; every other field must be a scalar.
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "op": (str,),
+    "cell": (int,),
+    "pid": (int,),
+    "error": (str, type(None)),
+    "level": (str, type(None)),
+    "kind": (str,),
+    "summary": (str,),
+    "flag": (str,),
+    "what": (str,),
+    "seconds": (int, float),
+}
+
+
+def _well_formed(header: Any) -> bool:
+    """Whether a worker's header has the shape a well-behaved worker sends: a flat object of
+    scalars (``tampered`` a list of strings), the known fields of the right type."""
+    if not isinstance(header, dict) or len(header) > 32:
+        return False
+    for key, value in header.items():
+        if key == "tampered":
+            if not (
+                isinstance(value, list)
+                and len(value) <= 1000
+                and all(isinstance(v, str) for v in value)
+            ):
+                return False
+            continue
+        if isinstance(value, bool) and key in ("cell", "pid", "seconds"):
+            return False
+        allowed = _HEADER_TYPES.get(key, (str, int, float, bool, type(None)))
+        if not isinstance(value, allowed):
+            return False
+    return True
+
+
 class _Channel:
     """Length-prefixed messages over a pipe pair, with deadlines and size caps."""
 
@@ -165,9 +202,9 @@ class _Channel:
         del self.buffer[:total]
         try:
             header = json.loads(head)
-        except ValueError as error:
+        except (ValueError, RecursionError, MemoryError) as error:
             raise _WorkerGone("the worker sent malformed data") from error
-        if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+        if not _well_formed(header) or "op" not in header:
             raise _WorkerGone("the worker sent malformed data")
         return header, payload
 
@@ -336,6 +373,7 @@ class _Worker:
     def __init__(
         self,
         init: dict[str, Any],
+        cells: bytes,
         policy: sandbox.Policy,
         limits: sandbox.Limits,
         env: dict[str, str],
@@ -360,9 +398,10 @@ class _Worker:
         self.output_bytes = 0
         self._drain = threading.Thread(target=self._drain_output, daemon=True)
         self._drain.start()
+        # The cells travel as the payload: a notebook may hold more code than a header may.
         self.channel.send(
             {"op": "init", **init, "policy": policy.to_dict()},
-            b"",
+            cells,
             time.monotonic() + 30,
         )
 
@@ -512,7 +551,6 @@ class Session:
         )
         judge_path = [p for p in sys.path if p]
         init = {
-            "cells": [list(c) for c in self.cells],
             "skip": sorted(self.skip),
             "limits": asdict(self.limits),
             "preload": list(self.preload),
@@ -527,6 +565,7 @@ class Session:
         env = _worker_env(self.env)
         return _Worker(
             init,
+            _json([list(c) for c in self.cells]),
             policy,
             self.limits,
             env,
@@ -771,8 +810,13 @@ class RemoteSubject:
                 return self._poison(kind, summary)
             return StudentError(str(kind), summary)
         if op == "grader_error":
-            raise RuntimeError(
-                str(header.get("summary", "the worker could not run the probe"))[:2000]
+            # The notebook has run: whatever the worker reports now is the submission's
+            # doing (a poisoned sys.modules, a forged message), never the grader's own error.
+            said = str(header.get("summary", ""))[:300]
+            return self._poison(
+                "crashed",
+                "the grader could not call its check function in your worker process: your code "
+                f"changed something the grader relies on (the worker said: {said!r})",
             )
         return self._poison("crashed", "the worker process sent an unexpected reply")
 
