@@ -495,6 +495,7 @@ class Session:
     events: list[Event] = field(default_factory=list)
     poisoned: dict[str, tuple[str, str]] = field(default_factory=dict)
     restarts: int = 0
+    calls: int = 0
     output_bytes: int = 0
     notebook_ran: bool = False
     _worker: _Worker | None = None
@@ -608,6 +609,10 @@ class Session:
             self.output_bytes += self._worker.output_bytes
             self._worker = None
 
+    def restart_worker(self) -> None:
+        """Drop the worker (a fresh one serves the next call): its channel is not trusted."""
+        self._stop_worker()
+
     def close(self) -> None:
         """Kill the worker and remove its directories."""
         self._stop_worker()
@@ -631,8 +636,10 @@ class Session:
                 return
             except TimeoutError:
                 reason = f"did not finish within {self.limits.cell_timeout_s:.0f} s, and ignored the interruption; the grader skipped it"
-            except _WorkerGone:
+            except _WorkerGone as error:
                 reason = f"stopped the worker process, which {self._worker.exit_description()}; the grader skipped it"
+                if "malformed" in str(error):
+                    reason = "sent the grader a malformed message (is it writing to the grader's channel?); the grader skipped it"
             cell = self._cell
             self._stop_worker()
             if cell is None:
@@ -705,18 +712,23 @@ class Session:
                 self._task = task
         current = self._worker
         assert current is not None
+        self.calls += 1
+        seq = self.calls
         message = {
             "op": "call",
             "module": module,
             "name": name,
             "timeout": max(seconds, 0.01),
+            "seq": self.calls,
         }
         try:
             current.channel.send(message, payload, time.monotonic() + seconds + GRACE_S)
             deadline = time.monotonic() + seconds + GRACE_S
             while True:
                 header, body = current.channel.receive(deadline)
-                if not self._handle_side_message(header):
+                # A reply to an earlier call (a forged extra message shifted the channel) is
+                # dropped: each call reads the reply with its own number.
+                if not self._handle_side_message(header) and header.get("seq") == seq:
                     break
         except TimeoutError:
             self._stop_worker()
@@ -810,6 +822,7 @@ class RemoteSubject:
                 return self._poison(kind, summary)
             return StudentError(str(kind), summary)
         if op == "grader_error":
+            self.session.restart_worker()
             # The notebook has run: whatever the worker reports now is the submission's
             # doing (a poisoned sys.modules, a forged message), never the grader's own error.
             said = str(header.get("summary", ""))[:300]

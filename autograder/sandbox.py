@@ -297,6 +297,36 @@ def _whitelist(libc: ctypes.CDLL, root: str, keeps: list[str], stage: str) -> No
     )
 
 
+def world_writable_dirs(depth: int = 2) -> list[str]:
+    """Directories anyone may write to, within ``depth`` levels of ``/`` (``/var/tmp``,
+    ``/run/lock``, ``/dev/mqueue``...), links and ``/proc``, ``/sys`` aside: places where a
+    submission could leave files for a later one or fill the disk."""
+    found: list[str] = []
+    level = ["/"]
+    for _ in range(depth):
+        below = []
+        for parent in level:
+            try:
+                entries = list(os.scandir(parent))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.path in ("/proc", "/sys"):
+                    continue
+                try:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                except OSError:
+                    continue
+                if mode & stat.S_IWOTH:
+                    found.append(entry.path)
+                else:
+                    below.append(entry.path)
+        level = below
+    return sorted(found)
+
+
 def _enter_namespace(policy: Policy, limits: Limits) -> str:
     """New mount and network namespaces; a view of the filesystem without the secrets."""
     libc = _libc()
@@ -339,6 +369,22 @@ def _enter_namespace(policy: Policy, limits: Limits) -> str:
             )
         workdir = "/tmp/work"
         os.makedirs(workdir, exist_ok=True)
+    # Every other world-writable directory gets a private, empty tmpfs too: nothing written
+    # there outlives the worker or reaches a later submission.
+    for path in world_writable_dirs():
+        if path in ("/tmp", "/dev/shm") or _under(path, ["/tmp"]):
+            continue
+        if any(_under(k, [path]) for k in (*policy.keep_paths, policy.workdir)):
+            continue
+        with contextlib.suppress(OSError):
+            _mount(
+                libc,
+                "tmpfs",
+                path,
+                "tmpfs",
+                _MS_NOSUID | _MS_NODEV,
+                f"size={limits.tmp_mb}m,mode=1777",
+            )
     return workdir
 
 
@@ -489,6 +535,24 @@ _WRITE_EVENTS = {
     "shutil.rmtree": (0,),
     "shutil.move": (0, 1),
 }
+#: Introspection that reaches any live object (the hook's own state among them).
+_INTROSPECTION_EVENTS = frozenset(
+    {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames"}
+)
+#: Rewriting these attributes of a grader or library function changes what it runs.
+_CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
+_PROTECTED_MODULES = (
+    "autograder",
+    "course_lib",
+    "torch",
+    "numpy",
+    "hypothesis",
+    "os",
+    "posixpath",
+    "json",
+    "threading",
+    "builtins",
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -605,6 +669,22 @@ def install_audit_hook(
             elif event in _CTYPES_EVENTS:
                 tell("refused", event)
                 raise PermissionError("ctypes is disabled while grading")
+            elif event in _INTROSPECTION_EVENTS:
+                # These reach every live object, this hook's state included.
+                tell("refused", event)
+                raise PermissionError(f"{event} is disabled while grading")
+            elif event == "object.__setattr__" and len(args) > 1:
+                owner = getattr(args[0], "__module__", None) or ""
+                if (
+                    args[1] in _CODE_ATTRIBUTES
+                    and callable(args[0])
+                    and owner.split(".")[0] in _PROTECTED_MODULES
+                ):
+                    what = getattr(args[0], "__qualname__", "a function")
+                    tell("forbidden", f"rewrite {owner}.{what}.{args[1]}")
+                    raise PermissionError(
+                        "rewriting the grader's or a library's functions is not allowed"
+                    )
         finally:
             state.busy = False
 

@@ -126,6 +126,12 @@ _WATCHED_MODULES = (
     "torch.distributions",
     "hypothesis",
     "course_lib",
+    # What the audit hook and the protocol call: replacing one could switch the hook off.
+    "os",
+    "posixpath",
+    "json",
+    "gc",
+    "threading",
 )
 _WATCHED_PREFIXES = ("autograder", "course_lib.")
 
@@ -440,6 +446,8 @@ def serve(in_fd: int, out_fd: int) -> int:
             os._exit(0)
         _reap()
         reply["tampered"] = snapshot.changes()
+        if isinstance(header.get("seq"), int):
+            reply["seq"] = header["seq"]
         reply["seconds"] = round(time.perf_counter() - started, 4)
         send(out_fd, reply, body)
 
