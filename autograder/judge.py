@@ -455,6 +455,24 @@ def _hint_missing(result: CheckResult, cell_errors: dict[int, str]) -> None:
         result.feedback += f"\n  Note: cell {number} of your notebook {error}"
 
 
+def zero_outcome(
+    submission: Submission, config: JudgeConfig, flag: str, message: str
+) -> Outcome:
+    """Zero on every check of ``submission``, each with ``message`` and ``flag``: for what
+    the submission caused before any check could run (a link, a killed judge)."""
+    outcome = Outcome(
+        student=submission.student,
+        assignment=submission.assignment,
+        notebook_sha256=notebook_digest(submission),
+        grader=config.fingerprints.get(submission.assignment, ""),
+        flags=[flag],
+    )
+    outcome.tests = [
+        _zero(p, message, [flag]) for p in _all_properties(submission.assignment)
+    ]
+    return outcome
+
+
 def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
     """Grade one submission: never raises for anything the submission does.
 

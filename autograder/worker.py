@@ -399,6 +399,8 @@ def serve(in_fd: int, out_fd: int) -> int:
             {"op": "hello", "level": None, "error": f"{type(error).__name__}: {error}"},
         )
         return 3
+    # The userns level leaves this process as init of a PID namespace (a new pid).
+    main_pid = os.getpid()
     # From here on the process runs untrusted code: report forbidden attempts at once.
     sandbox.install_audit_hook(policy, limits, lambda header: send(out_fd, header))
     send(out_fd, {"op": "hello", "level": level, "pid": main_pid})
