@@ -427,8 +427,15 @@ def _run_pool(
                         )
                     bar.set_postfix_str(submission.key, refresh=False)
                     bar.update(1)
-                if not broken:
-                    _watchdog(out, budget, stopped_since)
+                _watchdog(out, budget, stopped_since)
+            if broken:
+                # The executor ends the other judges with SIGTERM and waits for them: a stopped
+                # judge never acts on it, so every judge left gets SIGKILL first.
+                processes = getattr(pool, "_processes", None) or {}
+                pids = {p.pid for p in list(processes.values())} | set(_running(out))
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
             pool.shutdown(wait=True, cancel_futures=True)
             in_flight = set()
             for pid, (key, _started) in _running(out).items():
