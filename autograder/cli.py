@@ -378,7 +378,8 @@ def _run_pool(
     from tqdm import tqdm
 
     failures: list[str] = []
-    queue, suspects = list(pending), []
+    queue: list[Any] = list(pending)
+    suspects: list[Any] = []
     unexplained = (
         0  # pool breaks with no submission in flight: grading itself is broken
     )

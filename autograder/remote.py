@@ -52,7 +52,8 @@ STARTUP_S = 120.0
 #: Worker restarts allowed per submission after crashes or hangs during the checks.
 MAX_RESTARTS = 4
 _OUTPUT_KEPT = 64 * 1024
-_LEVEL_CACHE: list[str] = []  # the level that worked in this judge process
+#: The level that worked in this judge process, per list of levels to try.
+_LEVEL_CACHE: dict[tuple[str, ...], str] = {}
 
 
 class GraderError(RuntimeError):
@@ -575,7 +576,8 @@ class Session:
 
     def _start(self) -> _Worker:
         """A worker that said hello, at the strongest level that works here."""
-        levels = list(self.levels or (_LEVEL_CACHE[:1] or sandbox.levels_to_try()))
+        key = tuple(self.levels or sandbox.levels_to_try())
+        levels = [_LEVEL_CACHE[key]] if key in _LEVEL_CACHE else list(key)
         failures = []
         for level in levels:
             candidate = self._launch(level)
@@ -588,8 +590,7 @@ class Session:
                 candidate.kill()
                 continue
             if header.get("level") == level:
-                if not _LEVEL_CACHE and self.levels is None:
-                    _LEVEL_CACHE.append(level)
+                _LEVEL_CACHE.setdefault(key, level)
                 self.level = level
                 return candidate
             failures.append(f"{level}: {header.get('error')}")

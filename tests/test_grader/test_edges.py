@@ -338,3 +338,39 @@ def test_the_fingerprint_covers_every_imported_helper(
 
     monkeypatch.setattr(Path, "read_bytes", edited)
     assert judge.grader_fingerprint(Limits(), assignment) != before
+
+
+def test_gradescope_never_copies_what_a_link_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Gradescope upload whose notebook is a link (to the autograder's own source, say) is
+    handed to the grader as the link, which it flags; a linked folder is not entered."""
+    from autograder import cli
+
+    secret = tmp_path / "source.ipynb"
+    secret.write_text(json.dumps(b.notebook(b.honest_cells())))
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    (upload / f"{b.ASSIGNMENT}.ipynb").symlink_to(secret)
+    (upload / "linked_folder").symlink_to(tmp_path)
+    seen: dict[str, Any] = {}
+
+    def fake_grade_batch(submitted: Path, out: Path, **_: Any) -> int:
+        copied = submitted / "submission" / b.ASSIGNMENT / f"{b.ASSIGNMENT}.ipynb"
+        seen["is_link"] = copied.is_symlink()
+        return 0
+
+    monkeypatch.setattr(cli, "grade_batch", fake_grade_batch)
+    args = cli._parser().parse_args(
+        [
+            "gradescope",
+            "--assignment",
+            b.ASSIGNMENT,
+            "--submission",
+            str(upload),
+            "--results",
+            str(tmp_path / "results"),
+        ]
+    )
+    assert cli._gradescope(args) == 0
+    assert seen == {"is_link": True}
