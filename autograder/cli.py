@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,21 @@ def _judge_init(plugins: Sequence[str]) -> None:
         importlib.import_module(plugin)
 
 
+#: Folder of OUT where each judge says what it is grading (read by the parent's watchdog).
+_RUNNING = ".running"
+
+
+def _running_file(out: str | Path, pid: int) -> Path:
+    return Path(out) / _RUNNING / f"{pid}.json"
+
+
 def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
     from autograder.judge import grade_submission
-    from autograder.report import write_submission
+    from autograder.report import write_atomic, write_submission
 
+    marker = _running_file(out, os.getpid())
+    marker.parent.mkdir(exist_ok=True)
+    write_atomic(marker, json.dumps({"key": submission.key, "started": time.time()}))
     outcome = grade_submission(submission, config)
     results = write_submission(Path(out), outcome)
     entry = {
@@ -84,6 +95,7 @@ def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+    marker.unlink(missing_ok=True)
     return results
 
 
@@ -138,8 +150,13 @@ def grade_batch(
     assignments: Sequence[str] | None = None,
     students: Sequence[str] | None = None,
     stream: Any = None,
+    insecure: bool = False,
 ) -> int:
-    """Grade every submission under ``submitted`` into ``out``; return the exit status."""
+    """Grade every submission under ``submitted`` into ``out``; return the exit status.
+
+    Without ``insecure``, grading needs an isolating sandbox level
+    (:data:`autograder.sandbox.ISOLATING`): the status is 2 where none can work.
+    """
     from autograder.judge import (
         JudgeConfig,
         find_submissions,
@@ -148,11 +165,29 @@ def grade_batch(
         submissions_root,
     )
     from autograder.report import load_results, summary_table, write_gradebook
-    from autograder.sandbox import Limits
+    from autograder.sandbox import (
+        ISOLATING,
+        Limits,
+        isolation_available,
+        levels_to_try,
+    )
     from autograder.tasks import TASKS
 
     stream = stream or sys.stdout
     limits = limits or Limits()
+    if not insecure and (
+        sandbox_level == "rlimits"
+        or (sandbox_level == "auto" and not isolation_available())
+    ):
+        print(
+            "autograde: no isolating sandbox here (run as root, or where unprivileged user "
+            "namespaces are allowed: sysctl kernel.unprivileged_userns_clone=1 / "
+            "user.max_user_namespaces > 0). The rlimits level only has an audit hook, which a "
+            "submission can switch off to read the hidden checks or other students' work; "
+            "pass --insecure to grade anyway (never for real submissions).",
+            file=sys.stderr,
+        )
+        return 2
     plugins = _plugins(plugins)
     if not submitted.is_dir():
         print(f"autograde: {submitted} is not a folder", file=sys.stderr)
@@ -200,7 +235,12 @@ def grade_batch(
         f"{len(pending)} to grade with {jobs} job(s)",
         file=sys.stderr,
     )
-    levels = None if sandbox_level == "auto" else (sandbox_level,)
+    if sandbox_level != "auto":
+        levels: tuple[str, ...] | None = (sandbox_level,)
+    elif insecure:
+        levels = None
+    else:  # never fall back to a level that does not isolate
+        levels = tuple(level for level in levels_to_try() if level in ISOLATING)
     config = JudgeConfig(
         limits=limits,
         secret_paths=(str(out.resolve()), str(submissions_root(submitted).resolve())),
@@ -249,6 +289,72 @@ def grade_batch(
     return 1 if failures else 0
 
 
+#: Seconds past a submission's own budget before the watchdog kills its judge.
+WATCHDOG_MARGIN_S = 180.0
+#: Seconds a judge may stay stopped (SIGSTOP) before the watchdog kills it.
+STOPPED_S = 10.0
+#: Judge deaths one submission may cause before it gets zeros instead of a retry.
+MAX_JUDGE_DEATHS = 2  # once among others, once alone
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` from /proc (``T`` stopped), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _running(out: Path) -> dict[int, tuple[str, float]]:
+    """What each judge said it is grading: ``{pid: (submission key, start time)}``."""
+    found = {}
+    for path in (out / _RUNNING).glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            data = json.loads(path.read_text())
+            found[int(path.stem)] = (str(data["key"]), float(data["started"]))
+    return found
+
+
+def _watchdog(out: Path, budget: float, stopped_since: dict[int, float]) -> list[str]:
+    """Kill judges that are stopped or past ``budget`` seconds on one submission; return the
+    keys of the submissions they were grading. Runs in the parent, which no submission
+    reaches, so a stopped or hung judge never hangs the batch."""
+    killed = []
+    now = time.time()
+    for pid, (key, started) in _running(out).items():
+        state = _process_state(pid)
+        if state is None:
+            continue
+        if state in ("T", "t"):
+            stopped_since.setdefault(pid, now)
+        else:
+            stopped_since.pop(pid, None)
+        stuck = now - stopped_since.get(pid, now) > STOPPED_S
+        if stuck or now - started > budget:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.append(key)
+    return killed
+
+
+def _record_judge_death(
+    submission: Any, config: Any, out: Path, deaths: int
+) -> dict[str, Any]:
+    from autograder.judge import zero_outcome
+    from autograder.report import write_submission
+
+    outcome = zero_outcome(
+        submission,
+        config,
+        "crashed",
+        f"Not graded: the grader's judge process died or was stopped {deaths} times while "
+        "grading this submission (killed, stopped, or out of time); the rest of the class was "
+        "graded without it.",
+    )
+    return write_submission(out, outcome)
+
+
 def _run_pool(
     pending: list[Any],
     config: Any,
@@ -257,16 +363,30 @@ def _run_pool(
     progress: bool,
     finished: dict[str, Any],
 ) -> list[str]:
+    """Grade ``pending`` with ``jobs`` judge processes; survive judges that die or hang.
+
+    A judge that dies (a submission killed it) breaks the pool: a new pool is started, the
+    submissions that were in flight become suspects and the rest are queued again. Suspects
+    are then graded one at a time, so a suspect whose judge dies again was alone: it alone
+    gets zeros with the ``crashed`` flag, and every honest suspect is graded normally. The
+    watchdog (in this process, which no submission reaches) kills a judge that stays stopped
+    or runs past its submission's budget, which breaks the pool the same way.
+    """
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm
 
-    failures = []
-    jobs = max(1, min(jobs, len(pending)))
-    pool = ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=get_context("spawn"),
-        initializer=_judge_init,
-        initargs=(config.plugins,),
+    failures: list[str] = []
+    queue: list[Any] = list(pending)
+    suspects: list[Any] = []
+    unexplained = (
+        0  # pool breaks with no submission in flight: grading itself is broken
     )
+    budget = config.limits.timeout_s + 2 * 120.0 + WATCHDOG_MARGIN_S
+    (out / _RUNNING).mkdir(exist_ok=True)
+    for stale in (out / _RUNNING).glob("*.json"):
+        stale.unlink(missing_ok=True)
     bar = tqdm(
         total=len(pending),
         desc="grading",
@@ -276,15 +396,81 @@ def _run_pool(
         dynamic_ncols=True,
     )
     try:
-        futures = {pool.submit(_judge_one, s, config, str(out)): s for s in pending}
-        for future in as_completed(futures):
-            submission = futures[future]
-            try:
-                finished[submission.key] = future.result()
-            except Exception as error:  # grading itself failed: report, keep going
-                failures.append(f"{submission.key}: {type(error).__name__}: {error}")
-            bar.set_postfix_str(submission.key, refresh=False)
-            bar.update(1)
+        while queue or suspects:
+            alone = not queue  # suspects: one judge, one submission at a time
+            batch = suspects if alone else queue
+            pool = ProcessPoolExecutor(
+                max_workers=1 if alone else max(1, min(jobs, len(batch))),
+                mp_context=get_context("spawn"),
+                initializer=_judge_init,
+                initargs=(config.plugins,),
+            )
+            futures = {pool.submit(_judge_one, s, config, str(out)): s for s in batch}
+            left: list[Any] = []
+            stopped_since: dict[int, float] = {}
+            broken = False
+            waiting = set(futures)
+            while waiting:
+                done, waiting = wait(waiting, timeout=2.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    submission = futures[future]
+                    try:
+                        finished[submission.key] = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        left.append(submission)
+                        continue
+                    except (
+                        Exception
+                    ) as error:  # grading itself failed: report, keep going
+                        failures.append(
+                            f"{submission.key}: {type(error).__name__}: {error}"
+                        )
+                    bar.set_postfix_str(submission.key, refresh=False)
+                    bar.update(1)
+                _watchdog(out, budget, stopped_since)
+            if broken:
+                # The executor ends the other judges with SIGTERM and waits for them: a stopped
+                # judge never acts on it, so every judge left gets SIGKILL first.
+                processes = getattr(pool, "_processes", None) or {}
+                pids = {p.pid for p in list(processes.values())} | set(_running(out))
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+            pool.shutdown(wait=True, cancel_futures=True)
+            in_flight = set()
+            for pid, (key, _started) in _running(out).items():
+                _running_file(out, pid).unlink(missing_ok=True)
+                in_flight.add(key)
+            left_keys = {s.key for s in left}
+            if broken and not in_flight & left_keys:
+                unexplained += 1
+                if unexplained >= 3:
+                    failures += [
+                        f"{s.key}: the judge processes keep dying before grading starts"
+                        for s in left
+                    ]
+                    break
+            if alone:
+                suspects = []
+                for submission in left:
+                    if broken and submission.key in in_flight:
+                        finished[submission.key] = _record_judge_death(
+                            submission, config, out, 2
+                        )
+                        bar.update(1)
+                    else:
+                        suspects.append(submission)
+            else:
+                queue = [s for s in left if s.key not in in_flight]
+                suspects += [s for s in left if s.key in in_flight]
+            if broken:
+                print(
+                    f"\nautograde: a judge process died while grading "
+                    f"{', '.join(sorted(in_flight & left_keys)) or '?'}; "
+                    f"{len(queue) + len(suspects)} submission(s) queued again",
+                    file=sys.stderr,
+                )
     except KeyboardInterrupt:
         bar.close()
         print(
@@ -294,7 +480,6 @@ def _run_pool(
         sys.stderr.flush()
         os._exit(130)  # judges and workers die with us (parent-death signals)
     bar.close()
-    pool.shutdown(wait=True)
     return failures
 
 
@@ -335,9 +520,15 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sandbox",
-        choices=["auto", "namespace", "privdrop", "rlimits"],
+        choices=["auto", "namespace", "userns", "privdrop", "rlimits"],
         default="auto",
         help="isolation level (default: the strongest that works)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="grade even where no isolating level works (rlimits: an audit hook only, which "
+        "a submission can defeat); never for real submissions",
     )
     parser.add_argument(
         "--plugin",
@@ -360,6 +551,7 @@ def _grade(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         assignments=args.assignment,
         students=args.student,
+        insecure=args.insecure,
     )
 
 
@@ -404,6 +596,7 @@ def _demo(args: argparse.Namespace) -> int:
         force=args.force,
         sandbox_level=args.sandbox,
         progress=not args.no_progress,
+        insecure=args.insecure,
     )
 
 
@@ -411,8 +604,13 @@ def _gradescope(args: argparse.Namespace) -> int:
     """Gradescope's run_autograder: one submission in, /autograder/results/results.json out."""
     assignment = args.assignment
     submission = Path(args.submission)
+    # os.walk never enters a linked folder; a linked notebook is kept as a link (below), so
+    # the grader flags it instead of grading what it points to.
     notebooks = sorted(
-        p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+        Path(folder) / name
+        for folder, _dirs, names in os.walk(submission, followlinks=False)
+        for name in names
+        if name.endswith(".ipynb") and ".ipynb_checkpoints" not in Path(folder).parts
     )
     chosen = next(
         (p for p in notebooks if p.name == f"{assignment}.ipynb"),
@@ -424,7 +622,7 @@ def _gradescope(args: argparse.Namespace) -> int:
         tree = Path(tmp) / "submitted" / "submission" / assignment
         tree.mkdir(parents=True)
         if chosen is not None:
-            shutil.copyfile(chosen, tree / f"{assignment}.ipynb")
+            shutil.copyfile(chosen, tree / f"{assignment}.ipynb", follow_symlinks=False)
         out = Path(tmp) / "out"
         code = grade_batch(
             Path(tmp) / "submitted",
@@ -435,6 +633,7 @@ def _gradescope(args: argparse.Namespace) -> int:
             sandbox_level=args.sandbox,
             progress=False,
             stream=sys.stderr,
+            insecure=args.insecure,
         )
         produced = out / "submission" / assignment / "results.json"
         if produced.is_file():

@@ -9,12 +9,15 @@ the feedback and a flag.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import re
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -106,7 +109,7 @@ def find_submissions(
                 )
                 continue
             notebook = assignment_dir / f"{assignment}.ipynb"
-            if not notebook.is_file():
+            if not (notebook.is_file() or notebook.is_symlink()):
                 others = sorted(
                     p for p in assignment_dir.glob("*.ipynb") if p.is_file()
                 )
@@ -119,43 +122,98 @@ def find_submissions(
     return found, problems
 
 
+def _read_nofollow(path: str, limit: int | None = None) -> bytes:
+    """The bytes of the file at ``path`` itself, never of what a symbolic link points to.
+
+    Raises:
+        OSError: ``ELOOP`` for a link; ``EFBIG`` past ``limit`` bytes; any other read error.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if limit is not None and info.st_size > limit:
+            raise OSError(errno.EFBIG, "file too large", path)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read() if limit is None else handle.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def symlink_in(submission: Submission) -> str | None:
+    """The first symbolic link on the way to the notebook, if any: the notebook itself, its
+    assignment folder or the student's folder (``<student>/<assignment>/<notebook>``).
+
+    A link can name the instructor's source notebook or a classmate's folder; the grader
+    never follows one where a submission's path is read.
+    """
+    if submission.notebook is None:
+        return None
+    notebook = Path(submission.notebook)
+    for part in (notebook, notebook.parent, notebook.parent.parent):
+        if part.is_symlink():
+            return str(part)
+    return None
+
+
 def notebook_digest(submission: Submission) -> str:
-    """SHA-256 of the notebook's bytes ("" when there is none): the resume key."""
+    """SHA-256 of the notebook's bytes ("" when there is none): the resume key.
+
+    A symbolic link is hashed as the link (its target's name), never as the file it names.
+    """
     if submission.notebook is None:
         return ""
     try:
-        return hashlib.sha256(Path(submission.notebook).read_bytes()).hexdigest()
+        link = symlink_in(submission)
+        if link is not None:
+            return hashlib.sha256(
+                b"symlink:" + os.fsencode(link) + b"->" + os.fsencode(os.readlink(link))
+            ).hexdigest()
+        return hashlib.sha256(_read_nofollow(submission.notebook)).hexdigest()
     except OSError:
         return ""
 
 
-def grader_fingerprint(
-    limits: sandbox.Limits, assignment: str, plugins: Sequence[str] = ()
-) -> str:
-    """Hash of what decides the grades of ``assignment``: the grader's modules, that
-    assignment's checks and reference, the helpers, the plugins and the limits."""
-    digest = hashlib.sha256(json.dumps(limits.__dict__, sort_keys=True).encode())
+def _package_files(directory: Path) -> list[Path]:
+    """Every file of a package tree that grading may import or read (bytecode caches aside)."""
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix not in (".pyc", ".pyo")
+    )
+
+
+def fingerprint_files(assignment: str, plugins: Sequence[str] = ()) -> list[Path]:
+    """The files :func:`grader_fingerprint` hashes: every file of the ``autograder`` and
+    ``course_lib`` packages (a helper such as ``course_lib/reference/_autograd.py`` is imported
+    by several references, so hashing "this assignment's modules" misses it), the plugins'
+    packages, and the released notebook of ``assignment``."""
     autograder_dir = Path(importlib.import_module("autograder").__file__).parent  # type: ignore[arg-type]
     course_dir = Path(importlib.import_module("course_lib").__file__).parent  # type: ignore[arg-type]
-    module = ASSIGNMENTS.get(assignment, "")
-    files = sorted(autograder_dir.glob("*.py")) + sorted(course_dir.glob("*.py"))
-    files += [
-        autograder_dir / "checks" / f"{module}.py",
-        autograder_dir / "hidden" / f"{module}.py",
-    ]
-    files += [course_dir / "reference" / f"{module}.py"]
+    files = _package_files(autograder_dir) + _package_files(course_dir)
     root = sandbox.repo_root()
     if root is not None:  # the release decides which cells are grade cells
         files += [root / "assignments" / assignment / f"{assignment}.ipynb"]
     for plugin in plugins:
         path = Path(importlib.import_module(plugin).__file__)  # type: ignore[arg-type]
-        files += (
-            sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
-        )
-    for file in dict.fromkeys(files):
+        files += _package_files(path.parent) if path.name == "__init__.py" else [path]
+    return list(dict.fromkeys(files))
+
+
+def grader_fingerprint(
+    limits: sandbox.Limits, assignment: str, plugins: Sequence[str] = ()
+) -> str:
+    """Hash of what decides the grades of ``assignment``: every file of the grader's and the
+    course's packages, the plugins, the released notebook and the limits."""
+    digest = hashlib.sha256(json.dumps(limits.__dict__, sort_keys=True).encode())
+    digest.update(assignment.encode())
+    for file in fingerprint_files(assignment, plugins):
         if file.is_file():
             digest.update(str(file.relative_to(file.parent.parent)).encode())
-            digest.update(file.read_bytes())
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
@@ -249,13 +307,24 @@ def read_code_cells(
         raise NotebookError(
             f"no notebook found: submit {assignment}.ipynb in the {assignment} folder"
         )
-    file = Path(path)
-    if file.stat().st_size > MAX_NOTEBOOK_BYTES:
-        raise NotebookError(
-            f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB: clear its outputs and resubmit"
-        )
     try:
-        data = json.loads(file.read_bytes())
+        raw = _read_nofollow(path, MAX_NOTEBOOK_BYTES)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise NotebookError(
+                "the notebook is a symbolic link: submit the notebook file itself"
+            ) from None
+        if error.errno == errno.EFBIG:
+            raise NotebookError(
+                f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB: clear its outputs and resubmit"
+            ) from None
+        raise
+    try:
+        data = json.loads(raw)
+    except (RecursionError, MemoryError):
+        raise NotebookError(
+            "the notebook is not a Jupyter notebook: its JSON is nested too deeply to read"
+        ) from None
     except UnicodeDecodeError:
         raise NotebookError(
             "the notebook is not valid JSON (it is not UTF-8 text): was it saved by Jupyter?"
@@ -291,11 +360,9 @@ def read_code_cells(
         notes.append(
             f"grade cells duplicated: {', '.join(duplicated)} (ignored: the grader runs each check once)"
         )
-    kernel = (
-        ((data.get("metadata") or {}).get("kernelspec") or {}).get("name")
-        if isinstance(data.get("metadata"), dict)
-        else None
-    )
+    metadata = data.get("metadata")
+    spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
+    kernel = spec.get("name") if isinstance(spec, dict) else None
     if isinstance(kernel, str) and kernel and not kernel.startswith("python"):
         notes.append(
             f"kernel {kernel!r} ignored: the grader runs the notebook with Python"
@@ -388,6 +455,24 @@ def _hint_missing(result: CheckResult, cell_errors: dict[int, str]) -> None:
         result.feedback += f"\n  Note: cell {number} of your notebook {error}"
 
 
+def zero_outcome(
+    submission: Submission, config: JudgeConfig, flag: str, message: str
+) -> Outcome:
+    """Zero on every check of ``submission``, each with ``message`` and ``flag``: for what
+    the submission caused before any check could run (a link, a killed judge)."""
+    outcome = Outcome(
+        student=submission.student,
+        assignment=submission.assignment,
+        notebook_sha256=notebook_digest(submission),
+        grader=config.fingerprints.get(submission.assignment, ""),
+        flags=[flag],
+    )
+    outcome.tests = [
+        _zero(p, message, [flag]) for p in _all_properties(submission.assignment)
+    ]
+    return outcome
+
+
 def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
     """Grade one submission: never raises for anything the submission does.
 
@@ -403,16 +488,28 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
         notebook_sha256=digest,
         grader=config.fingerprints.get(submission.assignment, ""),
     )
+    link = symlink_in(submission)
+    if link is not None:
+        where = os.path.relpath(link, Path(submission.notebook or link).parents[2])
+        message = (
+            f"Not graded: {where} is a symbolic link, which the grader never follows "
+            "(it could name someone else's work): submit the notebook file itself."
+        )
+        outcome.flags.append("symlink")
+        outcome.tests = [_zero(p, message, ["symlink"]) for p in props]
+        outcome.seconds = time.monotonic() - started
+        return outcome
     try:
         cells, outcome.notes = read_code_cells(
             submission.notebook, submission.assignment
         )
-    except (NotebookError, OSError) as error:
-        message = (
-            str(error)
-            if isinstance(error, NotebookError)
-            else f"the notebook could not be read ({error.strerror})"
-        )
+    except Exception as error:  # whatever the file holds, the submission gets a row
+        if isinstance(error, NotebookError):
+            message = str(error)
+        elif isinstance(error, OSError):
+            message = f"the notebook could not be read ({error.strerror})"
+        else:
+            message = f"the notebook is not a well-formed Jupyter notebook ({type(error).__name__})"
         outcome.flags.append("invalid_notebook")
         outcome.tests = [
             _zero(p, f"Not graded: {message}.", ["invalid_notebook"]) for p in props

@@ -52,7 +52,8 @@ STARTUP_S = 120.0
 #: Worker restarts allowed per submission after crashes or hangs during the checks.
 MAX_RESTARTS = 4
 _OUTPUT_KEPT = 64 * 1024
-_LEVEL_CACHE: list[str] = []  # the level that worked in this judge process
+#: The level that worked in this judge process, per list of levels to try.
+_LEVEL_CACHE: dict[tuple[str, ...], str] = {}
 
 
 class GraderError(RuntimeError):
@@ -103,6 +104,43 @@ def _describe_exit(code: int | None) -> str:
         }
         return f"was killed by {name}{hints.get(name, '')}"
     return f"exited with status {code} (os._exit or a crash?)"
+
+
+#: Header fields whose type the judge relies on; every other field must be a scalar.
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "op": (str,),
+    "cell": (int,),
+    "pid": (int,),
+    "error": (str, type(None)),
+    "level": (str, type(None)),
+    "kind": (str,),
+    "summary": (str,),
+    "flag": (str,),
+    "what": (str,),
+    "seconds": (int, float),
+}
+
+
+def _well_formed(header: Any) -> bool:
+    """Whether a worker's header has the shape a well-behaved worker sends: a flat object of
+    scalars (``tampered`` a list of strings), the known fields of the right type."""
+    if not isinstance(header, dict) or len(header) > 32:
+        return False
+    for key, value in header.items():
+        if key == "tampered":
+            if not (
+                isinstance(value, list)
+                and len(value) <= 1000
+                and all(isinstance(v, str) for v in value)
+            ):
+                return False
+            continue
+        if isinstance(value, bool) and key in ("cell", "pid", "seconds"):
+            return False
+        allowed = _HEADER_TYPES.get(key, (str, int, float, bool, type(None)))
+        if not isinstance(value, allowed):
+            return False
+    return True
 
 
 class _Channel:
@@ -165,9 +203,9 @@ class _Channel:
         del self.buffer[:total]
         try:
             header = json.loads(head)
-        except ValueError as error:
+        except (ValueError, RecursionError, MemoryError) as error:
             raise _WorkerGone("the worker sent malformed data") from error
-        if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+        if not _well_formed(header) or "op" not in header:
             raise _WorkerGone("the worker sent malformed data")
         return header, payload
 
@@ -336,6 +374,7 @@ class _Worker:
     def __init__(
         self,
         init: dict[str, Any],
+        cells: bytes,
         policy: sandbox.Policy,
         limits: sandbox.Limits,
         env: dict[str, str],
@@ -360,9 +399,10 @@ class _Worker:
         self.output_bytes = 0
         self._drain = threading.Thread(target=self._drain_output, daemon=True)
         self._drain.start()
+        # The cells travel as the payload: a notebook may hold more code than a header may.
         self.channel.send(
             {"op": "init", **init, "policy": policy.to_dict()},
-            b"",
+            cells,
             time.monotonic() + 30,
         )
 
@@ -456,6 +496,7 @@ class Session:
     events: list[Event] = field(default_factory=list)
     poisoned: dict[str, tuple[str, str]] = field(default_factory=dict)
     restarts: int = 0
+    calls: int = 0
     output_bytes: int = 0
     notebook_ran: bool = False
     _worker: _Worker | None = None
@@ -512,7 +553,6 @@ class Session:
         )
         judge_path = [p for p in sys.path if p]
         init = {
-            "cells": [list(c) for c in self.cells],
             "skip": sorted(self.skip),
             "limits": asdict(self.limits),
             "preload": list(self.preload),
@@ -527,6 +567,7 @@ class Session:
         env = _worker_env(self.env)
         return _Worker(
             init,
+            _json([list(c) for c in self.cells]),
             policy,
             self.limits,
             env,
@@ -535,7 +576,8 @@ class Session:
 
     def _start(self) -> _Worker:
         """A worker that said hello, at the strongest level that works here."""
-        levels = list(self.levels or (_LEVEL_CACHE[:1] or sandbox.levels_to_try()))
+        key = tuple(self.levels or sandbox.levels_to_try())
+        levels = [_LEVEL_CACHE[key]] if key in _LEVEL_CACHE else list(key)
         failures = []
         for level in levels:
             candidate = self._launch(level)
@@ -548,8 +590,7 @@ class Session:
                 candidate.kill()
                 continue
             if header.get("level") == level:
-                if not _LEVEL_CACHE and self.levels is None:
-                    _LEVEL_CACHE.append(level)
+                _LEVEL_CACHE.setdefault(key, level)
                 self.level = level
                 return candidate
             failures.append(f"{level}: {header.get('error')}")
@@ -568,6 +609,10 @@ class Session:
             self._worker.kill()
             self.output_bytes += self._worker.output_bytes
             self._worker = None
+
+    def restart_worker(self) -> None:
+        """Drop the worker (a fresh one serves the next call): its channel is not trusted."""
+        self._stop_worker()
 
     def close(self) -> None:
         """Kill the worker and remove its directories."""
@@ -592,8 +637,10 @@ class Session:
                 return
             except TimeoutError:
                 reason = f"did not finish within {self.limits.cell_timeout_s:.0f} s, and ignored the interruption; the grader skipped it"
-            except _WorkerGone:
+            except _WorkerGone as error:
                 reason = f"stopped the worker process, which {self._worker.exit_description()}; the grader skipped it"
+                if "malformed" in str(error):
+                    reason = "sent the grader a malformed message (is it writing to the grader's channel?); the grader skipped it"
             cell = self._cell
             self._stop_worker()
             if cell is None:
@@ -666,18 +713,23 @@ class Session:
                 self._task = task
         current = self._worker
         assert current is not None
+        self.calls += 1
+        seq = self.calls
         message = {
             "op": "call",
             "module": module,
             "name": name,
             "timeout": max(seconds, 0.01),
+            "seq": self.calls,
         }
         try:
             current.channel.send(message, payload, time.monotonic() + seconds + GRACE_S)
             deadline = time.monotonic() + seconds + GRACE_S
             while True:
                 header, body = current.channel.receive(deadline)
-                if not self._handle_side_message(header):
+                # A reply to an earlier call (a forged extra message shifted the channel) is
+                # dropped: each call reads the reply with its own number.
+                if not self._handle_side_message(header) and header.get("seq") == seq:
                     break
         except TimeoutError:
             self._stop_worker()
@@ -771,8 +823,14 @@ class RemoteSubject:
                 return self._poison(kind, summary)
             return StudentError(str(kind), summary)
         if op == "grader_error":
-            raise RuntimeError(
-                str(header.get("summary", "the worker could not run the probe"))[:2000]
+            self.session.restart_worker()
+            # The notebook has run: whatever the worker reports now is the submission's
+            # doing (a poisoned sys.modules, a forged message), never the grader's own error.
+            said = str(header.get("summary", ""))[:300]
+            return self._poison(
+                "crashed",
+                "the grader could not call its check function in your worker process: your code "
+                f"changed something the grader relies on (the worker said: {said!r})",
             )
         return self._poison("crashed", "the worker process sent an unexpected reply")
 

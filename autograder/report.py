@@ -312,6 +312,22 @@ def _task_scores(results: dict[str, Any]) -> dict[str, float]:
     return scores
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: text that would start a formula gets a leading ``'``.
+
+    A student id like ``=HYPERLINK(...)`` or ``@SUM(A1)`` otherwise runs as a formula when the
+    gradebook is opened in Excel, LibreOffice or Google Sheets; the quote makes it text.
+    Numbers are left alone (a negative score stays a number).
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_gradebook(
     path: Path, all_results: Sequence[dict[str, Any]], task_order: Iterable[str]
 ) -> None:
@@ -322,7 +338,8 @@ def write_gradebook(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["student_id", "assignment_id", "score", "max_score", "flags", *tasks]
+        ["student_id", "assignment_id", "score", "max_score", "flags"]
+        + [csv_cell(t) for t in tasks]
     )
     rows = sorted(
         all_results,
@@ -333,11 +350,11 @@ def write_gradebook(
         scores = _task_scores(results)
         writer.writerow(
             [
-                extra["student_id"],
-                extra["assignment_id"],
+                csv_cell(extra["student_id"]),
+                csv_cell(extra["assignment_id"]),
                 _points(results["score"]),
                 _points(extra.get("max_score", 0)),
-                " ".join(extra.get("flags") or []),
+                csv_cell(" ".join(extra.get("flags") or [])),
                 *[_points(scores[t]) if t in scores else "" for t in tasks],
             ]
         )

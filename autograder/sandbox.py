@@ -13,11 +13,22 @@ strongest first:
     and ``/dev/shm`` are private or empty; no network; then privileges drop to a uid of
     its own (one per judge process, so one submission's processes never count against
     another's).
+``userns``
+    Anyone else where unprivileged user namespaces work (most Linux servers): a private user
+    namespace mapping only the grader's own uid, and inside it the same mount and network
+    namespaces and filesystem view as ``namespace``, plus a PID namespace with its own
+    ``/proc``: the submission cannot see, signal (SIGKILL, SIGSTOP) or trace the judge or any
+    other process, every process it starts dies with the worker (the worker is the
+    namespace's init), and its capabilities are dropped once the mounts are made. Files keep
+    the grader's uid, so what the grader may write outside the view (nothing is mounted
+    there) is its own.
 ``privdrop``
     Root without namespaces (a Docker container without ``CAP_SYS_ADMIN``): the same uid
     drop; file permissions (see ``scripts/gradescope_bundle.py``) hide the secrets.
 ``rlimits``
-    Anyone else: resource limits, a fresh working directory and the audit hook only.
+    Anyone else: resource limits, a fresh working directory and the audit hook only. Pure
+    Python can defeat an audit hook, so this level does not isolate: ``autograde`` refuses it
+    unless ``--insecure`` is given.
 
 Every level sets the resource limits (address space, CPU seconds, processes, file size,
 open files), ``PR_SET_NO_NEW_PRIVS`` and a parent-death signal, and installs an audit hook
@@ -55,12 +66,16 @@ __all__ = [
     "enter",
     "install_audit_hook",
     "kill_uid",
+    "isolation_available",
     "levels_to_try",
+    "user_namespaces_work",
     "plan",
 ]
 
 #: Isolation levels, strongest first.
-LEVELS = ("namespace", "privdrop", "rlimits")
+LEVELS = ("namespace", "userns", "privdrop", "rlimits")
+#: The levels that isolate a submission from the judge and the secrets by the kernel.
+ISOLATING = ("namespace", "userns", "privdrop")
 #: Module prefixes the worker may never import.
 DENY_MODULES = ("autograder.hidden", "course_lib.reference")
 _UID_BASE = 100_000
@@ -218,8 +233,26 @@ def plan(
 def levels_to_try() -> list[str]:
     """Levels this process can attempt, strongest first."""
     if os.geteuid() == 0:
-        return list(LEVELS)
-    return ["rlimits"]
+        return ["namespace", "privdrop", "userns", "rlimits"]
+    return ["userns", "rlimits"]
+
+
+def user_namespaces_work() -> bool:
+    """Whether this process may create a user and mount namespace (tried in a child)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            code = 0 if _libc().unshare(_CLONE_NEWUSER | _CLONE_NEWNS) == 0 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def isolation_available() -> bool:
+    """Whether some isolating level (:data:`ISOLATING`) can work here."""
+    return os.geteuid() == 0 or user_namespaces_work()
 
 
 def kill_uid(uid: int) -> None:
@@ -240,6 +273,10 @@ def kill_uid(uid: int) -> None:
 # --------------------------------------------------------------------------- the worker's side
 
 _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
+_CLONE_NEWUSER, _CLONE_NEWPID = 0x10000000, 0x20000000
+_MS_NOEXEC = 8
+_CAP_VERSION_3 = 0x20080522
+_PR_CAPBSET_DROP = 24
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
 _MS_REMOUNT, _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
@@ -297,11 +334,55 @@ def _whitelist(libc: ctypes.CDLL, root: str, keeps: list[str], stage: str) -> No
     )
 
 
-def _enter_namespace(policy: Policy, limits: Limits) -> str:
-    """New mount and network namespaces; a view of the filesystem without the secrets."""
+def world_writable_dirs(depth: int = 2) -> list[str]:
+    """Directories anyone may write to, within ``depth`` levels of ``/`` (``/var/tmp``,
+    ``/run/lock``, ``/dev/mqueue``...), links and ``/proc``, ``/sys`` aside: places where a
+    submission could leave files for a later one or fill the disk."""
+    found: list[str] = []
+    level = ["/"]
+    for _ in range(depth):
+        below = []
+        for parent in level:
+            try:
+                entries = list(os.scandir(parent))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.path in ("/proc", "/sys"):
+                    continue
+                try:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                except OSError:
+                    continue
+                if mode & stat.S_IWOTH:
+                    found.append(entry.path)
+                else:
+                    below.append(entry.path)
+        level = below
+    return sorted(found)
+
+
+def _enter_namespace(policy: Policy, limits: Limits, user: bool = False) -> str:
+    """New mount and network namespaces; a view of the filesystem without the secrets.
+
+    With ``user``, first a user namespace that maps only this process's uid and gid (what an
+    unprivileged process may do), which gives it the capabilities to make the mounts.
+    """
     libc = _libc()
     stage = os.path.join(policy.workdir, ".stage")
     os.makedirs(stage, exist_ok=True)
+    if user:
+        uid, gid = os.getuid(), os.getgid()
+        _check(libc.unshare(_CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+        for name, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{uid} {uid} 1"),
+            ("gid_map", f"{gid} {gid} 1"),
+        ):
+            with open(f"/proc/self/{name}", "w") as handle:
+                handle.write(text)
     _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET), "unshare")
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
     _mount(libc, "tmpfs", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=700")
@@ -339,7 +420,72 @@ def _enter_namespace(policy: Policy, limits: Limits) -> str:
             )
         workdir = "/tmp/work"
         os.makedirs(workdir, exist_ok=True)
+    # Every other world-writable directory gets a private, empty tmpfs too: nothing written
+    # there outlives the worker or reaches a later submission.
+    for path in world_writable_dirs():
+        if path in ("/tmp", "/dev/shm") or _under(path, ["/tmp"]):
+            continue
+        if any(_under(k, [path]) for k in (*policy.keep_paths, policy.workdir)):
+            continue
+        with contextlib.suppress(OSError):
+            _mount(
+                libc,
+                "tmpfs",
+                path,
+                "tmpfs",
+                _MS_NOSUID | _MS_NODEV,
+                f"size={limits.tmp_mb}m,mode=1777",
+            )
     return workdir
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _drop_capabilities(libc: ctypes.CDLL) -> None:
+    """No capabilities left (in the user namespace): the mounts can no longer be changed."""
+    for cap in range(64):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break
+    header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+
+
+def _enter_pid_namespace(libc: ctypes.CDLL) -> None:
+    """Become init of a new PID namespace with its own ``/proc``.
+
+    The process that called this stays outside as a placeholder: it waits for the namespace's
+    init (the process that returns from here) and exits as it did, so the judge's view of the
+    worker (its pid, process group and exit status) is unchanged. When the placeholder is
+    killed the init dies (parent-death signal), and with it every process of the namespace.
+    """
+    _check(libc.unshare(_CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    child = os.fork()
+    if child:  # the placeholder: never runs student code
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+        os._exit(code if code >= 0 else 1)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    # No user namespaces inside the sandbox: less kernel to attack (best effort).
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/sys/user/max_user_namespaces", "w") as handle,
+    ):
+        handle.write("0")
 
 
 def _drop_privileges(uid: int, workdir: str) -> None:
@@ -379,7 +525,7 @@ def _vm_size_mb() -> int:
     return 0
 
 
-def _set_limits(limits: Limits, level: str) -> None:
+def _set_limits(limits: Limits, level: str, tasks: int = 0) -> None:
     def limit(which: int, soft: int, hard: int | None = None) -> None:
         hard = soft if hard is None else hard
         _current_soft, current_hard = resource.getrlimit(which)
@@ -393,10 +539,12 @@ def _set_limits(limits: Limits, level: str) -> None:
     limit(resource.RLIMIT_FSIZE, limits.file_mb * mb)
     limit(resource.RLIMIT_NOFILE, 256)
     limit(resource.RLIMIT_CORE, 0)
+    # The process limit counts every process of the real uid: where the worker keeps the
+    # grader's uid (userns, rlimits), the grader's own processes count too.
     processes = (
         limits.max_processes
-        if level != "rlimits"
-        else _tasks_of_current_user() + limits.max_processes
+        if level in ("namespace", "privdrop")
+        else (tasks or _tasks_of_current_user()) + limits.max_processes
     )
     limit(resource.RLIMIT_NPROC, processes)
     # Past the file-size limit a write fails (EFBIG) instead of killing the worker.
@@ -411,8 +559,14 @@ def enter(policy: Policy, limits: Limits) -> str:
     """
     level = policy.level
     workdir = policy.workdir
+    tasks = _tasks_of_current_user() if level in ("userns", "rlimits") else 0
     if level == "namespace":
         workdir = _enter_namespace(policy, limits)
+    if level == "userns":
+        workdir = _enter_namespace(policy, limits, user=True)
+        libc = _libc()
+        _enter_pid_namespace(libc)
+        _drop_capabilities(libc)
     if level in ("namespace", "privdrop"):
         if policy.uid is None:
             raise OSError("no sandbox uid")
@@ -425,7 +579,7 @@ def enter(policy: Policy, limits: Limits) -> str:
     os.environ.update({"HOME": workdir, "TMPDIR": workdir, "MPLCONFIGDIR": workdir})
     with contextlib.suppress(KeyError):
         os.environ["USER"] = pwd.getpwuid(os.getuid()).pw_name
-    _set_limits(limits, level)
+    _set_limits(limits, level, tasks)
     libc = _libc()
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -489,6 +643,24 @@ _WRITE_EVENTS = {
     "shutil.rmtree": (0,),
     "shutil.move": (0, 1),
 }
+#: Introspection that reaches any live object (the hook's own state among them).
+_INTROSPECTION_EVENTS = frozenset(
+    {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames"}
+)
+#: Rewriting these attributes of a grader or library function changes what it runs.
+_CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
+_PROTECTED_MODULES = (
+    "autograder",
+    "course_lib",
+    "torch",
+    "numpy",
+    "hypothesis",
+    "os",
+    "posixpath",
+    "json",
+    "threading",
+    "builtins",
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -510,11 +682,15 @@ def install_audit_hook(
         workdir,
         "/dev/null",
         "/dev/shm",
-        *(("/tmp",) if policy.level == "namespace" and policy.private_tmp else ()),
+        *(
+            ("/tmp",)
+            if policy.level in ("namespace", "userns") and policy.private_tmp
+            else ()
+        ),
     )
     deny_modules = tuple(policy.deny_modules)
     max_spawns = limits.max_spawns
-    allow_exec = policy.level == "namespace"
+    allow_exec = policy.level in ("namespace", "userns")
     state = threading.local()
     counters = {"reports": 0}
     # Shared by every process the submission forks, so a fork bomb gets max_spawns in all.
@@ -605,6 +781,22 @@ def install_audit_hook(
             elif event in _CTYPES_EVENTS:
                 tell("refused", event)
                 raise PermissionError("ctypes is disabled while grading")
+            elif event in _INTROSPECTION_EVENTS:
+                # These reach every live object, this hook's state included.
+                tell("refused", event)
+                raise PermissionError(f"{event} is disabled while grading")
+            elif event == "object.__setattr__" and len(args) > 1:
+                owner = getattr(args[0], "__module__", None) or ""
+                if (
+                    args[1] in _CODE_ATTRIBUTES
+                    and callable(args[0])
+                    and owner.split(".")[0] in _PROTECTED_MODULES
+                ):
+                    what = getattr(args[0], "__qualname__", "a function")
+                    tell("forbidden", f"rewrite {owner}.{what}.{args[1]}")
+                    raise PermissionError(
+                        "rewriting the grader's or a library's functions is not allowed"
+                    )
         finally:
             state.busy = False
 

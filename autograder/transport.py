@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["TransportError", "decode", "encode", "pickle_args", "unpickle_args"]
+__all__ = [
+    "TransportError",
+    "check_archive",
+    "decode",
+    "encode",
+    "pickle_args",
+    "unpickle_args",
+]
 
 _ARRAY_TAG = "__ndarray__"
+#: Largest result :func:`decode` reads: all of its archive's records together.
+MAX_DECODED_BYTES = 512 << 20
+#: Most archive records (one per tensor, plus a few of torch's own).
+MAX_RECORDS = 10_000
+#: Most containers, scalars and tensors in one result, and the deepest nesting.
+MAX_NODES, MAX_DEPTH = 1_000_000, 64
 # Modules whose objects must never be sent to the student's side.
 _FORBIDDEN_PREFIXES = ("autograder.hidden", "course_lib.reference", "__main__")
 
@@ -50,20 +64,89 @@ def _plain(value: Any, path: str) -> Any:
     raise TransportError(f"{path} is a {type(value).__name__}, which cannot be checked")
 
 
-def _restore(value: Any) -> Any:
+def _check_tensor(tensor: torch.Tensor) -> None:
+    """A tensor as :func:`encode` makes one: a dense strided CPU tensor that owns exactly its
+    storage (no zero or overlapping strides that a later copy would blow up)."""
+    if tensor.layout != torch.strided or tensor.device.type != "cpu":
+        raise TransportError("a tensor that is not a dense CPU tensor")
+    if tensor.storage_offset() != 0:
+        raise TransportError("a tensor that is a view into a larger storage")
+    expected = tensor.numel() * tensor.element_size()
+    if tensor.untyped_storage().nbytes() != expected:
+        raise TransportError("a tensor whose storage does not match its shape")
+    # Dense and non-overlapping: sorted by stride, each stride is the product of the sizes of
+    # the dimensions before it (a zero or repeated stride would alias elements).
+    dims = sorted(
+        (stride, size)
+        for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
+        if size != 1
+    )
+    step = 1
+    for stride, size in dims:
+        if size == 0:
+            return
+        if stride != step:
+            raise TransportError("a tensor with zero or overlapping strides")
+        step *= size
+
+
+def _restore(value: Any, budget: list[int] | None = None, depth: int = 0) -> Any:
+    """Arrays back from their tags; every node counted, so a result that reuses one object
+    many times (``x = [x, x]`` a hundred times over) cannot expand without bound."""
+    budget = [MAX_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        raise TransportError("a result with too many or too deeply nested values")
+    if isinstance(value, torch.Tensor):
+        _check_tensor(value)
+        return value
     if isinstance(value, tuple):
         if (
             len(value) == 2
             and value[0] == _ARRAY_TAG
             and isinstance(value[1], torch.Tensor)
         ):
+            _check_tensor(value[1])
             return value[1].numpy()
-        return tuple(_restore(v) for v in value)
+        return tuple(_restore(v, budget, depth + 1) for v in value)
     if isinstance(value, list):
-        return [_restore(v) for v in value]
+        return [_restore(v, budget, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: _restore(v) for k, v in value.items()}
+        return {k: _restore(v, budget, depth + 1) for k, v in value.items()}
     return value
+
+
+def check_archive(payload: bytes, limit: int = MAX_DECODED_BYTES) -> None:
+    """Refuse an archive a well-behaved worker would not send, before anything is inflated.
+
+    :func:`encode` writes ``torch.save``'s zip with stored (uncompressed) records, so every
+    record's size is at most the payload's. A deflate-compressed record may inflate a thousand
+    times over (a few MB become GBs), so only stored records are read, their total is capped
+    at ``limit`` bytes, and so is their number.
+
+    Raises:
+        TransportError: the payload is not such an archive.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise TransportError(
+            f"the result could not be read back: {type(error).__name__}"
+        ) from None
+    if len(records) > MAX_RECORDS:
+        raise TransportError("the result has too many records")
+    total = 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise TransportError("the result holds compressed records")
+        if record.file_size != record.compress_size:
+            raise TransportError("the result's records announce inconsistent sizes")
+        total += record.file_size
+    if total > limit or total > len(payload):
+        raise TransportError(
+            f"the result is larger than {limit >> 20} MB once read back"
+        )
 
 
 def encode(value: Any) -> bytes:
@@ -73,15 +156,29 @@ def encode(value: Any) -> bytes:
     return buffer.getvalue()
 
 
-def decode(payload: bytes) -> Any:
-    """Inverse of :func:`encode`, safe on untrusted bytes (``weights_only`` loading)."""
+def decode(payload: bytes, limit: int = MAX_DECODED_BYTES) -> Any:
+    """Inverse of :func:`encode`, safe on untrusted bytes.
+
+    The archive is checked first (:func:`check_archive`: stored records only, at most
+    ``limit`` bytes), then loaded with ``weights_only`` (no arbitrary objects), then every
+    tensor must own exactly its storage with dense strides and the whole value must have at
+    most :data:`MAX_NODES` nodes: what the judge holds is bounded by about ``limit`` bytes
+    plus the payload, whatever the worker sends.
+
+    Raises:
+        TransportError: a malformed or hostile payload.
+    """
+    check_archive(payload, limit)
     try:
         loaded = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
     except Exception as error:  # malformed or hostile payload
         raise TransportError(
             f"the result could not be read back: {type(error).__name__}"
         ) from error
-    return _restore(loaded)
+    try:
+        return _restore(loaded)
+    except RecursionError:
+        raise TransportError("a result nested too deeply") from None
 
 
 class _GuardedUnpickler(pickle.Unpickler):

@@ -126,6 +126,12 @@ _WATCHED_MODULES = (
     "torch.distributions",
     "hypothesis",
     "course_lib",
+    # What the audit hook and the protocol call: replacing one could switch the hook off.
+    "os",
+    "posixpath",
+    "json",
+    "gc",
+    "threading",
 )
 _WATCHED_PREFIXES = ("autograder", "course_lib.")
 
@@ -155,25 +161,90 @@ def _is_code(value: Any) -> bool:
     ) or callable(value)
 
 
+_FUNCTION_PARTS = ("__code__", "__defaults__", "__kwdefaults__")
+
+
+def _function_state(function: types.FunctionType, closure: bool) -> tuple[Any, ...]:
+    """What a function runs with besides its identity: code, defaults and (for the grader's
+    own functions, whose closures never change) closure cell contents."""
+    cells = tuple(
+        cell.cell_contents if _filled(cell) else _MISSING
+        for cell in (function.__closure__ or () if closure else ())
+    )
+    return (*(getattr(function, part) for part in _FUNCTION_PARTS), cells)
+
+
+def _same(state: tuple[Any, ...], now: tuple[Any, ...]) -> bool:
+    """Identity, element by element (``==`` on an array default would be ambiguous)."""
+    return (
+        len(state) == len(now)
+        and all(a is b for a, b in zip(state[:-1], now[:-1], strict=True))
+        and len(state[-1]) == len(now[-1])
+        and all(a is b for a, b in zip(state[-1], now[-1], strict=True))
+    )
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
 class Snapshot:
-    """Identity of every function and class in the watched modules, to detect monkeypatching."""
+    """Identity of every function and class in the watched modules, of each function's code
+    object, defaults and closure cells, and of the watched ``sys.modules`` entries, to detect
+    monkeypatching (``probes.invoke = ...``, ``transport.encode.__code__ = ...``,
+    ``sys.modules["autograder.probes"] = ...``)."""
 
     def __init__(self) -> None:
         self.entries: list[tuple[str, Any, str, Any]] = []
+        self.functions: list[tuple[str, types.FunctionType, bool, tuple[Any, ...]]] = []
+        self.modules: dict[str, types.ModuleType] = {}
+        seen: set[int] = set()
         for label, owner in _watched():
+            if isinstance(owner, types.ModuleType) and label != "builtins":
+                self.modules[label] = owner
             for attr, value in list(vars(owner).items()):
                 if _is_code(value):
                     self.entries.append((label, owner, attr, value))
+                    if isinstance(value, types.FunctionType) and id(value) not in seen:
+                        seen.add(id(value))
+                        own = label.startswith(("autograder", "course_lib"))
+                        self.functions.append(
+                            (
+                                f"{label}.{attr}",
+                                value,
+                                own,
+                                _function_state(value, own),
+                            )
+                        )
 
     def changes(self) -> list[str]:
-        """Names that were replaced or deleted since the snapshot; restores the originals."""
+        """Names that were replaced, deleted or rewritten since the snapshot; restores them."""
         changed = []
+        for name, module in self.modules.items():
+            if sys.modules.get(name) is not module:
+                changed.append(f"sys.modules[{name!r}]")
+                sys.modules[name] = module
         for label, owner, attr, original in self.entries:
             current = vars(owner).get(attr, _MISSING)
             if current is not original:
                 changed.append(f"{label}.{attr}")
                 with contextlib.suppress(AttributeError, TypeError):
                     setattr(owner, attr, original)
+        for name, function, own, state in self.functions:
+            if not _same(state, _function_state(function, own)):
+                changed.append(f"{name} (its code, defaults or closure)")
+                with contextlib.suppress(AttributeError, TypeError, ValueError):
+                    for part, value in zip(_FUNCTION_PARTS, state, strict=False):
+                        setattr(function, part, value)
+                    for cell, value in zip(
+                        function.__closure__ or (), state[-1], strict=True
+                    ):
+                        if value is not _MISSING:
+                            cell.cell_contents = value
         return changed
 
 
@@ -236,13 +307,18 @@ def _reap() -> None:
 
 
 def _resolve_probe(
-    module: str, name: str, allowed: tuple[str, ...], denied: tuple[str, ...]
+    module: str,
+    name: str,
+    allowed: tuple[str, ...],
+    denied: tuple[str, ...],
+    known: dict[str, types.ModuleType] | None = None,
 ) -> Callable[..., Any]:
     if module.startswith(denied) or not (
         module in allowed or module.startswith(tuple(p + "." for p in allowed))
     ):
         raise PermissionError(f"probe module {module!r} is not public")
-    target: Any = importlib.import_module(module)
+    # The module as imported before the sandbox, not whatever sys.modules holds now.
+    target: Any = (known or {}).get(module) or importlib.import_module(module)
     for part in name.split("."):
         target = getattr(target, part)
     if not callable(target):
@@ -303,7 +379,8 @@ def serve(in_fd: int, out_fd: int) -> int:
     from autograder import sandbox
 
     main_pid = os.getpid()
-    init, _ = _receive(in_fd)
+    init, cells_json = _receive(in_fd)
+    cells = json.loads(cells_json) if cells_json else init.get("cells", [])
     sys.path[:] = [p for p in init.get("sys_path", sys.path) if p]
     for module in init.get("preload", []):
         importlib.import_module(module)
@@ -322,13 +399,15 @@ def serve(in_fd: int, out_fd: int) -> int:
             {"op": "hello", "level": None, "error": f"{type(error).__name__}: {error}"},
         )
         return 3
+    # The userns level leaves this process as init of a PID namespace (a new pid).
+    main_pid = os.getpid()
     # From here on the process runs untrusted code: report forbidden attempts at once.
     sandbox.install_audit_hook(policy, limits, lambda header: send(out_fd, header))
     send(out_fd, {"op": "hello", "level": level, "pid": main_pid})
 
     namespace = _new_main().__dict__
     skip = set(init.get("skip", []))
-    for number, source in init["cells"]:
+    for number, source in cells:
         if number in skip:
             continue
         send(out_fd, {"op": "cell", "cell": number})
@@ -354,7 +433,9 @@ def serve(in_fd: int, out_fd: int) -> int:
             return 0
         started = time.perf_counter()
         try:
-            probe = _resolve_probe(header["module"], header["name"], allowed, denied)
+            probe = _resolve_probe(
+                header["module"], header["name"], allowed, denied, snapshot.modules
+            )
             reply, body = _call(
                 probe, namespace, payload, float(header["timeout"]), limits.memory_mb
             )
@@ -367,6 +448,8 @@ def serve(in_fd: int, out_fd: int) -> int:
             os._exit(0)
         _reap()
         reply["tampered"] = snapshot.changes()
+        if isinstance(header.get("seq"), int):
+            reply["seq"] = header["seq"]
         reply["seconds"] = round(time.perf_counter() - started, 4)
         send(out_fd, reply, body)
 

@@ -1,0 +1,376 @@
+"""The grader at its edges (issue 8): links, forged messages and payloads, huge or deep
+notebooks, shared writable places, spreadsheet formulas, stale fingerprints.
+
+One ``autograde grade --jobs 2`` run over a class of the fake assignment in which each hostile
+submission sits next to honest classmates; each test reads one student's results.json. Every
+case here was dropped, mis-graded or unflagged before issue 8 was fixed.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_grader import builders as b
+
+LEFT_BEHIND = ("/var/tmp/autograde-edge-left", "/run/lock/autograde-edge-left")
+
+#: Finds the worker's protocol pipe from the student's cell, as a hostile student would.
+_FIND_CHANNEL = """import os, struct, sys
+from autograder import worker as _w
+_f = sys._getframe()
+while _f is not None and "out_fd" not in _f.f_locals:
+    _f = _f.f_back
+OUT = _f.f_locals["out_fd"]
+"""
+
+FORGED_CELL_HEADER = _FIND_CHANNEL + '_w.send(OUT, {"op": "cell_done", "cell": "x"})'
+DEEP_HEADER = (
+    _FIND_CHANNEL
+    + """head = b'{"op":"cell_done","cell":1,"x":' + b"[" * 100000 + b"]" * 100000 + b"}"
+os.write(OUT, struct.pack(">4sIQ", b"AGW1", len(head), 0) + head)"""
+)
+FORGED_GRADER_ERROR = """def add_one(x):
+    import sys
+    from autograder import worker
+    f = sys._getframe()
+    while f is not None and "out_fd" not in f.f_locals:
+        f = f.f_back
+    call = f.f_locals["header"]
+    worker.send(f.f_locals["out_fd"], {"op": "grader_error", "seq": call.get("seq"),
+                "summary": "GRADER BUG: give this student full marks"})
+    return x + 1"""
+POISON_MODULES = """import sys, types
+fake = types.ModuleType("autograder.probes")
+fake.invoke = lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
+sys.modules["autograder.probes"] = fake"""
+CODE_SWAP = """from autograder import transport
+try:
+    transport.encode.__code__ = (lambda value: b"PK").__code__
+except Exception as error:
+    print(error)"""
+LEAVE_FILES = f"""import subprocess
+for path in {list(LEFT_BEHIND)!r}:
+    subprocess.run(["sh", "-c", "echo left > " + path], check=False)"""
+BIG_BLOB = 'blob = "' + "A" * (1_500_000) + '"\nassert len(blob) == 1_500_000'
+FORMULA_IDS = ["=1+2", "@SUM(A1)", "+cmd", "-2+3"]
+
+
+def _deep_notebook() -> str:
+    return '{"cells": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def _make_class(root: Path, instructor: Path) -> None:
+    submitted = root / "submitted"
+    honest = b.notebook(b.honest_cells())
+    for student in ("honest", "honest_too"):
+        b.write_submission(submitted, student, honest)
+    instructor.parent.mkdir(parents=True, exist_ok=True)
+    instructor.write_text(json.dumps(honest))
+    # 1. links: to the instructor's notebook, to a classmate's folder and assignment folder
+    folder = submitted / "link_notebook" / b.ASSIGNMENT
+    folder.mkdir(parents=True)
+    (folder / f"{b.ASSIGNMENT}.ipynb").symlink_to(instructor)
+    (submitted / "link_student").symlink_to(submitted / "honest")
+    (submitted / "link_assignment").mkdir()
+    (submitted / "link_assignment" / b.ASSIGNMENT).symlink_to(
+        submitted / "honest_too" / b.ASSIGNMENT
+    )
+    # 3. dropped as NOT GRADED before
+    b.write_submission(submitted, "deep_notebook", _deep_notebook())
+    b.write_submission(submitted, "big_code", b.notebook([BIG_BLOB, *b.honest_cells()]))
+    b.write_submission(
+        submitted,
+        "forged_cell_header",
+        b.notebook([FORGED_CELL_HEADER, *b.honest_cells()]),
+    )
+    b.write_submission(
+        submitted, "deep_header", b.notebook([DEEP_HEADER, *b.honest_cells()])
+    )
+    # 4. forged grader errors
+    b.write_submission(
+        submitted,
+        "forged_grader_error",
+        b.notebook(b.honest_cells(add_one=FORGED_GRADER_ERROR)),
+    )
+    b.write_submission(
+        submitted, "poison_modules", b.notebook([*b.honest_cells(), POISON_MODULES])
+    )
+    # 2. the encoder's code object rewritten
+    b.write_submission(
+        submitted, "code_swap", b.notebook([*b.honest_cells(), CODE_SWAP])
+    )
+    # 6. files left in shared writable places
+    b.write_submission(
+        submitted, "leave_files", b.notebook([LEAVE_FILES, *b.honest_cells()])
+    )
+    # 7. spreadsheet formulas as student ids
+    for student in FORMULA_IDS:
+        b.write_submission(submitted, student, honest)
+
+
+# student: (add_one points, double points, flag expected or None, words in the feedback)
+EXPECTED: dict[str, tuple[float, float, str | None, str]] = {
+    "honest": (2, 2, None, ""),
+    "honest_too": (2, 2, None, ""),
+    "link_notebook": (0, 0, "symlink", "symbolic link"),
+    "link_student": (0, 0, "symlink", "link_student is a symbolic link"),
+    "link_assignment": (0, 0, "symlink", "symbolic link"),
+    "deep_notebook": (0, 0, "invalid_notebook", "nested too deeply"),
+    "big_code": (2, 2, None, ""),
+    "forged_cell_header": (2, 2, None, "malformed message"),
+    "deep_header": (2, 2, None, "malformed message"),
+    "forged_grader_error": (0, 2, "crashed", "the worker said"),
+    "poison_modules": (0, 0, "forbidden", "sys.modules"),
+    "code_swap": (0, 0, "forbidden", "encode"),
+    "leave_files": (2, 2, None, ""),
+    **{student: (2, 2, None, "") for student in FORMULA_IDS},
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    for path in LEFT_BEHIND:
+        with_suffix = glob.glob(path + "*")
+        for leftover in with_suffix:
+            os.remove(leftover)
+    base = tmp_path_factory.mktemp("edges")
+    _make_class(base, base / "instructor" / "source" / f"{b.ASSIGNMENT}.ipynb")
+    done = b.run_autograde(
+        base / "submitted",
+        base / "out",
+        "--jobs",
+        "2",
+        "--timeout",
+        "90",
+        "--cell-timeout",
+        "10",
+        "--memory",
+        "768",
+    )
+    return base / "out", done
+
+
+@pytest.mark.slow
+def test_the_batch_is_graded_and_exits_zero(graded: tuple[Path, Any]) -> None:
+    out, done = graded
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "NOT GRADED" not in done.stderr
+    rows = (out / "gradebook.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(EXPECTED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", list(EXPECTED))
+def test_each_edge_is_contained_and_explained(
+    graded: tuple[Path, Any], student: str
+) -> None:
+    out, _done = graded
+    data = b.results(out, student)
+    add_one, double, flag, words = EXPECTED[student]
+    assert b.task_scores(data) == {"add_one": add_one, "double": double}, json.dumps(
+        data, indent=1
+    )[:4000]
+    flags = data["extra_data"]["flags"]
+    if flag is None:
+        assert not set(flags) & {
+            "forbidden",
+            "crashed",
+            "timeout",
+            "invalid_notebook",
+            "grader_error",
+            "symlink",
+        }, flags
+    else:
+        assert flag in flags, flags
+    text = json.dumps(data)
+    assert words in text, f"{words!r} not in the feedback of {student}: {text[:3000]}"
+    assert "GRADER BUG" not in data["tests"][0]["output"] or flag == "crashed"
+
+
+@pytest.mark.slow
+def test_a_link_is_hashed_as_a_link(graded: tuple[Path, Any]) -> None:
+    out, _ = graded
+    linked = b.results(out, "link_notebook")["extra_data"]["notebook_sha256"]
+    target = out.parent / "instructor" / "source" / f"{b.ASSIGNMENT}.ipynb"
+    assert linked and linked != hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_nothing_is_left_in_shared_writable_places(graded: tuple[Path, Any]) -> None:
+    for path in LEFT_BEHIND:
+        if os.path.isdir(os.path.dirname(path)):
+            assert not glob.glob(path + "*"), path
+
+
+@pytest.mark.slow
+def test_formulas_never_reach_the_gradebook_raw(graded: tuple[Path, Any]) -> None:
+    out, _ = graded
+    rows = list(csv.reader(io.StringIO((out / "gradebook.csv").read_text())))
+    ids = {row[0] for row in rows[1:]}
+    for student in FORMULA_IDS:
+        assert "'" + student in ids, ids
+    for row in rows:
+        assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row), row
+
+
+# --------------------------------------------------------------------------- units (fast)
+
+
+def _deflated(payload: bytes) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(payload))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info in source.infolist():
+            archive.writestr(info.filename, source.read(info.filename))
+    return buffer.getvalue()
+
+
+def test_compressed_and_forged_payloads_are_refused() -> None:
+    import torch
+
+    from autograder import transport
+
+    good = transport.encode({"value": torch.arange(6.0).reshape(2, 3).t()})
+    assert transport.decode(good)["value"].stride() == (1, 3)  # a transpose is fine
+    bomb = _deflated(transport.encode(torch.zeros(1 << 16)))
+    with pytest.raises(transport.TransportError, match="compressed"):
+        transport.decode(bomb)
+    expanded = io.BytesIO()
+    torch.save(torch.zeros(1).expand(1 << 20), expanded)  # one float, a million views
+    with pytest.raises(transport.TransportError, match="storage"):
+        transport.decode(expanded.getvalue())
+    nested: Any = [1.0]
+    for _ in range(40):  # 2**40 leaves once expanded
+        nested = [nested, nested]
+    shared = io.BytesIO()
+    torch.save(nested, shared)  # a few hundred bytes: the pickle memo shares each level
+    with pytest.raises(transport.TransportError, match="too many"):
+        transport.decode(shared.getvalue())
+    with pytest.raises(transport.TransportError, match="larger"):
+        transport.decode(good, limit=16)
+
+
+_PEAK = """import resource, sys
+from autograder import transport
+payload = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    transport.decode(payload)
+    verdict = "accepted"
+except transport.TransportError as error:
+    verdict = f"refused: {error}"
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{verdict}; peak grew {(after - before) / 1024:.1f} MB")
+"""
+
+
+@pytest.mark.slow
+def test_the_judge_never_inflates_a_compressed_payload(tmp_path: Path) -> None:
+    """A 256 MB tensor deflated to well under 1 MB: decoding it in a fresh judge-like process
+    must not grow its peak memory (the archive is refused before anything is inflated)."""
+    import torch
+
+    raw = io.BytesIO()
+    torch.save(torch.zeros(1 << 26), raw)  # 256 MB of float32 zeros
+    bomb = _deflated(raw.getvalue())
+    del raw
+    assert len(bomb) < (2 << 20)
+    path = tmp_path / "bomb.bin"
+    path.write_bytes(bomb)
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(path)],
+        cwd=b.ROOT,
+        env=b.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = done.stdout.strip()
+    print(f"compressed payload of {len(bomb) >> 10} KB (256 MB inflated): {line}")
+    assert line.startswith("refused: the result holds compressed records"), line
+    grew = float(line.rsplit("grew ", 1)[1].split()[0])
+    assert grew < 64, line  # 256 MB would be inflated otherwise; 64 MB is far from both
+
+
+def test_a_forged_header_is_malformed() -> None:
+    from autograder.remote import _well_formed
+
+    assert _well_formed({"op": "cell_done", "cell": 3, "error": None, "tampered": []})
+    assert not _well_formed({"op": "cell_done", "cell": "x"})
+    assert not _well_formed({"op": "cell", "cell": True})
+    assert not _well_formed({"op": "result", "tampered": [["x"]]})
+    assert not _well_formed({"op": "forbidden", "what": {"nested": 1}})
+    assert not _well_formed([1, 2])
+
+
+def test_the_fingerprint_covers_every_imported_helper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Editing ``course_lib/reference/_autograd.py`` (imported by two references) must change
+    the fingerprint of the assignments that use it."""
+    from autograder import judge
+    from autograder.sandbox import Limits
+
+    helper = b.ROOT / "course_lib" / "reference" / "_autograd.py"
+    assert helper.is_file()
+    for assignment in ("02_score", "03_reparam"):
+        if assignment in judge.ASSIGNMENTS:
+            assert helper in judge.fingerprint_files(assignment)
+    assignment = next(iter(judge.ASSIGNMENTS))
+    before = judge.grader_fingerprint(Limits(), assignment)
+    real = Path.read_bytes
+
+    def edited(self: Path) -> bytes:
+        data = real(self)
+        return data + b"\n# edited" if self == helper else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    assert judge.grader_fingerprint(Limits(), assignment) != before
+
+
+def test_gradescope_never_copies_what_a_link_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Gradescope upload whose notebook is a link (to the autograder's own source, say) is
+    handed to the grader as the link, which it flags; a linked folder is not entered."""
+    from autograder import cli
+
+    secret = tmp_path / "source.ipynb"
+    secret.write_text(json.dumps(b.notebook(b.honest_cells())))
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    (upload / f"{b.ASSIGNMENT}.ipynb").symlink_to(secret)
+    (upload / "linked_folder").symlink_to(tmp_path)
+    seen: dict[str, Any] = {}
+
+    def fake_grade_batch(submitted: Path, out: Path, **_: Any) -> int:
+        copied = submitted / "submission" / b.ASSIGNMENT / f"{b.ASSIGNMENT}.ipynb"
+        seen["is_link"] = copied.is_symlink()
+        return 0
+
+    monkeypatch.setattr(cli, "grade_batch", fake_grade_batch)
+    args = cli._parser().parse_args(
+        [
+            "gradescope",
+            "--assignment",
+            b.ASSIGNMENT,
+            "--submission",
+            str(upload),
+            "--results",
+            str(tmp_path / "results"),
+        ]
+    )
+    assert cli._gradescope(args) == 0
+    assert seen == {"is_link": True}
