@@ -774,6 +774,23 @@ def vae_report(
         for handle in handles:
             handle.remove()
     logits, mu, logvar = _tensors(result, 3, "VAE.forward")
+    # A wrong order or size is the student's bug: say so here, before any check does
+    # arithmetic on mismatched shapes (which would read as a grader error).
+    batch, x_dim, z_dim = x.shape[0], args[0], args[-1]
+    for got, want, label in (
+        (logits, (batch, x_dim), "logits"),
+        (mu, (batch, z_dim), "mu"),
+        (logvar, (batch, z_dim), "logvar"),
+    ):
+        if tuple(got.shape) != want:
+            raise StudentError(
+                "bad_result",
+                f"VAE{tuple(args)}.forward returned {label} (its "
+                f"{('first', 'second', 'third')[('logits', 'mu', 'logvar').index(label)]} "
+                f"output) with shape {tuple(got.shape)}, expected {want}: forward(x, eps) "
+                "returns (logits, mu, logvar) in that order, with the arguments "
+                "(x_dim, hidden_dim, z_dim)",
+            )
     report: dict[str, Any] = {
         "logits": logits,
         "mu": mu,
