@@ -83,6 +83,16 @@ class _Attempts:
 _ATTEMPTS: list[_Attempts] = []  # a stack: the innermost run_property is last
 
 
+def _round_trips(value: Any) -> bool:
+    """True when ``repr(value)`` is the constructor call that rebuilds an equal value."""
+    cls = type(value)
+    try:
+        rebuilt = eval(repr(value), {cls.__qualname__: cls})
+    except Exception:
+        return False
+    return type(rebuilt) is cls and repr(rebuilt) == repr(value)
+
+
 def _describe_inputs(kwargs: dict[str, Any]) -> str:
     """The drawn inputs as one line a student can paste to rebuild them.
 
@@ -97,7 +107,7 @@ def _describe_inputs(kwargs: dict[str, Any]) -> str:
             continue
         parts.append(f"{name}={value!r}")
         cls = type(value)
-        if cls.__module__.startswith("autograder.checks."):
+        if cls.__module__.startswith("autograder.checks.") and _round_trips(value):
             imports.setdefault(cls.__module__, []).append(cls.__qualname__)
     text = ", ".join(parts)
     if imports:
@@ -155,6 +165,20 @@ class Property:
         return f"{self.task}: {self.name}"
 
 
+def bound_shrinking(fn: Any) -> Any:
+    """Make a Hypothesis test's search for a smaller failing input stop after ``SHRINK_RUNS`` runs.
+
+    :func:`check` applies it to every property; :func:`run_property` then reports the last
+    failing input. Idempotent; a function without ``@given`` is returned unchanged.
+    """
+    inner = getattr(fn, "hypothesis", None)
+    if inner is not None and not getattr(inner.inner_test, "_budgeted", False):
+        wrapped = _budgeted(inner.inner_test)
+        wrapped._budgeted = True  # type: ignore[attr-defined]
+        inner.inner_test = wrapped
+    return fn
+
+
 def check(
     task: str,
     name: str,
@@ -174,9 +198,7 @@ def check(
         inner = getattr(fn, "hypothesis", None)
         module = getattr(getattr(inner, "inner_test", None), "__module__", module)
         tier = "hidden" if ".hidden" in module else "public"
-        if inner is not None and not getattr(inner.inner_test, "_budgeted", False):
-            inner.inner_test = _budgeted(inner.inner_test)
-            inner.inner_test._budgeted = True
+        bound_shrinking(fn)
         prop = Property(task, name, float(points), tier, fn, timeout_s, alpha)
         existing = _REGISTRY.setdefault(task, [])
         if any(p.name == name for p in existing):
