@@ -96,11 +96,11 @@ def _busy(stop_at: float) -> None:
 
 @pytest.fixture
 def loaded_cpu() -> Iterator[None]:
-    """Four busy processes per core for the duration of the test (load average well above 4)."""
+    """Two busy processes per core for the duration of the test (a load average of 4-8 on 2 cores)."""
     stop_at = time.time() + 600
     workers = [
         multiprocessing.Process(target=_busy, args=(stop_at,), daemon=True)
-        for _ in range(4 * (os.cpu_count() or 1))
+        for _ in range(2 * (os.cpu_count() or 1))
     ]
     for w in workers:
         w.start()
@@ -116,6 +116,7 @@ _GRADE_TWO_MUTANTS = """
 import json
 from autograder.grade import run_task
 from autograder.subject import LocalSubject
+from tests import corpus
 wanted = ("loo_in_sample_mean_baseline", "sfg_sign_flipped")
 out = {}
 for e in corpus.load(("score",)):
