@@ -63,7 +63,7 @@ class _ShrinkBudgetSpent(BaseException):
 #: How many more runs of a property Hypothesis may spend, after the first failure, looking
 #: for a smaller failing input. A count, not seconds: the score and the reported input are
 #: then the same however busy the machine is (Hypothesis's own shrink limit is wall-clock).
-SHRINK_RUNS = 150
+SHRINK_RUNS = 40
 
 #: A property's time limit counts the CPU seconds of this process (the same on a loaded and an
 #: idle machine); wall-clock time is only a backstop, this many times longer, for code that

@@ -171,9 +171,18 @@ class ElboBatch:
     z_dim: int
     seed: int
     dtype: str = "float64"
+    confident: bool = False
 
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """With ``confident``, logits of magnitude 17 to 60, as a trained decoder gives
+        background pixels (float32 ``sigmoid`` rounds to exactly 0 or 1 there)."""
         x, logits = PixelBatch(self.batch, self.pixels, self.seed, self.dtype).tensors()
+        if self.confident:
+            g = torch.Generator().manual_seed(self.seed + 2)
+            size = 17.0 + 43.0 * torch.rand(
+                logits.shape, generator=g, dtype=torch.float64
+            )
+            logits = (torch.sign(logits.double()) * size).to(logits.dtype)
         mu, logvar, _ = LatentBatch(
             self.batch, self.z_dim, self.seed + 1, self.dtype
         ).tensors()
@@ -209,9 +218,12 @@ def pixel_batches(
     )
 
 
-def elbo_batches(dtype: str = "float64") -> st.SearchStrategy[ElboBatch]:
+def elbo_batches(
+    dtype: str = "float64", confident: bool = False
+) -> st.SearchStrategy[ElboBatch]:
     return st.builds(
         ElboBatch,
+        confident=st.just(confident),
         batch=st.integers(2, 7),
         pixels=st.integers(8, 40),
         z_dim=st.integers(2, 7),
@@ -477,7 +489,9 @@ def likelihood_gradient(subject: Subject, problem: PixelBatch) -> None:
 
 
 @check(
-    "negative_elbo", "equals the batch mean of KL - log-likelihood (a scalar)", points=1
+    "negative_elbo",
+    "equals the batch mean of KL - log-likelihood (a scalar)",
+    points=0.75,
 )
 @FUNCTION_SETTINGS
 @given(problem=elbo_batches())
@@ -496,6 +510,37 @@ def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
         rtol=1e-9,
         atol=1e-9,
         hint="mean over the batch of (KL - log-likelihood), with the KL and the log-likelihood each summed per image",
+    )
+
+
+@check(
+    "negative_elbo",
+    "exact in float32 for confident logits (|logits| from 17 to 60)",
+    points=0.25,
+)
+@FUNCTION_SETTINGS
+@given(problem=elbo_batches("float32", confident=True))
+def negative_elbo_confident_logits(subject: Subject, problem: ElboBatch) -> None:
+    x, logits, mu, logvar = problem.tensors()
+    value = _value(
+        subject.call(probes.invoke, "negative_elbo", x, logits, mu, logvar),
+        "negative_elbo",
+    )
+    want = closed_form_negative_elbo(
+        x.double(), logits.double(), mu.double(), logvar.double()
+    ).mean()
+    # float32 round-off: each of the <= 40 + 7 per-image terms carries a relative error of
+    # about 6e-8 (softplus, exp), and summing them adds as much again per term: under 6e-6
+    # of the total, so rtol 2e-5. A sigmoid that rounds to 1 costs at least 17 nats a pixel.
+    assert_close(
+        value,
+        want,
+        "the negative ELBO",
+        rtol=2e-5,
+        atol=1e-4,
+        hint="in float32, sigmoid(l) is exactly 1.0 for l > 17, so log(1 - sigmoid(l)) breaks "
+        "(binary_cross_entropy clamps it at -100): compute the likelihood from the logits, "
+        "e.g. binary_cross_entropy_with_logits or bernoulli_log_likelihood",
     )
 
 
@@ -648,7 +693,7 @@ def encoder_defaults(subject: Subject, seed: int, batch: int) -> None:
 @check(
     "Encoder",
     "Encoder(x_dim, hidden_dim, z_dim) honours its sizes, by position and by keyword",
-    points=0.5,
+    points=0.25,
 )
 @MODULE_SETTINGS
 @given(problem=module_problems())
@@ -693,7 +738,7 @@ def decoder_defaults(subject: Subject, seed: int, batch: int) -> None:
 @check(
     "Decoder",
     "Decoder(z_dim, hidden_dim, x_dim) honours its sizes, by position and by keyword",
-    points=0.5,
+    points=0.25,
 )
 @MODULE_SETTINGS
 @given(problem=module_problems())
@@ -715,6 +760,64 @@ def decoder_sizes(subject: Subject, problem: ModuleProblem) -> None:
             f"the output of {how}",
             "the arguments are (z_dim, hidden_dim, x_dim), in that order",
         )
+
+
+#: |f(a) + f(b) - 2 f((a + b) / 2)| / (max|f| + 1) for an affine network in float32 is
+#: round-off, below 1e-6 (inner products of 784 terms, each rounded to 6e-8 relative); one
+#: hidden ReLU layer at its default init gives at least 0.035 on these inputs (20 seeds, sizes
+#: of the defaults and 30/12/3). 1e-4 sits 100x above the first and 350x below the second.
+AFFINE_TOL = 1e-4
+
+
+def _midpoint_gap(outputs: Sequence[Tensor], batch: int) -> float:
+    """Largest relative gap of f(a) + f(b) - 2 f((a + b) / 2) over outputs stacked [a; b; mid]."""
+    gaps = []
+    for out in outputs:
+        a, b, mid = out.double().split(batch)
+        gaps.append(float((a + b - 2 * mid).abs().max() / (out.abs().max() + 1.0)))
+    return max(gaps)
+
+
+def _midpoint_inputs(batch: int, dim: int, seed: int, images: bool) -> Tensor:
+    a = _module_inputs(batch, dim, seed, images)
+    b = _module_inputs(batch, dim, seed + 1, images)
+    return torch.cat([a, b, (a + b) / 2])
+
+
+@check(
+    "Encoder",
+    "has a hidden nonlinearity (the notebook's ReLU): the encoder is not affine in x",
+    points=0.25,
+)
+@MODULE_SETTINGS
+@given(seed=seeds())
+def encoder_nonlinear(subject: Subject, seed: int) -> None:
+    x = _midpoint_inputs(8, 784, seed, images=True)
+    report = subject.call(module_report, "Encoder", (), {}, x, seed, 2)
+    gap = _midpoint_gap(report["eval"], 8)
+    expect(
+        gap > AFFINE_TOL,
+        f"Encoder() is affine in x (f(a) + f(b) = 2 f((a + b) / 2) to {gap:.1g}): put a ReLU "
+        "after the hidden layer, x_dim -> hidden_dim -> ReLU -> the two heads",
+    )
+
+
+@check(
+    "Decoder",
+    "has a hidden nonlinearity (the notebook's ReLU): the decoder is not affine in z",
+    points=0.25,
+)
+@MODULE_SETTINGS
+@given(seed=seeds())
+def decoder_nonlinear(subject: Subject, seed: int) -> None:
+    z = _midpoint_inputs(8, 20, seed, images=False)
+    report = subject.call(module_report, "Decoder", (), {}, z, seed, 1)
+    gap = _midpoint_gap(report["eval"], 8)
+    expect(
+        gap > AFFINE_TOL,
+        f"Decoder() is affine in z (f(a) + f(b) = 2 f((a + b) / 2) to {gap:.1g}): put a ReLU "
+        "after the hidden layer, z_dim -> hidden_dim -> ReLU -> x_dim logits",
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -937,6 +1040,12 @@ def vae_draws_noise(subject: Subject, problem: ModuleProblem) -> None:
 # ----------------------------------------------------------------------------------------
 
 
+def fingerprints(images: Tensor) -> Tensor:
+    """One number per image (a fixed random projection in float64): tells images and their order apart."""
+    weights = torch.linspace(1.0, 2.0, images.shape[-1], dtype=torch.float64) ** 3
+    return images.double() @ weights
+
+
 class _RecordingEncoder(nn.Module):
     def __init__(
         self, x_dim: int, hidden_dim: int, z_dim: int, logvar_bias: float
@@ -951,11 +1060,13 @@ class _RecordingEncoder(nn.Module):
                 self.heads.weight[z_dim:].zero_()
                 self.heads.bias[z_dim:].fill_(logvar_bias)
         self.calls: list[tuple[Tensor, Tensor]] = []
+        self.seen: list[Tensor] = []  # per training step, a fingerprint of each image
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar = self.heads(torch.tanh(self.inner(x))).chunk(2, dim=-1)
         if torch.is_grad_enabled():
             self.calls.append((mu.detach().cpu(), logvar.detach().cpu()))
+            self.seen.append(fingerprints(x.detach().cpu()))
         return mu, logvar
 
 
@@ -1228,6 +1339,8 @@ def train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
         "devices": param_devices,
         "data_unchanged": data_unchanged,
         "batches": [int(z.shape[0]) for z, _ in model.decoder.calls],
+        "seen": model.encoder.seen,
+        "data_order": fingerprints(torch.from_numpy(images)),
         "noise": model.noise(),
         "audited_steps": audit.steps,
         "accumulation": audit.worst,
@@ -1306,7 +1419,8 @@ def train_returns_history(subject: Subject) -> None:
     points=1,
 )
 def train_lr_zero(subject: Subject) -> None:
-    config = TrainConfig(lr=0.0, logvar_bias=-20.0)
+    # 80 = 2 x 32 + 16: the partial last batch must count by its size (a weighted mean).
+    config = TrainConfig(n_train=80, lr=0.0, logvar_bias=-20.0)
     report = run_train_vae(subject, config)
     expect(
         not report["changed"],
@@ -1319,8 +1433,10 @@ def train_lr_zero(subject: Subject) -> None:
             f"the value for epoch {epoch}",
             rtol=1e-4,
             atol=1e-3,
-            hint="report the mean over the epoch's images of the negative ELBO (nats per image), "
-            "not a sum over batches, a per-pixel mean, or the last batch's loss",
+            hint="report the mean over all the epoch's images of the negative ELBO (nats per "
+            "image): weight each batch's mean by its size (the last batch is smaller); not an "
+            "unweighted mean of batch means, a sum over batches, a per-pixel mean, or the last "
+            "batch's loss",
         )
 
 
@@ -1351,18 +1467,47 @@ def train_seeded(subject: Subject) -> None:
 
 @check(
     "train_vae",
-    "each step takes batch_size images and each epoch visits every image once",
+    "each step takes batch_size images (the last one the rest) and each epoch visits every image once, in a new random order",
     points=0.5,
 )
 def train_batches(subject: Subject) -> None:
-    config = TrainConfig(n_train=96, batch_size=24, epochs=2)
-    batches = run_train_vae(subject, config)["batches"]
-    steps = config.epochs * config.n_train // config.batch_size
+    # 88 = 3 x 24 + 16: a partial last batch, which must be trained on, not dropped.
+    config = TrainConfig(n_train=88, batch_size=24, epochs=2)
+    report = run_train_vae(subject, config)
+    batches = report["batches"]
+    per_epoch = [24, 24, 24, 16]
+    steps = config.epochs * len(per_epoch)
     expect(
-        len(batches) == steps and all(b == config.batch_size for b in batches),
-        f"with {config.n_train} images, batch_size={config.batch_size} and {config.epochs} epochs the decoder "
-        f"should see {steps} batches of {config.batch_size}; it saw {len(batches)} batches of sizes "
-        f"{sorted(set(batches))}",
+        len(batches) == steps and sorted(batches) == sorted(per_epoch * config.epochs),
+        f"with {config.n_train} images, batch_size={config.batch_size} and {config.epochs} "
+        f"epochs the decoder should see {steps} batches, of sizes {per_epoch} in each epoch "
+        f"(the last batch holds the {config.n_train % config.batch_size} images left over: "
+        f"keep it); it saw {len(batches)} batches of sizes {batches}",
+    )
+    seen, data = report["seen"], report["data_order"]
+    if len(seen) != steps:
+        return  # the encoder was called another way: the sizes above are what we can check
+    epochs = [
+        torch.cat(seen[e * len(per_epoch) : (e + 1) * len(per_epoch)])
+        for e in range(config.epochs)
+    ]
+    for e, order in enumerate(epochs):
+        expect(
+            order.shape == data.shape
+            and torch.equal(order.sort().values, data.sort().values),
+            f"epoch {e + 1} did not train on every image exactly once: index the data with a "
+            "permutation of all its rows (torch.randperm(n)), without repeats",
+        )
+    # A uniformly random permutation of 88 images is the identity, or repeats the previous
+    # epoch's, with probability 1/88! each: deterministic in practice.
+    expect(
+        not torch.equal(epochs[0], data),
+        "epoch 1 visited the images in the order they were given: shuffle them every epoch "
+        "(the order of a dataset is often not random, e.g. sorted by label)",
+    )
+    expect(
+        not torch.equal(epochs[0], epochs[1]),
+        "both epochs visited the images in the same order: draw a new permutation every epoch",
     )
 
 

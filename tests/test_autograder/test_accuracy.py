@@ -96,11 +96,11 @@ def _busy(stop_at: float) -> None:
 
 @pytest.fixture
 def loaded_cpu() -> Iterator[None]:
-    """Two busy processes per core for the duration of the test (a load average of 4-8 on 2 cores)."""
+    """One busy process per core for the duration of the test (on top of whatever else runs)."""
     stop_at = time.time() + 600
     workers = [
         multiprocessing.Process(target=_busy, args=(stop_at,), daemon=True)
-        for _ in range(2 * (os.cpu_count() or 1))
+        for _ in range(os.cpu_count() or 1)
     ]
     for w in workers:
         w.start()
@@ -112,16 +112,20 @@ def loaded_cpu() -> Iterator[None]:
             w.join()
 
 
+#: Two wrong 02_score submissions, each on properties it fails (shrinking then runs).
 _GRADE_TWO_MUTANTS = """
 import json
-from autograder.grade import run_task
+from autograder.core import run_property
 from autograder.subject import LocalSubject
+from autograder.tasks import properties
 from tests import corpus
-wanted = ("loo_in_sample_mean_baseline", "sfg_sign_flipped")
+wanted = {"loo_in_sample_mean_baseline": (1,), "sfg_sign_flipped": (5, 7)}
 out = {}
 for e in corpus.load(("score",)):
     if e.name in wanted:
-        rs = run_task(e.task, LocalSubject(corpus.namespace(e)))
+        props = properties(e.task)
+        subject = LocalSubject(corpus.namespace(e))
+        rs = [run_property(props[i], subject) for i in wanted[e.name]]
         out[e.name] = [(r.name, r.score, r.feedback, r.flags) for r in rs]
 print(json.dumps(out))
 """
@@ -142,7 +146,7 @@ def _grade_with_shrinking() -> dict[str, list[list[object]]]:
 
 @pytest.mark.slow
 def test_scores_do_not_depend_on_machine_load(loaded_cpu: None) -> None:
-    """Two wrong 02_score submissions, shrinking on as in grading, graded twice on a busy CPU.
+    """Two wrong 02_score submissions, shrinking on as in grading, checked twice on a busy CPU.
 
     Timing differs between the runs (the busy processes compete for the cores); the
     scores, the feedback and the reported inputs must not.
@@ -155,3 +159,25 @@ def test_scores_do_not_depend_on_machine_load(loaded_cpu: None) -> None:
         assert failed, f"{name} got full marks"
         flags = [flag for *_, fl in outcome for flag in fl]  # type: ignore[union-attr]
         assert "grader_error" not in flags and "timeout" not in flags, outcome
+
+
+def _waits(subject: object) -> None:
+    time.sleep(1.5)
+
+
+def _computes(subject: object) -> None:
+    end = time.process_time() + 3.0
+    while time.process_time() < end:
+        pass
+
+
+def test_the_time_limit_counts_computing_not_waiting() -> None:
+    """Waiting (a busy machine, a sleep) is not computing: only CPU seconds hit the limit."""
+    waits = run_property(
+        Property("t", "waits", 1.0, "public", _waits, 1.0), LocalSubject({})
+    )
+    assert waits.passed, waits.feedback
+    computes = run_property(
+        Property("t", "computes", 1.0, "public", _computes, 1.0), LocalSubject({})
+    )
+    assert not computes.passed and computes.flags == ["timeout"], computes.feedback
