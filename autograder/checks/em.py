@@ -274,13 +274,20 @@ def _as_float_array(value: Any, what: str) -> tuple[np.ndarray, str]:
         ) from None
 
 
-def run_em(student: Student, name: str, *arrays: np.ndarray) -> dict[str, Any]:
+def run_em(
+    student: Student,
+    name: str,
+    *arrays: np.ndarray,
+    held: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Call ``student.<name>(*arrays)``; return its result as float64 arrays, their dtypes, mutated args.
 
     ``e_step`` must return a pair ``(resp, log_likelihood)``; torch tensors and array-likes are
     accepted and converted (the original dtype is reported so float32 can be flagged).
+    ``held`` maps helper names to stand-ins (:func:`autograder.probes.held_correct`).
     """
-    out = probes.invoke(student, name, *arrays)
+    with probes.held_correct(student, name, held or {}):
+        out = probes.invoke(student, name, *arrays)
     value = out["value"]
     if name == "e_step":
         if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -304,8 +311,23 @@ def run_em(student: Student, name: str, *arrays: np.ndarray) -> dict[str, Any]:
     return {"value": array, "dtypes": [dtype], "mutated": out["mutated"]}
 
 
-def call(subject: Subject, name: str, *arrays: np.ndarray) -> dict[str, Any]:
-    """Judge side: run :func:`run_em` (the subject copies the arrays across, so ours stay untouched)."""
+#: Tasks that call the student's ``log_joint``, and where its arguments sit among theirs.
+_LOG_JOINT_ARGS = {"e_step": (0, 1, 2, 3), "free_energy": (0, 2, 3, 4)}
+
+
+def call(
+    subject: Subject, name: str, *arrays: np.ndarray, wired: bool = False
+) -> dict[str, Any]:
+    """Judge side: run :func:`run_em` (the subject copies the arrays across, so ours stay untouched).
+
+    ``e_step`` and ``free_energy`` are graded with the student's ``log_joint`` held correct
+    (its closed-form values, tabulated for these exact arrays), so a bug in ``log_joint``
+    costs points on ``log_joint`` only; ``wired=True`` runs the student's own ``log_joint``.
+    """
+    if name in _LOG_JOINT_ARGS and not wired:
+        args = tuple(arrays[i] for i in _LOG_JOINT_ARGS[name])
+        table = probes.Tabulated([(args, closed_form_log_joint(*args))])
+        return subject.call(run_em, name, *arrays, held={"log_joint": table})
     return subject.call(run_em, name, *arrays)
 
 
@@ -763,11 +785,14 @@ def log_joint_extreme(subject: Subject, problem: Mixture) -> None:
 
 
 def e_step_output(
-    subject: Subject, arrays: Arrays, untouched: bool = False
+    subject: Subject, arrays: Arrays, untouched: bool = False, wired: bool = False
 ) -> tuple[np.ndarray, float]:
-    """Call e_step and check the pair's shapes and dtypes (and, if asked, that inputs are left alone)."""
+    """Call e_step and check the pair's shapes and dtypes (and, if asked, that inputs are left alone).
+
+    ``wired``: with the student's own ``log_joint`` (see :func:`call`).
+    """
     X, weights = arrays[0], arrays[1]
-    out = call(subject, "e_step", *arrays)
+    out = call(subject, "e_step", *arrays, wired=wired)
     if untouched:
         _expect_untouched("e_step", out)
     (resp, loglik), (resp_dtype, loglik_dtype) = out["value"], out["dtypes"]
@@ -1037,11 +1062,18 @@ def e_step_ill_conditioned(subject: Subject, problem: Mixture) -> None:
 
 
 def free_energy_output(
-    subject: Subject, q: np.ndarray, arrays: Arrays, untouched: bool = False
+    subject: Subject,
+    q: np.ndarray,
+    arrays: Arrays,
+    untouched: bool = False,
+    wired: bool = False,
 ) -> float:
-    """Call free_energy and check it returned one float64 number (and, if asked, left its inputs alone)."""
+    """Call free_energy and check it returned one float64 number (and, if asked, left its inputs alone).
+
+    ``wired``: with the student's own ``log_joint`` (see :func:`call`).
+    """
     X, weights, means, covs = arrays
-    out = call(subject, "free_energy", X, q, weights, means, covs)
+    out = call(subject, "free_energy", X, q, weights, means, covs, wired=wired)
     if untouched:
         _expect_untouched("free_energy", out)
     value, (dtype,) = out["value"], out["dtypes"]
@@ -1061,7 +1093,8 @@ def free_energy_shape_and_inputs(subject: Subject, problem: Mixture) -> None:
     arrays = make_arrays(problem)
     # q has exact zeros: a student who "avoids log 0" by writing into resp is caught here.
     q = random_q(problem, (problem.n_points, problem.n_components), zeros=True)
-    free_energy_output(subject, q, arrays, untouched=True)
+    # The one free_energy property run with the student's own log_joint, as it is wired.
+    free_energy_output(subject, q, arrays, untouched=True, wired=True)
 
 
 @check("free_energy", "F at the exact posterior equals -log-likelihood", points=1)

@@ -768,8 +768,9 @@ _PART_HINTS = {
     "(f.detach() * log_q), and add grad f through a separate f.mean()",
     "no_baseline": "it equals the plain estimator: subtract the leave-one-out baseline "
     "b_s = (sum_j f_j - f_s)/(S-1) from f_s in the score term",
-    "in_sample_mean": "it uses the mean over all samples, f_s included, as the baseline: that is biased "
-    "by (1 - 1/S); leave sample s out, b_s = (sum_j f_j - f_s)/(S-1)",
+    "in_sample_mean": "it uses the mean over all samples, f_s included, as the baseline: that baseline "
+    "depends on z_s, so it does not cancel in expectation; leave sample s out, "
+    "b_s = (sum_j f_j - f_s)/(S-1)",
     "centred_scales_grad_f": "the factor S/(S-1) of the centred form belongs to the score term only, "
     "not to the grad f term",
     "baseline_added": "the baseline is added to f_s: it must be subtracted, (f_s - b_s)",
@@ -827,8 +828,9 @@ def ratio_hint(got: list[np.ndarray], want: list[np.ndarray], S: int, D: int) ->
             "the gradient is twice the right one: is a term counted twice (rsample plus the score term?)",
         ),
         (
+            # The size of this bias is a written question of 02: name the bug, not the factor.
             (S - 1) / S,
-            f"the gradient is (S-1)/S = {S - 1}/{S} of the right one: is the baseline the mean over all "
+            "the gradient is a fixed fraction of the right one: is the baseline the mean over all "
             "samples, f_s included? Leave sample s out",
         ),
     ]
