@@ -18,7 +18,15 @@ import torch
 
 from autograder.subject import Student, StudentError
 
-__all__ = ["Tabulated", "changed", "held_correct", "invoke", "vjp"]
+__all__ = [
+    "Tabulated",
+    "changed",
+    "held_correct",
+    "invoke",
+    "invoke_held",
+    "vjp",
+    "vjp_held",
+]
 
 
 def _snapshot(values: Sequence[Any]) -> list[Any]:
@@ -202,3 +210,24 @@ def held_correct(
         if namespace is not None:
             for name, original in saved.items():
                 namespace[name] = original
+
+
+def invoke_held(
+    student: Student, held: Mapping[str, Any], name: str, *args: Any
+) -> dict[str, Any]:
+    """:func:`invoke` with ``name``'s helpers held correct (:func:`held_correct`)."""
+    with held_correct(student, name, held):
+        return invoke(student, name, *args)
+
+
+def vjp_held(
+    student: Student,
+    held: Mapping[str, Any],
+    name: str,
+    args: tuple[Any, ...],
+    wrt: tuple[int, ...],
+    cotangent: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """:func:`vjp` with ``name``'s helpers held correct (:func:`held_correct`)."""
+    with held_correct(student, name, held):
+        return vjp(student, name, args, wrt, cotangent)

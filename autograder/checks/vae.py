@@ -90,11 +90,51 @@ def closed_form_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
     )
 
 
+def closed_form_reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+    """``mu + exp(logvar / 2) * eps`` (the formula the notebook states)."""
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def closed_form_batch_negative_elbo(
+    x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor
+) -> Tensor:
+    """The batch mean of :func:`closed_form_negative_elbo` (a scalar)."""
+    return closed_form_negative_elbo(x, logits, mu, logvar).mean()
+
+
+#: The helpers a task is graded with, held correct (public closed forms, no reference code),
+#: so a bug in a helper costs points only on the helper's own task. One property per task
+#: runs the student's helpers as wired (README, "How grading decides").
+HELD: dict[str, dict[str, Any]] = {
+    "negative_elbo": {
+        "gaussian_kl": None,
+        "bernoulli_log_likelihood": None,
+    },
+    "train_vae": {
+        "negative_elbo": None,
+        "gaussian_kl": None,
+        "bernoulli_log_likelihood": None,
+        "reparameterize": None,
+    },
+}
+
+
 def closed_form_negative_elbo(
     x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor
 ) -> Tensor:
     """Per-image ``KL - log-likelihood``, shape ``(B,)``."""
     return closed_form_kl(mu, logvar) - closed_form_log_likelihood(x, logits)
+
+
+_STAND_INS: dict[str, Any] = {
+    "gaussian_kl": closed_form_kl,
+    "bernoulli_log_likelihood": closed_form_log_likelihood,
+    "negative_elbo": closed_form_batch_negative_elbo,
+    "reparameterize": closed_form_reparameterize,
+}
+for _task, _helpers in HELD.items():
+    for _name in _helpers:
+        _helpers[_name] = _STAND_INS[_name]
 
 
 # ----------------------------------------------------------------------------------------
@@ -497,7 +537,15 @@ def likelihood_gradient(subject: Subject, problem: PixelBatch) -> None:
 @given(problem=elbo_batches())
 def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
-    out = subject.call(probes.invoke, "negative_elbo", x, logits, mu, logvar)
+    out = subject.call(
+        probes.invoke_held,
+        HELD["negative_elbo"],
+        "negative_elbo",
+        x,
+        logits,
+        mu,
+        logvar,
+    )
     _no_side_effects(out, "negative_elbo")
     value = _value(out, "negative_elbo")
     assert_shape(
@@ -523,7 +571,15 @@ def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
 def negative_elbo_confident_logits(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
     value = _value(
-        subject.call(probes.invoke, "negative_elbo", x, logits, mu, logvar),
+        subject.call(
+            probes.invoke_held,
+            HELD["negative_elbo"],
+            "negative_elbo",
+            x,
+            logits,
+            mu,
+            logvar,
+        ),
         "negative_elbo",
     )
     want = closed_form_negative_elbo(
@@ -549,7 +605,13 @@ def negative_elbo_confident_logits(subject: Subject, problem: ElboBatch) -> None
 @given(problem=elbo_batches())
 def negative_elbo_gradient(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
-    out = subject.call(probes.vjp, "negative_elbo", (x, logits, mu, logvar), (1, 2, 3))
+    out = subject.call(
+        probes.vjp_held,
+        HELD["negative_elbo"],
+        "negative_elbo",
+        (x, logits, mu, logvar),
+        (1, 2, 3),
+    )
     d_logits, d_mu, d_logvar = out["grads"]
     batch = problem.batch
     hint = "the loss must stay differentiable in all of its inputs and average (not sum) over the batch"
@@ -1278,7 +1340,15 @@ def _mean_nelbo(model: GradingVAE, x: np.ndarray, eps: Tensor | None) -> float:
         )
 
 
-def train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
+def train_report(
+    student: Student, config: TrainConfig, held: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """:func:`_train_report` with ``train_vae``'s helpers held correct (``held``)."""
+    with probes.held_correct(student, "train_vae", held or {}):
+        return _train_report(student, config)
+
+
+def _train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
     """Call ``train_vae`` on a fresh :class:`GradingVAE` and report what happened.
 
     Keys: ``history``; ``changed`` (parameters moved); ``devices`` of the parameters after
@@ -1358,8 +1428,12 @@ def devices_here(student: Student) -> dict[str, Any]:
     return {"cuda": bool(torch.cuda.is_available()), "default": get_device(None).type}
 
 
-def run_train_vae(subject: Subject, config: TrainConfig) -> dict[str, Any]:
-    report: dict[str, Any] = subject.call(train_report, config)
+def run_train_vae(
+    subject: Subject, config: TrainConfig, wired: bool = False
+) -> dict[str, Any]:
+    """Train on a fresh :class:`GradingVAE`; the student's helpers held correct unless ``wired``."""
+    held = None if wired else HELD["train_vae"]
+    report: dict[str, Any] = subject.call(train_report, config, held)
     return report
 
 
@@ -1401,7 +1475,8 @@ def noise_test(noise: Sequence[Tensor], alpha: float) -> str:
 )
 def train_returns_history(subject: Subject) -> None:
     config = TrainConfig(n_train=64, epochs=3)
-    report = run_train_vae(subject, config)
+    # The one train_vae property run with the student's own helpers, as they are wired.
+    report = run_train_vae(subject, config, wired=True)
     history = report["history"]
     expect(
         all(math.isfinite(v) for v in history),

@@ -22,6 +22,10 @@ from tests import corpus
 WIRED = {
     "e_step": {"log-likelihood matches the reference in float64"},
     "free_energy": {"returns one number and leaves its inputs unchanged"},
+    "negative_elbo": {
+        "matches the reference in float32 on (B, 784) images and (B, 20) latents"
+    },
+    "train_vae": {"returns one float per epoch and trains the model in place"},
 }
 
 _EM_NOTEBOOK = """
@@ -103,3 +107,78 @@ def test_the_wired_property_still_sees_the_helper_bug() -> None:
     )
     results = run_task("e_step", LocalSubject(namespace))
     assert [r.name for r in results if not r.passed] == sorted(WIRED["e_step"])
+
+
+_VAE_NOTEBOOK = """
+import torch
+
+
+def negative_elbo(x, logits, mu, logvar):
+    return (gaussian_kl(mu, logvar) - bernoulli_log_likelihood(x, logits)).mean()
+
+
+def train_vae(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.as_tensor(train_x, dtype=torch.float32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for _ in range(epochs):
+        total = 0.0
+        for idx in torch.randperm(len(data), generator=generator).split(batch_size):
+            batch = data[idx]
+            mu, logvar = model.encoder(batch)
+            eps = torch.randn(mu.shape, generator=generator)
+            logits = model.decoder(reparameterize(mu, logvar, eps))
+            loss = negative_elbo(batch, logits, mu, logvar)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        history.append(total / len(data))
+    return history
+"""
+
+
+def _vae_namespace(**helpers: Any) -> dict[str, Any]:
+    from course_lib.reference import vae as reference
+
+    names = {
+        n: getattr(reference, n)
+        for n in ("gaussian_kl", "bernoulli_log_likelihood", "reparameterize")
+    }
+    names.update(helpers)
+    return _notebook(_VAE_NOTEBOOK, names)
+
+
+def _vae_entry(name: str) -> Any:
+    entries = [e for e in corpus.load(("vae",)) if e.name == name]
+    assert entries, f"no corpus entry {name}"
+    return entries[0].obj
+
+
+@pytest.mark.parametrize(
+    ("helper", "mutant"),
+    [
+        ("gaussian_kl", "gaussian_kl_sign_flipped"),
+        ("bernoulli_log_likelihood", "bernoulli_log_likelihood_naive_log_sigmoid"),
+    ],
+)
+def test_negative_elbo_keeps_its_points_when_a_helper_is_wrong(
+    helper: str, mutant: str
+) -> None:
+    namespace = _vae_namespace(**{helper: _vae_entry(mutant)})
+    assert (
+        sum(r.score for r in run_task(helper, LocalSubject(namespace)))
+        < TASKS[helper].points
+    )
+    results = run_task("negative_elbo", LocalSubject(namespace))
+    lost = {r.name: r.feedback for r in results if not r.passed}
+    assert set(lost) <= WIRED["negative_elbo"], lost
+
+
+@pytest.mark.slow
+def test_train_vae_keeps_its_points_when_its_loss_is_wrong() -> None:
+    namespace = _vae_namespace(gaussian_kl=_vae_entry("gaussian_kl_sign_flipped"))
+    results = run_task("train_vae", LocalSubject(namespace))
+    lost = {r.name: r.feedback for r in results if not r.passed}
+    assert set(lost) <= WIRED["train_vae"], lost
