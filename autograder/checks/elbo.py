@@ -38,6 +38,7 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from autograder import probes
 from autograder.compare import assert_close
 from autograder.core import Failure, check, expect
 from autograder.probes import changed
@@ -56,6 +57,7 @@ __all__ = [
     "conjugate_problems",
     "entropy_call",
     "fit_call",
+    "fit_call_held",
     "fit_error",
     "kl_to_posterior",
     "log_sigmas",
@@ -442,6 +444,27 @@ def score_expected(
     return torch.stack(grads_mu).mean(dim=0), torch.stack(grads_ls).mean(dim=0)
 
 
+def closed_form_entropy(log_sigma: Tensor) -> Tensor:
+    r""":math:`H(q) = \sum_d (\log\sigma_d + \tfrac12\log 2\pi e)`, differentiable."""
+    return (log_sigma + HALF_LOG_2PI_E).sum()
+
+
+def closed_form_elbo(
+    log_joint: Any, mu: Tensor, log_sigma: Tensor, eps: Tensor
+) -> Tensor:
+    """The ELBO estimate on the given noise, differentiable in ``mu`` and ``log_sigma``."""
+    z = mu + torch.exp(log_sigma) * eps
+    log_q = torch.distributions.Normal(mu, torch.exp(log_sigma)).log_prob(z).sum(-1)
+    return (log_joint(z) - log_q).mean()
+
+
+#: Helpers held correct while a task that calls them is graded (public closed forms), so a
+#: bug in a helper costs points only on the helper; one property per task runs them as wired.
+HELD: dict[str, dict[str, Any]] = {
+    "elbo_entropy_form": {"gaussian_entropy": closed_form_entropy},
+    "fit_bbvi": {"elbo": closed_form_elbo, "elbo_score_grad": score_expected},
+}
+
 # --------------------------------------------------------------------------- probes (student side)
 
 
@@ -484,11 +507,26 @@ def scalar_call(
     log_sigma: Tensor,
     eps: Tensor,
     grads: bool = True,
+    held: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``name(log_joint, mu, log_sigma, eps)`` with ``mu``, ``log_sigma`` as fresh leaves.
 
+    ``held``: helpers held correct (:func:`autograder.probes.held_correct`).
     Returns ``{"value", "grads": (d/dmu, d/dlog_sigma) or None, "mutated": [argument names]}``.
     """
+    with probes.held_correct(student, name, held or {}):
+        return _scalar_call(student, name, log_joint, mu, log_sigma, eps, grads)
+
+
+def _scalar_call(
+    student: Student,
+    name: str,
+    log_joint: Any,
+    mu: Tensor,
+    log_sigma: Tensor,
+    eps: Tensor,
+    grads: bool,
+) -> dict[str, Any]:
     mu_leaf = mu.clone().requires_grad_(True)
     ls_leaf = log_sigma.clone().requires_grad_(True)
     eps_arg = eps.clone()
@@ -581,6 +619,19 @@ def score_grad_call(
         "mutated": mutated,
         "graph": graph,
     }
+
+
+def fit_call_held(
+    student: Student,
+    held: dict[str, Any],
+    log_joint: Any,
+    dim: int,
+    global_seed: int,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`fit_call` with ``fit_bbvi``'s helpers (``elbo``, ``elbo_score_grad``) held correct."""
+    with probes.held_correct(student, "fit_bbvi", held):
+        return fit_call(student, log_joint, dim, global_seed, **kwargs)
 
 
 def fit_call(
@@ -856,7 +907,14 @@ def entropy_form_at_posterior(subject: Subject, problem: Conjugate) -> None:
     mu, log_sigma = problem.posterior()
     eps = moment_matched(problem.eps)
     out = subject.call(
-        scalar_call, "elbo_entropy_form", problem.model, mu, log_sigma, eps, grads=False
+        scalar_call,
+        "elbo_entropy_form",
+        problem.model,
+        mu,
+        log_sigma,
+        eps,
+        grads=False,
+        held=HELD["elbo_entropy_form"],
     )
     _no_mutation(out["mutated"], "elbo_entropy_form")
     evidence, got = problem.log_evidence, float(out["value"])
@@ -905,7 +963,13 @@ def entropy_form_at_posterior(subject: Subject, problem: Conjugate) -> None:
 @example(case=QCase("conjugate", dim=3, num_samples=4, seed=1))
 def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
     out = subject.call(
-        scalar_call, "elbo_entropy_form", case.model, case.mu, case.log_sigma, case.eps
+        scalar_call,
+        "elbo_entropy_form",
+        case.model,
+        case.mu,
+        case.log_sigma,
+        case.eps,
+        held=HELD["elbo_entropy_form"],
     )
     _no_mutation(out["mutated"], "elbo_entropy_form")
     with torch.no_grad():
@@ -1014,7 +1078,9 @@ BLACK_BOX_EVIDENCE = -1.0
 def _fit(
     subject: Subject, log_joint: Any, dim: int, global_seed: int, **kwargs: Any
 ) -> dict[str, Any]:
-    out = subject.call(fit_call, log_joint, dim, global_seed, **kwargs)
+    out = subject.call(
+        fit_call_held, HELD["fit_bbvi"], log_joint, dim, global_seed, **kwargs
+    )
     mu, log_sigma = out["mu"], out["log_sigma"]
     expect(
         bool(torch.isfinite(mu).all() and torch.isfinite(log_sigma).all()),

@@ -26,6 +26,9 @@ WIRED = {
         "matches the reference in float32 on (B, 784) images and (B, 20) latents"
     },
     "train_vae": {"returns one float per epoch and trains the model in place"},
+    "elbo_entropy_form": {
+        "matches the reference value and gradients on identical noise (three targets, S >= 1)"
+    },
 }
 
 _EM_NOTEBOOK = """
@@ -182,3 +185,29 @@ def test_train_vae_keeps_its_points_when_its_loss_is_wrong() -> None:
     results = run_task("train_vae", LocalSubject(namespace))
     lost = {r.name: r.feedback for r in results if not r.passed}
     assert set(lost) <= WIRED["train_vae"], lost
+
+
+_ELBO_NOTEBOOK = """
+import torch
+
+
+def elbo_entropy_form(log_joint, mu, log_sigma, eps):
+    z = mu + torch.exp(log_sigma) * eps
+    return log_joint(z).mean() + gaussian_entropy(log_sigma)
+"""
+
+
+@pytest.mark.parametrize(
+    "mutant", ["gaussian_entropy_log_variance", "gaussian_entropy_mean_over_dims"]
+)
+def test_elbo_entropy_form_keeps_its_points_when_the_entropy_is_wrong(
+    mutant: str,
+) -> None:
+    entries = [e for e in corpus.load(("elbo",)) if e.name == mutant]
+    assert entries, f"no corpus entry {mutant}"
+    namespace = _notebook(_ELBO_NOTEBOOK, {"gaussian_entropy": entries[0].obj})
+    entropy = run_task("gaussian_entropy", LocalSubject(namespace))
+    assert sum(r.score for r in entropy) < TASKS["gaussian_entropy"].points
+    results = run_task("elbo_entropy_form", LocalSubject(namespace))
+    lost = {r.name: r.feedback for r in results if not r.passed}
+    assert set(lost) <= WIRED["elbo_entropy_form"], lost
