@@ -110,6 +110,7 @@ HELD: dict[str, dict[str, Any]] = {
         "gaussian_kl": None,
         "bernoulli_log_likelihood": None,
     },
+    "VAE": {"reparameterize": None},
     "train_vae": {
         "negative_elbo": None,
         "gaussian_kl": None,
@@ -915,6 +916,7 @@ def vae_report(
     seed: int,
     gradients: bool = False,
     noise_seed: int | None = None,
+    wired: bool = False,
 ) -> dict[str, Any]:
     """Build ``VAE(*args)`` with a seeded init and run ``forward(x, eps)`` (``forward(x)`` when eps is None).
 
@@ -924,6 +926,19 @@ def vae_report(
     received and returned during that call. With ``gradients``, also how many encoder and
     decoder parameters the reconstruction term :math:`-\\log p(x|z)` reaches.
     """
+    with probes.held_correct(student, "VAE", {} if wired else HELD["VAE"]):
+        return _vae_report(student, args, x, eps, seed, gradients, noise_seed)
+
+
+def _vae_report(
+    student: Student,
+    args: tuple[int, ...],
+    x: Tensor,
+    eps: Tensor | None,
+    seed: int,
+    gradients: bool,
+    noise_seed: int | None,
+) -> dict[str, Any]:
     model = _construct(student, "VAE", args, {}, seed)
     parts = {}
     for attribute in ("encoder", "decoder"):

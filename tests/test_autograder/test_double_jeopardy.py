@@ -26,6 +26,9 @@ WIRED = {
         "matches the reference in float32 on (B, 784) images and (B, 20) latents"
     },
     "train_vae": {"returns one float per epoch and trains the model in place"},
+    "VAE": {
+        "the reconstruction gradient reaches the encoder through z, and the decoder"
+    },
     "elbo_entropy_form": {
         "matches the reference value and gradients on identical noise (three targets, S >= 1)"
     },
@@ -120,6 +123,19 @@ def negative_elbo(x, logits, mu, logvar):
     return (gaussian_kl(mu, logvar) - bernoulli_log_likelihood(x, logits)).mean()
 
 
+class VAE(torch.nn.Module):
+    def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
+        super().__init__()
+        self.encoder = Encoder(x_dim, hidden_dim, z_dim)
+        self.decoder = Decoder(z_dim, hidden_dim, x_dim)
+
+    def forward(self, x, eps=None):
+        mu, logvar = self.encoder(x)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        return self.decoder(reparameterize(mu, logvar, eps)), mu, logvar
+
+
 def train_vae(model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0):
     generator = torch.Generator().manual_seed(seed)
     data = torch.as_tensor(train_x, dtype=torch.float32)
@@ -147,7 +163,13 @@ def _vae_namespace(**helpers: Any) -> dict[str, Any]:
 
     names = {
         n: getattr(reference, n)
-        for n in ("gaussian_kl", "bernoulli_log_likelihood", "reparameterize")
+        for n in (
+            "gaussian_kl",
+            "bernoulli_log_likelihood",
+            "reparameterize",
+            "Encoder",
+            "Decoder",
+        )
     }
     names.update(helpers)
     return _notebook(_VAE_NOTEBOOK, names)
@@ -211,3 +233,14 @@ def test_elbo_entropy_form_keeps_its_points_when_the_entropy_is_wrong(
     results = run_task("elbo_entropy_form", LocalSubject(namespace))
     lost = {r.name: r.feedback for r in results if not r.passed}
     assert set(lost) <= WIRED["elbo_entropy_form"], lost
+
+
+def test_vae_keeps_its_points_when_reparameterize_is_wrong() -> None:
+    namespace = _vae_namespace(
+        reparameterize=_vae_entry("reparameterize_exp_logvar_as_std")
+    )
+    helper = run_task("reparameterize", LocalSubject(namespace))
+    assert sum(r.score for r in helper) < TASKS["reparameterize"].points
+    results = run_task("VAE", LocalSubject(namespace))
+    lost = {r.name: r.feedback for r in results if not r.passed}
+    assert set(lost) <= WIRED["VAE"], lost
