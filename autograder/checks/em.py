@@ -1063,8 +1063,15 @@ def e_step_far_points(subject: Subject, problem: Mixture) -> None:
 def e_step_ill_conditioned(subject: Subject, problem: Mixture) -> None:
     ordinary = ordinary_e_step_ok(subject, problem)
     for arrays, what in (
-        (ill_conditioned_arrays(problem), "covariances with condition number 1e7"),
-        (tiny_determinant_arrays(problem), "D = 70 with det(Sigma) below 1e-700"),
+        # The message names how the arrays are built from the failing input shown below it.
+        (
+            ill_conditioned_arrays(problem),
+            "covariances with condition number 1e7 (ill_conditioned_arrays(problem))",
+        ),
+        (
+            tiny_determinant_arrays(problem),
+            "D = 70 with det(Sigma) below 1e-700 (tiny_determinant_arrays(problem))",
+        ),
     ):
         resp, loglik = e_step_output(subject, arrays)
         want_resp, want_loglik = posterior(closed_form_log_joint(*arrays))
