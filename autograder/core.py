@@ -355,13 +355,14 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
         feedback, flags = _feedback(attempts.failure)
         feedback += f"\n  Smallest failing input: {attempts.inputs}"
     except Exception as error:
+        shown: BaseException = error
         if _is_flaky(error) and _timed_out(attempts.failure):
             # A run was cut short by a time limit and the replay was not: a timeout, not flakiness.
             assert attempts.failure is not None
-            error = attempts.failure
-        feedback, flags = _feedback(error)
+            shown = attempts.failure
+        feedback, flags = _feedback(shown)
         example = attempts.inputs if attempts.failure is not None else ""
-        example = example or _counterexample(error)
+        example = example or _counterexample(shown)
         if example:
             feedback += f"\n  Smallest failing input: {example}"
     finally:

@@ -339,25 +339,38 @@ def close(
     *,
     rtol: float,
     atol: float,
-    ordinary_ok: bool = True,
 ) -> None:
-    """:func:`assert_close`, building the (costly) diagnostic hint only when it fails.
-
-    ``ordinary_ok=False`` says the same code is already wrong on ordinary inputs: then a
-    near miss on extreme inputs is not read as lost precision, and the hint says so.
-    """
+    """:func:`assert_close`, building the (costly) diagnostic hint only when it fails."""
     try:
         assert_close(got, want, what, rtol=rtol, atol=atol)
     except Failure:
-        # Hints for extreme inputs (lost precision, log-space tricks) assume the ordinary
-        # case is right; when it is not, name that instead of guessing.
-        hint_text = (
-            _diagnose(got, want, hint)
-            if ordinary_ok
-            else "your code is already wrong on ordinary inputs (see the failed check "
-            "against scipy's density on ordinary inputs): fix that first; this check only "
-            "adds extreme inputs"
-        )
+        hint_text = _diagnose(got, want, hint)
+        assert_close(got, want, what, rtol=rtol, atol=atol, hint=hint_text)
+
+
+#: Hints for extreme inputs (lost precision, log-space tricks) assume the ordinary case is
+#: right; when it is not, the feedback names that instead of guessing.
+_ORDINARY_WRONG = (
+    "your code is already wrong on ordinary inputs (see the failed check against scipy's "
+    "density on ordinary inputs): fix that first; this check only adds extreme inputs"
+)
+
+
+def close_extreme(
+    ordinary_ok: bool,
+    got: Any,
+    want: Any,
+    what: str,
+    hint: Callable[[], str] | str = "",
+    *,
+    rtol: float,
+    atol: float,
+) -> None:
+    """:func:`close` for extreme inputs; its hints only where the ordinary case is right."""
+    try:
+        assert_close(got, want, what, rtol=rtol, atol=atol)
+    except Failure:
+        hint_text = _diagnose(got, want, hint) if ordinary_ok else _ORDINARY_WRONG
         assert_close(got, want, what, rtol=rtol, atol=atol, hint=hint_text)
 
 
@@ -1024,7 +1037,8 @@ def e_step_far_points(subject: Subject, problem: Mixture) -> None:
         "log(sum(exp(a))) underflows to log 0: use logsumexp (max + log sum exp(a - max))",
     )
     _expect_rows_on_simplex(resp)
-    close(
+    close_extreme(
+        ordinary,
         resp,
         want_resp,
         "resp far from every component",
@@ -1036,9 +1050,9 @@ def e_step_far_points(subject: Subject, problem: Mixture) -> None:
         ),
         rtol=0,
         atol=1e-9,
-        ordinary_ok=ordinary,
     )
-    close(
+    close_extreme(
+        ordinary,
         loglik,
         want_loglik,
         "the log-likelihood far from every component",
@@ -1050,7 +1064,6 @@ def e_step_far_points(subject: Subject, problem: Mixture) -> None:
         ),
         rtol=1e-9,
         atol=1e-6,
-        ordinary_ok=ordinary,
     )
 
 
@@ -1078,23 +1091,23 @@ def e_step_ill_conditioned(subject: Subject, problem: Mixture) -> None:
         hint = "use a Cholesky factor or np.linalg.solve and slogdet; never log(det(Sigma)), exp then log, nor added jitter"
         _expect_finite(resp, f"resp for {what}", hint)
         _expect_finite(np.asarray(loglik), f"the log-likelihood for {what}", hint)
-        close(
+        close_extreme(
+            ordinary,
             resp,
             want_resp,
             f"resp for {what}",
             partial(resp_hint, resp, arrays, hint),
             rtol=1e-6,
             atol=1e-7,
-            ordinary_ok=ordinary,
         )
-        close(
+        close_extreme(
+            ordinary,
             loglik,
             want_loglik,
             f"the log-likelihood for {what}",
             partial(loglik_hint, loglik, arrays, hint),
             rtol=1e-7,
             atol=1e-7,
-            ordinary_ok=ordinary,
         )
 
 
