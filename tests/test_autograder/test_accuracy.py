@@ -181,3 +181,36 @@ def test_the_time_limit_counts_computing_not_waiting() -> None:
         Property("t", "computes", 1.0, "public", _computes, 1.0), LocalSubject({})
     )
     assert not computes.passed and computes.flags == ["timeout"], computes.feedback
+
+
+def _feedback_of(module: str, mutant: str, task: str) -> str:
+    from tests import corpus
+
+    entry = next(e for e in corpus.load((module,)) if e.name == mutant)
+    results = run_task(task, LocalSubject(corpus.namespace(entry)))
+    return "\n".join(r.feedback for r in results if not r.passed)
+
+
+@pytest.mark.parametrize(
+    ("module", "mutant", "task", "misleading"),
+    [
+        ("em", "e_step_missing_weights", "e_step", ("float32", "jitter")),
+        ("vae", "reparameterize_exp_logvar_as_std", "reparameterize", (".detach()",)),
+        ("vae", "gaussian_kl_summed_over_batch", "gaussian_kl", ("log(exp",)),
+        ("vae", "gaussian_kl_std_as_variance", "gaussian_kl", (".detach()",)),
+        (
+            "score",
+            "loo_in_sample_mean_baseline",
+            "score_function_grad_loo",
+            ("1 - 1/S", "(S-1)/S"),
+        ),
+    ],
+)
+def test_hints_are_conditioned_on_what_holds(
+    module: str, mutant: str, task: str, misleading: tuple[str, ...]
+) -> None:
+    """Feedback names the bug there is, not one an earlier failure makes look likely."""
+    feedback = _feedback_of(module, mutant, task)
+    assert feedback, f"{mutant} lost no points"
+    for words in misleading:
+        assert words not in feedback, feedback
