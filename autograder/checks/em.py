@@ -73,13 +73,22 @@ class Mixture:
 
     __slots__ = ("dim", "n_components", "n_points", "seed")
 
-    def __init__(self, n_points: int, n_components: int, dim: int, seed: int) -> None:
-        self.n_points, self.n_components, self.dim, self.seed = (
-            n_points,
-            n_components,
-            dim,
-            seed,
-        )
+    def __init__(
+        self,
+        n_points: int = 0,
+        n_components: int = 0,
+        dim: int = 0,
+        seed: int = 0,
+        *,
+        # The repr's names, so that the repr a student reads rebuilds the problem.
+        N: int | None = None,
+        K: int | None = None,
+        D: int | None = None,
+    ) -> None:
+        self.n_points = n_points if N is None else N
+        self.n_components = n_components if K is None else K
+        self.dim = dim if D is None else D
+        self.seed = seed
 
     def _key(self) -> tuple[int, int, int, int]:
         return (self.n_points, self.n_components, self.dim, self.seed)
