@@ -809,6 +809,8 @@ def _at(family: Family, noise: Tensor, index: tuple[int, ...]) -> str:
 
 
 def _close(a: Tensor, b: Tensor, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    # Used to recognise known distortions (a factor S, a sign, one sample): those differ by
+    # O(1), so 1e-6 only needs to exceed float64 round-off (about 1e-15 relative).
     return a.shape == b.shape and bool(
         torch.isclose(a.to(DTYPE), b.to(DTYPE), rtol=rtol, atol=atol).all()
     )

@@ -83,6 +83,9 @@ __all__ = [
     "stat_case",
 ]
 
+#: Float64 estimators on given samples: round-off of these S-term averages is about 1e-13
+#: relative, so 1e-6 admits any algebraic form (torch.distributions, a loop, a surrogate);
+#: the known wrong variants differ by factors such as 1/S, -1, 1/D or by whole terms.
 TIGHT = {"rtol": 1e-6}
 #: Statistical properties run a fixed, small number of examples (their alpha is a union bound).
 STAT_EXAMPLES = 3

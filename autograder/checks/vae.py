@@ -296,6 +296,10 @@ def module_problems() -> st.SearchStrategy[ModuleProblem]:
     )
 
 
+#: Tolerances in this module: float64 comparisons use rtol=1e-9, atol=1e-12. The closed forms
+#: are stable sums of at most 40 terms, whose float64 round-off is about 1e-15 relative, so
+#: any summation order or algebraic form passes while float32 (about 1e-7) fails. float32
+#: comparisons state their own bound next to them.
 FUNCTION_SETTINGS = settings(GRADING, max_examples=20)
 MODULE_SETTINGS = settings(GRADING, max_examples=4)
 
