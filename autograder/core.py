@@ -17,6 +17,7 @@ is hidden (it may compare against ``course_lib.reference``; students never get i
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import signal
@@ -51,6 +52,94 @@ class _PropertyTimeout(BaseException):
     """Raised from a signal handler; a BaseException so student ``except Exception`` can't eat it."""
 
 
+class _ShrinkBudgetSpent(BaseException):
+    """Ends Hypothesis's search for a smaller failing input after a fixed number of runs.
+
+    A BaseException, so it leaves Hypothesis's engine (which catches only ``Exception``) and
+    :func:`run_property` reports the last input that failed, with its own message.
+    """
+
+
+#: How many more runs of a property Hypothesis may spend, after the first failure, looking
+#: for a smaller failing input. A count, not seconds: the score and the reported input are
+#: then the same however busy the machine is (Hypothesis's own shrink limit is wall-clock).
+SHRINK_RUNS = 40
+
+#: A property's time limit counts the CPU seconds of this process (the same on a loaded and an
+#: idle machine); wall-clock time is only a backstop, this many times longer, for code that
+#: sleeps or waits instead of computing.
+WALL_CLOCK_FACTOR = 6.0
+
+
+@dataclass
+class _Attempts:
+    """What the runs of one property saw: the latest failure and the input that caused it."""
+
+    failure: BaseException | None = None
+    inputs: str = ""
+    runs_after_failure: int = 0
+
+
+_ATTEMPTS: list[_Attempts] = []  # a stack: the innermost run_property is last
+
+
+def _round_trips(value: Any) -> bool:
+    """True when ``repr(value)`` is the constructor call that rebuilds an equal value."""
+    cls = type(value)
+    try:
+        rebuilt = eval(repr(value), {cls.__qualname__: cls})
+    except Exception:
+        return False
+    return type(rebuilt) is cls and repr(rebuilt) == repr(value)
+
+
+def _describe_inputs(kwargs: dict[str, Any]) -> str:
+    """The drawn inputs as one line a student can paste to rebuild them.
+
+    ``problem=ModuleProblem(x_dim=20, ...)``; when an input is an instance of a class from a
+    public check module, the line starts with its import, so
+    ``from autograder.checks.vae import ModuleProblem; problem = ModuleProblem(...)`` rebuilds it.
+    """
+    imports: dict[str, list[str]] = {}
+    parts = []
+    for name, value in kwargs.items():
+        if name == "subject":
+            continue
+        parts.append(f"{name}={value!r}")
+        cls = type(value)
+        if cls.__module__.startswith("autograder.checks.") and _round_trips(value):
+            imports.setdefault(cls.__module__, []).append(cls.__qualname__)
+    text = ", ".join(parts)
+    if imports:
+        lines = [
+            f"from {m} import {', '.join(sorted(set(n)))}" for m, n in imports.items()
+        ]
+        assigned = "; ".join(p.replace("=", " = ", 1) for p in parts)
+        text += f"\n  Rebuild it in one line: {'; '.join(lines)}; {assigned}"
+    return text
+
+
+def _budgeted(inner: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a Hypothesis test body: remember each failure and its input, bound the shrinking."""
+
+    @functools.wraps(inner)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        attempts = _ATTEMPTS[-1] if _ATTEMPTS else None
+        if attempts is None:
+            return inner(*args, **kwargs)
+        if attempts.failure is not None:
+            attempts.runs_after_failure += 1
+            if attempts.runs_after_failure > SHRINK_RUNS:
+                raise _ShrinkBudgetSpent()
+        try:
+            return inner(*args, **kwargs)
+        except Exception as error:
+            attempts.failure, attempts.inputs = error, _describe_inputs(kwargs)
+            raise
+
+    return run
+
+
 def expect(condition: object, message: str) -> None:
     """Raise :class:`Failure` with ``message`` unless ``condition`` holds."""
     if not condition:
@@ -76,6 +165,20 @@ class Property:
         return f"{self.task}: {self.name}"
 
 
+def bound_shrinking(fn: Any) -> Any:
+    """Make a Hypothesis test's search for a smaller failing input stop after ``SHRINK_RUNS`` runs.
+
+    :func:`check` applies it to every property; :func:`run_property` then reports the last
+    failing input. Idempotent; a function without ``@given`` is returned unchanged.
+    """
+    inner = getattr(fn, "hypothesis", None)
+    if inner is not None and not getattr(inner.inner_test, "_budgeted", False):
+        wrapped = _budgeted(inner.inner_test)
+        wrapped._budgeted = True  # type: ignore[attr-defined]
+        inner.inner_test = wrapped
+    return fn
+
+
 def check(
     task: str,
     name: str,
@@ -95,6 +198,7 @@ def check(
         inner = getattr(fn, "hypothesis", None)
         module = getattr(getattr(inner, "inner_test", None), "__module__", module)
         tier = "hidden" if ".hidden" in module else "public"
+        bound_shrinking(fn)
         prop = Property(task, name, float(points), tier, fn, timeout_s, alpha)
         existing = _REGISTRY.setdefault(task, [])
         if any(p.name == name for p in existing):
@@ -132,9 +236,15 @@ class CheckResult:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """SIGALRM-based limit, only where signals work (the main thread on POSIX)."""
+    """Limit the CPU seconds this process spends (SIGPROF), with a wall-clock backstop.
+
+    CPU time, not wall-clock time, so that a busy machine cannot turn a slow but correct
+    submission into a timeout; the backstop (``WALL_CLOCK_FACTOR`` times longer, SIGALRM)
+    catches code that sleeps or waits. Only where signals work (the main thread on POSIX).
+    """
     usable = (
         hasattr(signal, "SIGALRM")
+        and hasattr(signal, "SIGPROF")
         and threading.current_thread() is threading.main_thread()
     )
     if not usable or seconds <= 0:
@@ -144,13 +254,18 @@ def _time_limit(seconds: float) -> Iterator[None]:
     def _raise(signum: int, frame: Any) -> None:
         raise _PropertyTimeout()
 
-    previous = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    previous = {
+        sig: signal.signal(sig, _raise) for sig in (signal.SIGALRM, signal.SIGPROF)
+    }
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds * WALL_CLOCK_FACTOR)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _counterexample(error: BaseException) -> str:
@@ -182,7 +297,12 @@ def _feedback(error: BaseException) -> tuple[str, list[str]]:
         return str(error), []
     if isinstance(error, AssertionError):
         return str(error) or "an assertion failed", []
-    if type(error).__name__ in ("Flaky", "FlakyFailure", "FlakyReplay"):
+    if type(error).__name__ in (
+        "Flaky",
+        "FlakyFailure",
+        "FlakyReplay",
+        "FlakyStrategyDefinition",
+    ):
         return (
             "your code gave different results for the same input: does it draw random numbers "
             "without the seed or noise it was given?",
@@ -194,6 +314,14 @@ def _feedback(error: BaseException) -> tuple[str, list[str]]:
     )
 
 
+def _is_flaky(error: BaseException) -> bool:
+    return type(error).__name__.startswith("Flaky")
+
+
+def _timed_out(error: BaseException | None) -> bool:
+    return isinstance(error, StudentError) and error.kind == "timeout"
+
+
 def run_property(prop: Property, subject: Subject) -> CheckResult:
     """Run one property: full points if it holds, zero with feedback otherwise.
 
@@ -203,6 +331,8 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
     start = time.perf_counter()
     sink = io.StringIO()
     passed, feedback, flags = False, "", []
+    attempts = _Attempts()
+    _ATTEMPTS.append(attempts)
     try:
         with (
             warnings.catch_warnings(record=True),
@@ -215,14 +345,28 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
         passed = True
     except _PropertyTimeout:
         feedback, flags = (
-            f"this check did not finish within {prop.timeout_s:.0f} s: look for an infinite loop or very slow code",
+            f"this check did not finish within {prop.timeout_s:.0f} s of computing: look for an infinite loop or very slow code",
             ["timeout"],
         )
+    except _ShrinkBudgetSpent:
+        # The search for a smaller input stopped after a fixed number of runs: report the
+        # last input that failed, with the message it produced.
+        assert attempts.failure is not None
+        feedback, flags = _feedback(attempts.failure)
+        feedback += f"\n  Smallest failing input: {attempts.inputs}"
     except Exception as error:
-        feedback, flags = _feedback(error)
-        example = _counterexample(error)
+        shown: BaseException = error
+        if _is_flaky(error) and _timed_out(attempts.failure):
+            # A run was cut short by a time limit and the replay was not: a timeout, not flakiness.
+            assert attempts.failure is not None
+            shown = attempts.failure
+        feedback, flags = _feedback(shown)
+        example = attempts.inputs if attempts.failure is not None else ""
+        example = example or _counterexample(shown)
         if example:
             feedback += f"\n  Smallest failing input: {example}"
+    finally:
+        _ATTEMPTS.remove(attempts)
     seconds = time.perf_counter() - start
     score = prop.points if passed else 0.0
     if not math.isfinite(score):

@@ -54,10 +54,16 @@ def format_report(task_id: str, results: list[CheckResult], tier_label: str) -> 
     earned = sum(r.score for r in results)
     possible = sum(r.max_score for r in results)
     lines = [f"{task_id} — {tier_label} checks: {earned:g} / {possible:g} points"]
+    shown: set[str] = set()  # an error your code raised is printed once per task
     for r in results:
         mark = "PASS" if r.passed else "FAIL"
         lines.append(f"  [{mark}] {r.name}  ({r.score:g}/{r.max_score:g})")
         if not r.passed and r.feedback:
+            first = r.feedback.splitlines()[0]
+            if first in shown:
+                lines.append("         the same error as above")
+                continue
+            shown.add(first)
             lines.extend("         " + line for line in r.feedback.splitlines())
     return "\n".join(lines)
 

@@ -7,8 +7,10 @@ worker cannot import it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,15 @@ import torch
 
 from autograder.subject import Student, StudentError
 
-__all__ = ["changed", "invoke", "vjp"]
+__all__ = [
+    "Tabulated",
+    "changed",
+    "held_correct",
+    "invoke",
+    "invoke_held",
+    "vjp",
+    "vjp_held",
+]
 
 
 def _snapshot(values: Sequence[Any]) -> list[Any]:
@@ -115,3 +125,109 @@ def vjp(
             torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)
         ],
     }
+
+
+# --------------------------------------------------------------------------------------
+# Grading a task with its dependencies held correct (no double jeopardy)
+# --------------------------------------------------------------------------------------
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.shape == b.shape and bool(np.array_equal(a, b))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a.detach(), b.detach()))
+    return False
+
+
+class Tabulated:
+    """A stand-in for one of the student's helpers: known values for known inputs.
+
+    The judge tabulates the right outputs for the exact inputs a property passes (computed
+    from public closed forms or, in the hidden tier, the reference), so no correct code
+    travels to the student's side. Called with inputs it does not know, it calls the
+    student's own helper: a task that calls its helper differently is graded as wired.
+    """
+
+    def __init__(self, entries: Sequence[tuple[tuple[Any, ...], Any]]) -> None:
+        self.entries = list(entries)
+        self.fallback: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs:
+            for key, value in self.entries:
+                if len(key) == len(args) and all(
+                    _same(a, k) for a, k in zip(args, key)
+                ):
+                    return copy.deepcopy(value)
+        if self.fallback is None:
+            raise RuntimeError("Tabulated stand-in called without a fallback")
+        return self.fallback(*args, **kwargs)
+
+
+def _globals_of(obj: Any) -> dict[str, Any] | None:
+    """The global namespace the student's function or class looks its helpers up in."""
+    if inspect.isclass(obj):
+        for attr in ("forward", "__init__", "__call__"):
+            fn = obj.__dict__.get(attr)
+            if fn is None:
+                for base in obj.__mro__:
+                    fn = base.__dict__.get(attr)
+                    if fn is not None and getattr(fn, "__globals__", None) is not None:
+                        break
+            globals_ = getattr(fn, "__globals__", None)
+            if isinstance(globals_, dict):
+                return globals_
+        return None
+    globals_ = getattr(inspect.unwrap(obj), "__globals__", None)
+    return globals_ if isinstance(globals_, dict) else None
+
+
+@contextlib.contextmanager
+def held_correct(
+    student: Student, task: str, stand_ins: Mapping[str, Any]
+) -> Iterator[None]:
+    """While the block runs, the names in ``stand_ins`` resolve to the stand-ins for ``task``.
+
+    ``task``'s helpers (``log_joint`` for ``e_step``, say) are looked up in the globals of
+    the student's ``task`` at call time; rebinding them there for the duration of one probe
+    grades ``task`` on its own code, with its helpers correct. Names the student never
+    defined, or a task whose globals cannot be found, are left alone (graded as wired).
+    """
+    namespace = _globals_of(getattr(student, task))
+    saved: dict[str, Any] = {}
+    if namespace is not None:
+        for name, stand_in in stand_ins.items():
+            if name not in namespace:
+                continue
+            saved[name] = namespace[name]
+            if isinstance(stand_in, Tabulated):
+                stand_in.fallback = saved[name]
+            namespace[name] = stand_in
+    try:
+        yield
+    finally:
+        if namespace is not None:
+            for name, original in saved.items():
+                namespace[name] = original
+
+
+def invoke_held(
+    student: Student, held: Mapping[str, Any], name: str, *args: Any
+) -> dict[str, Any]:
+    """:func:`invoke` with ``name``'s helpers held correct (:func:`held_correct`)."""
+    with held_correct(student, name, held):
+        return invoke(student, name, *args)
+
+
+def vjp_held(
+    student: Student,
+    held: Mapping[str, Any],
+    name: str,
+    args: tuple[Any, ...],
+    wrt: tuple[int, ...],
+    cotangent: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """:func:`vjp` with ``name``'s helpers held correct (:func:`held_correct`)."""
+    with held_correct(student, name, held):
+        return vjp(student, name, args, wrt, cotangent)

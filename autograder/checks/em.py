@@ -73,13 +73,22 @@ class Mixture:
 
     __slots__ = ("dim", "n_components", "n_points", "seed")
 
-    def __init__(self, n_points: int, n_components: int, dim: int, seed: int) -> None:
-        self.n_points, self.n_components, self.dim, self.seed = (
-            n_points,
-            n_components,
-            dim,
-            seed,
-        )
+    def __init__(
+        self,
+        n_points: int = 0,
+        n_components: int = 0,
+        dim: int = 0,
+        seed: int = 0,
+        *,
+        # The repr's names, so that the repr a student reads rebuilds the problem.
+        N: int | None = None,
+        K: int | None = None,
+        D: int | None = None,
+    ) -> None:
+        self.n_points = n_points if N is None else N
+        self.n_components = n_components if K is None else K
+        self.dim = dim if D is None else D
+        self.seed = seed
 
     def _key(self) -> tuple[int, int, int, int]:
         return (self.n_points, self.n_components, self.dim, self.seed)
@@ -274,13 +283,20 @@ def _as_float_array(value: Any, what: str) -> tuple[np.ndarray, str]:
         ) from None
 
 
-def run_em(student: Student, name: str, *arrays: np.ndarray) -> dict[str, Any]:
+def run_em(
+    student: Student,
+    name: str,
+    *arrays: np.ndarray,
+    held: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Call ``student.<name>(*arrays)``; return its result as float64 arrays, their dtypes, mutated args.
 
     ``e_step`` must return a pair ``(resp, log_likelihood)``; torch tensors and array-likes are
     accepted and converted (the original dtype is reported so float32 can be flagged).
+    ``held`` maps helper names to stand-ins (:func:`autograder.probes.held_correct`).
     """
-    out = probes.invoke(student, name, *arrays)
+    with probes.held_correct(student, name, held or {}):
+        out = probes.invoke(student, name, *arrays)
     value = out["value"]
     if name == "e_step":
         if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -304,8 +320,23 @@ def run_em(student: Student, name: str, *arrays: np.ndarray) -> dict[str, Any]:
     return {"value": array, "dtypes": [dtype], "mutated": out["mutated"]}
 
 
-def call(subject: Subject, name: str, *arrays: np.ndarray) -> dict[str, Any]:
-    """Judge side: run :func:`run_em` (the subject copies the arrays across, so ours stay untouched)."""
+#: Tasks that call the student's ``log_joint``, and where its arguments sit among theirs.
+_LOG_JOINT_ARGS = {"e_step": (0, 1, 2, 3), "free_energy": (0, 2, 3, 4)}
+
+
+def call(
+    subject: Subject, name: str, *arrays: np.ndarray, wired: bool = False
+) -> dict[str, Any]:
+    """Judge side: run :func:`run_em` (the subject copies the arrays across, so ours stay untouched).
+
+    ``e_step`` and ``free_energy`` are graded with the student's ``log_joint`` held correct
+    (its closed-form values, tabulated for these exact arrays), so a bug in ``log_joint``
+    costs points on ``log_joint`` only; ``wired=True`` runs the student's own ``log_joint``.
+    """
+    if name in _LOG_JOINT_ARGS and not wired:
+        args = tuple(arrays[i] for i in _LOG_JOINT_ARGS[name])
+        table = probes.Tabulated([(args, closed_form_log_joint(*args))])
+        return subject.call(run_em, name, *arrays, held={"log_joint": table})
     return subject.call(run_em, name, *arrays)
 
 
@@ -324,6 +355,46 @@ def close(
     except Failure:
         hint_text = _diagnose(got, want, hint)
         assert_close(got, want, what, rtol=rtol, atol=atol, hint=hint_text)
+
+
+#: Hints for extreme inputs (lost precision, log-space tricks) assume the ordinary case is
+#: right; when it is not, the feedback names that instead of guessing.
+_ORDINARY_WRONG = (
+    "your code is already wrong on ordinary inputs (see the failed check against scipy's "
+    "density on ordinary inputs): fix that first; this check only adds extreme inputs"
+)
+
+
+def close_extreme(
+    ordinary_ok: bool,
+    got: Any,
+    want: Any,
+    what: str,
+    hint: Callable[[], str] | str = "",
+    *,
+    rtol: float,
+    atol: float,
+) -> None:
+    """:func:`close` for extreme inputs; its hints only where the ordinary case is right."""
+    try:
+        assert_close(got, want, what, rtol=rtol, atol=atol)
+    except Failure:
+        hint_text = _diagnose(got, want, hint) if ordinary_ok else _ORDINARY_WRONG
+        assert_close(got, want, what, rtol=rtol, atol=atol, hint=hint_text)
+
+
+def ordinary_e_step_ok(subject: Subject, problem: Mixture) -> bool:
+    """Whether ``e_step`` is right on the ordinary arrays of ``problem`` (conditions hints)."""
+    arrays = make_arrays(problem)
+    try:
+        resp, loglik = e_step_output(subject, arrays)
+    except Failure:
+        return False
+    want_resp, want_loglik = posterior(closed_form_log_joint(*arrays))
+    return bool(
+        np.allclose(resp, want_resp, rtol=1e-6, atol=1e-9)
+        and np.isclose(loglik, want_loglik, rtol=1e-8, atol=1e-8)
+    )
 
 
 def _diagnose(got: Any, want: Any, hint: Callable[[], str] | str) -> str:
@@ -763,11 +834,14 @@ def log_joint_extreme(subject: Subject, problem: Mixture) -> None:
 
 
 def e_step_output(
-    subject: Subject, arrays: Arrays, untouched: bool = False
+    subject: Subject, arrays: Arrays, untouched: bool = False, wired: bool = False
 ) -> tuple[np.ndarray, float]:
-    """Call e_step and check the pair's shapes and dtypes (and, if asked, that inputs are left alone)."""
+    """Call e_step and check the pair's shapes and dtypes (and, if asked, that inputs are left alone).
+
+    ``wired``: with the student's own ``log_joint`` (see :func:`call`).
+    """
     X, weights = arrays[0], arrays[1]
-    out = call(subject, "e_step", *arrays)
+    out = call(subject, "e_step", *arrays, wired=wired)
     if untouched:
         _expect_untouched("e_step", out)
     (resp, loglik), (resp_dtype, loglik_dtype) = out["value"], out["dtypes"]
@@ -960,6 +1034,7 @@ def e_step_equivariance(subject: Subject, problem: Mixture) -> None:
 @given(problem=mixtures())
 @small_examples
 def e_step_far_points(subject: Subject, problem: Mixture) -> None:
+    ordinary = ordinary_e_step_ok(subject, problem)
     arrays = far_arrays(problem)
     resp, loglik = e_step_output(subject, arrays)
     want_resp, want_loglik = posterior(closed_form_log_joint(*arrays))
@@ -971,7 +1046,8 @@ def e_step_far_points(subject: Subject, problem: Mixture) -> None:
         "log(sum(exp(a))) underflows to log 0: use logsumexp (max + log sum exp(a - max))",
     )
     _expect_rows_on_simplex(resp)
-    close(
+    close_extreme(
+        ordinary,
         resp,
         want_resp,
         "resp far from every component",
@@ -984,7 +1060,8 @@ def e_step_far_points(subject: Subject, problem: Mixture) -> None:
         rtol=0,
         atol=1e-9,
     )
-    close(
+    close_extreme(
+        ordinary,
         loglik,
         want_loglik,
         "the log-likelihood far from every component",
@@ -1006,16 +1083,25 @@ def e_step_far_points(subject: Subject, problem: Mixture) -> None:
 @given(problem=mixtures())
 @small_examples
 def e_step_ill_conditioned(subject: Subject, problem: Mixture) -> None:
+    ordinary = ordinary_e_step_ok(subject, problem)
     for arrays, what in (
-        (ill_conditioned_arrays(problem), "covariances with condition number 1e7"),
-        (tiny_determinant_arrays(problem), "D = 70 with det(Sigma) below 1e-700"),
+        # The message names how the arrays are built from the failing input shown below it.
+        (
+            ill_conditioned_arrays(problem),
+            "covariances with condition number 1e7 (ill_conditioned_arrays(problem))",
+        ),
+        (
+            tiny_determinant_arrays(problem),
+            "D = 70 with det(Sigma) below 1e-700 (tiny_determinant_arrays(problem))",
+        ),
     ):
         resp, loglik = e_step_output(subject, arrays)
         want_resp, want_loglik = posterior(closed_form_log_joint(*arrays))
         hint = "use a Cholesky factor or np.linalg.solve and slogdet; never log(det(Sigma)), exp then log, nor added jitter"
         _expect_finite(resp, f"resp for {what}", hint)
         _expect_finite(np.asarray(loglik), f"the log-likelihood for {what}", hint)
-        close(
+        close_extreme(
+            ordinary,
             resp,
             want_resp,
             f"resp for {what}",
@@ -1023,7 +1109,8 @@ def e_step_ill_conditioned(subject: Subject, problem: Mixture) -> None:
             rtol=1e-6,
             atol=1e-7,
         )
-        close(
+        close_extreme(
+            ordinary,
             loglik,
             want_loglik,
             f"the log-likelihood for {what}",
@@ -1037,11 +1124,18 @@ def e_step_ill_conditioned(subject: Subject, problem: Mixture) -> None:
 
 
 def free_energy_output(
-    subject: Subject, q: np.ndarray, arrays: Arrays, untouched: bool = False
+    subject: Subject,
+    q: np.ndarray,
+    arrays: Arrays,
+    untouched: bool = False,
+    wired: bool = False,
 ) -> float:
-    """Call free_energy and check it returned one float64 number (and, if asked, left its inputs alone)."""
+    """Call free_energy and check it returned one float64 number (and, if asked, left its inputs alone).
+
+    ``wired``: with the student's own ``log_joint`` (see :func:`call`).
+    """
     X, weights, means, covs = arrays
-    out = call(subject, "free_energy", X, q, weights, means, covs)
+    out = call(subject, "free_energy", X, q, weights, means, covs, wired=wired)
     if untouched:
         _expect_untouched("free_energy", out)
     value, (dtype,) = out["value"], out["dtypes"]
@@ -1061,7 +1155,8 @@ def free_energy_shape_and_inputs(subject: Subject, problem: Mixture) -> None:
     arrays = make_arrays(problem)
     # q has exact zeros: a student who "avoids log 0" by writing into resp is caught here.
     q = random_q(problem, (problem.n_points, problem.n_components), zeros=True)
-    free_energy_output(subject, q, arrays, untouched=True)
+    # The one free_energy property run with the student's own log_joint, as it is wired.
+    free_energy_output(subject, q, arrays, untouched=True, wired=True)
 
 
 @check("free_energy", "F at the exact posterior equals -log-likelihood", points=1)

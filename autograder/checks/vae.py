@@ -101,11 +101,52 @@ def closed_form_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
     )
 
 
+def closed_form_reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+    """``mu + exp(logvar / 2) * eps`` (the formula the notebook states)."""
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def closed_form_batch_negative_elbo(
+    x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor
+) -> Tensor:
+    """The batch mean of :func:`closed_form_negative_elbo` (a scalar)."""
+    return closed_form_negative_elbo(x, logits, mu, logvar).mean()
+
+
+#: The helpers a task is graded with, held correct (public closed forms, no reference code),
+#: so a bug in a helper costs points only on the helper's own task. One property per task
+#: runs the student's helpers as wired (README, "How grading decides").
+HELD: dict[str, dict[str, Any]] = {
+    "negative_elbo": {
+        "gaussian_kl": None,
+        "bernoulli_log_likelihood": None,
+    },
+    "VAE": {"reparameterize": None},
+    "train_vae": {
+        "negative_elbo": None,
+        "gaussian_kl": None,
+        "bernoulli_log_likelihood": None,
+        "reparameterize": None,
+    },
+}
+
+
 def closed_form_negative_elbo(
     x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor
 ) -> Tensor:
     """Per-image ``KL - log-likelihood``, shape ``(B,)``."""
     return closed_form_kl(mu, logvar) - closed_form_log_likelihood(x, logits)
+
+
+_STAND_INS: dict[str, Any] = {
+    "gaussian_kl": closed_form_kl,
+    "bernoulli_log_likelihood": closed_form_log_likelihood,
+    "negative_elbo": closed_form_batch_negative_elbo,
+    "reparameterize": closed_form_reparameterize,
+}
+for _task, _helpers in HELD.items():
+    for _name in _helpers:
+        _helpers[_name] = _STAND_INS[_name]
 
 
 # ----------------------------------------------------------------------------------------
@@ -182,9 +223,18 @@ class ElboBatch:
     z_dim: int
     seed: int
     dtype: str = "float64"
+    confident: bool = False
 
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """With ``confident``, logits of magnitude 17 to 60, as a trained decoder gives
+        background pixels (float32 ``sigmoid`` rounds to exactly 0 or 1 there)."""
         x, logits = PixelBatch(self.batch, self.pixels, self.seed, self.dtype).tensors()
+        if self.confident:
+            g = torch.Generator().manual_seed(self.seed + 2)
+            size = 17.0 + 43.0 * torch.rand(
+                logits.shape, generator=g, dtype=torch.float64
+            )
+            logits = (torch.sign(logits.double()) * size).to(logits.dtype)
         mu, logvar, _ = LatentBatch(
             self.batch, self.z_dim, self.seed + 1, self.dtype
         ).tensors()
@@ -220,9 +270,12 @@ def pixel_batches(
     )
 
 
-def elbo_batches(dtype: str = "float64") -> st.SearchStrategy[ElboBatch]:
+def elbo_batches(
+    dtype: str = "float64", confident: bool = False
+) -> st.SearchStrategy[ElboBatch]:
     return st.builds(
         ElboBatch,
+        confident=st.just(confident),
         batch=st.integers(2, 7),
         pixels=st.integers(8, 40),
         z_dim=st.integers(2, 7),
@@ -254,6 +307,10 @@ def module_problems() -> st.SearchStrategy[ModuleProblem]:
     )
 
 
+#: Tolerances in this module: float64 comparisons use rtol=1e-9, atol=1e-12. The closed forms
+#: are stable sums of at most 40 terms, whose float64 round-off is about 1e-15 relative, so
+#: any summation order or algebraic form passes while float32 (about 1e-7) fails. float32
+#: comparisons state their own bound next to them.
 FUNCTION_SETTINGS = settings(GRADING, max_examples=20)
 MODULE_SETTINGS = settings(GRADING, max_examples=4)
 
@@ -325,13 +382,19 @@ def reparameterize_gradient(subject: Subject, problem: LatentBatch) -> None:
         atol=1e-12,
         hint="z must depend on mu without detaching it",
     )
+    # A hint only for what the gradient shows: all zero means z is cut off from logvar;
+    # anything else is a formula bug (the value check names which).
+    detached = bool((d_logvar == 0).all())
     assert_close(
         d_logvar,
         v * 0.5 * torch.exp(0.5 * logvar) * eps,
         "the gradient with respect to logvar",
         rtol=1e-9,
         atol=1e-12,
-        hint="z must be a differentiable function of logvar (no .detach(), no numpy)",
+        hint="z must be a differentiable function of logvar (no .detach(), no numpy)"
+        if detached
+        else "dz/dlogvar = exp(logvar / 2) * eps / 2: the standard deviation is "
+        "exp(logvar / 2), not exp(logvar)",
     )
 
 
@@ -379,15 +442,26 @@ def kl_gradient(subject: Subject, problem: LatentBatch) -> None:
     )
     out = subject.call(probes.vjp, "gaussian_kl", (mu, logvar), (0, 1), v)
     d_mu, d_logvar = out["grads"]
-    hint = "gaussian_kl must stay differentiable (no .detach(), .item() or numpy)"
-    assert_close(d_mu, v[:, None] * mu, "dKL/dmu", rtol=1e-9, atol=1e-12, hint=hint)
+    # "Detached" only when a gradient is entirely zero; otherwise the formula is off.
+    cut = "gaussian_kl must stay differentiable (no .detach(), .item() or numpy)"
+    assert_close(
+        d_mu,
+        v[:, None] * mu,
+        "dKL/dmu",
+        rtol=1e-9,
+        atol=1e-12,
+        hint=cut if bool((d_mu == 0).all()) else "the mu term of the KL is mu^2 / 2",
+    )
     assert_close(
         d_logvar,
         v[:, None] * 0.5 * (logvar.exp() - 1.0),
         "dKL/dlogvar",
         rtol=1e-9,
         atol=1e-12,
-        hint=hint,
+        hint=cut
+        if bool((d_logvar == 0).all())
+        else "the logvar terms of the KL are (exp(logvar) - 1 - logvar) / 2: exp(logvar) is "
+        "the variance (not the standard deviation)",
     )
 
 
@@ -405,13 +479,23 @@ def kl_float32_wide(subject: Subject, problem: LatentBatch) -> None:
         kl.dtype == torch.float32,
         f"gaussian_kl returned {kl.dtype} for float32 inputs: keep the dtype you are given",
     )
+    # Hints conditioned on what holds: a wrong shape is a reduction bug, not a numerics one.
+    assert_shape(
+        kl,
+        (problem.batch,),
+        "gaussian_kl(mu, logvar)",
+        "one KL per row: sum over the latent dimension (dim=-1) only",
+    )
+    # float32 round-off: exp(logvar) up to e^15 = 3.3e6 carries a relative error of 6e-8,
+    # and the z_dim <= 7 terms add as much each: under 1e-6 of the total, so rtol 2e-5.
     assert_close(
         kl,
         closed_form_kl(mu.double(), logvar.double()),
         "KL",
         rtol=2e-5,
         atol=1e-4,
-        hint="use logvar directly (log(exp(logvar)) loses precision or overflows)",
+        hint="KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar) over the latent dims, "
+        "computed in the input's float32",
     )
 
 
@@ -488,13 +572,23 @@ def likelihood_gradient(subject: Subject, problem: PixelBatch) -> None:
 
 
 @check(
-    "negative_elbo", "equals the batch mean of KL - log-likelihood (a scalar)", points=1
+    "negative_elbo",
+    "equals the batch mean of KL - log-likelihood (a scalar)",
+    points=0.75,
 )
 @FUNCTION_SETTINGS
 @given(problem=elbo_batches())
 def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
-    out = subject.call(probes.invoke, "negative_elbo", x, logits, mu, logvar)
+    out = subject.call(
+        probes.invoke_held,
+        HELD["negative_elbo"],
+        "negative_elbo",
+        x,
+        logits,
+        mu,
+        logvar,
+    )
     _no_side_effects(out, "negative_elbo")
     value = _value(out, "negative_elbo")
     assert_shape(
@@ -510,12 +604,57 @@ def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
     )
 
 
+@check(
+    "negative_elbo",
+    "exact in float32 for confident logits (|logits| from 17 to 60)",
+    points=0.25,
+)
+@FUNCTION_SETTINGS
+@given(problem=elbo_batches("float32", confident=True))
+def negative_elbo_confident_logits(subject: Subject, problem: ElboBatch) -> None:
+    x, logits, mu, logvar = problem.tensors()
+    value = _value(
+        subject.call(
+            probes.invoke_held,
+            HELD["negative_elbo"],
+            "negative_elbo",
+            x,
+            logits,
+            mu,
+            logvar,
+        ),
+        "negative_elbo",
+    )
+    want = closed_form_negative_elbo(
+        x.double(), logits.double(), mu.double(), logvar.double()
+    ).mean()
+    # float32 round-off: each of the <= 40 + 7 per-image terms carries a relative error of
+    # about 6e-8 (softplus, exp), and summing them adds as much again per term: under 6e-6
+    # of the total, so rtol 2e-5. A sigmoid that rounds to 1 costs at least 17 nats a pixel.
+    assert_close(
+        value,
+        want,
+        "the negative ELBO",
+        rtol=2e-5,
+        atol=1e-4,
+        hint="in float32, sigmoid(l) is exactly 1.0 for l > 17, so log(1 - sigmoid(l)) breaks "
+        "(binary_cross_entropy clamps it at -100): compute the likelihood from the logits, "
+        "e.g. binary_cross_entropy_with_logits or bernoulli_log_likelihood",
+    )
+
+
 @check("negative_elbo", "gradients with respect to logits, mu and logvar", points=0.5)
 @FUNCTION_SETTINGS
 @given(problem=elbo_batches())
 def negative_elbo_gradient(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
-    out = subject.call(probes.vjp, "negative_elbo", (x, logits, mu, logvar), (1, 2, 3))
+    out = subject.call(
+        probes.vjp_held,
+        HELD["negative_elbo"],
+        "negative_elbo",
+        (x, logits, mu, logvar),
+        (1, 2, 3),
+    )
     d_logits, d_mu, d_logvar = out["grads"]
     batch = problem.batch
     hint = "the loss must stay differentiable in all of its inputs and average (not sum) over the batch"
@@ -659,7 +798,7 @@ def encoder_defaults(subject: Subject, seed: int, batch: int) -> None:
 @check(
     "Encoder",
     "Encoder(x_dim, hidden_dim, z_dim) honours its sizes, by position and by keyword",
-    points=0.5,
+    points=0.25,
 )
 @MODULE_SETTINGS
 @given(problem=module_problems())
@@ -704,7 +843,7 @@ def decoder_defaults(subject: Subject, seed: int, batch: int) -> None:
 @check(
     "Decoder",
     "Decoder(z_dim, hidden_dim, x_dim) honours its sizes, by position and by keyword",
-    points=0.5,
+    points=0.25,
 )
 @MODULE_SETTINGS
 @given(problem=module_problems())
@@ -728,6 +867,64 @@ def decoder_sizes(subject: Subject, problem: ModuleProblem) -> None:
         )
 
 
+#: |f(a) + f(b) - 2 f((a + b) / 2)| / (max|f| + 1) for an affine network in float32 is
+#: round-off, below 1e-6 (inner products of 784 terms, each rounded to 6e-8 relative); one
+#: hidden ReLU layer at its default init gives at least 0.035 on these inputs (20 seeds, sizes
+#: of the defaults and 30/12/3). 1e-4 sits 100x above the first and 350x below the second.
+AFFINE_TOL = 1e-4
+
+
+def _midpoint_gap(outputs: Sequence[Tensor], batch: int) -> float:
+    """Largest relative gap of f(a) + f(b) - 2 f((a + b) / 2) over outputs stacked [a; b; mid]."""
+    gaps = []
+    for out in outputs:
+        a, b, mid = out.double().split(batch)
+        gaps.append(float((a + b - 2 * mid).abs().max() / (out.abs().max() + 1.0)))
+    return max(gaps)
+
+
+def _midpoint_inputs(batch: int, dim: int, seed: int, images: bool) -> Tensor:
+    a = _module_inputs(batch, dim, seed, images)
+    b = _module_inputs(batch, dim, seed + 1, images)
+    return torch.cat([a, b, (a + b) / 2])
+
+
+@check(
+    "Encoder",
+    "has a hidden nonlinearity (the notebook's ReLU): the encoder is not affine in x",
+    points=0.25,
+)
+@MODULE_SETTINGS
+@given(seed=seeds())
+def encoder_nonlinear(subject: Subject, seed: int) -> None:
+    x = _midpoint_inputs(8, 784, seed, images=True)
+    report = subject.call(module_report, "Encoder", (), {}, x, seed, 2)
+    gap = _midpoint_gap(report["eval"], 8)
+    expect(
+        gap > AFFINE_TOL,
+        f"Encoder() is affine in x (f(a) + f(b) = 2 f((a + b) / 2) to {gap:.1g}): put a ReLU "
+        "after the hidden layer, x_dim -> hidden_dim -> ReLU -> the two heads",
+    )
+
+
+@check(
+    "Decoder",
+    "has a hidden nonlinearity (the notebook's ReLU): the decoder is not affine in z",
+    points=0.25,
+)
+@MODULE_SETTINGS
+@given(seed=seeds())
+def decoder_nonlinear(subject: Subject, seed: int) -> None:
+    z = _midpoint_inputs(8, 20, seed, images=False)
+    report = subject.call(module_report, "Decoder", (), {}, z, seed, 1)
+    gap = _midpoint_gap(report["eval"], 8)
+    expect(
+        gap > AFFINE_TOL,
+        f"Decoder() is affine in z (f(a) + f(b) = 2 f((a + b) / 2) to {gap:.1g}): put a ReLU "
+        "after the hidden layer, z_dim -> hidden_dim -> ReLU -> x_dim logits",
+    )
+
+
 # ----------------------------------------------------------------------------------------
 # VAE: consistency with its own encoder and decoder, seen through forward hooks
 # ----------------------------------------------------------------------------------------
@@ -745,6 +942,7 @@ def vae_report(
     seed: int,
     gradients: bool = False,
     noise_seed: int | None = None,
+    wired: bool = False,
 ) -> dict[str, Any]:
     """Build ``VAE(*args)`` with a seeded init and run ``forward(x, eps)`` (``forward(x)`` when eps is None).
 
@@ -754,6 +952,19 @@ def vae_report(
     received and returned during that call. With ``gradients``, also how many encoder and
     decoder parameters the reconstruction term :math:`-\\log p(x|z)` reaches.
     """
+    with probes.held_correct(student, "VAE", {} if wired else HELD["VAE"]):
+        return _vae_report(student, args, x, eps, seed, gradients, noise_seed)
+
+
+def _vae_report(
+    student: Student,
+    args: tuple[int, ...],
+    x: Tensor,
+    eps: Tensor | None,
+    seed: int,
+    gradients: bool,
+    noise_seed: int | None,
+) -> dict[str, Any]:
     model = _construct(student, "VAE", args, {}, seed)
     parts = {}
     for attribute in ("encoder", "decoder"):
@@ -785,6 +996,23 @@ def vae_report(
         for handle in handles:
             handle.remove()
     logits, mu, logvar = _tensors(result, 3, "VAE.forward")
+    # A wrong order or size is the student's bug: say so here, before any check does
+    # arithmetic on mismatched shapes (which would read as a grader error).
+    batch, x_dim, z_dim = x.shape[0], args[0], args[-1]
+    for got, want, label in (
+        (logits, (batch, x_dim), "logits"),
+        (mu, (batch, z_dim), "mu"),
+        (logvar, (batch, z_dim), "logvar"),
+    ):
+        if tuple(got.shape) != want:
+            raise StudentError(
+                "bad_result",
+                f"VAE{tuple(args)}.forward returned {label} (its "
+                f"{('first', 'second', 'third')[('logits', 'mu', 'logvar').index(label)]} "
+                f"output) with shape {tuple(got.shape)}, expected {want}: forward(x, eps) "
+                "returns (logits, mu, logvar) in that order, with the arguments "
+                "(x_dim, hidden_dim, z_dim)",
+            )
     report: dict[str, Any] = {
         "logits": logits,
         "mu": mu,
@@ -931,6 +1159,12 @@ def vae_draws_noise(subject: Subject, problem: ModuleProblem) -> None:
 # ----------------------------------------------------------------------------------------
 
 
+def fingerprints(images: Tensor) -> Tensor:
+    """One number per image (a fixed random projection in float64): tells images and their order apart."""
+    weights = torch.linspace(1.0, 2.0, images.shape[-1], dtype=torch.float64) ** 3
+    return images.double() @ weights
+
+
 class _RecordingEncoder(nn.Module):
     def __init__(
         self, x_dim: int, hidden_dim: int, z_dim: int, logvar_bias: float
@@ -945,11 +1179,13 @@ class _RecordingEncoder(nn.Module):
                 self.heads.weight[z_dim:].zero_()
                 self.heads.bias[z_dim:].fill_(logvar_bias)
         self.calls: list[tuple[Tensor, Tensor]] = []
+        self.seen: list[Tensor] = []  # per training step, a fingerprint of each image
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar = self.heads(torch.tanh(self.inner(x))).chunk(2, dim=-1)
         if torch.is_grad_enabled():
             self.calls.append((mu.detach().cpu(), logvar.detach().cpu()))
+            self.seen.append(fingerprints(x.detach().cpu()))
         return mu, logvar
 
 
@@ -1161,7 +1397,15 @@ def _mean_nelbo(model: GradingVAE, x: np.ndarray, eps: Tensor | None) -> float:
         )
 
 
-def train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
+def train_report(
+    student: Student, config: TrainConfig, held: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """:func:`_train_report` with ``train_vae``'s helpers held correct (``held``)."""
+    with probes.held_correct(student, "train_vae", held or {}):
+        return _train_report(student, config)
+
+
+def _train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
     """Call ``train_vae`` on a fresh :class:`GradingVAE` and report what happened.
 
     Keys: ``history``; ``changed`` (parameters moved); ``devices`` of the parameters after
@@ -1222,6 +1466,8 @@ def train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
         "devices": param_devices,
         "data_unchanged": data_unchanged,
         "batches": [int(z.shape[0]) for z, _ in model.decoder.calls],
+        "seen": model.encoder.seen,
+        "data_order": fingerprints(torch.from_numpy(images)),
         "noise": model.noise(),
         "audited_steps": audit.steps,
         "accumulation": audit.worst,
@@ -1239,8 +1485,12 @@ def devices_here(student: Student) -> dict[str, Any]:
     return {"cuda": bool(torch.cuda.is_available()), "default": get_device(None).type}
 
 
-def run_train_vae(subject: Subject, config: TrainConfig) -> dict[str, Any]:
-    report: dict[str, Any] = subject.call(train_report, config)
+def run_train_vae(
+    subject: Subject, config: TrainConfig, wired: bool = False
+) -> dict[str, Any]:
+    """Train on a fresh :class:`GradingVAE`; the student's helpers held correct unless ``wired``."""
+    held = None if wired else HELD["train_vae"]
+    report: dict[str, Any] = subject.call(train_report, config, held)
     return report
 
 
@@ -1282,7 +1532,8 @@ def noise_test(noise: Sequence[Tensor], alpha: float) -> str:
 )
 def train_returns_history(subject: Subject) -> None:
     config = TrainConfig(n_train=64, epochs=3)
-    report = run_train_vae(subject, config)
+    # The one train_vae property run with the student's own helpers, as they are wired.
+    report = run_train_vae(subject, config, wired=True)
     history = report["history"]
     expect(
         all(math.isfinite(v) for v in history),
@@ -1300,7 +1551,8 @@ def train_returns_history(subject: Subject) -> None:
     points=1,
 )
 def train_lr_zero(subject: Subject) -> None:
-    config = TrainConfig(lr=0.0, logvar_bias=-20.0)
+    # 80 = 2 x 32 + 16: the partial last batch must count by its size (a weighted mean).
+    config = TrainConfig(n_train=80, lr=0.0, logvar_bias=-20.0)
     report = run_train_vae(subject, config)
     expect(
         not report["changed"],
@@ -1313,8 +1565,10 @@ def train_lr_zero(subject: Subject) -> None:
             f"the value for epoch {epoch}",
             rtol=1e-4,
             atol=1e-3,
-            hint="report the mean over the epoch's images of the negative ELBO (nats per image), "
-            "not a sum over batches, a per-pixel mean, or the last batch's loss",
+            hint="report the mean over all the epoch's images of the negative ELBO (nats per "
+            "image): weight each batch's mean by its size (the last batch is smaller); not an "
+            "unweighted mean of batch means, a sum over batches, a per-pixel mean, or the last "
+            "batch's loss",
         )
 
 
@@ -1345,18 +1599,47 @@ def train_seeded(subject: Subject) -> None:
 
 @check(
     "train_vae",
-    "each step takes batch_size images and each epoch visits every image once",
+    "each step takes batch_size images (the last one the rest) and each epoch visits every image once, in a new random order",
     points=0.5,
 )
 def train_batches(subject: Subject) -> None:
-    config = TrainConfig(n_train=96, batch_size=24, epochs=2)
-    batches = run_train_vae(subject, config)["batches"]
-    steps = config.epochs * config.n_train // config.batch_size
+    # 88 = 3 x 24 + 16: a partial last batch, which must be trained on, not dropped.
+    config = TrainConfig(n_train=88, batch_size=24, epochs=2)
+    report = run_train_vae(subject, config)
+    batches = report["batches"]
+    per_epoch = [24, 24, 24, 16]
+    steps = config.epochs * len(per_epoch)
     expect(
-        len(batches) == steps and all(b == config.batch_size for b in batches),
-        f"with {config.n_train} images, batch_size={config.batch_size} and {config.epochs} epochs the decoder "
-        f"should see {steps} batches of {config.batch_size}; it saw {len(batches)} batches of sizes "
-        f"{sorted(set(batches))}",
+        len(batches) == steps and sorted(batches) == sorted(per_epoch * config.epochs),
+        f"with {config.n_train} images, batch_size={config.batch_size} and {config.epochs} "
+        f"epochs the decoder should see {steps} batches, of sizes {per_epoch} in each epoch "
+        f"(the last batch holds the {config.n_train % config.batch_size} images left over: "
+        f"keep it); it saw {len(batches)} batches of sizes {batches}",
+    )
+    seen, data = report["seen"], report["data_order"]
+    if len(seen) != steps:
+        return  # the encoder was called another way: the sizes above are what we can check
+    epochs = [
+        torch.cat(seen[e * len(per_epoch) : (e + 1) * len(per_epoch)])
+        for e in range(config.epochs)
+    ]
+    for e, order in enumerate(epochs):
+        expect(
+            order.shape == data.shape
+            and torch.equal(order.sort().values, data.sort().values),
+            f"epoch {e + 1} did not train on every image exactly once: index the data with a "
+            "permutation of all its rows (torch.randperm(n)), without repeats",
+        )
+    # A uniformly random permutation of 88 images is the identity, or repeats the previous
+    # epoch's, with probability 1/88! each: deterministic in practice.
+    expect(
+        not torch.equal(epochs[0], data),
+        "epoch 1 visited the images in the order they were given: shuffle them every epoch "
+        "(the order of a dataset is often not random, e.g. sorted by label)",
+    )
+    expect(
+        not torch.equal(epochs[0], epochs[1]),
+        "both epochs visited the images in the same order: draw a new permutation every epoch",
     )
 
 

@@ -427,7 +427,8 @@ def lognormal_rsample_detaches_mu(mu, log_sigma, eps):
 def reparam_grad_backward_on_copies(f, rsample, params, noise):
     copies = [p.detach().clone().requires_grad_(True) for p in params]
     f(rsample(*copies, noise)).mean().backward()
-    return tuple(c.grad for c in copies)
+    # .grad stays None for a parameter rsample does not use: that gradient is zero
+    return tuple(torch.zeros_like(c) if c.grad is None else c.grad for c in copies)
 
 
 @variant("reparam_grad")
@@ -458,7 +459,17 @@ def reparam_grad_copies_with_requires_grad_flag(f, rsample, params, noise):
     # Works whether or not the params arrive requiring grad.
     leaves = [p.clone().detach().requires_grad_() for p in params]
     value = f(rsample(*leaves, noise)).sum() / noise.shape[0]
-    return tuple(torch.autograd.grad(value, leaves))
+    grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))
+
+
+@mutant("reparam_grad")
+def reparam_grad_returns_none_for_unused_param(f, rsample, params, noise):
+    # allow_unused=True without replacing None: the notebook asks for a zero tensor.
+    leaves = [p.detach().requires_grad_(True) for p in params]
+    return torch.autograd.grad(
+        f(rsample(*leaves, noise)).mean(), leaves, allow_unused=True
+    )
 
 
 @mutant("reparam_grad")

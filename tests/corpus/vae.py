@@ -285,6 +285,13 @@ def negative_elbo_per_pixel_reconstruction(x, logits, mu, logvar):
 
 
 @mutant("negative_elbo")
+def negative_elbo_bce_of_sigmoid(x, logits, mu, logvar):
+    # The PyTorch example's loss: sigmoid rounds to 1 in float32 for logits above ~17.
+    recon = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum")
+    return (recon + gaussian_kl(mu, logvar).sum()) / x.shape[0]
+
+
+@mutant("negative_elbo")
 def negative_elbo_per_image_vector(x, logits, mu, logvar):
     return gaussian_kl(mu, logvar) - bernoulli_log_likelihood(x, logits)
 
@@ -358,6 +365,21 @@ class EncoderWithDropout(nn.Module):
 
     def forward(self, x):
         return tuple(self.out(self.drop(F.leaky_relu(self.hidden(x)))).chunk(2, dim=1))
+
+
+@mutant("Encoder")
+class EncoderNoHiddenRelu(nn.Module):
+    """Linear layers only: an affine map of x (the notebook asks for a hidden ReLU)."""
+
+    def __init__(self, x_dim=784, hidden_dim=400, z_dim=20):
+        super().__init__()
+        self.hidden = nn.Linear(x_dim, hidden_dim)
+        self.mu = nn.Linear(hidden_dim, z_dim)
+        self.logvar = nn.Linear(hidden_dim, z_dim)
+
+    def forward(self, x):
+        h = self.hidden(x)
+        return self.mu(h), self.logvar(h)
 
 
 @mutant("Encoder")
@@ -486,6 +508,20 @@ class DecoderBatchNorm(nn.Module):
             nn.BatchNorm1d(hidden_dim),
             nn.ReLU(),
             nn.Linear(hidden_dim, x_dim),
+        )
+
+    def forward(self, z):
+        return self.net(z)
+
+
+@mutant("Decoder")
+class DecoderNoHiddenRelu(nn.Module):
+    """Linear layers only: an affine map of z (the notebook asks for a hidden ReLU)."""
+
+    def __init__(self, z_dim=20, hidden_dim=400, x_dim=784):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim), nn.Linear(hidden_dim, x_dim)
         )
 
     def forward(self, z):
@@ -665,6 +701,16 @@ class VAEReturnsLogvarBeforeMu(_VAEBase):
 
 
 @mutant("VAE")
+class VAEReturnsMuLogitsLogvar(_VAEBase):
+    """The outputs in the wrong order: must read as the student's bug, never a grader error."""
+
+    def forward(self, x, eps=None):
+        mu, logvar = self.encoder(x)
+        eps = torch.randn_like(mu) if eps is None else eps
+        return mu, self.decoder(reparameterize(mu, logvar, eps)), logvar
+
+
+@mutant("VAE")
 class VAEReturnsProbabilities(_VAEBase):
     def forward(self, x, eps=None):
         mu, logvar = self.encoder(x)
@@ -775,7 +821,38 @@ def train_vae_dataloader(
 def train_vae_manual_parts(
     model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
 ):
-    """Calls encoder, reparameterize and decoder itself; averages the batch means of an epoch."""
+    """Calls encoder, reparameterize and decoder itself; a batch-size-weighted mean of batch means."""
+    device = _device(device)
+    torch.manual_seed(seed)
+    data = _as_tensor(train_x, device)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for _ in range(epochs):
+        order = torch.randperm(len(data), device=device)
+        losses, sizes = [], []
+        for start in range(0, len(data), batch_size):
+            batch = data[order[start : start + batch_size]]
+            mu, logvar = model.encoder(batch)
+            z = reparameterize(mu, logvar, torch.randn_like(mu))
+            loss = (
+                gaussian_kl(mu, logvar)
+                - bernoulli_log_likelihood(batch, model.decoder(z))
+            ).mean()
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            sizes.append(len(batch))
+        history.append(float(np.average(losses, weights=sizes)))
+    return history
+
+
+@mutant("train_vae")
+def train_vae_unweighted_batch_means(
+    model, train_x, *, epochs, batch_size=128, lr=1e-3, device=None, seed=0
+):
+    """Averages the batch means unweighted: the smaller last batch counts like a full one."""
     device = _device(device)
     torch.manual_seed(seed)
     data = _as_tensor(train_x, device)
@@ -879,8 +956,16 @@ def _loop(model, train_x, *, epochs, batch_size, lr, device, seed, bug=""):
     history = []
     for _ in range(epochs):
         order = torch.randperm(len(data), device=device)
-        total, batch_losses = 0.0, []
+        total, count, batch_losses = 0.0, 0, []
         steps = range(0, len(data), size)
+        if bug == "never_shuffles":
+            order = torch.arange(len(data), device=device)
+        elif bug == "shuffles_once":
+            order = torch.randperm(
+                len(data), generator=torch.Generator().manual_seed(seed)
+            )
+        if bug == "drops_last_partial_batch":
+            steps = range(0, len(data) - size + 1, size)
         if bug == "one_batch_per_epoch":
             steps = range(0, 1)
         for start in steps:
@@ -903,6 +988,7 @@ def _loop(model, train_x, *, epochs, batch_size, lr, device, seed, bug=""):
                 optimizer.step()
             value = abs(loss.item())
             total += value * len(batch)
+            count += len(batch)
             batch_losses.append(value)
         if bug == "sum_of_batch_losses":
             history.append(float(sum(batch_losses)))
@@ -911,7 +997,7 @@ def _loop(model, train_x, *, epochs, batch_size, lr, device, seed, bug=""):
         elif bug == "one_batch_per_epoch":
             history.append(batch_losses[0])
         else:
-            history.append(total / len(data))
+            history.append(total / count)  # the mean over the images trained on
     return history
 
 
@@ -950,6 +1036,9 @@ for _bug in (
     "last_batch_loss",
     "binarises_in_place",
     "tensor_only",
+    "drops_last_partial_batch",
+    "never_shuffles",
+    "shuffles_once",
 ):
     _train_mutant(_bug)
 
@@ -970,6 +1059,15 @@ def train_vae_history_of_tensors(
     return [torch.tensor(v) for v in history]
 
 
+equivalent(
+    "gaussian_kl",
+    "gaussian_kl_log_of_exp_logvar",
+    "log(exp(logvar)) equals logvar to the last bit wherever exp(logvar) is a normal float, "
+    "and where it is not (logvar < -87 in float32, < -708 in float64) it fails exactly like "
+    "torch.distributions.kl_divergence (which takes the log of scale**2): measured relative "
+    "errors are identical at every logvar tried (-60 ... -120 in float32, -600 ... -746 in "
+    "float64). Catching it would take points from the torch.distributions variant",
+)
 equivalent(
     "train_vae",
     "train_vae_model_not_moved",
