@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[notebooks,dev]"
+	$(PY) -m pip install -q -e ".[notebooks,dev,cluster]"
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
