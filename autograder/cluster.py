@@ -445,9 +445,13 @@ def _connect(address: str) -> tuple[Any, Any]:
     workers = int(match.group(1) or os.cpu_count() or 1)
     if workers < 1:
         raise RuntimeError(f"--scheduler {address}: need at least one worker")
-    with dask.config.set(
-        {"distributed.scheduler.allowed-failures": MAX_TRIES_LOCAL - 1}
-    ):
+    settings = {
+        "distributed.scheduler.allowed-failures": MAX_TRIES_LOCAL - 1,
+        # A worker holds only the submission it grades: when one kills the worker, no
+        # innocent submission queued behind it counts a failed try.
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with dask.config.set(settings):
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
