@@ -7,6 +7,16 @@ submission it grades, so killing it makes no innocent submission suspicious).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +34,10 @@ CLASS: dict[str, Any] = {
         add_one="def add_one(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
     ),
     "frank": "{ this is not json",
-    "mallory": b.honest_cells(),  # its Dask worker is killed every time it is graded
-    "victor": b.honest_cells(),  # its Dask worker is killed once
+    # Honest, and slow enough to be caught mid-submission, where the test kills its Dask
+    # worker: every time for mallory, once for victor.
+    "mallory": [*b.honest_cells(), "import time  # mallory\ntime.sleep(2)"],
+    "victor": [*b.honest_cells(), "import time  # victor\ntime.sleep(2)"],
     "wendy": b.honest_cells(double="def double(t):\n    return t + t"),
 }
 LIMITS = ("--timeout", "60", "--cell-timeout", "10")
@@ -142,3 +154,246 @@ def test_grade_rejects_a_malformed_shard(tmp_path: Path, capsys: Any) -> None:
     assert code == 2
     assert "between 1 and N" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- on a cluster (slow)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[tuple[Any, Any]]:
+    """Two one-thread Dask worker processes (with nannies) on loopback; two tries a task."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    settings = {
+        "distributed.scheduler.allowed-failures": 1,
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in b.env().items():
+            if os.environ.get(name) != value:
+                patch.setenv(
+                    name, value
+                )  # the workers inherit the grader's environment
+        with dask.config.set(settings):
+            local = LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            )
+        client = Client(local)
+        try:
+            yield local, client
+        finally:
+            client.close()
+            local.close()
+
+
+@pytest.fixture(scope="module")
+def graded_locally(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The class graded by the local path (``--jobs 1``): what every cluster run must equal."""
+    base = tmp_path_factory.mktemp("cluster")
+    submitted = _make_class(base)
+    out = base / "local"
+    done = b.run_autograde(submitted, out, "--jobs", "1", *LIMITS)
+    assert done.returncode == 0, done.stderr
+    return submitted, out
+
+
+@pytest.mark.slow
+def test_cluster_run_interrupted_then_rerun_equals_the_local_run(
+    dask_cluster: tuple[Any, Any], graded_locally: tuple[Path, Path], tmp_path: Path
+) -> None:
+    local, _ = dask_cluster
+    submitted, expected = graded_locally
+    out = tmp_path / "out"
+    command = b.autograde_command(
+        submitted, out, "--scheduler", local.scheduler_address, *LIMITS
+    )
+    first = subprocess.Popen(
+        command, cwd=b.ROOT, env=b.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    # Frank and Gina are graded on the client (nothing to run): wait for a worker's result.
+    while len(list(out.glob("*/*/results.json"))) < 3 and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.02)
+    first.send_signal(signal.SIGINT)  # the instructor's Ctrl-C
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err.decode()
+    assert b"Rerun the same command to resume" in err
+    before = {
+        str(p.relative_to(out)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in out.glob("*/*/results.json")
+    }
+    assert 3 <= len(before) < len(CLASS) + 1, sorted(before)
+
+    rerun = subprocess.run(
+        command, cwd=b.ROOT, env=b.env(), capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(before)} already graded" in rerun.stderr
+    assert _files(out) == _files(expected)  # byte-identical to the local run
+    for name, stamp in before.items():  # what was written before the interrupt stays
+        path = out / name
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp
+    log = [json.loads(line) for line in (out / "grading.log").read_text().splitlines()]
+    assert sorted(e["graded"] for e in log) == sorted(
+        f"{s}/{b.ASSIGNMENT}" for s in [*CLASS, "gina"]
+    )
+
+
+@pytest.mark.slow
+def test_shards_graded_on_the_cluster_merge_into_the_local_gradebook(
+    dask_cluster: tuple[Any, Any], graded_locally: tuple[Path, Path], tmp_path: Path
+) -> None:
+    local, _ = dask_cluster
+    submitted, expected = graded_locally
+    parts = [tmp_path / "part1", tmp_path / "part2"]
+    for index, part in enumerate(parts, start=1):
+        done = b.run_autograde(
+            submitted,
+            part,
+            "--shard",
+            f"{index}/2",
+            "--scheduler",
+            local.scheduler_address,
+            *LIMITS,
+        )
+        assert done.returncode == 0, done.stderr
+    keys = [
+        set(json.loads((p / "shard.json").read_text())["submissions"]) for p in parts
+    ]
+    assert not keys[0] & keys[1] and keys[0] and keys[1]
+    assert keys[0] | keys[1] == {f"{s}/{b.ASSIGNMENT}" for s in [*CLASS, "gina"]}
+    for part, part_keys in zip(parts, keys):
+        assert {
+            str(p.parent.relative_to(part)) for p in part.glob("*/*/results.json")
+        } == part_keys
+    merged = tmp_path / "merged"
+    plugins = [a for p in b.PLUGINS for a in ("--plugin", p)]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autograder.cli",
+            "merge",
+            *map(str, parts),
+            "--out",
+            str(merged),
+            *plugins,
+        ],
+        cwd=b.ROOT,
+        env=b.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _files(merged) == _files(expected)
+
+
+def _killer(
+    client: Any,
+    stop: threading.Event,
+    always: str,
+    once: str,
+    killed: list[tuple[str, int, list[int]]],
+) -> None:
+    """Kill the Dask worker process grading ``always`` whenever it does, ``once`` once.
+
+    A worker grades a student when the scheduler says the student's task is processing there
+    and a notebook with the student's marker sits in a grading folder (the task has started).
+    """
+    import psutil
+
+    started: dict[tuple[str, int], float] = {}
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            running = {
+                student
+                for path in Path(tempfile.gettempdir()).glob("autograde-dask-*/*.ipynb")
+                for student in (always, once)
+                if f"# {student}" in path.read_text()
+            }
+            if running:
+                pids = client.run(os.getpid, on_error="ignore")
+                for worker, keys in client.processing().items():
+                    for key in keys:
+                        student = str(key).rsplit("-", 1)[-1].split("/")[0]
+                        if student not in running or worker not in pids:
+                            continue
+                        if student == once and any(s == once for s, _, _ in killed):
+                            continue
+                        seen = started.setdefault(
+                            (student, pids[worker]), time.monotonic()
+                        )
+                        if time.monotonic() - seen < 0.5:  # well into the notebook
+                            continue
+                        process = psutil.Process(pids[worker])
+                        children = [c.pid for c in process.children(recursive=True)]
+                        process.kill()
+                        killed.append((student, pids[worker], children))
+        stop.wait(0.1)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_costs_a_retry_and_a_killer_gets_zero_with_a_flag(
+    dask_cluster: tuple[Any, Any], graded_locally: tuple[Path, Path], tmp_path: Path
+) -> None:
+    local, client = dask_cluster
+    submitted, expected = graded_locally
+    out = tmp_path / "out"
+    stop, killed = threading.Event(), []
+    thread = threading.Thread(
+        target=_killer, args=(client, stop, "mallory", "victor", killed), daemon=True
+    )
+    thread.start()
+    try:
+        code = cli.grade_batch(
+            submitted,
+            out,
+            limits=cli._limits(
+                cli._parser().parse_args(["grade", "x", "--out", "y", *LIMITS])
+            ),
+            plugins=b.PLUGINS,
+            progress=False,
+            scheduler=local.scheduler_address,
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert code == 0  # the batch finishes, nothing is a grader failure
+    students = [s for s, _, _ in killed]
+    assert students.count("mallory") == 2, killed  # allowed-failures 1: two tries
+    assert students.count("victor") == 1, killed
+    got, want = _files(out), _files(expected)
+    mallory = f"mallory/{b.ASSIGNMENT}/results.json"
+    for name in want:  # every other file equals the local run's, victor's included
+        if "mallory" not in name and name != "gradebook.csv":
+            assert got[name] == want[name], name
+    data = json.loads(got[mallory])
+    assert data["score"] == 0 and data["extra_data"]["flags"] == ["killed_worker"]
+    assert all(
+        t["score"] == 0
+        and "killed the grading machine's worker process all 2 times" in t["output"]
+        for t in data["tests"]
+    )
+    rows = {r.split(",")[0]: r for r in got["gradebook.csv"].decode().splitlines()}
+    assert rows["mallory"].startswith("mallory,00_fake,0,4,killed_worker")
+    # Nothing the killed workers started (judge, zygote, sandboxed worker) is left running.
+    import psutil
+
+    def running(pid: int) -> bool:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return False
+
+    deadline = time.monotonic() + 30
+    left = [pid for _, worker, children in killed for pid in [worker, *children]]
+    while any(running(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in left if running(pid)]
+    assert all(children for _, _, children in killed)  # each kill hit a grading worker
