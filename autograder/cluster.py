@@ -398,8 +398,13 @@ def _judge_main(plugins: list[str]) -> None:
         except Exception as error:  # grading itself failed: the client reports it
             reply = ("error", f"{type(error).__name__}: {error}")
         data = pickle.dumps(reply)
-        replies.write(len(data).to_bytes(8, "big") + data)
-        replies.flush()
+        try:
+            replies.write(len(data).to_bytes(8, "big") + data)
+            replies.flush()
+        except (
+            BrokenPipeError
+        ):  # the Dask worker is gone; the scheduler retries elsewhere
+            return
 
 
 # --------------------------------------------------------------------------- the client
