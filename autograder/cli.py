@@ -209,7 +209,8 @@ def grade_batch(
             pending.append(submission)
     print(
         f"autograde: {len(submissions)} submissions in {submitted}: {len(finished)} already graded, "
-        f"{len(pending)} to grade with {jobs} job(s)",
+        f"{len(pending)} to grade "
+        + (f"on {scheduler}" if scheduler else f"with {jobs} job(s)"),
         file=sys.stderr,
     )
     levels = None if sandbox_level == "auto" else (sandbox_level,)

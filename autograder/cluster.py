@@ -306,6 +306,7 @@ class _Judge:
 _IDLE: dict[tuple[str, ...], list[_Judge]] = {}
 _IDLE_LOCK = threading.Lock()
 _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+_CLEANED = False
 
 
 def _take_judge(plugins: tuple[str, ...]) -> _Judge:
@@ -364,8 +365,16 @@ def grade_on_worker(submission: Any, notebook: bytes, config: Any) -> Any:
     """
     from autograder.judge import Submission
 
+    global _CLEANED
+    if not _CLEANED:  # what judges of killed Dask workers left on this machine
+        from autograder.cli import _clean_stale_workdirs
+
+        _clean_stale_workdirs()
+        _CLEANED = True
     _check_grader(config, submission.assignment)
-    with tempfile.TemporaryDirectory(prefix="autograde-dask-") as folder:
+    # Named like the judges' folders (autograde-<pid>-...), so it is removed if we are killed.
+    prefix = f"autograde-{os.getpid()}-dask-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         path = Path(folder) / f"{submission.assignment}.ipynb"
         path.write_bytes(notebook)
         copy = Submission(submission.student, submission.assignment, str(path))

@@ -314,7 +314,9 @@ def _killer(
         with contextlib.suppress(Exception):
             running = {
                 student
-                for path in Path(tempfile.gettempdir()).glob("autograde-dask-*/*.ipynb")
+                for path in Path(tempfile.gettempdir()).glob(
+                    "autograde-*-dask-*/*.ipynb"
+                )
                 for student in (always, once)
                 if f"# {student}" in path.read_text()
             }
