@@ -276,8 +276,11 @@ class _Judge:
     def grade(self, submission: Any, config: Any) -> Any:
         assert self.process.stdin is not None and self.process.stdout is not None
         data = pickle.dumps((submission, config))
-        self.process.stdin.write(len(data).to_bytes(8, "big") + data)
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(len(data).to_bytes(8, "big") + data)
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            raise _JudgeGone from None  # it died idle: nothing was graded yet
         header = self.process.stdout.read(8)
         if len(header) < 8:
             code = self.process.wait()
@@ -293,14 +296,9 @@ class _Judge:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+
+class _JudgeGone(Exception):
+    """The judge had died before it got the request."""
 
 
 _IDLE: dict[tuple[str, ...], list[_Judge]] = {}
@@ -381,11 +379,16 @@ def grade_on_worker(submission: Any, notebook: bytes, config: Any) -> Any:
         private = dataclasses.replace(
             config, secret_paths=(*config.secret_paths, folder)
         )
-        judge = _take_judge(tuple(config.plugins))
-        try:
-            return judge.grade(copy, private)
-        finally:
-            _return_judge(judge)
+        for attempt in range(2):
+            judge = _take_judge(tuple(config.plugins))
+            try:
+                return judge.grade(copy, private)
+            except _JudgeGone:
+                if attempt:
+                    raise RuntimeError("the judge process dies as it starts") from None
+            finally:
+                _return_judge(judge)
+        raise AssertionError("unreachable")
 
 
 def _judge_main(plugins: list[str]) -> None:

@@ -157,6 +157,51 @@ def test_grade_rejects_a_malformed_shard(tmp_path: Path, capsys: Any) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_a_dask_task_grades_a_private_copy_and_refuses_another_grader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tests.test_grader.fakecourse.hidden  # noqa: F401 - registers 00_fake
+    from autograder.judge import grader_fingerprint
+    from autograder.sandbox import Limits
+
+    class Gone:  # a judge that died while idle
+        plugins = tuple(b.PLUGINS)
+
+        def grade(self, *_: Any) -> Any:
+            raise cluster._JudgeGone
+
+        def alive(self) -> bool:
+            return False
+
+    class Echo(Gone):
+        def grade(self, submission: Any, config: Any) -> Any:
+            return submission, config, Path(submission.notebook).read_bytes()
+
+        def alive(self) -> bool:
+            return True
+
+    judges = iter([Gone(), Echo()])
+    monkeypatch.setattr(cluster, "_take_judge", lambda plugins: next(judges))
+    monkeypatch.setattr(cluster, "_return_judge", lambda judge: None)
+    monkeypatch.setattr(cluster, "_CLEANED", True)
+    right = grader_fingerprint(Limits(), b.ASSIGNMENT, b.PLUGINS)
+    config = JudgeConfig(
+        secret_paths=("/srv/out",),
+        plugins=tuple(b.PLUGINS),
+        fingerprints={b.ASSIGNMENT: right},
+    )
+    submission = Submission("ann", b.ASSIGNMENT, "/client/only/path.ipynb")
+    copy, private, content = cluster.grade_on_worker(submission, b"{ notebook", config)
+    assert content == b"{ notebook"  # the bytes sent, graded from a private folder
+    assert (copy.student, copy.assignment) == ("ann", b.ASSIGNMENT)
+    folder = str(Path(copy.notebook).parent)
+    assert private.secret_paths == ("/srv/out", folder)  # that the sandbox may not read
+    assert not Path(folder).exists()
+    other = JudgeConfig(plugins=tuple(b.PLUGINS), fingerprints={b.ASSIGNMENT: "0" * 16})
+    with pytest.raises(cluster.GraderMismatch, match="different grader"):
+        cluster.grade_on_worker(submission, b"{}", other)
+
+
 # --------------------------------------------------------------------------- on a cluster (slow)
 
 
