@@ -168,6 +168,9 @@ def merge_outputs(
             manifest = json.loads((part / SHARD_FILE).read_text(encoding="utf-8"))
             index, count = (int(v) for v in manifest["shard"])
             keys = [str(k) for k in manifest["submissions"]]
+            bad = [k for k in keys if not _plain_key(k)]
+            if bad:
+                raise ValueError(f"not student/assignment: {bad[0]!r}")
         except (OSError, ValueError, KeyError, TypeError) as error:
             print(
                 f"autograde merge: {part} is not the output of a --shard run "
@@ -207,11 +210,8 @@ def merge_outputs(
         return 1
     all_results = []
     for key, part in sorted(sources.items()):
-        for name in (
-            "feedback.html",
-            "grading.json",
-            "results.json",
-        ):  # results.json last
+        names = ("feedback.html", "grading.json", "results.json")  # results.json last
+        for name in names:
             source = part / key / name
             if source.is_file():
                 write_atomic(out / key / name, source.read_text(encoding="utf-8"))
@@ -232,6 +232,12 @@ def merge_outputs(
         file=stream,
     )
     return 0
+
+
+def _plain_key(key: str) -> bool:
+    """``student/assignment`` with two plain folder names (nothing that climbs out of OUT)."""
+    parts = key.split("/")
+    return len(parts) == 2 and all(p and p not in (".", "..") for p in parts)
 
 
 def _same_files(a: Path, b: Path) -> bool:

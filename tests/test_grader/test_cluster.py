@@ -144,6 +144,10 @@ def test_merge_refuses_missing_conflicting_or_foreign_parts(tmp_path: Path) -> N
     assert cluster.merge_outputs([one, two, three], tmp_path / "m3") == 1
     # A folder that is not a --shard output: a usage error.
     assert cluster.merge_outputs([one, tmp_path], tmp_path / "m4") == 2
+    # A manifest naming something outside its folder: a usage error, nothing copied.
+    (two / "shard.json").write_text('{"shard": [2, 2], "submissions": ["../../x"]}')
+    assert cluster.merge_outputs([one, two], tmp_path / "m5") == 2
+    assert not (tmp_path / "m5").exists()
 
 
 def test_grade_rejects_a_malformed_shard(tmp_path: Path, capsys: Any) -> None:
