@@ -271,11 +271,11 @@ class _Judge:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # The Dask worker's environment and folder, as a local judge has the CLI's: its
+            # module path (which the sandboxed worker inherits) is what ``python -m`` gives
+            # there, never the Dask worker's own additions (a script's folder, say).
             env=dict(
-                os.environ,
-                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-                # What this Dask worker can import (plugins included), its judge can too.
-                PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+                os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")
             ),
         )
 

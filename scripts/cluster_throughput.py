@@ -18,6 +18,7 @@ Usage: ``python scripts/cluster_throughput.py [--students ...] [--assignments ..
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -71,6 +72,27 @@ def results(out: Path) -> dict[str, bytes]:
     }
 
 
+def differences(a: Path, b: Path) -> list[str]:
+    """What differs between two runs' results.json files: per test, the score or the text."""
+    lines = []
+    for name, content in sorted(results(a).items()):
+        other = (b / name).read_bytes() if (b / name).is_file() else b""
+        if content == other:
+            continue
+        if not other:
+            lines.append(f"{name}: missing")
+            continue
+        tests_a = {t["name"]: t for t in json.loads(content)["tests"]}
+        tests_b = {t["name"]: t for t in json.loads(other)["tests"]}
+        changed = [
+            f"{t} ({tests_a[t]['score']} vs {tests_b.get(t, {}).get('score')})"
+            for t in tests_a
+            if tests_a[t] != tests_b.get(t)
+        ]
+        lines.append(f"{name}: {'; '.join(changed) or 'summary or notes differ'}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", nargs="+", default=list(HONEST))
@@ -80,13 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         default=["01_em", "02_score", "03_reparam", "04_elbo", "05_vae"],
     )
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument(
+        "--keep", type=Path, help="work in this (new) folder and keep the outputs"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import dask
     from distributed import LocalCluster
 
     with tempfile.TemporaryDirectory(prefix="cluster-throughput-") as tmp:
-        base = Path(tmp)
+        base = args.keep or Path(tmp)
         pairs = copy_class(args.students, args.assignments, base / "submitted")
         if not pairs:
             print("no submissions: run python scripts/make_demo_class.py first")
@@ -124,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             outputs.append(out)
         reference = results(outputs[0])
         unequal = [str(o.name) for o in outputs[1:] if results(o) != reference]
+        for other in outputs[1:]:
+            for line in differences(outputs[0], other):
+                print(f"{outputs[0].name} vs {other.name}: {line}")
         n = len(pairs)
         print(
             f"{n} submissions ({', '.join(args.students)} x {', '.join(args.assignments)}), "
