@@ -206,6 +206,24 @@ def test_a_dask_task_grades_a_private_copy_and_refuses_another_grader(
         cluster.grade_on_worker(submission, b"{}", other)
 
 
+def test_a_judge_gets_the_workers_environment_but_not_its_module_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A folder the Dask worker's process put on sys.path (a script's own folder) must not
+    # reach the sandboxed worker: listing it there is forbidden and zeroes honest notebooks.
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        cluster.subprocess, "Popen", lambda args, **kw: started.append(kw) or None
+    )
+    monkeypatch.setattr(sys, "path", [*sys.path, "/somewhere/scripts"])
+    monkeypatch.setenv("COURSE_DATA", "/data")
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    cluster._Judge(tuple(b.PLUGINS))
+    env = started[0]["env"]
+    assert "PYTHONPATH" not in env and env["COURSE_DATA"] == "/data"
+    assert "cwd" not in started[0]  # the Dask worker's folder, as ``python -m`` there
+
+
 # --------------------------------------------------------------------------- on a cluster (slow)
 
 
