@@ -6,6 +6,8 @@ Commands::
     autograde demo                      # make grade: release, then grade examples/submitted
     autograde gradescope --assignment ID  # inside Gradescope's container (run_autograder)
     autograde classroom OUT             # results for GitHub Classroom's grading reporter
+    autograde grade SUBMITTED --out OUT --scheduler tcp://HOST:PORT|local:N [--shard I/N]
+    autograde merge OUT1 OUT2 ... --out OUT  # the shards' outputs, one gradebook
 
 ``SUBMITTED`` is an nbgrader-style tree ``<student_id>/<assignment_id>/<assignment_id>.ipynb``
 or an nbgrader course folder (its ``submitted/`` is used). Each submission is graded by a
@@ -151,11 +153,15 @@ def grade_batch(
     students: Sequence[str] | None = None,
     stream: Any = None,
     insecure: bool = False,
+    scheduler: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> int:
     """Grade every submission under ``submitted`` into ``out``; return the exit status.
 
     Without ``insecure``, grading needs an isolating sandbox level
     (:data:`autograder.sandbox.ISOLATING`): the status is 2 where none can work.
+    ``scheduler`` (``tcp://HOST:PORT`` or ``local:N``) grades on a Dask cluster and ``shard``
+    ``(I, N)`` keeps the I-th of N disjoint parts (:mod:`autograder.cluster`).
     """
     from autograder.judge import (
         JudgeConfig,
@@ -195,7 +201,11 @@ def grade_batch(
     submissions, problems = find_submissions(
         submitted, assignments=assignments, students=students
     )
-    if not submissions and not problems:
+    if shard is not None:
+        from autograder.cluster import select_shard
+
+        submissions, problems = select_shard(submissions, problems, shard)
+    if not submissions and not problems and shard is None:
         print(
             f"autograde: no submissions under {submitted} (expected <student>/<assignment>/<assignment>.ipynb)",
             file=sys.stderr,
@@ -232,7 +242,8 @@ def grade_batch(
             pending.append(submission)
     print(
         f"autograde: {len(submissions)} submissions in {submitted}: {len(finished)} already graded, "
-        f"{len(pending)} to grade with {jobs} job(s)",
+        f"{len(pending)} to grade "
+        + (f"on {scheduler}" if scheduler else f"with {jobs} job(s)"),
         file=sys.stderr,
     )
     if sandbox_level != "auto":
@@ -250,11 +261,19 @@ def grade_batch(
     )
     failures = list(problems)
     started = time.monotonic()
-    if pending:
+    if pending and scheduler:
+        from autograder.cluster import run_on_dask
+
+        failures += run_on_dask(scheduler, pending, config, out, progress, finished)
+    elif pending:
         failures += _run_pool(pending, config, out, jobs, progress, finished)
     elapsed = time.monotonic() - started
     all_results = [finished[s.key] for s in submissions if s.key in finished]
     write_gradebook(out / "gradebook.csv", all_results, TASKS)
+    if shard is not None:
+        from autograder.cluster import write_shard_manifest
+
+        write_shard_manifest(out, shard, submissions)
     print(summary_table(all_results), file=stream)
     levels_used = sorted(
         {
@@ -540,6 +559,15 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    shard = None
+    if args.shard is not None:
+        from autograder.cluster import parse_shard
+
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as error:
+            print(f"autograde: {error}", file=sys.stderr)
+            return 2
     return grade_batch(
         args.submitted,
         args.out,
@@ -552,7 +580,15 @@ def _grade(args: argparse.Namespace) -> int:
         assignments=args.assignment,
         students=args.student,
         insecure=args.insecure,
+        scheduler=args.scheduler,
+        shard=shard,
     )
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from autograder.cluster import merge_outputs
+
+    return merge_outputs(args.parts, args.out, plugins=args.plugin)
 
 
 def _repo() -> Path:
@@ -700,8 +736,26 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="regrade submissions already graded"
     )
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
+    grade.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="grade on a Dask cluster: tcp://HOST:PORT, or local:N for N local workers",
+    )
+    grade.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="grade only the I-th of N disjoint, stable parts (then autograde merge)",
+    )
     _add_limits(grade)
     grade.set_defaults(run=_grade)
+
+    merge = commands.add_parser(
+        "merge", help="combine the OUT folders of --shard runs into one gradebook"
+    )
+    merge.add_argument("parts", type=Path, nargs="+", help="the shards' OUT folders")
+    merge.add_argument("--out", type=Path, required=True, help="the combined folder")
+    merge.add_argument("--plugin", action="append", default=[], metavar="MODULE")
+    merge.set_defaults(run=_merge)
 
     demo = commands.add_parser(
         "demo", help="release the assignments and grade the demo class (make grade)"
