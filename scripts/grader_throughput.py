@@ -7,6 +7,7 @@ wrong) three ways: ``autograde grade --jobs 1``, ``autograde grade --jobs 2`` an
 the ratios, and every (student, task) whose points differ between the two graders.
 
 Usage: ``python scripts/grader_throughput.py [--students ...] [--assignments ...] [--jobs 1 2]``
+``--profile`` instead times each part of each submission (worker start, cells, properties).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HONEST = ("ada_correct", "ben_partly_wrong")
@@ -161,6 +164,118 @@ def compare(
     return differences
 
 
+class _Timers:
+    """Wall-clock spans recorded by wrappers around the judge's own functions."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float]] = []
+        self.cell_started: dict[int, float] = {}
+        self.calls = 0
+
+    def wrap(self, owner: Any, name: str, label: Callable[..., str]) -> None:
+        original = getattr(owner, name)
+        timers = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timers.spans.append((label(*args), time.perf_counter() - start))
+
+        setattr(owner, name, timed)
+
+
+def profile_submissions(students: list[str], assignments: list[str]) -> None:
+    """Where the time of one submission goes, measured inside one judge process.
+
+    Wraps (in this process only) the zygote start, the worker start, every notebook cell
+    (from the worker's ``cell``/``cell_done`` messages) and every property, then grades each
+    submission exactly as ``autograde grade --jobs 1`` does.
+    """
+    from autograder import core, judge, remote
+    from autograder.sandbox import Limits
+
+    # As under ``python -m autograder.cli``: the worker must not see scripts/ on its path
+    # (its sandbox refuses to list folders it was not given).
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [
+        entry for entry in sys.path if Path(entry or ".").resolve() != Path(here)
+    ]
+    timers = _Timers()
+    start = time.perf_counter()
+    preload = judge._preload(judge._public(()))
+    remote.prestart_zygote(preload)
+    zygote = remote._zygote(preload, remote._worker_env())
+    print(
+        f"zygote ready (imports {len(preload)} modules once per judge process): {time.perf_counter() - start:.2f} s"
+    )
+    import torch
+
+    torch.set_num_threads(1)
+    timers.wrap(
+        remote.Session, "_start", lambda *a: "worker start (fork, sandbox, hello)"
+    )
+    timers.wrap(judge, "run_property", lambda prop, *a: f"property {prop.name}")
+    timers.wrap(remote.Session, "call", lambda *a: "call")
+    original_receive = remote._Channel.receive
+
+    def receive(channel: Any, deadline: float) -> Any:
+        header, payload = original_receive(channel, deadline)
+        now = time.perf_counter()
+        if header.get("op") == "cell":
+            timers.cell_started[int(header.get("cell", -1))] = now
+        elif header.get("op") == "cell_done":
+            cell = int(header.get("cell", -1))
+            began = timers.cell_started.pop(cell, now)
+            timers.spans.append((f"notebook cell {cell}", now - began))
+        elif header.get("op") not in ("hello", "ready"):
+            timers.calls += 1
+        return header, payload
+
+    remote._Channel.receive = receive  # type: ignore[method-assign]
+    assert core  # the wrappers above replace judge's names; core stays intact
+    submitted = ROOT / "examples" / "submitted"
+    config = judge.JudgeConfig(
+        limits=Limits(),
+        secret_paths=(str(submitted.resolve()),),
+    )
+    for student in students:
+        for assignment in assignments:
+            notebook = submitted / student / assignment / f"{assignment}.ipynb"
+            if not notebook.is_file():
+                continue
+            timers.spans, timers.calls = [], 0
+            began = time.perf_counter()
+            outcome = judge.grade_submission(
+                judge.Submission(student, assignment, str(notebook)), config
+            )
+            total = time.perf_counter() - began
+            score = sum(t.score for t in outcome.tests)
+            print(
+                f"\n{student}/{assignment}: {total:.2f} s end to end, score {score:g}, {timers.calls} probe replies"
+            )
+            if outcome.flags or outcome.notes:
+                print(f"  flags {outcome.flags}, notes {outcome.notes[:3]}")
+            cells = sum(t for name, t in timers.spans if name.startswith("notebook"))
+            props = sum(t for name, t in timers.spans if name.startswith("property"))
+            worker = sum(t for name, t in timers.spans if name.startswith("worker"))
+            print(f"  worker start        {worker:6.2f} s")
+            print(f"  notebook cells      {cells:6.2f} s")
+            calls = [t for name, t in timers.spans if name == "call"]
+            print(f"  properties          {props:6.2f} s")
+            if calls:
+                print(
+                    f"    of which {len(calls)} probe calls: {sum(calls):.2f} s, {1000 * sum(calls) / len(calls):.1f} ms each on average"
+                )
+            print(f"  rest (judge, I/O)   {total - cells - props - worker:6.2f} s")
+            spans = [(n, t) for n, t in timers.spans if n != "call"]
+            for name, seconds in sorted(spans, key=lambda x: -x[1])[:6]:
+                print(f"    {seconds:6.2f} s  {name}")
+    if zygote is not None:
+        zygote.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", nargs="+", default=list(HONEST))
@@ -171,7 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--no-nbgrader", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: where the time of each submission goes (worker, cells, properties)",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        profile_submissions(args.students, args.assignments)
+        return 0
     with tempfile.TemporaryDirectory(prefix="grader-throughput-") as tmp:
         base = Path(tmp)
         pairs = copy_class(args.students, args.assignments, base / "submitted")
