@@ -29,7 +29,10 @@ HONEST = ("ada_correct", "ben_partly_wrong")
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    # nbgrader runs `alembic` from PATH: this interpreter's bin first, so that running the
+    # script with .venv/bin/python works without activating the environment.
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", PATH=path)
 
 
 def copy_class(
