@@ -233,9 +233,17 @@ class _GraphedStep:
             self.warm += 1
             return
         graph = torch.cuda.CUDAGraph()
+        # As torch.cuda.graph does on entry: nothing in flight when the capture begins.
+        torch.cuda.synchronize(self.x.device)
         try:
-            with torch.cuda.graph(graph, stream=self.stream):
-                _step(self.model, self.optimizer, self.x, self.eps, self.total)
+            # capture_begin/end rather than the torch.cuda.graph context manager, so that the
+            # stream context is restored even when capture_end raises after a failed capture
+            with torch.cuda.stream(self.stream):
+                graph.capture_begin()
+                try:
+                    _step(self.model, self.optimizer, self.x, self.eps, self.total)
+                finally:
+                    graph.capture_end()
         except RuntimeError:
             # Capture recorded but did not run anything: the model's state is untouched, so
             # this batch and every later one run eagerly instead.
