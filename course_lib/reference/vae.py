@@ -317,7 +317,10 @@ def train_vae(
     generator seeded by ``seed``. On CUDA the whole step (forward, backward, fused Adam) is
     captured once in a CUDA graph and replayed per batch, which removes the per-kernel launch
     cost that bounds this small network on a GPU; the results equal the eager loop's up to
-    rounding. ``COURSE_CUDA_GRAPHS=0`` turns the graph off.
+    rounding. A graph replays kernels, not Python: a model whose ``forward`` has Python side
+    effects (counters, recording, printing) sees them only in the first few steps, and one that
+    reads values back to the host cannot be captured (training then goes on eagerly).
+    ``COURSE_CUDA_GRAPHS=0`` turns the graph off; runs of at most 3 full batches never use it.
 
     Args:
         model: A :class:`VAE`-like module, ``model(x, eps) -> (logits, mu, logvar)``.
