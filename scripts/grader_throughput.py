@@ -155,6 +155,17 @@ def nbgrader_scores(
     return scores
 
 
+def _first_difference(first: Path, second: Path) -> str:
+    """The first test (or top-level field) whose entry differs between two results.json."""
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    for x, y in zip(a.get("tests", []), b.get("tests", [])):
+        if x != y:
+            keys = [k for k in x if x.get(k) != y.get(k)]
+            return f"{x.get('name')!r}: {', '.join(f'{k} {x.get(k)!r:.120} vs {y.get(k)!r:.120}' for k in keys)}"
+    keys = [k for k in a if a.get(k) != b.get(k)]
+    return f"fields {keys}"
+
+
 def compare(
     ours: dict[tuple[str, str, str], float], theirs: dict[tuple[str, str, str], float]
 ) -> list[str]:
@@ -290,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--no-nbgrader", action="store_true")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the interleaved runs; best time of each grader (order reversed each round)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="instead: where the time of each submission goes (worker, cells, properties)",
@@ -304,27 +321,39 @@ def main(argv: list[str] | None = None) -> int:
         if not pairs:
             print("no submissions: run python scripts/make_demo_class.py first")
             return 2
-        rows, ours, outputs = [], {}, []
-        for jobs in args.jobs:
-            out = base / f"out-jobs{jobs}"
-            seconds = run_autograde(base / "submitted", out, jobs)
-            rows.append((f"autograde grade --jobs {jobs}", seconds))
-            ours = autograde_scores(out, pairs)
-            outputs.append(out)
+        assignments = sorted({a for _, a in pairs})
+        if not args.no_nbgrader:
+            make_course(base / "course", assignments, base / "submitted")
+        modes = [f"autograde grade --jobs {jobs}" for jobs in args.jobs]
+        if not args.no_nbgrader:
+            modes.append("nbgrader autograde")
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        outputs: list[Path] = []
+        differences: list[str] = []
+        for round_ in range(args.rounds):
+            # Interleaved, the order reversed every other round: load on a shared machine
+            # then falls on every grader alike.
+            for mode in modes if round_ % 2 == 0 else modes[::-1]:
+                if mode == "nbgrader autograde":
+                    times[mode].append(run_nbgrader(base / "course", assignments))
+                    continue
+                jobs = int(mode.rsplit(" ", 1)[1])
+                out = base / f"out-jobs{jobs}-round{round_}"
+                times[mode].append(run_autograde(base / "submitted", out, jobs))
+                outputs.append(out)
+        if not args.no_nbgrader:
+            differences = compare(
+                autograde_scores(outputs[0], pairs),
+                nbgrader_scores(base / "course", pairs),
+            )
         unequal = [
-            f"{s}/{a}"
+            f"{s}/{a}: {_first_difference(outputs[0] / s / a / 'results.json', other / s / a / 'results.json')}"
             for s, a in pairs
             for other in outputs[1:]
             if (outputs[0] / s / a / "results.json").read_bytes()
             != (other / s / a / "results.json").read_bytes()
         ]
-        differences: list[str] = []
-        if not args.no_nbgrader:
-            course = base / "course"
-            make_course(course, sorted({a for _, a in pairs}), base / "submitted")
-            seconds = run_nbgrader(course, sorted({a for _, a in pairs}))
-            rows.append(("nbgrader autograde", seconds))
-            differences = compare(ours, nbgrader_scores(course, pairs))
+        rows = [(mode, min(values)) for mode, values in times.items()]
     print(
         f"{len(pairs)} submissions ({', '.join(args.students)} x {', '.join(args.assignments)}), {os.cpu_count()} CPUs"
     )
@@ -335,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}")
     if len(outputs) > 1:
         print(
-            "identical results.json for every --jobs"
+            "identical results.json for every run"
             if not unequal
-            else f"results.json differ between --jobs: {unequal}"
+            else "results.json differ between runs:\n  " + "\n  ".join(unequal)
         )
     if not args.no_nbgrader:
         print(
