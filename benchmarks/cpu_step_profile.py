@@ -149,13 +149,14 @@ def check_gradients() -> float:
     x = torch.from_numpy(load_mnist()[0][:100]).double()
     eps = torch.randn(100, 20, dtype=torch.float64)
     negative_elbo(x, *model(x, eps)).backward()
-    expected = [p.grad.clone() for p in model.parameters()]
+    expected = [torch.as_tensor(p.grad).clone() for p in model.parameters()]
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     with torch.no_grad():
         _manual_grads(_layers(model), x, eps)
     return max(
-        float((p.grad - e).abs().max()) for p, e in zip(model.parameters(), expected)
+        float((torch.as_tensor(p.grad) - e).abs().max())
+        for p, e in zip(model.parameters(), expected)
     )
 
 

@@ -247,7 +247,7 @@ def profile_submissions(students: list[str], assignments: list[str]) -> None:
             timers.calls += 1
         return header, payload
 
-    remote._Channel.receive = receive  # type: ignore[method-assign]
+    remote._Channel.receive = receive  # type: ignore[method-assign,assignment]
     assert core  # the wrappers above replace judge's names; core stays intact
     submitted = ROOT / "examples" / "submitted"
     config = judge.JudgeConfig(
