@@ -133,6 +133,62 @@ def test_empty_training_set_is_a_clear_error() -> None:
         train_vae(_model(0), np.zeros((0, 784)), epochs=1, device="cpu")
 
 
+class _EagerStandIn(vae._GraphedStep):
+    """The graphed step with its capture replaced by an eager step: runs on any device.
+
+    Everything around the graph (static buffers, gather and noise draw into them, the partial
+    batch, the loss accounting) is the CUDA path's own code, so on the CPU it must give the
+    eager loop's results to the bit.
+    """
+
+    def __init__(  # type: ignore[no-untyped-def]
+        self, model, optimizer, data, batch_size, z_dim
+    ) -> None:
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.x = torch.empty(batch_size, data.shape[1])
+        self.eps = torch.empty(batch_size, z_dim)
+        self.total = torch.zeros(())
+        self.graph, self.warm, self.failed = None, 0, False
+        self.steps = 0
+
+    def run(self) -> None:
+        vae._step(self.model, self.optimizer, self.x, self.eps, self.total)
+        self.steps += 1
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(300, 64), (256, 128)])
+def test_graph_path_bookkeeping_equals_the_eager_loop(
+    monkeypatch: pytest.MonkeyPatch, n: int, batch_size: int
+) -> None:
+    """The CUDA path's loop on the CPU, capture aside: same batches, noise, losses, weights."""
+    made: list[_EagerStandIn] = []
+
+    def build(*args):  # type: ignore[no-untyped-def]
+        made.append(_EagerStandIn(*args))
+        return made[-1]
+
+    monkeypatch.setattr(vae, "_GraphedStep", build)
+    data = torch.from_numpy(_images()[:n]).float()
+    results = []
+    for loop in (vae._epochs_cuda_graphed, vae._epochs_eager):
+        model = _model(4)
+        optimizer = vae._adam(model, 1e-3, torch.device("cpu"))
+        generator = torch.Generator().manual_seed(6)
+        history = loop(
+            model,
+            optimizer,
+            data,
+            epochs=2,
+            batch_size=batch_size,
+            generator=generator,
+            z_dim=3,
+        )
+        results.append((history, _parameters(model)))
+    assert made[0].steps == 2 * (n // batch_size)
+    assert results[0][0] == results[1][0]
+    assert torch.equal(results[0][1], results[1][1])
+
+
 # ---------------------------------------------------------------------------------- CUDA
 
 
