@@ -361,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in rows:
         rate = 60 * len(pairs) / seconds
         ratio = f"  {reference / seconds:.2f}x nbgrader" if reference else ""
-        print(f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}")
+        each = ", ".join(f"{t:.1f}" for t in times[name])
+        print(
+            f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}  (runs: {each} s)"
+        )
     if len(outputs) > 1:
         print(
             "identical results.json for every run"
