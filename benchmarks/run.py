@@ -4,7 +4,11 @@ Prints ratios (baseline time / our time; > 1 means we are faster), best of ``--r
 runs of each, alternating so that machine noise hits both sides alike. Not a test: no
 assertion on time anywhere.
 
-Usage: python benchmarks/run.py [--quick] [--out BENCHMARKS.md]
+The VAE rows (benchmarks/vae_speed.py) are on the CPU always and, where CUDA is present
+(or with ``--device cuda``), on the GPU as well: DataLoader loop, ``train_vae`` and a plain
+CUDA-graph step side by side.
+
+Usage: python benchmarks/run.py [--quick] [--device auto|cpu|cuda] [--repeats N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.vae_speed import vae_tables
 from course_lib.reference import em, reparam, score
-from course_lib.reference.vae import VAE, train_vae
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -128,84 +132,29 @@ def bench_pathwise(quick: bool, repeats: int) -> tuple[str, float, float]:
     )
 
 
-class _ExamplesVAE(torch.nn.Module):
-    """784-400-20 with a sigmoid decoder, as in pytorch/examples' vae/main.py."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc21, self.fc22 = (
-            torch.nn.Linear(784, 400),
-            torch.nn.Linear(400, 20),
-            torch.nn.Linear(400, 20),
-        )
-        self.fc3, self.fc4 = torch.nn.Linear(20, 400), torch.nn.Linear(400, 784)
-
-    def forward(self, x):
-        h = torch.relu(self.fc1(x.view(-1, 784)))
-        mu, logvar = self.fc21(h), self.fc22(h)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.fc4(torch.relu(self.fc3(z)))), mu, logvar
-
-
-class _ImageDataset(torch.utils.data.Dataset):
-    """Per-item uint8 image -> float tensor in [0, 1], as torchvision's MNIST + ToTensor do."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = (images * 255).astype(np.uint8).reshape(-1, 28, 28)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return torch.from_numpy(self.images[i]).float().div(255).unsqueeze(0), 0
-
-
-def _baseline_epoch(images: np.ndarray) -> None:
-    torch.manual_seed(0)
-    model = _ExamplesVAE()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(
-        _ImageDataset(images), batch_size=128, shuffle=True
-    )
-    model.train()
-    for data, _ in loader:
-        optimizer.zero_grad()
-        recon, mu, logvar = model(data)
-        bce = torch.nn.functional.binary_cross_entropy(
-            recon, data.view(-1, 784), reduction="sum"
-        )
-        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        (bce + kld).backward()
-        optimizer.step()
-
-
-def bench_vae(quick: bool, repeats: int) -> tuple[str, float, float]:
-    from course_lib.data import load_mnist
-
-    images, _ = load_mnist()
-    images = images[: 2000 if quick else 5000]
-    torch.manual_seed(0)
-
-    def ours():
-        train_vae(VAE(), images, epochs=1, device="cpu")
-
-    t_ours, t_base = compare(ours, lambda: _baseline_epoch(images), repeats)
-    n = len(images)
-    return (
-        f"VAE training, 1 epoch of {n:,} MNIST images, batch 128, 784-400-20, CPU (images/s: ours {n / t_ours:,.0f}, baseline {n / t_base:,.0f}) vs a pytorch/examples-style DataLoader loop",
-        t_ours,
-        t_base,
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--quick", action="store_true", help="smaller sizes, for a smoke run"
     )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="cuda: add the GPU VAE table (auto: where CUDA is present)",
+    )
+    parser.add_argument(
+        "--vae-only",
+        action="store_true",
+        help="only the VAE tables (a GPU machine without scikit-learn)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="also write the tables (markdown) to this file"
+    )
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"
     lines = [
         f"Machine: {machine}",
@@ -214,16 +163,19 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     print(lines[0], flush=True)
-    for bench in (bench_e_step, bench_score, bench_pathwise, bench_vae):
+    for bench in () if args.vae_only else (bench_e_step, bench_score, bench_pathwise):
         name, ours, base = bench(args.quick, args.repeats)
         lines.append(f"| {name} | {ours:.4f} | {base:.4f} | {base / ours:.2f}x |")
         print(lines[-1], flush=True)
+    devices = [torch.device("cpu")]
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        devices.append(torch.device("cuda"))
+    for device in devices:
+        vae_lines = vae_tables(device, args.quick, args.repeats)
+        print("", *vae_lines, sep="\n", flush=True)
+        lines += ["", *vae_lines]
     if args.out:
-        args.out.write_text(
-            "# Benchmarks\n\n`make bench` (benchmarks/run.py): best of 5 interleaved runs per side, ratios in one process.\n\n"
-            + "\n".join(lines)
-            + "\n"
-        )
+        args.out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

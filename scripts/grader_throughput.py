@@ -7,6 +7,7 @@ wrong) three ways: ``autograde grade --jobs 1``, ``autograde grade --jobs 2`` an
 the ratios, and every (student, task) whose points differ between the two graders.
 
 Usage: ``python scripts/grader_throughput.py [--students ...] [--assignments ...] [--jobs 1 2]``
+``--profile`` instead times each part of each submission (worker start, cells, properties).
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HONEST = ("ada_correct", "ben_partly_wrong")
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    # nbgrader runs `alembic` from PATH: this interpreter's bin first, so that running the
+    # script with .venv/bin/python works without activating the environment.
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", PATH=path)
 
 
 def copy_class(
@@ -149,6 +155,17 @@ def nbgrader_scores(
     return scores
 
 
+def _first_difference(first: Path, second: Path) -> str:
+    """The first test (or top-level field) whose entry differs between two results.json."""
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    for x, y in zip(a.get("tests", []), b.get("tests", [])):
+        if x != y:
+            keys = [k for k in x if x.get(k) != y.get(k)]
+            return f"{x.get('name')!r}: {', '.join(f'{k} {x.get(k)!r:.120} vs {y.get(k)!r:.120}' for k in keys)}"
+    keys = [k for k in a if a.get(k) != b.get(k)]
+    return f"fields {keys}"
+
+
 def compare(
     ours: dict[tuple[str, str, str], float], theirs: dict[tuple[str, str, str], float]
 ) -> list[str]:
@@ -161,6 +178,118 @@ def compare(
     return differences
 
 
+class _Timers:
+    """Wall-clock spans recorded by wrappers around the judge's own functions."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float]] = []
+        self.cell_started: dict[int, float] = {}
+        self.calls = 0
+
+    def wrap(self, owner: Any, name: str, label: Callable[..., str]) -> None:
+        original = getattr(owner, name)
+        timers = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timers.spans.append((label(*args), time.perf_counter() - start))
+
+        setattr(owner, name, timed)
+
+
+def profile_submissions(students: list[str], assignments: list[str]) -> None:
+    """Where the time of one submission goes, measured inside one judge process.
+
+    Wraps (in this process only) the zygote start, the worker start, every notebook cell
+    (from the worker's ``cell``/``cell_done`` messages) and every property, then grades each
+    submission exactly as ``autograde grade --jobs 1`` does.
+    """
+    from autograder import core, judge, remote
+    from autograder.sandbox import Limits
+
+    # As under ``python -m autograder.cli``: the worker must not see scripts/ on its path
+    # (its sandbox refuses to list folders it was not given).
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [
+        entry for entry in sys.path if Path(entry or ".").resolve() != Path(here)
+    ]
+    timers = _Timers()
+    start = time.perf_counter()
+    preload = judge._preload(judge._public(()))
+    remote.prestart_zygote(preload)
+    zygote = remote._zygote(preload, remote._worker_env())
+    print(
+        f"zygote ready (imports {len(preload)} modules once per judge process): {time.perf_counter() - start:.2f} s"
+    )
+    import torch
+
+    torch.set_num_threads(1)
+    timers.wrap(
+        remote.Session, "_start", lambda *a: "worker start (fork, sandbox, hello)"
+    )
+    timers.wrap(judge, "run_property", lambda prop, *a: f"property {prop.name}")
+    timers.wrap(remote.Session, "call", lambda *a: "call")
+    original_receive = remote._Channel.receive
+
+    def receive(channel: Any, deadline: float) -> Any:
+        header, payload = original_receive(channel, deadline)
+        now = time.perf_counter()
+        if header.get("op") == "cell":
+            timers.cell_started[int(header.get("cell", -1))] = now
+        elif header.get("op") == "cell_done":
+            cell = int(header.get("cell", -1))
+            began = timers.cell_started.pop(cell, now)
+            timers.spans.append((f"notebook cell {cell}", now - began))
+        elif header.get("op") not in ("hello", "ready"):
+            timers.calls += 1
+        return header, payload
+
+    remote._Channel.receive = receive  # type: ignore[method-assign,assignment]
+    assert core  # the wrappers above replace judge's names; core stays intact
+    submitted = ROOT / "examples" / "submitted"
+    config = judge.JudgeConfig(
+        limits=Limits(),
+        secret_paths=(str(submitted.resolve()),),
+    )
+    for student in students:
+        for assignment in assignments:
+            notebook = submitted / student / assignment / f"{assignment}.ipynb"
+            if not notebook.is_file():
+                continue
+            timers.spans, timers.calls = [], 0
+            began = time.perf_counter()
+            outcome = judge.grade_submission(
+                judge.Submission(student, assignment, str(notebook)), config
+            )
+            total = time.perf_counter() - began
+            score = sum(t.score for t in outcome.tests)
+            print(
+                f"\n{student}/{assignment}: {total:.2f} s end to end, score {score:g}, {timers.calls} probe replies"
+            )
+            if outcome.flags or outcome.notes:
+                print(f"  flags {outcome.flags}, notes {outcome.notes[:3]}")
+            cells = sum(t for name, t in timers.spans if name.startswith("notebook"))
+            props = sum(t for name, t in timers.spans if name.startswith("property"))
+            worker = sum(t for name, t in timers.spans if name.startswith("worker"))
+            print(f"  worker start        {worker:6.2f} s")
+            print(f"  notebook cells      {cells:6.2f} s")
+            calls = [t for name, t in timers.spans if name == "call"]
+            print(f"  properties          {props:6.2f} s")
+            if calls:
+                print(
+                    f"    of which {len(calls)} probe calls: {sum(calls):.2f} s, {1000 * sum(calls) / len(calls):.1f} ms each on average"
+                )
+            print(f"  rest (judge, I/O)   {total - cells - props - worker:6.2f} s")
+            spans = [(n, t) for n, t in timers.spans if n != "call"]
+            for name, seconds in sorted(spans, key=lambda x: -x[1])[:6]:
+                print(f"    {seconds:6.2f} s  {name}")
+    if zygote is not None:
+        zygote.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", nargs="+", default=list(HONEST))
@@ -171,34 +300,60 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--no-nbgrader", action="store_true")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the interleaved runs; best time of each grader (order reversed each round)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: where the time of each submission goes (worker, cells, properties)",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        profile_submissions(args.students, args.assignments)
+        return 0
     with tempfile.TemporaryDirectory(prefix="grader-throughput-") as tmp:
         base = Path(tmp)
         pairs = copy_class(args.students, args.assignments, base / "submitted")
         if not pairs:
             print("no submissions: run python scripts/make_demo_class.py first")
             return 2
-        rows, ours, outputs = [], {}, []
-        for jobs in args.jobs:
-            out = base / f"out-jobs{jobs}"
-            seconds = run_autograde(base / "submitted", out, jobs)
-            rows.append((f"autograde grade --jobs {jobs}", seconds))
-            ours = autograde_scores(out, pairs)
-            outputs.append(out)
+        assignments = sorted({a for _, a in pairs})
+        if not args.no_nbgrader:
+            make_course(base / "course", assignments, base / "submitted")
+        modes = [f"autograde grade --jobs {jobs}" for jobs in args.jobs]
+        if not args.no_nbgrader:
+            modes.append("nbgrader autograde")
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        outputs: list[Path] = []
+        differences: list[str] = []
+        for round_ in range(args.rounds):
+            # Interleaved, the order reversed every other round: load on a shared machine
+            # then falls on every grader alike.
+            for mode in modes if round_ % 2 == 0 else modes[::-1]:
+                if mode == "nbgrader autograde":
+                    times[mode].append(run_nbgrader(base / "course", assignments))
+                    continue
+                jobs = int(mode.rsplit(" ", 1)[1])
+                out = base / f"out-jobs{jobs}-round{round_}"
+                times[mode].append(run_autograde(base / "submitted", out, jobs))
+                outputs.append(out)
+        if not args.no_nbgrader:
+            differences = compare(
+                autograde_scores(outputs[0], pairs),
+                nbgrader_scores(base / "course", pairs),
+            )
         unequal = [
-            f"{s}/{a}"
+            f"{s}/{a}: {_first_difference(outputs[0] / s / a / 'results.json', other / s / a / 'results.json')}"
             for s, a in pairs
             for other in outputs[1:]
             if (outputs[0] / s / a / "results.json").read_bytes()
             != (other / s / a / "results.json").read_bytes()
         ]
-        differences: list[str] = []
-        if not args.no_nbgrader:
-            course = base / "course"
-            make_course(course, sorted({a for _, a in pairs}), base / "submitted")
-            seconds = run_nbgrader(course, sorted({a for _, a in pairs}))
-            rows.append(("nbgrader autograde", seconds))
-            differences = compare(ours, nbgrader_scores(course, pairs))
+        rows = [(mode, min(values)) for mode, values in times.items()]
     print(
         f"{len(pairs)} submissions ({', '.join(args.students)} x {', '.join(args.assignments)}), {os.cpu_count()} CPUs"
     )
@@ -206,12 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in rows:
         rate = 60 * len(pairs) / seconds
         ratio = f"  {reference / seconds:.2f}x nbgrader" if reference else ""
-        print(f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}")
+        each = ", ".join(f"{t:.1f}" for t in times[name])
+        print(
+            f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}  (runs: {each} s)"
+        )
     if len(outputs) > 1:
         print(
-            "identical results.json for every --jobs"
+            "identical results.json for every run"
             if not unequal
-            else f"results.json differ between --jobs: {unequal}"
+            else "results.json differ between runs:\n  " + "\n  ".join(unequal)
         )
     if not args.no_nbgrader:
         print(
