@@ -460,8 +460,9 @@ def closed_form_elbo(
     log_joint: Any, mu: Tensor, log_sigma: Tensor, eps: Tensor
 ) -> Tensor:
     """The ELBO estimate on the given noise, differentiable in ``mu`` and ``log_sigma``."""
-    z = mu + torch.exp(log_sigma) * eps
-    log_q = torch.distributions.Normal(mu, torch.exp(log_sigma)).log_prob(z).sum(-1)
+    q = torch.distributions.Normal(mu, torch.exp(log_sigma))
+    z = torch.distributions.transforms.AffineTransform(q.loc, q.scale)(eps)
+    log_q = q.log_prob(z).sum(-1)
     return (log_joint(z) - log_q).mean()
 
 

@@ -102,8 +102,9 @@ def closed_form_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
 
 
 def closed_form_reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
-    """``mu + exp(logvar / 2) * eps`` (the formula the notebook states)."""
-    return mu + torch.exp(0.5 * logvar) * eps
+    """``mu + exp(logvar / 2) * eps`` (the formula the notebook states), by torch's affine map."""
+    affine = torch.distributions.transforms.AffineTransform(mu, (0.5 * logvar).exp())
+    return affine(eps)
 
 
 def closed_form_batch_negative_elbo(

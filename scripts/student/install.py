@@ -21,13 +21,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
-#: nbgrader 0.9's JupyterLab plugins that only an instructor (or a course exchange) can use.
+#: nbgrader 0.9's JupyterLab plugins that only an instructor (or a course exchange) can use,
+#: and JupyterLab's news pop-up (it asks to fetch news online on the first page a student sees).
 LAB_PLUGINS = (
     "@jupyter/nbgrader:formgrader",
     "@jupyter/nbgrader:create-assignment",
     "@jupyter/nbgrader:assignment-list",
     "@jupyter/nbgrader:course-list",
     "@jupyter/nbgrader:menu",
+    "@jupyterlab/apputils-extension:announcements",
 )
 #: Their server sides; ``nbgrader.server_extensions.validate_assignment`` stays on.
 SERVER_EXTENSIONS = (
