@@ -651,7 +651,9 @@ def fit_call(
     "rows": rows evaluated per log_joint call (when log_joint is a Recorder)}``.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(global_seed)
+        # The CPU generator only: fork_rng(devices=[]) restores no CUDA state, and
+        # torch.manual_seed would also (lazily, with a stack trace each call) seed CUDA.
+        torch.default_generator.manual_seed(global_seed)
         result = student.fit_bbvi(log_joint, dim, **kwargs)
     if not isinstance(result, (tuple, list)) or len(result) != 3:
         raise StudentError(
@@ -719,7 +721,7 @@ def fit_error(student: Student, log_joint: Any, dim: int, estimator: str) -> str
     """What ``fit_bbvi(..., estimator=estimator)`` does: ``"ValueError"``, another exception's name, or ``"returned"``."""
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.default_generator.manual_seed(0)
             student.fit_bbvi(
                 log_joint,
                 dim,

@@ -335,7 +335,9 @@ def _signed(
 
 def _draw(q: Distribution, num_samples: int, seed: int) -> Tensor:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator only: fork_rng(devices=[]) restores no CUDA state, and
+        # torch.manual_seed would also (lazily, with a stack trace each call) seed CUDA.
+        torch.default_generator.manual_seed(seed)
         return q.sample((num_samples,))
 
 
@@ -610,7 +612,7 @@ def call_estimator(
     before = [p.detach().clone() for p in leaves]
     z_before = None if z is None else z.clone()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         value = _run_student(
             getattr(student, name), f, make_q, leaves, num_samples, z=z
         )
@@ -647,7 +649,7 @@ def repeat_estimator(
     fn = getattr(student, name)
     runs = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         for _ in range(reps):
             runs.append(
                 _gradients(
