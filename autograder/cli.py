@@ -73,30 +73,21 @@ def _running_file(out: str | Path, pid: int) -> Path:
 
 def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
     from autograder.judge import grade_submission
-    from autograder.report import write_atomic, write_submission
+    from autograder.report import log_graded, write_atomic, write_submission
 
     marker = _running_file(out, os.getpid())
     marker.parent.mkdir(exist_ok=True)
     write_atomic(marker, json.dumps({"key": submission.key, "started": time.time()}))
     outcome = grade_submission(submission, config)
     results = write_submission(Path(out), outcome)
-    entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "graded": submission.key,
-        "score": results["score"],
-        "max_score": results["extra_data"]["max_score"],
-        "seconds": round(outcome.seconds, 2),
-        "sandbox": outcome.sandbox,
-        "judge": os.getpid(),
-    }
-    line = json.dumps(entry, ensure_ascii=False) + "\n"
-    fd = os.open(
-        Path(out) / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+    log_graded(
+        Path(out),
+        submission.key,
+        results,
+        outcome.seconds,
+        outcome.sandbox,
+        judge=os.getpid(),
     )
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
     marker.unlink(missing_ok=True)
     return results
 

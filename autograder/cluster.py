@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -485,26 +484,6 @@ def _connect(address: str) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
-def _log(
-    out: Path, submission: Any, results: dict[str, Any], outcome: Any, worker: str
-) -> None:
-    entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "graded": submission.key,
-        "score": results["score"],
-        "max_score": results["extra_data"]["max_score"],
-        "seconds": round(outcome.seconds, 2),
-        "sandbox": outcome.sandbox,
-        "dask_worker": worker,
-    }
-    line = json.dumps(entry, ensure_ascii=False) + "\n"
-    fd = os.open(out / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
 def _notebook_bytes(submission: Any) -> bytes | None:
     """The notebook to send, or None when it must be graded here (missing, too large,
     unreadable: :func:`grade_submission` then stops before starting a worker)."""
@@ -538,7 +517,7 @@ def run_on_dask(
     from tqdm import tqdm
 
     from autograder.judge import grade_submission
-    from autograder.report import write_submission
+    from autograder.report import log_graded, write_submission
 
     try:
         client, cluster = _connect(address)
@@ -560,7 +539,14 @@ def run_on_dask(
     def record(submission: Any, outcome: Any, worker: str) -> None:
         results = write_submission(out, outcome)
         finished[submission.key] = results
-        _log(out, submission, results, outcome, worker)
+        log_graded(
+            out,
+            submission.key,
+            results,
+            outcome.seconds,
+            outcome.sandbox,
+            dask_worker=worker,
+        )
         bar.set_postfix_str(submission.key, refresh=False)
         bar.update(1)
 

@@ -15,6 +15,7 @@ import html
 import io
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,36 @@ def feedback_html(results: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- files
+
+
+def log_graded(
+    out: Path,
+    key: str,
+    results: dict[str, Any],
+    seconds: float,
+    sandbox: str | None,
+    **where: Any,
+) -> None:
+    """Append one JSON line to ``OUT/grading.log``: what was graded, its score and where.
+
+    ``where`` names the process that graded it (``judge=PID`` locally, ``dask_worker=ADDRESS``
+    on a cluster). One ``O_APPEND`` write per line, so concurrent judges never interleave.
+    """
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "graded": key,
+        "score": results["score"],
+        "max_score": results["extra_data"]["max_score"],
+        "seconds": round(seconds, 2),
+        "sandbox": sandbox,
+        **where,
+    }
+    line = json.dumps(entry, ensure_ascii=False) + "\n"
+    fd = os.open(out / "grading.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: Path, text: str) -> None:
