@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from hypothesis import given, settings
+from torch import Tensor
 
 from autograder import probes
 from autograder.checks.reparam import (
@@ -50,6 +51,24 @@ class _Reference:
 
 
 _REFERENCE = _Reference()
+
+
+def _expect_derivative(name: str, got: Tensor, want: Tensor, tol: Tensor) -> None:
+    """Fail on the worst coordinate where the weighted pathwise derivative misses ``tol``."""
+    err = torch.where(
+        torch.isfinite(got), (got - want).abs() - tol, torch.full_like(got, math.inf)
+    )
+    if (err > 0).any():
+        d = int(torch.argmax(err))
+        hint = (
+            f"z does not depend on {name} through autograd (detached, torch.no_grad, .sample()?)"
+            if bool((got.abs() < 1e-12).all())
+            else f"check how {name} enters the formula"
+        )
+        got_g, want_g = show_pair(float(got[d]), float(want[d]))
+        raise Failure(
+            f"the pathwise derivative sum_s v_s dz_s/d{name}[{d}] (random weights v) is {got_g}, expected {want_g}: {hint}"
+        )
 
 
 def _register(family: Family) -> None:
@@ -94,21 +113,7 @@ def _register(family: Family) -> None:
         )["derivs"]
         for name, g, w, pd in zip(names, got["grads"], want["grads"], per_sample):
             tol = 1e-8 * w.abs() + 1e-9 * (cotangent * pd.abs()).sum(0) + 1e-12
-            err = torch.where(
-                torch.isfinite(g), (g - w).abs() - tol, torch.full_like(g, math.inf)
-            )
-            if (err > 0).any():
-                d = int(torch.argmax(err))
-                zero = bool((g.abs() < 1e-12).all())
-                hint = (
-                    f"z does not depend on {name} through autograd (detached, torch.no_grad, .sample()?)"
-                    if zero
-                    else f"check how {name} enters the formula"
-                )
-                got_g, want_g = show_pair(float(g[d]), float(w[d]))
-                raise Failure(
-                    f"the pathwise derivative sum_s v_s dz_s/d{name}[{d}] (random weights v) is {got_g}, expected {want_g}: {hint}"
-                )
+            _expect_derivative(name, g, w, tol)
 
     del matches_reference
 
@@ -168,23 +173,7 @@ def _register_composed(task: str) -> None:
         # Each derivative is a sum over S samples of O(|z|) terms: tolerance from their size.
         size = (cotangent * zstar.abs()).sum(0) / params[-1].abs() + cotangent.sum(0)
         for name, g, w in zip(problem.param_names, got["grads"], want["grads"]):
-            err = torch.where(
-                torch.isfinite(g),
-                (g - w).abs() - (1e-8 * w.abs() + 1e-10 * size),
-                torch.full_like(g, math.inf),
-            )
-            if (err > 0).any():
-                d = int(torch.argmax(err))
-                zero = bool((g.abs() < 1e-12).all())
-                hint = (
-                    f"z does not depend on {name} through autograd (detached, torch.no_grad, .sample()?)"
-                    if zero
-                    else f"check how {name} enters the formula"
-                )
-                got_g, want_g = show_pair(float(g[d]), float(w[d]))
-                raise Failure(
-                    f"the pathwise derivative sum_s v_s dz_s/d{name}[{d}] (random weights v) is {got_g}, expected {want_g}: {hint}"
-                )
+            _expect_derivative(name, g, w, 1e-8 * w.abs() + 1e-10 * size)
 
     del matches_reference
 
