@@ -20,49 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.grader_throughput import HONEST, copy_class  # noqa: E402
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-
-
-def grade(submitted: Path, out: Path, *extra: str) -> float:
-    """Seconds for one ``autograde grade`` run; raises when it does not exit 0."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autograder.cli",
-            "grade",
-            str(submitted),
-            "--out",
-            str(out),
-            "--no-progress",
-            *extra,
-        ],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"autograde {' '.join(extra)} failed:\n{done.stderr[-3000:]}"
-        )
-    return seconds
+from scripts.grader_throughput import (  # noqa: E402
+    HONEST,
+    copy_class,
+    run_autograde,
+)
 
 
 def results(out: Path) -> dict[str, bytes]:
@@ -123,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 (
                     f"autograde grade --jobs {jobs}",
-                    grade(base / "submitted", out, "--jobs", str(jobs)),
+                    run_autograde(base / "submitted", out, "--jobs", str(jobs)),
                 )
             )
             outputs.append(out)
@@ -140,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 out = base / f"dask{workers}"
                 address = ("--scheduler", cluster.scheduler_address)
-                cold = grade(base / "submitted", out, *address)
-                warm = grade(base / "submitted", out, *address, "--force")
+                cold = run_autograde(base / "submitted", out, *address)
+                warm = run_autograde(base / "submitted", out, *address, "--force")
             finally:
                 cluster.close()
             rows.append((f"--scheduler, {workers} Dask worker(s), cold", cold))

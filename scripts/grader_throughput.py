@@ -49,8 +49,8 @@ def copy_class(
     return pairs
 
 
-def run_autograde(submitted: Path, out: Path, jobs: int) -> float:
-    """Seconds for ``autograde grade`` (a fresh output folder, so nothing is resumed)."""
+def run_autograde(submitted: Path, out: Path, *options: str) -> float:
+    """Seconds for ``autograde grade SUBMITTED --out OUT OPTIONS`` (raises unless it exits 0)."""
     start = time.perf_counter()
     done = subprocess.run(
         [
@@ -61,9 +61,8 @@ def run_autograde(submitted: Path, out: Path, jobs: int) -> float:
             str(submitted),
             "--out",
             str(out),
-            "--jobs",
-            str(jobs),
             "--no-progress",
+            *options,
         ],
         cwd=ROOT,
         env=_env(),
@@ -339,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 jobs = int(mode.rsplit(" ", 1)[1])
                 out = base / f"out-jobs{jobs}-round{round_}"
-                times[mode].append(run_autograde(base / "submitted", out, jobs))
+                times[mode].append(
+                    run_autograde(base / "submitted", out, "--jobs", str(jobs))
+                )
                 outputs.append(out)
         if not args.no_nbgrader:
             differences = compare(

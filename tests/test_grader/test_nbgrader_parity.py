@@ -20,7 +20,7 @@ def test_honest_submissions_get_the_same_points_from_nbgrader(tmp_path: Path) ->
     pairs = gt.copy_class(list(gt.HONEST), ["01_em"], tmp_path / "submitted")
     if len(pairs) < 2:
         pytest.skip("run python scripts/make_demo_class.py first")
-    gt.run_autograde(tmp_path / "submitted", tmp_path / "out", jobs=1)
+    gt.run_autograde(tmp_path / "submitted", tmp_path / "out", "--jobs", "1")
     gt.make_course(tmp_path / "course", ["01_em"], tmp_path / "submitted")
     gt.run_nbgrader(tmp_path / "course", ["01_em"])
     ours = gt.autograde_scores(tmp_path / "out", pairs)
