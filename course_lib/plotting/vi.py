@@ -161,34 +161,12 @@ def plot_mean_field_2d(
         ax: Axes to draw on; a new figure when ``None``.
     """
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    else:
-        fig = cast(Figure, ax.figure)
-    grid_x, grid_y, values = _log_density_grid(log_density, xlim, ylim, 200)
-    ax.contourf(grid_x, grid_y, np.exp(values), levels=12, cmap="Greys")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (label, (mu, log_sigma)), color in zip(fits.items(), colors):
-        m, s = _numpy(mu), np.exp(_numpy(log_sigma))
-        for k, style in ((1, "-"), (2, "--")):
-            ax.add_patch(
-                Ellipse(
-                    tuple(m),
-                    2 * k * s[0],
-                    2 * k * s[1],
-                    fill=False,
-                    lw=2,
-                    ls=style,
-                    color=color,
-                )
-            )
-        ax.plot(*m, "o", color=color, label=label)
-    ax.set_xlim(*xlim)
-    ax.set_ylim(*ylim)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
-    ax.legend(frameon=True, fontsize=9, loc="upper left")
-    return fig
+        ax = plt.subplots(figsize=(6.4, 4.4))[1]
+    as_covariance = {
+        label: (mu, torch.diag(torch.exp(2 * torch.as_tensor(log_sigma))))
+        for label, (mu, log_sigma) in fits.items()
+    }
+    return plot_covariance_fits(log_density, as_covariance, xlim=xlim, ylim=ylim, ax=ax)
 
 
 def plot_weight_posterior(
