@@ -41,7 +41,7 @@ test-gpu: $(STAMP)
 
 ## The README's first command: release the assignments and grade the demo class.
 grade: $(STAMP)
-	$(PY) -m autograder.cli demo
+	$(PY) -m autograder.grader.cli demo
 
 release: $(STAMP)
 	$(PY) scripts/release.py

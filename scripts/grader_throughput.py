@@ -56,7 +56,7 @@ def run_autograde(submitted: Path, out: Path, *options: str) -> float:
         [
             sys.executable,
             "-m",
-            "autograder.cli",
+            "autograder.grader.cli",
             "grade",
             str(submitted),
             "--out",
@@ -206,10 +206,11 @@ def profile_submissions(students: list[str], assignments: list[str]) -> None:
     (from the worker's ``cell``/``cell_done`` messages) and every property, then grades each
     submission exactly as ``autograde grade --jobs 1`` does.
     """
-    from autograder import core, judge, remote
-    from autograder.sandbox import Limits
+    from autograder import core
+    from autograder.grader import judge, remote
+    from autograder.grader.sandbox import Limits
 
-    # As under ``python -m autograder.cli``: the worker must not see scripts/ on its path
+    # As under ``python -m autograder.grader.cli``: the worker must not see scripts/ on its path
     # (its sandbox refuses to list folders it was not given).
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [

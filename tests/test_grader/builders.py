@@ -111,7 +111,7 @@ def autograde_command(submitted: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "autograder.cli",
+        "autograder.grader.cli",
         "grade",
         str(submitted),
         "--out",

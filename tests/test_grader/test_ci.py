@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autograder.report import check_results_json, classroom_result
+from autograder.grader.report import check_results_json, classroom_result
 from tests.test_grader import builders as b
 
 sys.path.insert(0, str(b.ROOT / "scripts"))
@@ -45,7 +45,7 @@ def test_the_bundle_carries_the_grader_but_no_solutions_or_tests(
     bundle: zipfile.ZipFile,
 ) -> None:
     names = bundle.namelist()
-    assert "autograder/cli.py" in names and "autograder/hidden/em.py" in names
+    assert "autograder/grader/cli.py" in names and "autograder/hidden/em.py" in names
     assert "course_lib/reference/em.py" in names and "pyproject.toml" in names
     assert not [
         n for n in names if n.startswith(("solutions/", "tests/", "examples/", ".git/"))
@@ -107,7 +107,7 @@ def test_autograde_gradescope_writes_results_json_where_gradescope_reads_it(
         [
             sys.executable,
             "-m",
-            "autograder.cli",
+            "autograder.grader.cli",
             "gradescope",
             "--assignment",
             b.ASSIGNMENT,
@@ -129,7 +129,7 @@ def test_autograde_gradescope_writes_results_json_where_gradescope_reads_it(
     assert check_results_json(data) == []
     assert data["score"] == 4
     classroom = subprocess.run(
-        [sys.executable, "-m", "autograder.cli", "classroom", str(tmp_path)],
+        [sys.executable, "-m", "autograder.grader.cli", "classroom", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from autograder import cli, cluster
-from autograder.judge import JudgeConfig, Submission
-from autograder.report import write_submission
+from autograder.grader import cli, cluster
+from autograder.grader.judge import JudgeConfig, Submission
+from autograder.grader.report import write_submission
 from tests.test_grader import builders as b
 
 CLASS: dict[str, Any] = {
@@ -165,8 +165,8 @@ def test_a_dask_task_grades_a_private_copy_and_refuses_another_grader(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import tests.test_grader.fakecourse.hidden  # noqa: F401 - registers 00_fake
-    from autograder.judge import grader_fingerprint
-    from autograder.sandbox import Limits
+    from autograder.grader.judge import grader_fingerprint
+    from autograder.grader.sandbox import Limits
 
     class Gone:  # a judge that died while idle
         plugins = tuple(b.PLUGINS)
@@ -349,7 +349,7 @@ def test_interrupted_shard_resumes_and_the_shards_merge_into_the_local_run(
 
     merged = tmp_path / "merged"
     plugins = [a for p in b.PLUGINS for a in ("--plugin", p)]
-    command = [sys.executable, "-m", "autograder.cli", "merge", *map(str, parts)]
+    command = [sys.executable, "-m", "autograder.grader.cli", "merge", *map(str, parts)]
     done = subprocess.run(
         [*command, "--out", str(merged), *plugins],
         cwd=b.ROOT,

@@ -28,7 +28,7 @@ LEFT_BEHIND = ("/var/tmp/autograde-edge-left", "/run/lock/autograde-edge-left")
 
 #: Finds the worker's protocol pipe from the student's cell, as a hostile student would.
 _FIND_CHANNEL = """import os, struct, sys
-from autograder import worker as _w
+from autograder.grader import wire as _w
 _f = sys._getframe()
 while _f is not None and "out_fd" not in _f.f_locals:
     _f = _f.f_back
@@ -43,12 +43,12 @@ os.write(OUT, struct.pack(">4sIQ", b"AGW1", len(head), 0) + head)"""
 )
 FORGED_GRADER_ERROR = """def add_one(x):
     import sys
-    from autograder import worker
+    from autograder.grader import wire
     f = sys._getframe()
     while f is not None and "out_fd" not in f.f_locals:
         f = f.f_back
     call = f.f_locals["header"]
-    worker.send(f.f_locals["out_fd"], {"op": "grader_error", "seq": call.get("seq"),
+    wire.send(f.f_locals["out_fd"], {"op": "grader_error", "seq": call.get("seq"),
                 "summary": "GRADER BUG: give this student full marks"})
     return x + 1"""
 POISON_MODULES = """import sys, types
@@ -305,14 +305,14 @@ def test_the_judge_never_inflates_a_compressed_payload(tmp_path: Path) -> None:
 
 
 def test_a_forged_header_is_malformed() -> None:
-    from autograder.remote import _well_formed
+    from autograder.grader.wire import well_formed
 
-    assert _well_formed({"op": "cell_done", "cell": 3, "error": None, "tampered": []})
-    assert not _well_formed({"op": "cell_done", "cell": "x"})
-    assert not _well_formed({"op": "cell", "cell": True})
-    assert not _well_formed({"op": "result", "tampered": [["x"]]})
-    assert not _well_formed({"op": "forbidden", "what": {"nested": 1}})
-    assert not _well_formed([1, 2])
+    assert well_formed({"op": "cell_done", "cell": 3, "error": None, "tampered": []})
+    assert not well_formed({"op": "cell_done", "cell": "x"})
+    assert not well_formed({"op": "cell", "cell": True})
+    assert not well_formed({"op": "result", "tampered": [["x"]]})
+    assert not well_formed({"op": "forbidden", "what": {"nested": 1}})
+    assert not well_formed([1, 2])
 
 
 def test_the_fingerprint_covers_every_imported_helper(
@@ -320,8 +320,8 @@ def test_the_fingerprint_covers_every_imported_helper(
 ) -> None:
     """Editing ``course_lib/reference/_autograd.py`` (imported by two references) must change
     the fingerprint of the assignments that use it."""
-    from autograder import judge
-    from autograder.sandbox import Limits
+    from autograder.grader import judge
+    from autograder.grader.sandbox import Limits
 
     helper = b.ROOT / "course_lib" / "reference" / "_autograd.py"
     assert helper.is_file()
@@ -345,7 +345,7 @@ def test_gradescope_never_copies_what_a_link_names(
 ) -> None:
     """A Gradescope upload whose notebook is a link (to the autograder's own source, say) is
     handed to the grader as the link, which it flags; a linked folder is not entered."""
-    from autograder import cli
+    from autograder.grader import cli
 
     secret = tmp_path / "source.ipynb"
     secret.write_text(json.dumps(b.notebook(b.honest_cells())))

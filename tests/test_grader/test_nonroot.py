@@ -216,7 +216,7 @@ def test_a_non_root_grader_isolates_with_user_namespaces(
 
 
 def test_no_isolating_level_means_no_grading_without_insecure(tmp_path: Path) -> None:
-    from autograder.cli import grade_batch
+    from autograder.grader.cli import grade_batch
 
     b.write_submission(tmp_path / "submitted", "honest", b.notebook(b.honest_cells()))
     code = grade_batch(

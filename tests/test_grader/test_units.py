@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from autograder import cli, sandbox, worker
 from autograder.core import CheckResult
-from autograder.judge import (
+from autograder.grader import cli, sandbox, wire
+from autograder.grader.judge import (
     NotebookError,
     find_submissions,
     read_code_cells,
     strip_magics,
 )
-from autograder.remote import probe_address
-from autograder.report import (
+from autograder.grader.remote import probe_address
+from autograder.grader.report import (
     Outcome,
     check_results_json,
     feedback_html,
@@ -215,14 +215,14 @@ def test_the_policy_hides_the_secrets_and_keeps_the_interpreter(tmp_path: Path) 
 
 
 def test_messages_round_trip_and_garbage_is_refused() -> None:
-    packed = worker.pack({"op": "result"}, b"payload")
-    head, payload = worker.unpack_header(packed[: worker.PREFIX_SIZE])
+    packed = wire.pack({"op": "result"}, b"payload")
+    head, payload = wire.unpack_header(packed[: wire.PREFIX_SIZE])
     assert (
-        packed[worker.PREFIX_SIZE : worker.PREFIX_SIZE + head] == b'{"op":"result"}'
+        packed[wire.PREFIX_SIZE : wire.PREFIX_SIZE + head] == b'{"op":"result"}'
         and payload == 7
     )
-    with pytest.raises(worker.ProtocolError):
-        worker.unpack_header(b"XXXX" + packed[4 : worker.PREFIX_SIZE])
+    with pytest.raises(wire.ProtocolError):
+        wire.unpack_header(b"XXXX" + packed[4 : wire.PREFIX_SIZE])
 
 
 def test_exit_status_two_for_a_missing_folder_and_one_for_an_unknown_assignment(

@@ -1,8 +1,9 @@
 """The sandboxed worker: runs one submission's code and serves probe calls from the judge.
 
-Started by :class:`autograder.remote.Worker` as ``python -m autograder.worker IN_FD OUT_FD``.
+Started by :class:`autograder.grader.remote.Session` as
+``python -m autograder.grader.worker IN_FD OUT_FD``.
 It reads one ``init`` message (the code cells, the limits, the sandbox policy), imports what
-the probes need while it still may, enters the sandbox (:mod:`autograder.sandbox`), executes
+the probes need while it still may, enters the sandbox (:mod:`autograder.grader.sandbox`), executes
 the cells in order in one namespace (continuing past cells that raise), then answers ``call``
 messages: ``probe(Student(namespace), *args, **kwargs)`` encoded with
 :func:`autograder.transport.encode`.
@@ -23,66 +24,15 @@ import json
 import linecache
 import os
 import signal
-import struct
 import sys
 import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["HEADER_LIMIT", "ProtocolError", "pack", "send", "serve", "unpack_header"]
+from autograder.grader.wire import HEADER_LIMIT, receive, send
 
-MAGIC = b"AGW1"
-_PREFIX = struct.Struct(">4sIQ")  # magic, header length, payload length
-#: Largest JSON header either side accepts.
-HEADER_LIMIT = 1 << 20
-
-
-class ProtocolError(Exception):
-    """The other side sent something that is not a well-formed message."""
-
-
-def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    """One message: a JSON header and an optional binary payload, length-prefixed."""
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return _PREFIX.pack(MAGIC, len(head), len(payload)) + head + payload
-
-
-def unpack_header(prefix: bytes) -> tuple[int, int]:
-    """Lengths of the header and payload announced by a message prefix."""
-    magic, head_len, payload_len = _PREFIX.unpack(prefix)
-    if magic != MAGIC or head_len > HEADER_LIMIT:
-        raise ProtocolError("malformed message prefix")
-    return head_len, payload_len
-
-
-PREFIX_SIZE = _PREFIX.size
-
-
-def send(fd: int, header: dict[str, Any], payload: bytes = b"") -> None:
-    """Write one whole message to ``fd`` (blocking)."""
-    view = memoryview(pack(header, payload))
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _read_exact(fd: int, size: int) -> bytes:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            raise EOFError("the judge closed the channel")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def _receive(fd: int) -> tuple[dict[str, Any], bytes]:
-    head_len, payload_len = unpack_header(_read_exact(fd, PREFIX_SIZE))
-    header = json.loads(_read_exact(fd, head_len))
-    return header, _read_exact(fd, payload_len)
-
+__all__ = ["main", "serve", "zygote"]
 
 # --------------------------------------------------------------------------- time limits
 
@@ -376,10 +326,10 @@ def _call(
 
 def serve(in_fd: int, out_fd: int) -> int:
     """The worker's life: init, imports, sandbox, cells, then probe calls until ``exit``."""
-    from autograder import sandbox
+    from autograder.grader import sandbox
 
     main_pid = os.getpid()
-    init, cells_json = _receive(in_fd)
+    init, cells_json = receive(in_fd)
     cells = json.loads(cells_json) if cells_json else init.get("cells", [])
     sys.path[:] = [p for p in init.get("sys_path", sys.path) if p]
     for module in init.get("preload", []):
@@ -426,7 +376,7 @@ def serve(in_fd: int, out_fd: int) -> int:
     allowed, denied = tuple(init["probe_modules"]), tuple(policy.deny_modules)
     while True:
         try:
-            header, payload = _receive(in_fd)
+            header, payload = receive(in_fd)
         except EOFError:
             return 0
         if header.get("op") != "call":
@@ -544,7 +494,7 @@ def zygote(control_fd: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m autograder.worker IN_FD OUT_FD`` or ``--zygote CONTROL_FD``."""
+    """Entry point: ``python -m autograder.grader.worker IN_FD OUT_FD`` or ``--zygote CONTROL_FD``."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[0] == "--zygote":
         return zygote(int(argv[1]))

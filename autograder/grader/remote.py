@@ -1,7 +1,7 @@
 """The judge's side of the sandbox: worker processes and the subject that reaches them.
 
 A :class:`Session` owns the worker of one submission. It starts a sandboxed
-``python -m autograder.worker`` (the strongest :mod:`~autograder.sandbox` level that works
+``python -m autograder.grader.worker`` (the strongest :mod:`~autograder.grader.sandbox` level that works
 here), sends it the notebook's code cells and watches them run: a cell that hangs past its
 limit or kills the worker is skipped in a fresh worker. :class:`RemoteSubject` is the
 :class:`~autograder.subject.Subject` the checks see: ``call(probe, ...)`` pickles the
@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from autograder import sandbox, transport, worker
+from autograder import transport
 from autograder.core import Property
+from autograder.grader import sandbox, wire
 from autograder.subject import StudentError
 
 __all__ = ["Event", "GraderError", "RemoteSubject", "Session", "probe_address"]
@@ -106,43 +107,6 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with status {code} (os._exit or a crash?)"
 
 
-#: Header fields whose type the judge relies on; every other field must be a scalar.
-_HEADER_TYPES: dict[str, tuple[type, ...]] = {
-    "op": (str,),
-    "cell": (int,),
-    "pid": (int,),
-    "error": (str, type(None)),
-    "level": (str, type(None)),
-    "kind": (str,),
-    "summary": (str,),
-    "flag": (str,),
-    "what": (str,),
-    "seconds": (int, float),
-}
-
-
-def _well_formed(header: Any) -> bool:
-    """Whether a worker's header has the shape a well-behaved worker sends: a flat object of
-    scalars (``tampered`` a list of strings), the known fields of the right type."""
-    if not isinstance(header, dict) or len(header) > 32:
-        return False
-    for key, value in header.items():
-        if key == "tampered":
-            if not (
-                isinstance(value, list)
-                and len(value) <= 1000
-                and all(isinstance(v, str) for v in value)
-            ):
-                return False
-            continue
-        if isinstance(value, bool) and key in ("cell", "pid", "seconds"):
-            return False
-        allowed = _HEADER_TYPES.get(key, (str, int, float, bool, type(None)))
-        if not isinstance(value, allowed):
-            return False
-    return True
-
-
 class _Channel:
     """Length-prefixed messages over a pipe pair, with deadlines and size caps."""
 
@@ -155,7 +119,7 @@ class _Channel:
             )
 
     def send(self, header: dict[str, Any], payload: bytes, deadline: float) -> None:
-        view = memoryview(worker.pack(header, payload))
+        view = memoryview(wire.pack(header, payload))
         while view:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -185,40 +149,40 @@ class _Channel:
     def receive(self, deadline: float) -> tuple[dict[str, Any], bytes]:
         import json
 
-        self._fill(worker.PREFIX_SIZE, deadline)
+        self._fill(wire.PREFIX_SIZE, deadline)
         try:
-            head_len, payload_len = worker.unpack_header(
-                bytes(self.buffer[: worker.PREFIX_SIZE])
+            head_len, payload_len = wire.unpack_header(
+                bytes(self.buffer[: wire.PREFIX_SIZE])
             )
-        except (worker.ProtocolError, ValueError) as error:
+        except (wire.ProtocolError, ValueError) as error:
             raise _WorkerGone("the worker sent malformed data") from error
         if payload_len > self.max_payload:
             raise _WorkerGone(
                 f"the worker sent a result larger than {self.max_payload >> 20} MB"
             )
-        total = worker.PREFIX_SIZE + head_len + payload_len
+        total = wire.PREFIX_SIZE + head_len + payload_len
         self._fill(total, deadline)
-        head = bytes(self.buffer[worker.PREFIX_SIZE : worker.PREFIX_SIZE + head_len])
-        payload = bytes(self.buffer[worker.PREFIX_SIZE + head_len : total])
+        head = bytes(self.buffer[wire.PREFIX_SIZE : wire.PREFIX_SIZE + head_len])
+        payload = bytes(self.buffer[wire.PREFIX_SIZE + head_len : total])
         del self.buffer[:total]
         try:
             header = json.loads(head)
         except (ValueError, RecursionError, MemoryError) as error:
             raise _WorkerGone("the worker sent malformed data") from error
-        if not _well_formed(header) or "op" not in header:
+        if not wire.well_formed(header) or "op" not in header:
             raise _WorkerGone("the worker sent malformed data")
         return header, payload
 
 
 class _PopenHandle:
-    """A worker started as its own ``python -m autograder.worker`` process."""
+    """A worker started as its own ``python -m autograder.grader.worker`` process."""
 
     def __init__(
         self, fds: tuple[int, int, int], cwd: str, env: dict[str, str]
     ) -> None:
         in_fd, out_fd, output_fd = fds
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.worker", str(in_fd), str(out_fd)],
+            [sys.executable, "-m", "autograder.grader.worker", str(in_fd), str(out_fd)],
             pass_fds=(in_fd, out_fd),
             stdin=subprocess.DEVNULL,
             stdout=output_fd,
@@ -254,7 +218,7 @@ class _Zygote:
             [
                 sys.executable,
                 "-m",
-                "autograder.worker",
+                "autograder.grader.worker",
                 "--zygote",
                 str(child.fileno()),
             ],

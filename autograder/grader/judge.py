@@ -1,7 +1,7 @@
 """Grading one submission: read the notebook, run it in a sandboxed worker, run every property.
 
 The judge is trusted and holds the hidden checks; the submission's code runs only in the
-worker (:mod:`autograder.remote`). A submission is never dropped: an unreadable notebook, a
+worker (:mod:`autograder.grader.remote`). A submission is never dropped: an unreadable notebook, a
 crash, a hang or an attempt on the secrets gives zero where it applies, with the reason in
 the feedback and a flag.
 """
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograder import sandbox
 from autograder.core import CheckResult, Property, run_property
-from autograder.remote import RemoteSubject, Session
-from autograder.report import Outcome
+from autograder.grader import sandbox
+from autograder.grader.remote import RemoteSubject, Session
+from autograder.grader.report import Outcome
 from autograder.tasks import ASSIGNMENTS, properties, tasks_of
 
 __all__ = [

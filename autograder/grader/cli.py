@@ -12,7 +12,7 @@ Commands::
 ``SUBMITTED`` is an nbgrader-style tree ``<student_id>/<assignment_id>/<assignment_id>.ipynb``
 or an nbgrader course folder (its ``submitted/`` is used). Each submission is graded by a
 judge process (``--jobs`` of them run at once) whose student code runs in a sandboxed worker
-(:mod:`autograder.sandbox`). Outputs go to ``OUT/<student>/<assignment>/`` (results.json,
+(:mod:`autograder.grader.sandbox`). Outputs go to ``OUT/<student>/<assignment>/`` (results.json,
 feedback.html) and ``OUT/gradebook.csv``. A rerun grades only what is not done yet (or whose
 notebook or grader changed). Exit status: 0 when every submission was graded, whatever the
 scores; 1 when some could not be graded; 2 for a usage error.
@@ -52,8 +52,8 @@ def _judge_init(plugins: Sequence[str]) -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    from autograder.judge import _preload, _public
-    from autograder.remote import prestart_zygote
+    from autograder.grader.judge import _preload, _public
+    from autograder.grader.remote import prestart_zygote
 
     prestart_zygote(_preload(_public(plugins)))
     import torch
@@ -72,8 +72,8 @@ def _running_file(out: str | Path, pid: int) -> Path:
 
 
 def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
-    from autograder.judge import grade_submission
-    from autograder.report import log_graded, write_atomic, write_submission
+    from autograder.grader.judge import grade_submission
+    from autograder.grader.report import log_graded, write_atomic, write_submission
 
     marker = _running_file(out, os.getpid())
     marker.parent.mkdir(exist_ok=True)
@@ -150,19 +150,19 @@ def grade_batch(
     """Grade every submission under ``submitted`` into ``out``; return the exit status.
 
     Without ``insecure``, grading needs an isolating sandbox level
-    (:data:`autograder.sandbox.ISOLATING`): the status is 2 where none can work.
+    (:data:`autograder.grader.sandbox.ISOLATING`): the status is 2 where none can work.
     ``scheduler`` (``tcp://HOST:PORT`` or ``local:N``) grades on a Dask cluster and ``shard``
-    ``(I, N)`` keeps the I-th of N disjoint parts (:mod:`autograder.cluster`).
+    ``(I, N)`` keeps the I-th of N disjoint parts (:mod:`autograder.grader.cluster`).
     """
-    from autograder.judge import (
+    from autograder.grader.judge import (
         JudgeConfig,
         find_submissions,
         grader_fingerprint,
         notebook_digest,
         submissions_root,
     )
-    from autograder.report import load_results, summary_table, write_gradebook
-    from autograder.sandbox import (
+    from autograder.grader.report import load_results, summary_table, write_gradebook
+    from autograder.grader.sandbox import (
         ISOLATING,
         Limits,
         isolation_available,
@@ -193,7 +193,7 @@ def grade_batch(
         submitted, assignments=assignments, students=students
     )
     if shard is not None:
-        from autograder.cluster import select_shard
+        from autograder.grader.cluster import select_shard
 
         submissions, problems = select_shard(submissions, problems, shard)
     if not submissions and not problems and shard is None:
@@ -253,7 +253,7 @@ def grade_batch(
     failures = list(problems)
     started = time.monotonic()
     if pending and scheduler:
-        from autograder.cluster import run_on_dask
+        from autograder.grader.cluster import run_on_dask
 
         failures += run_on_dask(scheduler, pending, config, out, progress, finished)
     elif pending:
@@ -262,7 +262,7 @@ def grade_batch(
     all_results = [finished[s.key] for s in submissions if s.key in finished]
     write_gradebook(out / "gradebook.csv", all_results, TASKS)
     if shard is not None:
-        from autograder.cluster import write_shard_manifest
+        from autograder.grader.cluster import write_shard_manifest
 
         write_shard_manifest(out, shard, submissions)
     print(summary_table(all_results), file=stream)
@@ -351,8 +351,8 @@ def _watchdog(out: Path, budget: float, stopped_since: dict[int, float]) -> list
 def _record_judge_death(
     submission: Any, config: Any, out: Path, deaths: int
 ) -> dict[str, Any]:
-    from autograder.judge import zero_outcome
-    from autograder.report import write_submission
+    from autograder.grader.judge import zero_outcome
+    from autograder.grader.report import write_submission
 
     outcome = zero_outcome(
         submission,
@@ -497,7 +497,7 @@ def _run_pool(
 
 
 def _limits(args: argparse.Namespace) -> Any:
-    from autograder.sandbox import Limits
+    from autograder.grader.sandbox import Limits
 
     return Limits(
         memory_mb=args.memory,
@@ -552,7 +552,7 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 def _grade(args: argparse.Namespace) -> int:
     shard = None
     if args.shard is not None:
-        from autograder.cluster import parse_shard
+        from autograder.grader.cluster import parse_shard
 
         try:
             shard = parse_shard(args.shard)
@@ -577,13 +577,13 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from autograder.cluster import merge_outputs
+    from autograder.grader.cluster import merge_outputs
 
     return merge_outputs(args.parts, args.out, plugins=args.plugin)
 
 
 def _repo() -> Path:
-    from autograder.sandbox import repo_root
+    from autograder.grader.sandbox import repo_root
 
     return repo_root() or Path.cwd()
 
@@ -679,7 +679,7 @@ def _classroom(args: argparse.Namespace) -> int:
     """Print OUT's results as GitHub Classroom's runner result (base64 JSON)."""
     import base64
 
-    from autograder.report import classroom_result
+    from autograder.grader.report import classroom_result
 
     all_results = [
         json.loads(p.read_text())
@@ -782,7 +782,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``autograde`` (and ``python -m autograder.cli``)."""
+    """Entry point of ``autograde`` (and ``python -m autograder.grader.cli``)."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     return int(args.run(args))

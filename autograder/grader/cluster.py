@@ -3,10 +3,10 @@
 ``autograde grade SUBMITTED --out OUT --scheduler tcp://HOST:PORT`` sends each submission to a
 Dask worker (``--scheduler local:N`` starts a ``LocalCluster`` of N one-thread worker processes
 on 127.0.0.1). A Dask worker grades exactly as a local run does: it hands the submission to a
-judge process started like the local path's judges (:func:`autograder.cli._judge_init`, then
-:func:`autograder.judge.grade_submission`: a sandboxed worker per submission, the same limits,
+judge process started like the local path's judges (:func:`autograder.grader.cli._judge_init`, then
+:func:`autograder.grader.judge.grade_submission`: a sandboxed worker per submission, the same limits,
 the same sandbox level recorded). The client alone writes under ``OUT``, with the local path's
-atomic writer (:func:`autograder.report.write_submission`), so the files are byte-identical to
+atomic writer (:func:`autograder.grader.report.write_submission`), so the files are byte-identical to
 a local run's and a rerun skips what is done.
 
 Faults. A Dask worker that dies mid-submission (killed, machine lost) is replaced by the
@@ -121,7 +121,7 @@ def write_shard_manifest(
     out: Path, shard: tuple[int, int], submissions: Sequence[Any]
 ) -> None:
     """``OUT/shard.json``: which part this is and which submissions it holds (for the merge)."""
-    from autograder.report import write_atomic
+    from autograder.grader.report import write_atomic
 
     manifest = {
         "shard": list(shard),
@@ -147,8 +147,8 @@ def merge_outputs(
         0 when merged; 1 when a part is missing, incomplete or conflicting (nothing is merged);
         2 for a usage error.
     """
-    from autograder.cli import _plugins
-    from autograder.report import (
+    from autograder.grader.cli import _plugins
+    from autograder.grader.report import (
         load_results,
         summary_table,
         write_atomic,
@@ -264,7 +264,7 @@ class _Judge:
             [
                 sys.executable,
                 "-m",
-                "autograder.cluster",
+                "autograder.grader.cluster",
                 "--judge",
                 json.dumps(plugins),
             ],
@@ -329,7 +329,7 @@ def _return_judge(judge: _Judge) -> None:
 
 
 def _check_grader(config: Any, assignment: str) -> None:
-    from autograder.judge import grader_fingerprint
+    from autograder.grader.judge import grader_fingerprint
 
     for plugin in config.plugins:
         importlib.import_module(plugin)
@@ -360,17 +360,17 @@ def grade_on_worker(submission: Any, notebook: bytes, config: Any) -> Any:
     sandbox may not read; a judge process grades it with ``grade_submission``.
 
     Returns:
-        The :class:`autograder.report.Outcome`, exactly what a local judge returns.
+        The :class:`autograder.grader.report.Outcome`, exactly what a local judge returns.
 
     Raises:
         GraderMismatch: this worker's grader differs from the client's.
         RuntimeError: the judge process died or could not grade (a grader failure).
     """
-    from autograder.judge import Submission
+    from autograder.grader.judge import Submission
 
     global _CLEANED
     if not _CLEANED:  # what judges of killed Dask workers left on this machine
-        from autograder.cli import _clean_stale_workdirs
+        from autograder.grader.cli import _clean_stale_workdirs
 
         _clean_stale_workdirs()
         _CLEANED = True
@@ -400,8 +400,8 @@ def _judge_main(plugins: list[str]) -> None:
     """The judge process's loop: one request, one reply, until stdin closes."""
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
-    from autograder.cli import _judge_init
-    from autograder.judge import grade_submission
+    from autograder.grader.cli import _judge_init
+    from autograder.grader.judge import grade_submission
 
     _judge_init(plugins)
     requests = sys.stdin.buffer
@@ -429,8 +429,8 @@ def _judge_main(plugins: list[str]) -> None:
 
 def killed_outcome(submission: Any, config: Any, tries: int | None) -> Any:
     """Zero on every check, flag ``killed_worker``: grading killed the Dask worker each try."""
-    from autograder.judge import _all_properties, _zero, notebook_digest
-    from autograder.report import Outcome
+    from autograder.grader.judge import _all_properties, _zero, notebook_digest
+    from autograder.grader.report import Outcome
 
     times = f"all {tries} times it was tried" if tries else "every time it was tried"
     message = (
@@ -487,7 +487,7 @@ def _connect(address: str) -> tuple[Any, Any]:
 def _notebook_bytes(submission: Any) -> bytes | None:
     """The notebook to send, or None when it must be graded here (missing, too large,
     unreadable: :func:`grade_submission` then stops before starting a worker)."""
-    from autograder.judge import MAX_NOTEBOOK_BYTES
+    from autograder.grader.judge import MAX_NOTEBOOK_BYTES
 
     if submission.notebook is None:
         return None
@@ -516,8 +516,8 @@ def run_on_dask(
     """
     from tqdm import tqdm
 
-    from autograder.judge import grade_submission
-    from autograder.report import log_graded, write_submission
+    from autograder.grader.judge import grade_submission
+    from autograder.grader.report import log_graded, write_submission
 
     try:
         client, cluster = _connect(address)
@@ -615,6 +615,7 @@ if __name__ == "__main__":
         _judge_main(json.loads(sys.argv[2]))
     else:
         print(
-            "usage: python -m autograder.cluster --judge PLUGINS_JSON", file=sys.stderr
+            "usage: python -m autograder.grader.cluster --judge PLUGINS_JSON",
+            file=sys.stderr,
         )
         sys.exit(2)
