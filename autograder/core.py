@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from autograder.secrets import is_secret
 from autograder.subject import StudentError, Subject
 
 __all__ = [
@@ -197,7 +198,7 @@ def check(
         module = getattr(fn, "__module__", "") or ""
         inner = getattr(fn, "hypothesis", None)
         module = getattr(getattr(inner, "inner_test", None), "__module__", module)
-        tier = "hidden" if ".hidden" in module else "public"
+        tier = "hidden" if is_secret(module) else "public"
         bound_shrinking(fn)
         prop = Property(task, name, float(points), tier, fn, timeout_s, alpha)
         existing = _REGISTRY.setdefault(task, [])

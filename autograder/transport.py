@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from autograder.secrets import is_secret
+
 __all__ = [
     "TransportError",
     "check_archive",
@@ -34,7 +36,6 @@ MAX_RECORDS = 10_000
 #: Most containers, scalars and tensors in one result, and the deepest nesting.
 MAX_NODES, MAX_DEPTH = 1_000_000, 64
 # Modules whose objects must never be sent to the student's side.
-_FORBIDDEN_PREFIXES = ("autograder.hidden", "course_lib.reference", "__main__")
 
 
 class TransportError(TypeError):
@@ -183,11 +184,11 @@ def decode(payload: bytes, limit: int = MAX_DECODED_BYTES) -> Any:
 
 class _GuardedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(_FORBIDDEN_PREFIXES):
+        if is_secret(module) or module == "__main__":
             raise TransportError(
                 f"{module}.{name} may not be sent to student code: probes and the callables "
                 "they take must live in public modules (autograder.probes, autograder.checks, "
-                "autograder.problems, course_lib helpers)"
+                "course_lib helpers)"
             )
         return super().find_class(module, name)
 

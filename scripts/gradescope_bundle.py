@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autograder.secrets import PRIVATE_SUBPACKAGES  # noqa: E402
 from autograder.tasks import ASSIGNMENTS  # noqa: E402
 
 EXCLUDE_PARTS = {"__pycache__", ".ipynb_checkpoints", ".hypothesis"}
@@ -39,7 +40,7 @@ python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install -q "torch=={torch}" --index-url https://download.pytorch.org/whl/cpu
 /autograder/venv/bin/pip install -q /autograder/source
 site=$(/autograder/venv/bin/python -c "import autograder, os; print(os.path.dirname(os.path.dirname(autograder.__file__)))")
-chmod -R go-rwx "$site/autograder/hidden" "$site/course_lib/reference" /autograder/source
+chmod -R go-rwx {secret_dirs} /autograder/source
 # Warm the caches a first run would otherwise build (matplotlib fonts, .pyc files).
 MPLBACKEND=Agg /autograder/venv/bin/python -c "import matplotlib.pyplot, torch, autograder.checks, course_lib"
 """
@@ -52,6 +53,15 @@ exec /autograder/venv/bin/autograde gradescope --assignment {assignment} \\
     --submission /autograder/submission --results /autograder/results \\
     --timeout {timeout} --memory {memory}
 """
+
+
+def _secret_dirs() -> str:
+    """The secret folders of the installed packages, as setup.sh's arguments."""
+    return " ".join(
+        f'"$site/{package}/{sub}"'
+        for package, subs in PRIVATE_SUBPACKAGES.items()
+        for sub in subs
+    )
 
 
 def _files(root: Path, folder: str) -> list[Path]:
@@ -89,7 +99,12 @@ def build(
         archive.writestr(info, data)
 
     with zipfile.ZipFile(target, "w") as archive:
-        add(archive, "setup.sh", SETUP.format(torch=_torch_version()), executable=True)
+        add(
+            archive,
+            "setup.sh",
+            SETUP.format(torch=_torch_version(), secret_dirs=_secret_dirs()),
+            executable=True,
+        )
         add(
             archive,
             "run_autograder",

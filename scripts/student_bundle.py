@@ -28,12 +28,14 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autograder.secrets import PRIVATE_SUBPACKAGES  # noqa: E402 - the one secret rule
+
 NAME = "dsc190-vi-student"
 #: Files copied to the bundle's top level from scripts/student/.
 STUDENT_FILES = ("install.py", "nbgrader_config.py")
 
-#: Inside each public package, the subpackages that never leave the instructor's machine.
-PRIVATE = {"course_lib": ("reference",), "autograder": ("hidden",)}
 JUNK = (
     "__pycache__",
     "*.pyc",
@@ -126,7 +128,7 @@ def build(out: Path, root: Path = ROOT, make_zip: bool = True) -> Path:
         bundle / "assignments",
         ignore=shutil.ignore_patterns(*JUNK),
     )
-    for package, private in PRIVATE.items():
+    for package, private in PRIVATE_SUBPACKAGES.items():
         _copy_package(root / package, bundle / package, private)
     (bundle / "pyproject.toml").write_text(_pyproject(root))
     (bundle / "README.md").write_text(_README.format(route=ROUTE))

@@ -28,6 +28,7 @@ from autograder.core import CheckResult, Property, run_property
 from autograder.grader import sandbox
 from autograder.grader.remote import RemoteSubject, Session
 from autograder.grader.report import Outcome
+from autograder.secrets import is_secret
 from autograder.tasks import ASSIGNMENTS, properties, tasks_of
 
 __all__ = [
@@ -389,11 +390,13 @@ class JudgeConfig:
 
 
 def _public(plugins: Sequence[str]) -> list[str]:
-    return [p for p in plugins if "hidden" not in p.split(".")]
+    """The plugins a worker may import too (:func:`autograder.secrets.is_secret` says no)."""
+    return [p for p in plugins if not is_secret(p)]
 
 
 def _secret(plugins: Sequence[str]) -> list[str]:
-    return [p for p in plugins if "hidden" in p.split(".")]
+    """The judge-only plugins (their hidden checks)."""
+    return [p for p in plugins if is_secret(p)]
 
 
 def _module_files(modules: Sequence[str]) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from autograder import transport
 from autograder.core import Property
 from autograder.grader import sandbox, wire
+from autograder.secrets import is_secret
 from autograder.subject import StudentError
 
 __all__ = ["Event", "GraderError", "RemoteSubject", "Session", "probe_address"]
@@ -83,7 +84,7 @@ def probe_address(probe: Callable[..., Any]) -> tuple[str, str]:
         raise TypeError(
             f"{probe!r} is not a module-level function: probes must live in a public module"
         )
-    if any(module == m or module.startswith(m + ".") for m in sandbox.DENY_MODULES):
+    if is_secret(module):
         raise TypeError(
             f"probe {module}.{name} lives in a module the worker cannot import"
         )

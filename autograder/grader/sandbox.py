@@ -59,6 +59,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autograder.secrets import SECRET_MODULES, secret_dirs
+
 __all__ = [
     "LEVELS",
     "Limits",
@@ -76,8 +78,6 @@ __all__ = [
 LEVELS = ("namespace", "userns", "privdrop", "rlimits")
 #: The levels that isolate a submission from the judge and the secrets by the kernel.
 ISOLATING = ("namespace", "userns", "privdrop")
-#: Module prefixes the worker may never import.
-DENY_MODULES = ("autograder.hidden", "course_lib.reference")
 _UID_BASE = 100_000
 
 
@@ -121,7 +121,7 @@ class Policy:
     keep_paths: list[str] = field(default_factory=list)
     #: Reading or importing these is an attempt on the secrets (flagged, zero).
     deny_paths: list[str] = field(default_factory=list)
-    deny_modules: list[str] = field(default_factory=lambda: list(DENY_MODULES))
+    deny_modules: list[str] = field(default_factory=lambda: list(SECRET_MODULES))
     #: Directories covered by an empty read-only view of ``keep_paths`` (namespace level).
     whitelist_roots: list[str] = field(default_factory=list)
     #: Directories covered by an empty tmpfs (namespace level).
@@ -197,11 +197,7 @@ def plan(
     """
     root = repo_root()
     autograder_dir, course_dir = _package_dir("autograder"), _package_dir("course_lib")
-    deny = [
-        str(autograder_dir / "hidden"),
-        str(course_dir / "reference"),
-        *map(str, secret_paths),
-    ]
+    deny = [*map(str, secret_dirs()), *map(str, secret_paths)]
     interpreter = [
         os.path.realpath(p)
         for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
@@ -223,7 +219,7 @@ def plan(
         repo_root=str(root) if root else None,
         keep_paths=_outermost(keep),
         deny_paths=deny,
-        deny_modules=[*DENY_MODULES, *secret_modules],
+        deny_modules=[*SECRET_MODULES, *secret_modules],
         whitelist_roots=covered,
         hide_paths=hide,
         private_tmp=not any(_under(p, ["/tmp"]) for p in keep),
