@@ -8,15 +8,15 @@ a public and a hidden property, one point each.
 
 from __future__ import annotations
 
-import sys
-
-from autograder.tasks import ASSIGNMENTS, TASKS, Task
+from autograder.tasks import register_assignment
 
 ASSIGNMENT = "00_fake"
-ASSIGNMENTS.setdefault(ASSIGNMENT, "fake")
-for _task, _points in (("add_one", 2.0), ("double", 2.0)):
-    TASKS.setdefault(_task, Task(_task, ASSIGNMENT, _points))
+register_assignment(
+    ASSIGNMENT,
+    "fake",
+    {"add_one": 2.0, "double": 2.0},
+    checks="tests.test_grader.fakecourse.checks",
+)
 
-from tests.test_grader.fakecourse import checks  # noqa: E402 - after the registry entries
-
-sys.modules.setdefault("autograder.checks.fake", checks)
+# Imported now, so a worker that preloads this plugin has the probes before its sandbox.
+from tests.test_grader.fakecourse import checks  # noqa: E402, F401

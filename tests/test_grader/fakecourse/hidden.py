@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 
 from autograder import probes
 from autograder.core import check, expect
 from autograder.subject import LocalSubject
+from autograder.tasks import register_hidden_checks
 
 SECRET = "the hidden answer is 42"
 
@@ -36,4 +35,4 @@ def leaves_input(subject):
     )
 
 
-sys.modules.setdefault("autograder.hidden.fake", sys.modules[__name__])
+register_hidden_checks("fake", __name__)
