@@ -20,16 +20,15 @@ import contextlib
 import functools
 import io
 import math
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from autograder.secrets import is_secret
 from autograder.subject import StudentError, Subject
+from autograder.timelimit import time_limit
 
 __all__ = [
     "CheckResult",
@@ -65,11 +64,6 @@ class _ShrinkBudgetSpent(BaseException):
 #: for a smaller failing input. A count, not seconds: the score and the reported input are
 #: then the same however busy the machine is (Hypothesis's own shrink limit is wall-clock).
 SHRINK_RUNS = 40
-
-#: A property's time limit counts the CPU seconds of this process (the same on a loaded and an
-#: idle machine); wall-clock time is only a backstop, this many times longer, for code that
-#: sleeps or waits instead of computing.
-WALL_CLOCK_FACTOR = 6.0
 
 
 @dataclass
@@ -235,40 +229,6 @@ class CheckResult:
         return f"{self.task}: {self.name}"
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Limit the CPU seconds this process spends (SIGPROF), with a wall-clock backstop.
-
-    CPU time, not wall-clock time, so that a busy machine cannot turn a slow but correct
-    submission into a timeout; the backstop (``WALL_CLOCK_FACTOR`` times longer, SIGALRM)
-    catches code that sleeps or waits. Only where signals work (the main thread on POSIX).
-    """
-    usable = (
-        hasattr(signal, "SIGALRM")
-        and hasattr(signal, "SIGPROF")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable or seconds <= 0:
-        yield
-        return
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise _PropertyTimeout()
-
-    previous = {
-        sig: signal.signal(sig, _raise) for sig in (signal.SIGALRM, signal.SIGPROF)
-    }
-    signal.setitimer(signal.ITIMER_PROF, seconds)
-    signal.setitimer(signal.ITIMER_REAL, seconds * WALL_CLOCK_FACTOR)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _counterexample(error: BaseException) -> str:
     """Hypothesis's 'Falsifying example' note, without the subject argument."""
     for note in getattr(error, "__notes__", []) or []:
@@ -339,7 +299,7 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
             warnings.catch_warnings(record=True),
             contextlib.redirect_stdout(sink),
             contextlib.redirect_stderr(sink),
-            _time_limit(prop.timeout_s),
+            time_limit(prop.timeout_s, _PropertyTimeout),
         ):
             warnings.simplefilter("always")
             prop.fn(subject)
