@@ -1,4 +1,8 @@
-"""Grading entry points: one task in a notebook grade cell, or a whole submission for the CI grader."""
+"""Grading in a notebook: one task's checks from a grade cell (:func:`grade`), in-process.
+
+:func:`run_task` is the same without printing (scripts and tests); the CI grader grades whole
+submissions in a sandbox instead (:mod:`autograder.grader`).
+"""
 
 from __future__ import annotations
 

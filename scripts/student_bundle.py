@@ -79,7 +79,7 @@ def _pyproject(root: Path) -> str:
         f'requires-python = "{project.get("requires-python", ">=3.10")}"\n'
         f"dependencies = [\n{dep_lines}]\n\n"
         '[tool.setuptools.packages.find]\ninclude = ["course_lib*", "autograder*"]\n\n'
-        '[tool.setuptools.package-data]\ncourse_lib = ["py.typed"]\nautograder = ["py.typed", "templates/*"]\n'
+        '[tool.setuptools.package-data]\ncourse_lib = ["py.typed"]\nautograder = ["py.typed"]\n'
     )
 
 

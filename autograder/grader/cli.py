@@ -21,12 +21,10 @@ scores; 1 when some could not be graded; 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
-import ctypes
-import importlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -34,34 +32,63 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["grade_batch", "main"]
+from tqdm import tqdm
 
-_PLUGINS_ENV = "AUTOGRADER_PLUGINS"
+from autograder.grader import cluster
+from autograder.grader.judge import (
+    JudgeConfig,
+    Submission,
+    clean_stale_workdirs,
+    find_submissions,
+    grade_submission,
+    grader_fingerprint,
+    judge_init,
+    notebook_digest,
+    submissions_root,
+    zero_outcome,
+)
+from autograder.grader.remote import STARTUP_S
+from autograder.grader.report import (
+    classroom_result,
+    load_results,
+    log_graded,
+    summary_table,
+    write_atomic,
+    write_gradebook,
+    write_submission,
+)
+from autograder.grader.sandbox import (
+    ISOLATING,
+    LEVELS,
+    Limits,
+    isolation_available,
+    levels_to_try,
+    repo_root,
+)
+from autograder.tasks import TASKS, load_plugins
+
+__all__ = [
+    "BatchPlan",
+    "BatchRun",
+    "UsageError",
+    "grade_batch",
+    "main",
+    "plan_batch",
+    "run_batch",
+    "summarise_batch",
+]
+
+Results = dict[str, Any]
 
 
 # --------------------------------------------------------------------------- judge processes
-
-
-def _judge_init(plugins: Sequence[str]) -> None:
-    """Runs once in each judge process: die with the parent, start the zygote, load the checks."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    from autograder.grader.judge import _preload, _public
-    from autograder.grader.remote import prestart_zygote
-
-    prestart_zygote(_preload(_public(plugins)))
-    import torch
-
-    torch.set_num_threads(1)
-    for plugin in plugins:
-        importlib.import_module(plugin)
-
 
 #: Folder of OUT where each judge says what it is grading (read by the parent's watchdog).
 _RUNNING = ".running"
@@ -71,10 +98,8 @@ def _running_file(out: str | Path, pid: int) -> Path:
     return Path(out) / _RUNNING / f"{pid}.json"
 
 
-def _judge_one(submission: Any, config: Any, out: str) -> dict[str, Any]:
-    from autograder.grader.judge import grade_submission
-    from autograder.grader.report import log_graded, write_atomic, write_submission
-
+def _judge_one(submission: Submission, config: JudgeConfig, out: str) -> Results:
+    """Runs in a judge process: grade one submission and write its files under ``out``."""
     marker = _running_file(out, os.getpid())
     marker.parent.mkdir(exist_ok=True)
     write_atomic(marker, json.dumps({"key": submission.key, "started": time.time()}))
@@ -104,113 +129,109 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def _clean_stale_workdirs() -> None:
-    """Remove worker directories left by judges that were killed."""
-    for path in Path(tempfile.gettempdir()).glob("autograde-*-*"):
-        match = re.match(r"autograde-(\d+)-", path.name)
-        if not match:
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            pass
-
-
 # --------------------------------------------------------------------------- grading a batch
 
 
-def _plugins(names: Sequence[str] | None) -> list[str]:
-    listed = list(names or [])
-    listed += [p for p in os.environ.get(_PLUGINS_ENV, "").split(",") if p]
-    unique = list(dict.fromkeys(listed))
-    for plugin in unique:
-        importlib.import_module(plugin)
-    return unique
+class UsageError(Exception):
+    """The batch cannot be graded as asked (exit status 2); the message says why."""
 
 
-def grade_batch(
+@dataclass
+class BatchPlan:
+    """What a batch will grade, decided before any judge starts (:func:`plan_batch`)."""
+
+    #: Where the outputs go.
+    out: Path
+    #: Every submission of the batch (of its shard), sorted.
+    submissions: list[Submission]
+    #: The submissions to grade now (no up-to-date results.json).
+    pending: list[Submission]
+    #: results.json contents by submission key: those up to date now, then those graded.
+    finished: dict[str, Results]
+    #: What every judge of the batch needs: limits, plugins, secrets, fingerprints, levels.
+    config: JudgeConfig
+    #: Discovery problems (``"student/assignment: ..."``): never graded, reported at the end.
+    problems: list[str] = field(default_factory=list)
+    shard: tuple[int, int] | None = None
+
+
+@dataclass
+class BatchRun:
+    """What running a plan did (:func:`run_batch`); the results are in the plan's ``finished``."""
+
+    #: Submissions that grading itself could not handle, as messages.
+    failures: list[str]
+    #: Wall-clock seconds the judges took.
+    seconds: float
+
+
+def _levels(sandbox_level: str, insecure: bool) -> tuple[str, ...] | None:
+    """The sandbox levels a batch may use: the one asked for, else never a non-isolating one
+    unless ``insecure`` (None: whatever works)."""
+    if sandbox_level != "auto":
+        return (sandbox_level,)
+    if insecure:
+        return None
+    return tuple(level for level in levels_to_try() if level in ISOLATING)
+
+
+def _remove_partial_writes(out: Path) -> None:
+    """Delete temporary files of writes cut short by a kill: never a result."""
+    for partial in out.glob("*/*/.*.tmp"):
+        owner = partial.suffixes[-2].lstrip(".") if len(partial.suffixes) > 1 else ""
+        if not _alive(owner):
+            partial.unlink(missing_ok=True)
+
+
+def plan_batch(
     submitted: Path,
     out: Path,
     *,
-    jobs: int = 1,
-    limits: Any = None,
+    limits: Limits | None = None,
     plugins: Sequence[str] = (),
     force: bool = False,
     sandbox_level: str = "auto",
-    progress: bool = True,
     assignments: Sequence[str] | None = None,
     students: Sequence[str] | None = None,
-    stream: Any = None,
     insecure: bool = False,
-    scheduler: str | None = None,
     shard: tuple[int, int] | None = None,
-) -> int:
-    """Grade every submission under ``submitted`` into ``out``; return the exit status.
+) -> BatchPlan:
+    """Find the submissions under ``submitted`` and decide which need grading into ``out``.
 
-    Without ``insecure``, grading needs an isolating sandbox level
-    (:data:`autograder.grader.sandbox.ISOLATING`): the status is 2 where none can work.
-    ``scheduler`` (``tcp://HOST:PORT`` or ``local:N``) grades on a Dask cluster and ``shard``
-    ``(I, N)`` keeps the I-th of N disjoint parts (:mod:`autograder.grader.cluster`).
+    A submission whose results.json records the same notebook digest and grader fingerprint
+    is done; ``force`` regrades everything. Creates ``out`` and cleans what killed runs left.
+
+    Raises:
+        UsageError: No isolating sandbox here (and not ``insecure``), ``submitted`` is not a
+            folder, or it holds no submissions.
     """
-    from autograder.grader.judge import (
-        JudgeConfig,
-        find_submissions,
-        grader_fingerprint,
-        notebook_digest,
-        submissions_root,
-    )
-    from autograder.grader.report import load_results, summary_table, write_gradebook
-    from autograder.grader.sandbox import (
-        ISOLATING,
-        Limits,
-        isolation_available,
-        levels_to_try,
-    )
-    from autograder.tasks import TASKS
-
-    stream = stream or sys.stdout
     limits = limits or Limits()
     if not insecure and (
         sandbox_level == "rlimits"
         or (sandbox_level == "auto" and not isolation_available())
     ):
-        print(
-            "autograde: no isolating sandbox here (run as root, or where unprivileged user "
+        raise UsageError(
+            "no isolating sandbox here (run as root, or where unprivileged user "
             "namespaces are allowed: sysctl kernel.unprivileged_userns_clone=1 / "
             "user.max_user_namespaces > 0). The rlimits level only has an audit hook, which a "
             "submission can switch off to read the hidden checks or other students' work; "
-            "pass --insecure to grade anyway (never for real submissions).",
-            file=sys.stderr,
+            "pass --insecure to grade anyway (never for real submissions)."
         )
-        return 2
-    plugins = _plugins(plugins)
+    plugins = load_plugins(plugins)
     if not submitted.is_dir():
-        print(f"autograde: {submitted} is not a folder", file=sys.stderr)
-        return 2
+        raise UsageError(f"{submitted} is not a folder")
     submissions, problems = find_submissions(
         submitted, assignments=assignments, students=students
     )
     if shard is not None:
-        from autograder.grader.cluster import select_shard
-
-        submissions, problems = select_shard(submissions, problems, shard)
+        submissions, problems = cluster.select_shard(submissions, problems, shard)
     if not submissions and not problems and shard is None:
-        print(
-            f"autograde: no submissions under {submitted} (expected <student>/<assignment>/<assignment>.ipynb)",
-            file=sys.stderr,
+        raise UsageError(
+            f"no submissions under {submitted} (expected <student>/<assignment>/<assignment>.ipynb)"
         )
-        return 2
     out.mkdir(parents=True, exist_ok=True)
-    _clean_stale_workdirs()
-    for partial in out.glob(
-        "*/*/.*.tmp"
-    ):  # a write cut short by a kill: never a result
-        if not _alive(
-            partial.suffixes[-2].lstrip(".") if len(partial.suffixes) > 1 else ""
-        ):
-            partial.unlink(missing_ok=True)
+    clean_stale_workdirs()
+    _remove_partial_writes(out)
     fingerprints = {
         a: grader_fingerprint(limits, a, plugins)
         for a in sorted({s.assignment for s in submissions})
@@ -231,40 +252,52 @@ def grade_batch(
             finished[submission.key] = existing
         else:
             pending.append(submission)
-    print(
-        f"autograde: {len(submissions)} submissions in {submitted}: {len(finished)} already graded, "
-        f"{len(pending)} to grade "
-        + (f"on {scheduler}" if scheduler else f"with {jobs} job(s)"),
-        file=sys.stderr,
-    )
-    if sandbox_level != "auto":
-        levels: tuple[str, ...] | None = (sandbox_level,)
-    elif insecure:
-        levels = None
-    else:  # never fall back to a level that does not isolate
-        levels = tuple(level for level in levels_to_try() if level in ISOLATING)
     config = JudgeConfig(
         limits=limits,
         secret_paths=(str(out.resolve()), str(submissions_root(submitted).resolve())),
         plugins=tuple(plugins),
         fingerprints=fingerprints,
-        levels=levels,
+        levels=_levels(sandbox_level, insecure),
     )
-    failures = list(problems)
+    return BatchPlan(out, submissions, pending, finished, config, problems, shard)
+
+
+def run_batch(
+    plan: BatchPlan,
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> BatchRun:
+    """Grade the plan's pending submissions with ``jobs`` judge processes, or on the Dask
+    cluster at ``scheduler``; each result is written and recorded in ``plan.finished``."""
+    failures = list(plan.problems)
     started = time.monotonic()
-    if pending and scheduler:
-        from autograder.grader.cluster import run_on_dask
+    if plan.pending and scheduler:
+        failures += cluster.run_on_dask(
+            scheduler, plan.pending, plan.config, plan.out, progress, plan.finished
+        )
+    elif plan.pending:
+        failures += _run_pool(
+            plan.pending, plan.config, plan.out, jobs, progress, plan.finished
+        )
+    return BatchRun(failures, time.monotonic() - started)
 
-        failures += run_on_dask(scheduler, pending, config, out, progress, finished)
-    elif pending:
-        failures += _run_pool(pending, config, out, jobs, progress, finished)
-    elapsed = time.monotonic() - started
-    all_results = [finished[s.key] for s in submissions if s.key in finished]
+
+def summarise_batch(plan: BatchPlan, run: BatchRun, stream: TextIO) -> int:
+    """Write the gradebook (and a shard's manifest), print the summary; return the status.
+
+    Returns:
+        0 when every submission was graded, whatever the scores; 1 otherwise (a discovery
+        problem, a grading failure, or a check the grader itself could not run).
+    """
+    out = plan.out
+    all_results = [
+        plan.finished[s.key] for s in plan.submissions if s.key in plan.finished
+    ]
     write_gradebook(out / "gradebook.csv", all_results, TASKS)
-    if shard is not None:
-        from autograder.grader.cluster import write_shard_manifest
-
-        write_shard_manifest(out, shard, submissions)
+    if plan.shard is not None:
+        cluster.write_shard_manifest(out, plan.shard, plan.submissions)
     print(summary_table(all_results), file=stream)
     levels_used = sorted(
         {
@@ -273,18 +306,19 @@ def grade_batch(
             if r["extra_data"].get("sandbox")
         }
     )
-    graded_now = sum(1 for s in pending if s.key in finished)
+    graded_now = sum(1 for s in plan.pending if s.key in plan.finished)
     rate = (
-        f", {60 * graded_now / elapsed:.1f} submissions/minute"
-        if graded_now and elapsed > 0
+        f", {60 * graded_now / run.seconds:.1f} submissions/minute"
+        if graded_now and run.seconds > 0
         else ""
     )
     print(
-        f"\nGraded {len(all_results)} of {len(submissions)} submissions ({graded_now} "
-        f"this run in {elapsed:.1f} s{rate}); sandbox: {', '.join(levels_used) or '-'}; "
+        f"\nGraded {len(all_results)} of {len(plan.submissions)} submissions ({graded_now} "
+        f"this run in {run.seconds:.1f} s{rate}); sandbox: {', '.join(levels_used) or '-'}; "
         f"results in {out}/, gradebook {out / 'gradebook.csv'}",
         file=stream,
     )
+    failures = list(run.failures)
     grader_errors = [
         r["extra_data"]["student_id"] + "/" + r["extra_data"]["assignment_id"]
         for r in all_results
@@ -297,6 +331,57 @@ def grade_batch(
     for failure in failures:
         print(f"autograde: NOT GRADED: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def grade_batch(
+    submitted: Path,
+    out: Path,
+    *,
+    jobs: int = 1,
+    limits: Limits | None = None,
+    plugins: Sequence[str] = (),
+    force: bool = False,
+    sandbox_level: str = "auto",
+    progress: bool = True,
+    assignments: Sequence[str] | None = None,
+    students: Sequence[str] | None = None,
+    stream: TextIO | None = None,
+    insecure: bool = False,
+    scheduler: str | None = None,
+    shard: tuple[int, int] | None = None,
+) -> int:
+    """Grade every submission under ``submitted`` into ``out``; return the exit status.
+
+    :func:`plan_batch`, :func:`run_batch`, then :func:`summarise_batch`. Without
+    ``insecure``, grading needs an isolating sandbox level
+    (:data:`autograder.grader.sandbox.ISOLATING`): the status is 2 where none can work.
+    ``scheduler`` (``tcp://HOST:PORT`` or ``local:N``) grades on a Dask cluster and ``shard``
+    ``(I, N)`` keeps the I-th of N disjoint parts (:mod:`autograder.grader.cluster`).
+    """
+    try:
+        plan = plan_batch(
+            submitted,
+            out,
+            limits=limits,
+            plugins=plugins,
+            force=force,
+            sandbox_level=sandbox_level,
+            assignments=assignments,
+            students=students,
+            insecure=insecure,
+            shard=shard,
+        )
+    except UsageError as error:
+        print(f"autograde: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"autograde: {len(plan.submissions)} submissions in {submitted}: "
+        f"{len(plan.finished)} already graded, {len(plan.pending)} to grade "
+        + (f"on {scheduler}" if scheduler else f"with {jobs} job(s)"),
+        file=sys.stderr,
+    )
+    run = run_batch(plan, jobs=jobs, scheduler=scheduler, progress=progress)
+    return summarise_batch(plan, run, stream or sys.stdout)
 
 
 #: Seconds past a submission's own budget before the watchdog kills its judge.
@@ -349,11 +434,8 @@ def _watchdog(out: Path, budget: float, stopped_since: dict[int, float]) -> list
 
 
 def _record_judge_death(
-    submission: Any, config: Any, out: Path, deaths: int
-) -> dict[str, Any]:
-    from autograder.grader.judge import zero_outcome
-    from autograder.grader.report import write_submission
-
+    submission: Submission, config: JudgeConfig, out: Path, deaths: int
+) -> Results:
     outcome = zero_outcome(
         submission,
         config,
@@ -366,12 +448,12 @@ def _record_judge_death(
 
 
 def _run_pool(
-    pending: list[Any],
-    config: Any,
+    pending: list[Submission],
+    config: JudgeConfig,
     out: Path,
     jobs: int,
     progress: bool,
-    finished: dict[str, Any],
+    finished: dict[str, Results],
 ) -> list[str]:
     """Grade ``pending`` with ``jobs`` judge processes; survive judges that die or hang.
 
@@ -382,18 +464,14 @@ def _run_pool(
     watchdog (in this process, which no submission reaches) kills a judge that stays stopped
     or runs past its submission's budget, which breaks the pool the same way.
     """
-    from concurrent.futures import FIRST_COMPLETED, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    from tqdm import tqdm
-
     failures: list[str] = []
-    queue: list[Any] = list(pending)
-    suspects: list[Any] = []
+    queue: list[Submission] = list(pending)
+    suspects: list[Submission] = []
     unexplained = (
         0  # pool breaks with no submission in flight: grading itself is broken
     )
-    budget = config.limits.timeout_s + 2 * 120.0 + WATCHDOG_MARGIN_S
+    # The submission's budget, two worker starts (the first and one restart), then a margin.
+    budget = config.limits.timeout_s + 2 * STARTUP_S + WATCHDOG_MARGIN_S
     (out / _RUNNING).mkdir(exist_ok=True)
     for stale in (out / _RUNNING).glob("*.json"):
         stale.unlink(missing_ok=True)
@@ -412,11 +490,11 @@ def _run_pool(
             pool = ProcessPoolExecutor(
                 max_workers=1 if alone else max(1, min(jobs, len(batch))),
                 mp_context=get_context("spawn"),
-                initializer=_judge_init,
+                initializer=judge_init,
                 initargs=(config.plugins,),
             )
             futures = {pool.submit(_judge_one, s, config, str(out)): s for s in batch}
-            left: list[Any] = []
+            left: list[Submission] = []
             stopped_since: dict[int, float] = {}
             broken = False
             waiting = set(futures)
@@ -496,9 +574,7 @@ def _run_pool(
 # --------------------------------------------------------------------------- commands
 
 
-def _limits(args: argparse.Namespace) -> Any:
-    from autograder.grader.sandbox import Limits
-
+def _limits(args: argparse.Namespace) -> Limits:
     return Limits(
         memory_mb=args.memory,
         timeout_s=args.timeout,
@@ -507,30 +583,31 @@ def _limits(args: argparse.Namespace) -> Any:
 
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:
+    defaults = Limits()  # the one statement of the budgets
     parser.add_argument(
         "--timeout",
         type=float,
-        default=600.0,
+        default=defaults.timeout_s,
         metavar="SECONDS",
-        help="wall clock per submission: notebook and checks (default 600)",
+        help=f"wall clock per submission: notebook and checks (default {defaults.timeout_s:g})",
     )
     parser.add_argument(
         "--cell-timeout",
         type=float,
-        default=120.0,
+        default=defaults.cell_timeout_s,
         metavar="SECONDS",
-        help="wall clock per notebook cell (default 120)",
+        help=f"wall clock per notebook cell (default {defaults.cell_timeout_s:g})",
     )
     parser.add_argument(
         "--memory",
         type=int,
-        default=2048,
+        default=defaults.memory_mb,
         metavar="MB",
-        help="memory per submission on top of the libraries (default 2048)",
+        help=f"memory per submission on top of the libraries (default {defaults.memory_mb})",
     )
     parser.add_argument(
         "--sandbox",
-        choices=["auto", "namespace", "userns", "privdrop", "rlimits"],
+        choices=["auto", *LEVELS],
         default="auto",
         help="isolation level (default: the strongest that works)",
     )
@@ -552,10 +629,8 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 def _grade(args: argparse.Namespace) -> int:
     shard = None
     if args.shard is not None:
-        from autograder.grader.cluster import parse_shard
-
         try:
-            shard = parse_shard(args.shard)
+            shard = cluster.parse_shard(args.shard)
         except ValueError as error:
             print(f"autograde: {error}", file=sys.stderr)
             return 2
@@ -577,14 +652,10 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from autograder.grader.cluster import merge_outputs
-
-    return merge_outputs(args.parts, args.out, plugins=args.plugin)
+    return cluster.merge_outputs(args.parts, args.out, plugins=args.plugin)
 
 
 def _repo() -> Path:
-    from autograder.grader.sandbox import repo_root
-
     return repo_root() or Path.cwd()
 
 
@@ -677,10 +748,6 @@ def _gradescope(args: argparse.Namespace) -> int:
 
 def _classroom(args: argparse.Namespace) -> int:
     """Print OUT's results as GitHub Classroom's runner result (base64 JSON)."""
-    import base64
-
-    from autograder.grader.report import classroom_result
-
     all_results = [
         json.loads(p.read_text())
         for p in sorted(Path(args.out).glob("*/*/results.json"))

@@ -3,7 +3,7 @@
 ``autograde grade SUBMITTED --out OUT --scheduler tcp://HOST:PORT`` sends each submission to a
 Dask worker (``--scheduler local:N`` starts a ``LocalCluster`` of N one-thread worker processes
 on 127.0.0.1). A Dask worker grades exactly as a local run does: it hands the submission to a
-judge process started like the local path's judges (:func:`autograder.grader.cli._judge_init`, then
+judge process started like the local path's judges (:func:`autograder.grader.judge.judge_init`, then
 :func:`autograder.grader.judge.grade_submission`: a sandboxed worker per submission, the same limits,
 the same sandbox level recorded). The client alone writes under ``OUT``, with the local path's
 atomic writer (:func:`autograder.grader.report.write_submission`), so the files are byte-identical to
@@ -37,6 +37,7 @@ import json
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,32 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from autograder.grader.judge import (
+    MAX_NOTEBOOK_BYTES,
+    JudgeConfig,
+    Submission,
+    _all_properties,
+    _zero,
+    clean_stale_workdirs,
+    grade_submission,
+    grader_fingerprint,
+    judge_init,
+    notebook_digest,
+)
+from autograder.grader.report import (
+    Outcome,
+    load_results,
+    log_graded,
+    summary_table,
+    write_atomic,
+    write_gradebook,
+    write_submission,
+)
+from autograder.tasks import TASKS, load_plugins
 
 __all__ = [
     "GraderMismatch",
@@ -109,8 +135,10 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 
 def select_shard(
-    submissions: Sequence[Any], problems: Sequence[str], shard: tuple[int, int] | None
-) -> tuple[list[Any], list[str]]:
+    submissions: Sequence[Submission],
+    problems: Sequence[str],
+    shard: tuple[int, int] | None,
+) -> tuple[list[Submission], list[str]]:
     """The submissions and the discovery problems (``"student/assignment: ..."``) of ``shard``."""
     kept = [s for s in submissions if in_shard(s.key, shard)]
     kept_problems = [p for p in problems if in_shard(p.split(": ", 1)[0], shard)]
@@ -118,11 +146,9 @@ def select_shard(
 
 
 def write_shard_manifest(
-    out: Path, shard: tuple[int, int], submissions: Sequence[Any]
+    out: Path, shard: tuple[int, int], submissions: Sequence[Submission]
 ) -> None:
     """``OUT/shard.json``: which part this is and which submissions it holds (for the merge)."""
-    from autograder.grader.report import write_atomic
-
     manifest = {
         "shard": list(shard),
         "submissions": sorted(s.key for s in submissions),
@@ -135,7 +161,7 @@ def merge_outputs(
     out: Path,
     *,
     plugins: Sequence[str] = (),
-    stream: Any = None,
+    stream: TextIO | None = None,
 ) -> int:
     """Copy the shards' per-submission files into ``out`` and write the combined gradebook.
 
@@ -147,17 +173,8 @@ def merge_outputs(
         0 when merged; 1 when a part is missing, incomplete or conflicting (nothing is merged);
         2 for a usage error.
     """
-    from autograder.grader.cli import _plugins
-    from autograder.grader.report import (
-        load_results,
-        summary_table,
-        write_atomic,
-        write_gradebook,
-    )
-    from autograder.tasks import TASKS
-
     stream = stream or sys.stdout
-    plugins = _plugins(plugins)
+    plugins = load_plugins(plugins)
     problems: list[str] = []
     seen_parts: dict[int, Path] = {}
     counts: set[int] = set()
@@ -278,7 +295,7 @@ class _Judge:
             ),
         )
 
-    def grade(self, submission: Any, config: Any) -> Any:
+    def grade(self, submission: Submission, config: JudgeConfig) -> Outcome:
         assert self.process.stdin is not None and self.process.stdout is not None
         data = pickle.dumps((submission, config))
         try:
@@ -328,9 +345,7 @@ def _return_judge(judge: _Judge) -> None:
             _IDLE.setdefault(judge.plugins, []).append(judge)
 
 
-def _check_grader(config: Any, assignment: str) -> None:
-    from autograder.grader.judge import grader_fingerprint
-
+def _check_grader(config: JudgeConfig, assignment: str) -> None:
     for plugin in config.plugins:
         importlib.import_module(plugin)
     key = (
@@ -344,8 +359,6 @@ def _check_grader(config: Any, assignment: str) -> None:
         )
     wanted = config.fingerprints.get(assignment)
     if wanted and _FINGERPRINTS[key] != wanted:
-        import socket
-
         raise GraderMismatch(
             f"the Dask worker on {socket.gethostname()} runs a different grader for "
             f"{assignment} (fingerprint {_FINGERPRINTS[key]}, the client's {wanted}): "
@@ -353,7 +366,9 @@ def _check_grader(config: Any, assignment: str) -> None:
         )
 
 
-def grade_on_worker(submission: Any, notebook: bytes, config: Any) -> Any:
+def grade_on_worker(
+    submission: Submission, notebook: bytes, config: JudgeConfig
+) -> Outcome:
     """Runs on a Dask worker: grade ``submission`` (its notebook's bytes sent along).
 
     The notebook is written to a private temporary folder, which joins the paths the
@@ -366,13 +381,9 @@ def grade_on_worker(submission: Any, notebook: bytes, config: Any) -> Any:
         GraderMismatch: this worker's grader differs from the client's.
         RuntimeError: the judge process died or could not grade (a grader failure).
     """
-    from autograder.grader.judge import Submission
-
     global _CLEANED
     if not _CLEANED:  # what judges of killed Dask workers left on this machine
-        from autograder.grader.cli import _clean_stale_workdirs
-
-        _clean_stale_workdirs()
+        clean_stale_workdirs()
         _CLEANED = True
     _check_grader(config, submission.assignment)
     # Named like the judges' folders (autograde-<pid>-...), so it is removed if we are killed.
@@ -400,10 +411,7 @@ def _judge_main(plugins: list[str]) -> None:
     """The judge process's loop: one request, one reply, until stdin closes."""
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
-    from autograder.grader.cli import _judge_init
-    from autograder.grader.judge import grade_submission
-
-    _judge_init(plugins)
+    judge_init(plugins)
     requests = sys.stdin.buffer
     while True:
         header = requests.read(8)
@@ -427,11 +435,10 @@ def _judge_main(plugins: list[str]) -> None:
 # --------------------------------------------------------------------------- the client
 
 
-def killed_outcome(submission: Any, config: Any, tries: int | None) -> Any:
+def killed_outcome(
+    submission: Submission, config: JudgeConfig, tries: int | None
+) -> Outcome:
     """Zero on every check, flag ``killed_worker``: grading killed the Dask worker each try."""
-    from autograder.grader.judge import _all_properties, _zero, notebook_digest
-    from autograder.grader.report import Outcome
-
     times = f"all {tries} times it was tried" if tries else "every time it was tried"
     message = (
         "Not graded: grading this notebook killed the grading machine's worker process "
@@ -484,11 +491,9 @@ def _connect(address: str) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
-def _notebook_bytes(submission: Any) -> bytes | None:
+def _notebook_bytes(submission: Submission) -> bytes | None:
     """The notebook to send, or None when it must be graded here (missing, too large,
     unreadable: :func:`grade_submission` then stops before starting a worker)."""
-    from autograder.grader.judge import MAX_NOTEBOOK_BYTES
-
     if submission.notebook is None:
         return None
     try:
@@ -501,11 +506,11 @@ def _notebook_bytes(submission: Any) -> bytes | None:
 
 def run_on_dask(
     address: str,
-    pending: list[Any],
-    config: Any,
+    pending: list[Submission],
+    config: JudgeConfig,
     out: Path,
     progress: bool,
-    finished: dict[str, Any],
+    finished: dict[str, dict[str, Any]],
 ) -> list[str]:
     """Grade ``pending`` on the Dask cluster at ``address``; the local path's ``_run_pool``.
 
@@ -514,11 +519,6 @@ def run_on_dask(
     Returns:
         The submissions that could not be graded (grader failures), as messages.
     """
-    from tqdm import tqdm
-
-    from autograder.grader.judge import grade_submission
-    from autograder.grader.report import log_graded, write_submission
-
     try:
         client, cluster = _connect(address)
     except (OSError, RuntimeError, ValueError) as error:
@@ -536,7 +536,7 @@ def run_on_dask(
         dynamic_ncols=True,
     )
 
-    def record(submission: Any, outcome: Any, worker: str) -> None:
+    def record(submission: Submission, outcome: Outcome, worker: str) -> None:
         results = write_submission(out, outcome)
         finished[submission.key] = results
         log_graded(
@@ -551,7 +551,7 @@ def run_on_dask(
         bar.update(1)
 
     run = uuid.uuid4().hex[:8]
-    futures: dict[Any, Any] = {}
+    futures: dict[Any, Submission] = {}
     try:
         for submission in pending:
             notebook = _notebook_bytes(submission)

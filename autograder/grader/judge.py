@@ -17,26 +17,33 @@ import importlib.util
 import json
 import os
 import re
+import shutil
+import signal
 import stat
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from autograder.core import CheckResult, Property, run_property
 from autograder.grader import sandbox
-from autograder.grader.remote import RemoteSubject, Session
+from autograder.grader.remote import RemoteSubject, Session, prestart_zygote
 from autograder.grader.report import Outcome
 from autograder.secrets import is_secret
-from autograder.tasks import ASSIGNMENTS, properties, tasks_of
+from autograder.tasks import ASSIGNMENTS, load_plugins, properties, tasks_of
 
 __all__ = [
     "NotebookError",
     "Submission",
     "find_submissions",
     "grade_submission",
+    "clean_stale_workdirs",
     "grader_fingerprint",
+    "judge_init",
     "read_code_cells",
     "strip_magics",
 ]
@@ -428,6 +435,33 @@ def _preload(public_plugins: Sequence[str]) -> list[str]:
         # Every notebook plots: import pyplot (and build its font cache) once per zygote.
         base.append("matplotlib.pyplot")
     return [*public_plugins, *base, *checks]
+
+
+def judge_init(plugins: Sequence[str]) -> None:
+    """Runs once in each judge process: die with the parent, start the zygote, load the checks.
+
+    Args:
+        plugins: The plugins the batch loaded (public and judge-only).
+    """
+    sandbox.die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    prestart_zygote(_preload(_public(plugins)))
+    torch.set_num_threads(1)
+    load_plugins(plugins)
+
+
+def clean_stale_workdirs() -> None:
+    """Remove worker directories (``autograde-<pid>-...``) left by judges that were killed."""
+    for path in Path(tempfile.gettempdir()).glob("autograde-*-*"):
+        match = re.match(r"autograde-(\d+)-", path.name)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def _zero(prop: Property, feedback: str, flags: list[str]) -> CheckResult:

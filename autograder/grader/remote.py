@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import select
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -148,8 +151,6 @@ class _Channel:
             self.buffer += chunk
 
     def receive(self, deadline: float) -> tuple[dict[str, Any], bytes]:
-        import json
-
         self._fill(wire.PREFIX_SIZE, deadline)
         try:
             head_len, payload_len = wire.unpack_header(
@@ -209,8 +210,6 @@ class _Zygote:
     """
 
     def __init__(self, preload: Sequence[str], env: dict[str, str]) -> None:
-        import socket
-
         self.socket, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cache = os.path.join(
             tempfile.gettempdir(), f"autograde-matplotlib-{os.getuid()}"
@@ -243,8 +242,6 @@ class _Zygote:
             self.ready = True
 
     def _next(self, deadline: float) -> dict[str, Any] | None:
-        import json
-
         left = deadline - time.monotonic()
         ready, _, _ = select.select([self.socket], [], [], max(left, 0))
         if not ready:
@@ -268,8 +265,6 @@ class _Zygote:
         return self.process.poll() is None
 
     def spawn(self, fds: tuple[int, int, int], cwd: str) -> _ZygoteHandle:
-        import socket
-
         socket.send_fds(self.socket, [_json({"op": "spawn", "cwd": cwd})], list(fds))
         pid = int(self._expect("spawned", time.monotonic() + 30)["pid"])
         return _ZygoteHandle(self, pid)
@@ -303,8 +298,6 @@ class _ZygoteHandle:
 
 
 def _json(value: Any) -> bytes:
-    import json
-
     return json.dumps(value).encode()
 
 
@@ -583,8 +576,6 @@ class Session:
         """Kill the worker and remove its directories."""
         self._stop_worker()
         if self._workdir is not None:
-            import shutil
-
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 

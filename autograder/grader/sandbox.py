@@ -66,6 +66,7 @@ __all__ = [
     "Limits",
     "Policy",
     "enter",
+    "die_with_parent",
     "install_audit_hook",
     "kill_uid",
     "isolation_available",
@@ -282,6 +283,20 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
+def die_with_parent(libc: ctypes.CDLL | None = None) -> None:
+    """Have the kernel kill this process (SIGKILL) when its parent exits.
+
+    Linux's ``PR_SET_PDEATHSIG``: a judge dies with the batch, a zygote with its judge, a
+    worker with its judge (or the placeholder of its PID namespace), so no grading process
+    outlives the one that started it. Does nothing where ``prctl`` is missing.
+
+    Args:
+        libc: The C library to call (default: the one this process already loaded).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        (libc or ctypes.CDLL(None)).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _check(result: int, what: str) -> None:
     if result != 0:
         errno = ctypes.get_errno()
@@ -465,7 +480,7 @@ def _enter_pid_namespace(libc: ctypes.CDLL) -> None:
     killed the init dies (parent-death signal), and with it every process of the namespace.
     """
     _check(libc.unshare(_CLONE_NEWPID), "unshare(CLONE_NEWPID)")
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent(libc)
     child = os.fork()
     if child:  # the placeholder: never runs student code
         _, status = os.waitpid(child, 0)
@@ -474,7 +489,7 @@ def _enter_pid_namespace(libc: ctypes.CDLL) -> None:
             signal.signal(-code, signal.SIG_DFL)
             os.kill(os.getpid(), -code)
         os._exit(code if code >= 0 else 1)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent(libc)
     _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     # No user namespaces inside the sandbox: less kernel to attack (best effort).
     with (
@@ -578,7 +593,7 @@ def enter(policy: Policy, limits: Limits) -> str:
     _set_limits(limits, level, tasks)
     libc = _libc()
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent(libc)
     if os.getppid() == 1:  # the judge died before the death signal was armed
         os._exit(1)
     return level

@@ -23,14 +23,21 @@ import importlib
 import json
 import linecache
 import os
-import signal
+import select
+import socket
 import sys
 import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+
+from autograder import transport
+from autograder.grader import sandbox
 from autograder.grader.wire import HEADER_LIMIT, receive, send
+from autograder.subject import Student, StudentError, describe_exception
+from autograder.timelimit import time_limit
 
 __all__ = ["main", "serve", "zygote"]
 
@@ -39,22 +46,6 @@ __all__ = ["main", "serve", "zygote"]
 
 class _SoftTimeout(BaseException):
     """Raised by SIGALRM inside student code; a BaseException so ``except Exception`` misses it."""
-
-
-def _alarm(signum: int, frame: Any) -> None:
-    raise _SoftTimeout()
-
-
-class _time_limit:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def __enter__(self) -> None:
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 0.001))
-
-    def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 # --------------------------------------------------------------------------- tampering
@@ -92,8 +83,6 @@ def _watched() -> Iterator[tuple[str, Any]]:
             continue
         if name in _WATCHED_MODULES or name.startswith(_WATCHED_PREFIXES):
             yield name, module
-    import torch
-
     yield "torch.Tensor", torch.Tensor
     yield "torch.nn.Module", torch.nn.Module
 
@@ -224,8 +213,6 @@ def _run_cell(
     namespace: dict[str, Any], number: int, source: str, seconds: float
 ) -> str | None:
     """Execute one cell; return None, or what went wrong in words."""
-    from autograder.subject import describe_exception
-
     filename = _cell_filename(number)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     try:
@@ -233,7 +220,7 @@ def _run_cell(
     except SyntaxError as error:
         return f"has a syntax error on line {error.lineno}: {error.msg}"
     try:
-        with _time_limit(seconds):
+        with time_limit(seconds, _SoftTimeout, cpu=False):
             exec(code, namespace)
     except _SoftTimeout:
         return f"did not finish within {seconds:.0f} s (an infinite loop, or too much work for grading?)"
@@ -292,12 +279,9 @@ def _call(
     seconds: float,
     memory_mb: int,
 ) -> tuple[dict[str, Any], bytes]:
-    from autograder import transport
-    from autograder.subject import Student, StudentError, describe_exception
-
     args, kwargs = transport.unpickle_args(payload)
     try:
-        with _time_limit(seconds):
+        with time_limit(seconds, _SoftTimeout, cpu=False):
             result = probe(Student(namespace), *args, **kwargs)
         return {"op": "result"}, transport.encode(result)
     except _SoftTimeout:
@@ -326,8 +310,6 @@ def _call(
 
 def serve(in_fd: int, out_fd: int) -> int:
     """The worker's life: init, imports, sandbox, cells, then probe calls until ``exit``."""
-    from autograder.grader import sandbox
-
     main_pid = os.getpid()
     init, cells_json = receive(in_fd)
     cells = json.loads(cells_json) if cells_json else init.get("cells", [])
@@ -335,8 +317,6 @@ def serve(in_fd: int, out_fd: int) -> int:
     for module in init.get("preload", []):
         importlib.import_module(module)
     sys.path[:] = [p for p in init.get("sys_path_after", sys.path) if p]
-    import torch
-
     torch.set_num_threads(1)
     snapshot = Snapshot()
     policy = sandbox.Policy.from_dict(init["policy"])
@@ -415,7 +395,9 @@ def _close_other_fds(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _spawn_from_zygote(control: Any, request: dict[str, Any], fds: list[int]) -> int:
+def _spawn_from_zygote(
+    control: socket.socket, request: dict[str, Any], fds: list[int]
+) -> int:
     """Fork one worker; in the child, wire its descriptors and serve (never returns there)."""
     pid = os.fork()
     if pid:
@@ -446,23 +428,13 @@ def zygote(control_fd: int) -> int:
     modules, forks, and reports each child's pid and exit status to the judge over a Unix
     socket; the judge sends the child's three pipes (in, out, stdout+stderr) with the request.
     """
-    import select
-    import socket
-
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(
-            1, signal.SIGKILL, 0, 0, 0
-        )  # PR_SET_PDEATHSIG: die with the judge
+    sandbox.die_with_parent()
     control = socket.socket(fileno=control_fd)
     message, _, _, _ = socket.recv_fds(control, HEADER_LIMIT, 0)
     setup = json.loads(message)
     sys.path[:] = [p for p in setup["sys_path"] if p]
     for module in setup["preload"]:
         importlib.import_module(module)
-    import torch
-
     torch.set_num_threads(1)
     control.sendall(json.dumps({"op": "ready"}).encode())
     while True:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from autograder.grader.report import (
     results_json,
     write_gradebook,
 )
+from autograder.timelimit import time_limit
 from tests.test_grader import builders as b
 
 
@@ -254,3 +257,16 @@ def test_exit_status_two_for_a_missing_folder_and_one_for_an_unknown_assignment(
         == 1
     )
     assert "unknown assignment" in capsys.readouterr().err
+
+
+def test_the_workers_time_limit_is_wall_clock_and_restores_the_signal() -> None:
+    """The worker's soft limit (a sleep spends no CPU, yet it must end) from the one helper."""
+
+    class Late(BaseException):
+        pass
+
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(Late), time_limit(0.05, Late, cpu=False):
+        time.sleep(60)
+    assert signal.getsignal(signal.SIGALRM) is before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
