@@ -39,17 +39,6 @@ from autograder.subject import StudentError
 __all__ = ["Event", "GraderError", "RemoteSubject", "Session", "probe_address"]
 
 T = TypeVar("T")
-_KINDS = frozenset(
-    {
-        "raised",
-        "missing",
-        "not_implemented",
-        "bad_result",
-        "timeout",
-        "crashed",
-        "forbidden",
-    }
-)
 #: Seconds the judge waits past a soft time limit before it kills the worker.
 GRACE_S = 5.0
 #: How long a worker may take to import torch and friends and enter the sandbox.
@@ -768,7 +757,11 @@ class RemoteSubject:
                     "bad_result", f"returned something that cannot be checked: {error}"
                 )
         if op == "error":
-            kind = header.get("kind") if header.get("kind") in _KINDS else "raised"
+            kind = (
+                header.get("kind")
+                if header.get("kind") in wire.ERROR_KINDS
+                else "raised"
+            )
             summary = str(header.get("summary", ""))[:2000]
             if (
                 header.get("flag") in ("memory", "processes")

@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 __all__ = [
+    "ERROR_KINDS",
     "HEADER_LIMIT",
     "PREFIX_SIZE",
     "ProtocolError",
@@ -81,6 +82,20 @@ def receive(fd: int) -> tuple[dict[str, Any], bytes]:
     header = json.loads(read_exact(fd, head_len))
     return header, read_exact(fd, payload_len)
 
+
+#: The ``kind`` of an ``error`` reply (a :class:`autograder.subject.StudentError`'s kind); the
+#: judge reads any other as ``raised``.
+ERROR_KINDS = frozenset(
+    {
+        "raised",
+        "missing",
+        "not_implemented",
+        "bad_result",
+        "timeout",
+        "crashed",
+        "forbidden",
+    }
+)
 
 #: Header fields whose type the judge relies on; every other field must be a scalar.
 _HEADER_TYPES: dict[str, tuple[type, ...]] = {
