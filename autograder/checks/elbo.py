@@ -1728,7 +1728,7 @@ FULLCOV_ENTROPY_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "fullcov_entropy/?542",
+            "fullcov_entropy/fullcov_entropy_sums_lower_triangle",
             "you summed the lower triangle; only the diagonal enters the entropy",
         ),
         lambda c: (torch.tril(c.raw).sum() + c.const).reshape(()),
@@ -1755,7 +1755,10 @@ FULLCOV_ENTROPY_BUGS: Catalogue = (
         lambda c: (c.trace + c.d * HALF_LOG_2PI).reshape(()),
     ),
     (
-        KnownBug("fullcov_entropy/?546", "your entropy has the wrong sign"),
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_wrong_sign",
+            "your entropy has the wrong sign",
+        ),
         lambda c: (-c.want).reshape(()),
     ),
 )
@@ -1979,14 +1982,14 @@ MIXTURE_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "mixture_log_prob/?505",
+            "mixture_log_prob/mixture_log_prob_averages_components",
             "you averaged the component densities instead of summing pi_k N_k",
         ),
         lambda c: torch.logsumexp(c.comp + c.log_w, 1) - math.log(c.mu.shape[0]),
     ),
     (
         KnownBug(
-            "mixture_log_prob/?506",
+            "mixture_log_prob/mixture_log_prob_product_of_components",
             "a mixture's density is the sum over components of pi_k N_k, not the product (you summed log densities)",
         ),
         lambda c: (c.comp + c.log_w).sum(1),
@@ -2000,7 +2003,7 @@ MIXTURE_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "mixture_log_prob/?508",
+            "mixture_log_prob/mixture_log_prob_missing_two_pi",
             "each Gaussian's log density has -1/2 log(2 pi) per dimension: it is missing",
         ),
         lambda c: torch.logsumexp(c.comp + c.log_w, 1) + c.z.shape[1] * HALF_LOG_2PI,

@@ -547,7 +547,8 @@ LOG_JOINT_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "log_joint/weights_twice", "the weights enter squared: use log pi_k once"
+            "log_joint/log_joint_weights_squared",
+            "the weights enter squared: use log pi_k once",
         ),
         lambda t: t.right - np.log(t.weights) + 2 * np.log(t.weights),
     ),
@@ -643,7 +644,7 @@ LOGLIK_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "e_step/loglik_sign_flipped",
+            "e_step/e_step_loglik_negated",
             "it has the wrong sign: return log p(X), not -log p(X)",
         ),
         lambda a, r, right: np.asarray(-right),
@@ -664,7 +665,7 @@ LOGLIK_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "e_step/loglik_entropy",
+            "e_step/e_step_loglik_resp_entropy",
             "it is sum r log r: use sum_n logsumexp_k a_nk",
         ),
         lambda a, r, right: np.asarray(xlogy(r, r).sum()),

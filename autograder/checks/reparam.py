@@ -589,7 +589,7 @@ FAMILIES: dict[str, Family] = {
                 "z is negative: a minus sign is missing (-log(1 - u) is positive)",
             ),
             _suspect(
-                "exponential_rsample/?8",
+                "exponential_rsample/exponential_rsample_ignores_rate",
                 lambda zs, zf, u, rate: zs * rate,
                 "z does not depend on rate: divide by it",
             ),
@@ -648,7 +648,7 @@ FAMILIES: dict[str, Family] = {
         support=_loc_scale_bracket,
         suspects=(
             _suspect(
-                "cauchy_rsample/?13",
+                "cauchy_rsample/cauchy_rsample_law_equivalent_mirrored",
                 lambda zs, zf, u, loc, scale: zf,
                 "z is mirrored around loc: " + _FLIP + " (or flip the sign)",
             ),
@@ -697,7 +697,7 @@ FAMILIES: dict[str, Family] = {
                 "z is never below loc: the sign of (u - 1/2) is missing",
             ),
             _suspect(
-                "laplace_rsample/?19",
+                "laplace_rsample/laplace_rsample_never_above_loc",
                 lambda zs, zf, u, loc, scale: loc - (zs - loc).abs(),
                 "z is never above loc: the sign of (u - 1/2) is missing",
             ),

@@ -846,7 +846,7 @@ LOO_PART_BUGS: Catalogue = (
         _part("no_grad_f"),
     ),
     (
-        KnownBug("score_function_grad/sfg_does_not_detach_f", _UNDETACHED_F),
+        KnownBug("score_function_grad_loo/loo_does_not_detach_f", _UNDETACHED_F),
         _part("undetached_f"),
     ),
 )
@@ -878,9 +878,9 @@ RATIO_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "score_function_grad/?311",
-            "the gradient is 1/{S} of the right one: did you multiply two means, log_probs.mean() * f.mean()? "
-            "Average the products f(z_s)·log q(z_s) instead",
+            "score_function_grad/sfg_averages_twice",
+            "the gradient is 1/{S} of the right one: did you divide by num_samples twice (a mean, then / S again)? "
+            "Average the products f(z_s)·log q(z_s) once",
         ),
         lambda S, D: 1.0 / S,
     ),
@@ -900,7 +900,7 @@ RATIO_BUGS: Catalogue = (
     ),
     (
         KnownBug(
-            "score_function_grad/?314",
+            "score_function_grad/sfg_backward_twice",
             "the gradient is twice the right one: is a term counted twice (rsample plus the score term?)",
         ),
         lambda S, D: 2.0,
