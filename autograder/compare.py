@@ -1,15 +1,178 @@
-"""Comparisons whose failure messages tell a student what to look at."""
+"""Comparisons whose failure messages tell a student what to look at.
+
+Also the judge's side of two shared contracts: :func:`expect_no_side_effects` turns a probe's
+:class:`~autograder.probes.SideEffects` into feedback, and :class:`KnownBug` /
+:func:`first_known_bug` name a bug when a wrong result equals what a catalogued wrong formula
+gives (every catalogued hint names the corpus mutant that has the bug; a test runs each one).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from autograder.core import Failure
+from autograder.probes import SideEffects
 
-__all__ = ["as_numpy", "assert_close", "assert_shape"]
+__all__ = [
+    "KNOWN_BUGS",
+    "KnownBug",
+    "as_numpy",
+    "assert_close",
+    "assert_shape",
+    "expect_no_side_effects",
+    "Catalogue",
+    "all_known_bugs",
+    "first_known_bug",
+    "hint_for",
+    "present",
+]
+
+T = TypeVar("T")
+
+#: Every :class:`KnownBug` ever built, in order (``tests/test_autograder/test_known_bugs.py``
+#: checks that each hint is produced by the corpus mutant it names).
+KNOWN_BUGS: list[KnownBug] = []
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    """A wrong formula students write, the hint that names it, and the mutant that has it.
+
+    Attributes:
+        mutant: ``"<task>/<name>"`` of the ``tests/corpus`` mutant with this bug; its
+            feedback must contain the hint.
+        hint: What the student reads; may hold ``{name}`` placeholders filled by :meth:`text`.
+    """
+
+    mutant: str
+    hint: str
+
+    def __post_init__(self) -> None:
+        KNOWN_BUGS.append(self)
+
+    def text(self, **values: Any) -> str:
+        """The hint with its ``{name}`` placeholders filled in from ``values``."""
+        text = self.hint
+        for name, value in values.items():
+            text = text.replace("{" + name + "}", str(value))
+        return text
+
+    def pattern(self) -> re.Pattern[str]:
+        """A regular expression matching the hint whatever its placeholders were filled with."""
+        pieces = _PLACEHOLDER.split(self.hint)
+        return re.compile(".+?".join(re.escape(piece) for piece in pieces), re.DOTALL)
+
+
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_]\w*\}")
+
+
+def present(value: T | None, what: str) -> T:
+    """``value``, or a :class:`Failure` saying ``what`` is missing (an optional probe field)."""
+    if value is None:
+        raise Failure(what)
+    return value
+
+
+#: A catalogue of known bugs: each with what it would return, computed from a context the
+#: check builds (the inputs, the right answer, intermediate terms).
+Catalogue = Sequence[tuple[KnownBug, Callable[..., Any]]]
+
+
+def first_known_bug(
+    got: Any,
+    catalogue: Catalogue,
+    matches: Callable[[Any, Any], bool],
+    *context: Any,
+) -> KnownBug | None:
+    """The first known bug whose wrong result ``matches`` what the student returned.
+
+    Args:
+        got: The student's result.
+        catalogue: ``(bug, wrong)`` pairs in order of preference; ``wrong(*context)`` computes
+            what the bug would return (a candidate that cannot be computed is skipped).
+        matches: ``matches(got, candidate)``: whether the student's result is the bug's.
+        context: What ``wrong`` needs.
+    """
+    for bug, wrong in catalogue:
+        try:
+            with np.errstate(all="ignore"):
+                candidate = wrong(*context)
+            if matches(got, candidate):
+                return bug
+        except (
+            Exception
+        ):  # a diagnostic must never turn a wrong answer into a grader error
+            continue
+    return None
+
+
+def all_known_bugs(
+    got: Any,
+    catalogue: Catalogue,
+    matches: Callable[[Any, Any], bool],
+    *context: Any,
+) -> list[KnownBug]:
+    """Every known bug whose wrong result ``matches`` ``got`` (two bugs can coincide)."""
+    found = []
+    for bug, wrong in catalogue:
+        try:
+            with np.errstate(all="ignore"):
+                candidate = wrong(*context)
+            if matches(got, candidate):
+                found.append(bug)
+        except (
+            Exception
+        ):  # a diagnostic must never turn a wrong answer into a grader error
+            continue
+    return found
+
+
+def hint_for(
+    got: Any,
+    catalogue: Catalogue,
+    matches: Callable[[Any, Any], bool],
+    *context: Any,
+) -> str:
+    """The hint of :func:`first_known_bug`, or ``""`` when no known bug matches."""
+    bug = first_known_bug(got, catalogue, matches, *context)
+    return "" if bug is None else bug.hint
+
+
+def expect_no_side_effects(
+    task: str,
+    effects: SideEffects,
+    names: Sequence[str],
+    *,
+    mutated: str = "compute new tensors instead",
+    grad_left: str = "use torch.autograd.grad instead of .backward()",
+    flag_changed: str = "work on copies, p.detach().clone().requires_grad_(True)",
+) -> None:
+    """Fail when a probe saw ``task`` modify, leave ``.grad`` on, or re-flag its arguments.
+
+    Args:
+        task: The student's function.
+        effects: What the probe reported (positions into ``names``).
+        names: The argument names, by position, as the student reads them.
+        mutated, grad_left, flag_changed: What to do instead, for each kind of side effect.
+    """
+    for positions, what, advice in (
+        (effects.get("mutated", []), "modified", mutated),
+        (effects.get("grad_left", []), "left .grad on", grad_left),
+        (effects.get("flag_changed", []), "changed requires_grad of", flag_changed),
+    ):
+        if positions:
+            which = ", ".join(
+                f"`{names[i]}`" if i < len(names) else f"argument {i}"
+                for i in positions
+            )
+            in_place = " in place" if what == "modified" else ""
+            raise Failure(f"{task} {what} {which}{in_place}: {advice}")
 
 
 def as_numpy(value: Any, what: str) -> np.ndarray:

@@ -7,7 +7,7 @@ points, in the public or the hidden tier. Check modules declare them with :func:
     @settings(GRADING)
     @given(problem=gmm_problems())
     def rows_sum_to_one(subject, problem):
-        out = subject.call(probes.invoke, "e_step", problem.X, ...)
+        out = subject.call(probes.invoke_probe, "e_step", problem.X, ...)
         expect(..., "rows of resp sum to ... : did you normalise over the data axis?")
 
 The tier comes from the module: ``autograder.checks.*`` is public, ``autograder.hidden.*``
@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from autograder.secrets import is_secret
 from autograder.subject import StudentError, Subject
@@ -34,6 +34,7 @@ __all__ = [
     "CheckResult",
     "Failure",
     "Property",
+    "Tier",
     "check",
     "expect",
     "registered",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 PropertyFn = Callable[[Subject], None]
+#: Public properties ship with the assignment (``autograder.checks``); hidden ones run only at
+#: grading time (``autograder.hidden``).
+Tier = Literal["public", "hidden"]
 _REGISTRY: dict[str, list[Property]] = {}
 
 
@@ -148,7 +152,7 @@ class Property:
     task: str
     name: str
     points: float
-    tier: str
+    tier: Tier
     fn: PropertyFn = field(repr=False, compare=False)
     timeout_s: float = 60.0
     #: Stated false-failure probability for a correct implementation; None = deterministic.
@@ -192,7 +196,7 @@ def check(
         module = getattr(fn, "__module__", "") or ""
         inner = getattr(fn, "hypothesis", None)
         module = getattr(getattr(inner, "inner_test", None), "__module__", module)
-        tier = "hidden" if is_secret(module) else "public"
+        tier: Tier = "hidden" if is_secret(module) else "public"
         bound_shrinking(fn)
         prop = Property(task, name, float(points), tier, fn, timeout_s, alpha)
         existing = _REGISTRY.setdefault(task, [])
@@ -215,7 +219,7 @@ class CheckResult:
 
     task: str
     name: str
-    tier: str
+    tier: Tier
     score: float
     max_score: float
     passed: bool
@@ -247,7 +251,7 @@ def _counterexample(error: BaseException) -> str:
 
 def _feedback(error: BaseException) -> tuple[str, list[str]]:
     if isinstance(error, StudentError):
-        flags = (
+        flags: list[str] = (
             [error.kind] if error.kind in ("timeout", "crashed", "forbidden") else []
         )
         text = (

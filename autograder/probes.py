@@ -1,8 +1,11 @@
-"""Generic probes: public functions that run next to the student's code and return plain data.
+"""Generic probes and the probe contract: functions that run next to the student's code.
 
-Each takes the :class:`~autograder.subject.Student` first. Assignment-specific probes live
-in the public ``autograder.checks.<module>``; never in ``autograder.hidden`` (the sandboxed
-worker cannot import it).
+A probe takes the :class:`~autograder.subject.Student` first, returns plain data typed by a
+``TypedDict`` (:class:`Invoked`, :class:`VJP`, and the course probes' own), and its name ends
+in ``_probe``; judge-side helpers never do. Side effects on the arguments are always reported
+by :func:`side_effects` (positions in the argument list). Assignment-specific probes live in
+the public ``autograder.checks.<module>``; never in ``autograder.hidden`` (the sandboxed worker
+cannot import it).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 import copy
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -19,17 +22,52 @@ import torch
 from autograder.subject import Student, StudentError
 
 __all__ = [
+    "Invoked",
+    "SideEffects",
     "Tabulated",
+    "VJP",
     "changed",
     "held_correct",
-    "invoke",
-    "invoke_held",
-    "vjp",
-    "vjp_held",
+    "invoke_held_probe",
+    "invoke_probe",
+    "side_effects",
+    "snapshot",
+    "vjp_held_probe",
+    "vjp_probe",
 ]
 
 
-def _snapshot(values: Sequence[Any]) -> list[Any]:
+class SideEffects(TypedDict):
+    """What a call did to the arguments it was handed, by their positions in its argument list.
+
+    Every probe that reports side effects reports them with these keys and this meaning
+    (built by :func:`side_effects`); the judge turns them into feedback with
+    :func:`autograder.compare.expect_no_side_effects`.
+    """
+
+    #: Positions of tensor or array arguments whose shape or values changed.
+    mutated: list[int]
+    #: Positions of tensor arguments that now carry a ``.grad``.
+    grad_left: list[int]
+    #: Positions of tensor arguments whose ``requires_grad`` is not what they were handed with.
+    flag_changed: list[int]
+
+
+class Invoked(SideEffects):
+    """The result of :func:`invoke_probe`: the returned value and the side effects."""
+
+    value: Any
+
+
+class VJP(TypedDict):
+    """The result of :func:`vjp_probe`: the returned value and one gradient per ``wrt`` index."""
+
+    value: Any
+    grads: list[torch.Tensor]
+
+
+def snapshot(values: Sequence[Any]) -> list[Any]:
+    """Copies of the tensor and array arguments (None for the others), to compare after a call."""
     return [
         copy.deepcopy(v) if isinstance(v, (torch.Tensor, np.ndarray)) else None
         for v in values
@@ -49,37 +87,65 @@ def changed(before: Any, after: Any) -> bool:
     return False
 
 
-def invoke(student: Student, name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def side_effects(
+    before: Sequence[Any],
+    passed: Sequence[Any],
+    requires_grad: Sequence[bool | None] | None = None,
+) -> SideEffects:
+    """The one way a probe reports what the student's call did to its arguments.
+
+    Args:
+        before: Per position, the caller's value or a :func:`snapshot` of it taken before the
+            call (None: not checked for changes).
+        passed: The objects the student's function received, in the same positions.
+        requires_grad: Per position, the ``requires_grad`` the argument was handed with (None
+            for positions not checked); omitted: flags are not checked.
+
+    Returns:
+        The positions that were modified, left with ``.grad``, or had their flag switched.
+    """
+    flags = list(requires_grad) if requires_grad is not None else [None] * len(passed)
+    return {
+        "mutated": [
+            i
+            for i, (b, a) in enumerate(zip(before, passed))
+            if b is not None and changed(b, a)
+        ],
+        "grad_left": [
+            i
+            for i, a in enumerate(passed)
+            if isinstance(a, torch.Tensor) and a.grad is not None
+        ],
+        "flag_changed": [
+            i
+            for i, (flag, a) in enumerate(zip(flags, passed))
+            if flag is not None
+            and isinstance(a, torch.Tensor)
+            and a.requires_grad != flag
+        ],
+    }
+
+
+def invoke_probe(student: Student, name: str, *args: Any, **kwargs: Any) -> Invoked:
     """Call ``student.<name>(*args, **kwargs)`` and report side effects on the arguments.
 
     Returns:
-        ``{"value": result, "mutated": [indices of modified args], "grad_left": [indices of
-        tensor args that now carry .grad]}``.
+        The value returned and the :class:`SideEffects` on ``args`` (positions in ``args``).
     """
     target = getattr(student, name)
-    before = _snapshot(args)
+    before = snapshot(args)
     value = target(*args, **kwargs)
-    mutated = [
-        i
-        for i, (b, a) in enumerate(zip(before, args))
-        if b is not None and changed(b, a)
-    ]
-    grad_left = [
-        i
-        for i, a in enumerate(args)
-        if isinstance(a, torch.Tensor) and a.grad is not None
-    ]
-    return {"value": value, "mutated": mutated, "grad_left": grad_left}
+    return {"value": value, **side_effects(before, args)}
 
 
-def vjp(
+def vjp_probe(
     student: Student,
     name: str,
     args: tuple[Any, ...],
     wrt: tuple[int, ...],
     cotangent: torch.Tensor | None = None,
     output_index: int | None = None,
-) -> dict[str, Any]:
+) -> VJP:
     r"""Call ``student.<name>(*args)`` with ``args[i]`` (for ``i`` in ``wrt``) as fresh leaves and
     return the output and the vector-Jacobian products :math:`v^\top \partial y / \partial a_i`.
 
@@ -92,7 +158,7 @@ def vjp(
         output_index: When the function returns a tuple, which element to differentiate.
 
     Returns:
-        ``{"value": output, "grads": [grad per wrt index, zeros where unused]}``; raises a
+        The output and one gradient per ``wrt`` index (zeros where unused); raises a
         :class:`StudentError` when the output is not connected to the inputs at all.
     """
     call_args = list(args)
@@ -212,22 +278,22 @@ def held_correct(
                 namespace[name] = original
 
 
-def invoke_held(
+def invoke_held_probe(
     student: Student, held: Mapping[str, Any], name: str, *args: Any
-) -> dict[str, Any]:
-    """:func:`invoke` with ``name``'s helpers held correct (:func:`held_correct`)."""
+) -> Invoked:
+    """:func:`invoke_probe` with ``name``'s helpers held correct (:func:`held_correct`)."""
     with held_correct(student, name, held):
-        return invoke(student, name, *args)
+        return invoke_probe(student, name, *args)
 
 
-def vjp_held(
+def vjp_held_probe(
     student: Student,
     held: Mapping[str, Any],
     name: str,
     args: tuple[Any, ...],
     wrt: tuple[int, ...],
     cotangent: torch.Tensor | None = None,
-) -> dict[str, Any]:
-    """:func:`vjp` with ``name``'s helpers held correct (:func:`held_correct`)."""
+) -> VJP:
+    """:func:`vjp_probe` with ``name``'s helpers held correct (:func:`held_correct`)."""
     with held_correct(student, name, held):
-        return vjp(student, name, args, wrt, cotangent)
+        return vjp_probe(student, name, args, wrt, cotangent)

@@ -30,7 +30,8 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -39,9 +40,15 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from autograder import probes
-from autograder.compare import assert_close
+from autograder.compare import (
+    Catalogue,
+    KnownBug,
+    assert_close,
+    expect_no_side_effects,
+    hint_for,
+    present,
+)
 from autograder.core import Failure, check, expect
-from autograder.probes import changed
 from autograder.profiles import GRADING, STATISTICAL
 from autograder.strategies import seeds
 from autograder.subject import Student, StudentError, Subject
@@ -58,10 +65,10 @@ __all__ = [
     "ValuesOnly",
     "cholesky_factor",
     "conjugate_problems",
-    "entropy_call",
-    "fit_call",
-    "fit_call_held",
-    "fit_error",
+    "entropy_probe",
+    "fit_probe",
+    "fit_held_probe",
+    "fit_error_probe",
     "kl_to_posterior",
     "fullcov_cases",
     "log_sigmas",
@@ -69,13 +76,13 @@ __all__ = [
     "mixture_oracle",
     "moment_matched",
     "pathwise_expected",
-    "per_sample_call",
-    "q_call",
+    "per_sample_probe",
+    "q_probe",
     "q_cases",
-    "scalar_call",
+    "scalar_probe",
     "score_expected",
-    "score_grad_call",
-    "signature_defaults",
+    "score_grad_probe",
+    "signature_defaults_probe",
     "value_tol",
 ]
 
@@ -495,8 +502,65 @@ def _scalar(name: str, value: Any) -> Tensor:
     return value
 
 
-def entropy_call(student: Student, log_sigma: Tensor) -> dict[str, Any]:
-    """``gaussian_entropy(log_sigma)``: value, ``dH/dlog_sigma`` (None if not differentiable), mutation."""
+#: The graded functions' arguments, by position (side effects are reported by position).
+ARG_NAMES: dict[str, tuple[str, ...]] = {
+    "gaussian_entropy": ("log_sigma",),
+    "elbo": ("log_joint", "mu", "log_sigma", "eps"),
+    "elbo_entropy_form": ("log_joint", "mu", "log_sigma", "eps"),
+    "elbo_score_grad": ("log_joint", "mu", "log_sigma", "z"),
+    "fullcov_rsample": ("mu", "raw_tril", "eps"),
+    "fullcov_entropy": ("raw_tril",),
+    "mixture_log_prob": ("z", "logits", "mu", "log_sigma"),
+}
+
+
+class EntropyOutput(probes.SideEffects):
+    """:func:`entropy_probe`: the entropy, ``dH/dlog_sigma`` (None if not differentiable)."""
+
+    value: Tensor
+    grad: Tensor | None
+
+
+class ScalarOutput(probes.SideEffects):
+    """:func:`scalar_probe`: the value and ``(d/dmu, d/dlog_sigma)`` (None when not asked)."""
+
+    value: Tensor
+    grads: tuple[Tensor, Tensor] | None
+
+
+class PerSampleOutput(probes.SideEffects):
+    """:func:`per_sample_probe`: the value on all samples and on each sample alone."""
+
+    batch: Tensor
+    single: Tensor
+
+
+class ScoreGradOutput(probes.SideEffects):
+    """:func:`score_grad_probe`: the two gradients and which of them still carry a graph."""
+
+    value: tuple[Tensor, Tensor]
+    graph: list[str]
+
+
+class QOutput(probes.SideEffects):
+    """:func:`q_probe`: the value and the vector-Jacobian products (None if not differentiable)."""
+
+    value: Tensor
+    grads: list[Tensor] | None
+
+
+class FitOutput(TypedDict):
+    """:func:`fit_probe`: the fitted parameters, the ELBO trace and contract violations."""
+
+    mu: Tensor
+    log_sigma: Tensor
+    elbos: Tensor
+    problems: list[str]
+    rows: list[int] | None
+
+
+def entropy_probe(student: Student, log_sigma: Tensor) -> EntropyOutput:
+    """``gaussian_entropy(log_sigma)``: value, ``dH/dlog_sigma`` (None if not differentiable), side effects."""
     leaf = log_sigma.clone().requires_grad_(True)
     value = _scalar("gaussian_entropy", student.gaussian_entropy(leaf))
     grad = (
@@ -504,10 +568,12 @@ def entropy_call(student: Student, log_sigma: Tensor) -> dict[str, Any]:
         if value.requires_grad
         else None
     )
-    return {"value": value, "grad": grad, "mutated": changed(log_sigma, leaf)}
+    effects = probes.side_effects([log_sigma], [leaf])
+    effects["grad_left"] = []  # the leaf is ours; autograd.grad above leaves no .grad
+    return {"value": value, "grad": grad, **effects}
 
 
-def scalar_call(
+def scalar_probe(
     student: Student,
     name: str,
     log_joint: Any,
@@ -516,17 +582,16 @@ def scalar_call(
     eps: Tensor,
     grads: bool = True,
     held: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ScalarOutput:
     """``name(log_joint, mu, log_sigma, eps)`` with ``mu``, ``log_sigma`` as fresh leaves.
 
     ``held``: helpers held correct (:func:`autograder.probes.held_correct`).
-    Returns ``{"value", "grads": (d/dmu, d/dlog_sigma) or None, "mutated": [argument names]}``.
     """
     with probes.held_correct(student, name, held or {}):
-        return _scalar_call(student, name, log_joint, mu, log_sigma, eps, grads)
+        return _unheld_scalar_probe(student, name, log_joint, mu, log_sigma, eps, grads)
 
 
-def _scalar_call(
+def _unheld_scalar_probe(
     student: Student,
     name: str,
     log_joint: Any,
@@ -534,20 +599,15 @@ def _scalar_call(
     log_sigma: Tensor,
     eps: Tensor,
     grads: bool,
-) -> dict[str, Any]:
+) -> ScalarOutput:
     mu_leaf = mu.clone().requires_grad_(True)
     ls_leaf = log_sigma.clone().requires_grad_(True)
     eps_arg = eps.clone()
     value = _scalar(name, getattr(student, name)(log_joint, mu_leaf, ls_leaf, eps_arg))
-    mutated = [
-        n
-        for n, b, a in (
-            ("mu", mu, mu_leaf),
-            ("log_sigma", log_sigma, ls_leaf),
-            ("eps", eps, eps_arg),
-        )
-        if changed(b, a)
-    ]
+    effects = probes.side_effects(
+        [None, mu, log_sigma, eps], [log_joint, mu_leaf, ls_leaf, eps_arg]
+    )
+    effects["grad_left"] = []  # not checked here: the leaves are this probe's own
     out_grads = None
     if grads:
         if not value.requires_grad:
@@ -561,21 +621,21 @@ def _scalar_call(
             torch.zeros_like(mu) if g_mu is None else g_mu,
             torch.zeros_like(log_sigma) if g_ls is None else g_ls,
         )
-    return {"value": value, "grads": out_grads, "mutated": mutated}
+    return {"value": value, "grads": out_grads, **effects}
 
 
-def per_sample_call(
+def per_sample_probe(
     student: Student,
     name: str,
     log_joint: Any,
     mu: Tensor,
     log_sigma: Tensor,
     eps: Tensor,
-) -> dict[str, Any]:
+) -> PerSampleOutput:
     """``name`` on all of ``eps`` (``"batch"``) and on each row alone (``"single"``, shape ``(S,)``)."""
-    batch = scalar_call(student, name, log_joint, mu, log_sigma, eps, grads=False)
+    batch = scalar_probe(student, name, log_joint, mu, log_sigma, eps, grads=False)
     single = [
-        scalar_call(
+        scalar_probe(
             student, name, log_joint, mu, log_sigma, eps[s : s + 1], grads=False
         )["value"]
         for s in range(eps.shape[0])
@@ -584,12 +644,14 @@ def per_sample_call(
         "batch": batch["value"],
         "single": torch.stack([v.detach() for v in single]),
         "mutated": batch["mutated"],
+        "grad_left": batch["grad_left"],
+        "flag_changed": batch["flag_changed"],
     }
 
 
-def score_grad_call(
+def score_grad_probe(
     student: Student, log_joint: Any, mu: Tensor, log_sigma: Tensor, z: Tensor
-) -> dict[str, Any]:
+) -> ScoreGradOutput:
     """``elbo_score_grad(log_joint, mu, log_sigma, z)``: the two gradients and side effects."""
     args = {"mu": mu.clone(), "log_sigma": log_sigma.clone(), "z": z.clone()}
     result = student.elbo_score_grad(
@@ -611,12 +673,11 @@ def score_grad_call(
                 "bad_result",
                 f"elbo_score_grad returned {what} of shape {tuple(g.shape)}, expected {tuple(mu.shape)}: average over the samples",
             )
-    originals = {"mu": mu, "log_sigma": log_sigma, "z": z}
-    mutated = [
-        n
-        for n, t in args.items()
-        if changed(originals[n], t) or t.requires_grad or t.grad is not None
-    ]
+    effects = probes.side_effects(
+        [None, mu, log_sigma, z],
+        [log_joint, args["mu"], args["log_sigma"], args["z"]],
+        requires_grad=[None, False, False, False],
+    )
     graph = [
         what
         for what, g in zip(("grad_mu", "grad_log_sigma"), result)
@@ -624,27 +685,27 @@ def score_grad_call(
     ]
     return {
         "value": (result[0].detach(), result[1].detach()),
-        "mutated": mutated,
         "graph": graph,
+        **effects,
     }
 
 
-def fit_call_held(
+def fit_held_probe(
     student: Student,
     held: dict[str, Any],
     log_joint: Any,
     dim: int,
     global_seed: int,
     **kwargs: Any,
-) -> dict[str, Any]:
-    """:func:`fit_call` with ``fit_bbvi``'s helpers (``elbo``, ``elbo_score_grad``) held correct."""
+) -> FitOutput:
+    """:func:`fit_probe` with ``fit_bbvi``'s helpers (``elbo``, ``elbo_score_grad``) held correct."""
     with probes.held_correct(student, "fit_bbvi", held):
-        return fit_call(student, log_joint, dim, global_seed, **kwargs)
+        return fit_probe(student, log_joint, dim, global_seed, **kwargs)
 
 
-def fit_call(
+def fit_probe(
     student: Student, log_joint: Any, dim: int, global_seed: int, **kwargs: Any
-) -> dict[str, Any]:
+) -> FitOutput:
     """``fit_bbvi(log_joint, dim, **kwargs)`` with torch's global RNG seeded by ``global_seed`` (and restored).
 
     Returns ``{"mu", "log_sigma", "elbos" (float64 tensor), "problems": [contract violations],
@@ -705,7 +766,7 @@ def fit_call(
     }
 
 
-def signature_defaults(student: Student, name: str) -> dict[str, Any]:
+def signature_defaults_probe(student: Student, name: str) -> dict[str, Any]:
     """Default values of ``student.<name>``'s parameters (plain numbers and strings only)."""
     params = inspect.signature(getattr(student, name)).parameters.values()
     return {
@@ -717,7 +778,7 @@ def signature_defaults(student: Student, name: str) -> dict[str, Any]:
     }
 
 
-def fit_error(student: Student, log_joint: Any, dim: int, estimator: str) -> str:
+def fit_error_probe(student: Student, log_joint: Any, dim: int, estimator: str) -> str:
     """What ``fit_bbvi(..., estimator=estimator)`` does: ``"ValueError"``, another exception's name, or ``"returned"``."""
     try:
         with torch.random.fork_rng(devices=[]):
@@ -741,10 +802,13 @@ def fit_error(student: Student, log_joint: Any, dim: int, estimator: str) -> str
 # --------------------------------------------------------------------------- shared judge helpers
 
 
-def _no_mutation(mutated: list[str], name: str) -> None:
-    expect(
-        not mutated,
-        f"{name} modified its argument(s) {', '.join(mutated)} in place: compute new tensors instead",
+def expect_untouched(out: probes.SideEffects, name: str) -> None:
+    expect_no_side_effects(
+        name,
+        out,
+        ARG_NAMES[name],
+        mutated="compute new tensors instead",
+        flag_changed="work on copies: mu.detach().clone() (never mu.requires_grad_())",
     )
 
 
@@ -798,8 +862,8 @@ def _check_pathwise_grads(grads: tuple[Tensor, Tensor], case: QCase, name: str) 
 @given(log_sigma=log_sigmas())
 @example(log_sigma=torch.tensor([-1.2, 0.5, 0.8], dtype=torch.float64))
 def entropy_closed_form(subject: Subject, log_sigma: Tensor) -> None:
-    out = subject.call(entropy_call, log_sigma)
-    _no_mutation(["log_sigma"] if out["mutated"] else [], "gaussian_entropy")
+    out = subject.call(entropy_probe, log_sigma)
+    expect_untouched(out, "gaussian_entropy")
     closed = float(log_sigma.sum()) + log_sigma.numel() * HALF_LOG_2PI_E
     torch_value = float(
         torch.distributions.Normal(torch.zeros_like(log_sigma), torch.exp(log_sigma))
@@ -848,8 +912,8 @@ def entropy_closed_form(subject: Subject, log_sigma: Tensor) -> None:
 def elbo_zero_variance(subject: Subject, problem: Conjugate) -> None:
     mu, log_sigma = problem.posterior()
     eps = problem.eps
-    out = subject.call(per_sample_call, "elbo", problem.model, mu, log_sigma, eps)
-    _no_mutation(out["mutated"], "elbo")
+    out = subject.call(per_sample_probe, "elbo", problem.model, mu, log_sigma, eps)
+    expect_untouched(out, "elbo")
     evidence = problem.log_evidence
     single = out["single"].numpy()
     expect(
@@ -896,10 +960,10 @@ def elbo_zero_variance(subject: Subject, problem: Conjugate) -> None:
 @example(case=QCase("conjugate", dim=3, num_samples=4, seed=0))
 def elbo_pathwise_gradient(subject: Subject, case: QCase) -> None:
     out = subject.call(
-        scalar_call, "elbo", case.model, case.mu, case.log_sigma, case.eps
+        scalar_probe, "elbo", case.model, case.mu, case.log_sigma, case.eps
     )
-    _no_mutation(out["mutated"], "elbo")
-    _check_pathwise_grads(out["grads"], case, "elbo")
+    expect_untouched(out, "elbo")
+    _check_pathwise_grads(probe_grads(out), case, "elbo")
 
 
 # --------------------------------------------------------------------------- elbo_entropy_form
@@ -917,7 +981,7 @@ def entropy_form_at_posterior(subject: Subject, problem: Conjugate) -> None:
     mu, log_sigma = problem.posterior()
     eps = moment_matched(problem.eps)
     out = subject.call(
-        scalar_call,
+        scalar_probe,
         "elbo_entropy_form",
         problem.model,
         mu,
@@ -926,7 +990,7 @@ def entropy_form_at_posterior(subject: Subject, problem: Conjugate) -> None:
         grads=False,
         held=HELD["elbo_entropy_form"],
     )
-    _no_mutation(out["mutated"], "elbo_entropy_form")
+    expect_untouched(out, "elbo_entropy_form")
     evidence, got = problem.log_evidence, float(out["value"])
     entropy = float(log_sigma.sum()) + problem.dim * HALF_LOG_2PI_E
     hints = {
@@ -973,7 +1037,7 @@ def entropy_form_at_posterior(subject: Subject, problem: Conjugate) -> None:
 @example(case=QCase("conjugate", dim=3, num_samples=4, seed=1))
 def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
     out = subject.call(
-        scalar_call,
+        scalar_probe,
         "elbo_entropy_form",
         case.model,
         case.mu,
@@ -981,7 +1045,7 @@ def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
         case.eps,
         held=HELD["elbo_entropy_form"],
     )
-    _no_mutation(out["mutated"], "elbo_entropy_form")
+    expect_untouched(out, "elbo_entropy_form")
     with torch.no_grad():
         log_p = case.model(case.z)
     want = float(log_p.mean()) + float(case.log_sigma.sum()) + case.dim * HALF_LOG_2PI_E
@@ -992,7 +1056,7 @@ def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
         **value_tol(case.dim),
         hint="expected (1/S) sum_s log p(x, z_s) + sum_d (log sigma_d + 1/2 log 2 pi e) with z_s = mu + exp(log_sigma) * eps_s",
     )
-    _check_pathwise_grads(out["grads"], case, "elbo_entropy_form")
+    _check_pathwise_grads(probe_grads(out), case, "elbo_entropy_form")
 
 
 # --------------------------------------------------------------------------- elbo_score_grad
@@ -1007,8 +1071,8 @@ def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
 @given(case=q_cases())
 @example(case=QCase("conjugate", dim=3, num_samples=4, seed=0))
 def score_grad_formula(subject: Subject, case: QCase) -> None:
-    out = subject.call(score_grad_call, case.model, case.mu, case.log_sigma, case.z)
-    _no_mutation(out["mutated"], "elbo_score_grad")
+    out = subject.call(score_grad_probe, case.model, case.mu, case.log_sigma, case.z)
+    expect_untouched(out, "elbo_score_grad")
     # Called with plain tensors (no requires_grad), the gradients are plain numbers too: a
     # result that still carries a graph keeps every intermediate alive in a training loop.
     expect(
@@ -1059,8 +1123,8 @@ def score_grad_formula(subject: Subject, case: QCase) -> None:
 def score_grad_zero_at_posterior(subject: Subject, problem: Conjugate) -> None:
     mu, log_sigma = problem.posterior()
     z = mu + torch.exp(log_sigma) * moment_matched(problem.eps)
-    out = subject.call(score_grad_call, problem.model, mu, log_sigma, z)
-    _no_mutation(out["mutated"], "elbo_score_grad")
+    out = subject.call(score_grad_probe, problem.model, mu, log_sigma, z)
+    expect_untouched(out, "elbo_score_grad")
     scale = (
         1e-9
         * (1.0 + abs(problem.log_evidence))
@@ -1087,9 +1151,9 @@ BLACK_BOX_EVIDENCE = -1.0
 
 def _fit(
     subject: Subject, log_joint: Any, dim: int, global_seed: int, **kwargs: Any
-) -> dict[str, Any]:
+) -> FitOutput:
     out = subject.call(
-        fit_call_held, HELD["fit_bbvi"], log_joint, dim, global_seed, **kwargs
+        fit_held_probe, HELD["fit_bbvi"], log_joint, dim, global_seed, **kwargs
     )
     mu, log_sigma = out["mu"], out["log_sigma"]
     expect(
@@ -1097,10 +1161,10 @@ def _fit(
         f"fit_bbvi returned non-finite parameters mu={mu.numpy()}, log_sigma={log_sigma.numpy()}: "
         "does it ascend the ELBO (step along +gradient), and zero the gradients every step?",
     )
-    return out  # type: ignore[no-any-return]
+    return out
 
 
-def _expect_posterior(out: dict[str, Any], problem: Conjugate, estimator: str) -> None:
+def _expect_posterior(out: FitOutput, problem: Conjugate, estimator: str) -> None:
     kl = kl_to_posterior(out["mu"], out["log_sigma"], problem.model)
     post_mu, post_ls = problem.posterior()
     expect(
@@ -1287,7 +1351,7 @@ def fit_contract(
         not torch.equal(first["mu"], other["mu"]),
         "different seeds gave identical fits: use the `seed` argument to seed your generator",
     )
-    raised = subject.call(fit_error, problem.model, problem.dim, "reinforce")
+    raised = subject.call(fit_error_probe, problem.model, problem.dim, "reinforce")
     expect(
         raised == "ValueError",
         f"fit_bbvi(..., estimator='reinforce') {'returned' if raised == 'returned' else 'raised ' + raised}; it should raise ValueError",
@@ -1430,24 +1494,25 @@ def _tensor_result(name: str, value: Any, shape: tuple[int, ...]) -> Tensor:
     return value
 
 
-def q_call(
+def q_probe(
     student: Student,
     name: str,
     args: tuple[Tensor, ...],
     wrt: tuple[int, ...],
     shape: tuple[int, ...],
     cotangent: Tensor | None = None,
-) -> dict[str, Any]:
+) -> QOutput:
     r"""``name(*args)`` with ``args[i]`` (``i`` in ``wrt``) as fresh leaves.
 
-    Returns ``{"value", "grads": [v^T dy/d args[i] per i in wrt, zeros where unused] or None
-    when the output is not differentiable, "mutated": [indices of modified arguments]}``.
+    Returns the value, ``grads``: :math:`v^\top \partial y/\partial a_i` per ``i`` in ``wrt``
+    (zeros where unused), or None when the output is not differentiable, and the side effects.
     """
     call_args = [a.clone() for a in args]
     for i in wrt:
         call_args[i].requires_grad_(True)
     value = _tensor_result(name, getattr(student, name)(*call_args), shape)
-    mutated = [i for i, (b, a) in enumerate(zip(args, call_args)) if changed(b, a)]
+    effects = probes.side_effects(args, call_args)
+    effects["grad_left"] = []  # not checked here: the leaves are this probe's own
     grads = None
     if value.requires_grad:
         leaves = [call_args[i] for i in wrt]
@@ -1457,26 +1522,20 @@ def q_call(
             torch.zeros_like(leaf) if g is None else g.detach()
             for g, leaf in zip(raw, leaves)
         ]
-    return {"value": value.detach(), "grads": grads, "mutated": mutated}
+    return {"value": value.detach(), "grads": grads, **effects}
 
 
-def _expect_differentiable(out: dict[str, Any], name: str, what: str) -> None:
+def probe_grads(out: ScalarOutput | QOutput) -> Any:
+    """The gradients a probe brought back (a probe asked for them returns them or raises)."""
+    return present(out["grads"], "the result is not differentiable in its parameters")
+
+
+def _expect_differentiable(out: QOutput, name: str, what: str) -> None:
     expect(
         out["grads"] is not None,
         f"{name}'s result is not differentiable in {what}: keep it a torch expression "
         "(no .item(), numpy, math on tensors, .detach() or torch.no_grad())",
     )
-
-
-_ARG_NAMES = {
-    "fullcov_rsample": ("mu", "raw_tril", "eps"),
-    "fullcov_entropy": ("raw_tril",),
-    "mixture_log_prob": ("z", "logits", "mu", "log_sigma"),
-}
-
-
-def _unchanged(out: dict[str, Any], name: str) -> None:
-    _no_mutation([_ARG_NAMES[name][i] for i in out["mutated"]], name)
 
 
 def _values_first(value: Tensor, want: Tensor, name: str, hint: str) -> None:
@@ -1488,40 +1547,81 @@ def _values_first(value: Tensor, want: Tensor, name: str, hint: str) -> None:
     )
 
 
-def _which_hint(got: Tensor, candidates: dict[str, Tensor], default: str) -> str:
-    """The hint of the first known wrong formula that ``got`` reproduces, else ``default``."""
-    for hint, value in candidates.items():
-        if value.shape == got.shape and torch.allclose(
-            got, value, rtol=1e-7, atol=1e-9
-        ):
-            return hint
-    return default
+def _same_values(got: Tensor, candidate: Tensor) -> bool:
+    """Whether ``got`` reproduces a known wrong formula's value (to float64 round-off)."""
+    return candidate.shape == got.shape and torch.allclose(
+        got, candidate, rtol=1e-7, atol=1e-9
+    )
+
+
+def _mixture_hint(got: Tensor, args: tuple[Tensor, ...], default: str) -> str:
+    """The hint of the known wrong mixture log density ``got`` reproduces, else ``default``."""
+    return hint_for(got, MIXTURE_BUGS, _same_values, _mixture_context(*args)) or default
 
 
 # --------------------------------------------------------------------------- fullcov_rsample
 
 
+#: Known wrong ``fullcov_rsample`` samples, built from the inputs and the right factor.
+FULLCOV_RSAMPLE_BUGS: Catalogue = (
+    (
+        KnownBug(
+            "fullcov_rsample/fullcov_rsample_raw_diagonal_without_exp",
+            "the diagonal of L must be exp(diag raw_tril): you used the raw diagonal, which can be negative",
+        ),
+        lambda c: c.mu + c.eps @ (torch.tril(c.raw, -1) + c.diag).T,
+    ),
+    (
+        KnownBug(
+            "fullcov_rsample/fullcov_rsample_upper_triangle",
+            "L is the LOWER triangle: you used the upper triangle of raw_tril",
+        ),
+        lambda c: (
+            c.mu + c.eps @ (torch.triu(c.raw, 1) + torch.diag(torch.diagonal(c.tril))).T
+        ),
+    ),
+    (
+        KnownBug(
+            "fullcov_rsample/fullcov_rsample_l_transpose_eps",
+            "you computed L^T eps instead of L eps: row s of the result is mu + L @ eps_s, i.e. eps @ L.T",
+        ),
+        lambda c: c.mu + c.eps @ c.tril,
+    ),
+    (
+        KnownBug(
+            "fullcov_rsample/fullcov_rsample_strict_upper_not_masked",
+            "the strict upper triangle of raw_tril must be ignored: mask it with torch.tril(raw_tril, -1)",
+        ),
+        lambda c: c.mu + c.eps @ (c.tril + torch.triu(c.raw, 1)).T,
+    ),
+    (
+        KnownBug(
+            "fullcov_rsample/fullcov_rsample_exp_whole_triangle",
+            "exp applies only to the diagonal: you exponentiated the whole lower triangle",
+        ),
+        lambda c: c.mu + c.eps @ torch.tril(torch.exp(c.raw)).T,
+    ),
+    (
+        KnownBug(
+            "fullcov_rsample/fullcov_rsample_missing_mu",
+            "the samples are mu + L eps, not L eps",
+        ),
+        lambda c: c.eps @ c.tril.T,
+    ),
+)
+
+
 def _rsample_hint(value: Tensor, mu: Tensor, raw: Tensor, eps: Tensor) -> str:
     """The feedback for a wrong ``fullcov_rsample`` value: the known bug it reproduces."""
-    tril = cholesky_factor(raw)
-    diag = torch.diag(torch.diagonal(raw))
-    wrong = {
-        "the diagonal of L must be exp(diag raw_tril): you used the raw diagonal, which can be negative": mu
-        + eps @ (torch.tril(raw, -1) + diag).T,
-        "L is the LOWER triangle: you used the upper triangle of raw_tril": mu
-        + eps @ (torch.triu(raw, 1) + torch.diag(torch.diagonal(tril))).T,
-        "you computed L^T eps instead of L eps: row s of the result is mu + L @ eps_s, i.e. eps @ L.T": mu
-        + eps @ tril,
-        "the strict upper triangle of raw_tril must be ignored: mask it with torch.tril(raw_tril, -1)": mu
-        + eps @ (tril + torch.triu(raw, 1)).T,
-        "exp applies only to the diagonal: you exponentiated the whole lower triangle": mu
-        + eps @ torch.tril(torch.exp(raw)).T,
-        "the samples are mu + L eps, not L eps": eps @ tril.T,
-    }
-    return _which_hint(
-        value,
-        wrong,
-        "build L = torch.tril(raw_tril, -1) + torch.diag(torch.exp(torch.diagonal(raw_tril))) and return mu + eps @ L.T",
+    c = SimpleNamespace(
+        mu=mu,
+        raw=raw,
+        eps=eps,
+        tril=cholesky_factor(raw),
+        diag=torch.diag(torch.diagonal(raw)),
+    )
+    return hint_for(value, FULLCOV_RSAMPLE_BUGS, _same_values, c) or (
+        "build L = torch.tril(raw_tril, -1) + torch.diag(torch.exp(torch.diagonal(raw_tril))) and return mu + eps @ L.T"
     )
 
 
@@ -1536,9 +1636,9 @@ def _rsample_hint(value: Tensor, mu: Tensor, raw: Tensor, eps: Tensor) -> str:
 def fullcov_rsample_formula(subject: Subject, case: FullCovCase) -> None:
     mu, raw, eps = case.mu, case.raw_tril, case.eps
     out = subject.call(
-        q_call, "fullcov_rsample", (mu, raw, eps), (), (case.num_samples, case.dim)
+        q_probe, "fullcov_rsample", (mu, raw, eps), (), (case.num_samples, case.dim)
     )
-    _unchanged(out, "fullcov_rsample")
+    expect_untouched(out, "fullcov_rsample")
     tril = cholesky_factor(raw)
     want = mu + eps @ tril.T
     hint = _rsample_hint(out["value"], mu, raw, eps)
@@ -1566,7 +1666,7 @@ def fullcov_rsample_gradients(subject: Subject, case: FullCovCase) -> None:
     :math:`e^{R_{ii}}\\sum_s V_{si}\\epsilon_{si}` on it and 0 above it."""
     mu, raw, eps, v = case.mu, case.raw_tril, case.eps, case.cotangent
     out = subject.call(
-        q_call,
+        q_probe,
         "fullcov_rsample",
         (mu, raw, eps),
         (0, 1),
@@ -1580,7 +1680,7 @@ def fullcov_rsample_gradients(subject: Subject, case: FullCovCase) -> None:
         "fullcov_rsample",
         _rsample_hint(out["value"], mu, raw, eps),
     )
-    g_mu, g_raw = out["grads"]
+    g_mu, g_raw = probe_grads(out)
     outer = v.T @ eps  # (D, D): sum_s V_si eps_sj
     want_raw = torch.tril(outer, -1) + torch.diag(
         torch.exp(torch.diagonal(raw)) * torch.diagonal(outer)
@@ -1610,6 +1710,60 @@ def fullcov_rsample_gradients(subject: Subject, case: FullCovCase) -> None:
 # --------------------------------------------------------------------------- fullcov_entropy
 
 
+#: Known wrong entropies of N(mu, L L^T) (``c`` holds raw_tril and the right terms).
+FULLCOV_ENTROPY_BUGS: Catalogue = (
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_sums_exp_diagonal",
+            "log det L is the sum of log L_dd = the sum of raw_tril[d, d]: you summed exp(raw_tril[d, d])",
+        ),
+        lambda c: (torch.exp(torch.diagonal(c.raw)).sum() + c.const).reshape(()),
+    ),
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_sums_whole_matrix",
+            "you summed the whole matrix; only the diagonal enters the entropy",
+        ),
+        lambda c: (c.raw.sum() + c.const).reshape(()),
+    ),
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_sums_lower_triangle",
+            "you summed the lower triangle; only the diagonal enters the entropy",
+        ),
+        lambda c: (torch.tril(c.raw).sum() + c.const).reshape(()),
+    ),
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_log_det_cov_not_halved",
+            "the entropy is 1/2 log det(2 pi e Sigma) and log det Sigma = 2 sum_d log L_dd: you doubled the diagonal",
+        ),
+        lambda c: (2 * c.trace + c.const).reshape(()),
+    ),
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_constant_not_halved",
+            "the constant is D/2 log(2 pi e): you used D log(2 pi e)",
+        ),
+        lambda c: (c.trace + 2 * c.const).reshape(()),
+    ),
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_missing_e",
+            "the constant is D/2 log(2 pi e) = D/2 log(2 pi) + D/2: you dropped the D/2",
+        ),
+        lambda c: (c.trace + c.d * HALF_LOG_2PI).reshape(()),
+    ),
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_wrong_sign",
+            "your entropy has the wrong sign",
+        ),
+        lambda c: (-c.want).reshape(()),
+    ),
+)
+
+
 @check(
     "fullcov_entropy",
     "equals sum_d raw_tril[d, d] + D/2 log(2 pi e) and MultivariateNormal's entropy",
@@ -1621,34 +1775,16 @@ def fullcov_rsample_gradients(subject: Subject, case: FullCovCase) -> None:
 def fullcov_entropy_closed_form(subject: Subject, case: FullCovCase) -> None:
     raw = case.raw_tril
     d = case.dim
-    out = subject.call(q_call, "fullcov_entropy", (raw,), (), ())
-    _unchanged(out, "fullcov_entropy")
+    out = subject.call(q_probe, "fullcov_entropy", (raw,), (), ())
+    expect_untouched(out, "fullcov_entropy")
     trace = torch.diagonal(raw).sum()
     const = d * HALF_LOG_2PI_E
     want = trace + const
-    wrong = {
-        "log det L is the sum of log L_dd = the sum of raw_tril[d, d]: you summed exp(raw_tril[d, d])": torch.exp(
-            torch.diagonal(raw)
-        ).sum()
-        + const,
-        "you summed the whole matrix; only the diagonal enters the entropy": raw.sum()
-        + const,
-        "you summed the lower triangle; only the diagonal enters the entropy": torch.tril(
-            raw
-        ).sum()
-        + const,
-        "the entropy is 1/2 log det(2 pi e Sigma) and log det Sigma = 2 sum_d log L_dd: you doubled the diagonal": 2
-        * trace
-        + const,
-        "the constant is D/2 log(2 pi e): you used D log(2 pi e)": trace + 2 * const,
-        "the constant is D/2 log(2 pi e) = D/2 log(2 pi) + D/2: you dropped the D/2": trace
-        + d * HALF_LOG_2PI,
-        "your entropy has the wrong sign": -want,
-    }
-    hint = _which_hint(
-        out["value"].reshape(()),
-        {k: v.reshape(()) for k, v in wrong.items()},
-        f"H = sum_d raw_tril[d, d] + D/2 log(2 pi e), with 1/2 log(2 pi e) = {HALF_LOG_2PI_E:.6f}",
+    c = SimpleNamespace(raw=raw, const=const, trace=trace, d=d, want=want)
+    hint = hint_for(
+        out["value"].reshape(()), FULLCOV_ENTROPY_BUGS, _same_values, c
+    ) or (
+        f"H = sum_d raw_tril[d, d] + D/2 log(2 pi e), with 1/2 log(2 pi e) = {HALF_LOG_2PI_E:.6f}"
     )
     tol: dict[str, Any] = {"rtol": 1e-9, "atol": ENTROPY_ATOL_PER_DIM * d}
     assert_close(out["value"], want, "fullcov_entropy", **tol, hint=hint)
@@ -1671,10 +1807,10 @@ def fullcov_entropy_closed_form(subject: Subject, case: FullCovCase) -> None:
 @settings(GRADING)
 @given(case=fullcov_cases(dims=(2, 6), samples=(1, 1)))
 def fullcov_entropy_gradient(subject: Subject, case: FullCovCase) -> None:
-    out = subject.call(q_call, "fullcov_entropy", (case.raw_tril,), (0,), ())
+    out = subject.call(q_probe, "fullcov_entropy", (case.raw_tril,), (0,), ())
     _expect_differentiable(out, "fullcov_entropy", "raw_tril")
     assert_close(
-        out["grads"][0],
+        probe_grads(out)[0],
         torch.eye(case.dim, dtype=torch.float64),
         "d fullcov_entropy / d raw_tril",
         **TIGHT,
@@ -1785,51 +1921,101 @@ def _component_log_probs(
     return torch.distributions.Normal(mu, sigma).log_prob(z[:, None, :]).sum(-1)
 
 
-def _mixture_wrong(
+def _mixture_context(
     z: Tensor, logits: Tensor, mu: Tensor, log_sigma: Tensor
-) -> dict[str, Tensor]:
-    """Known wrong formulas, each with the hint its result earns."""
-    comp = _component_log_probs(z, mu, log_sigma)
-    log_w = torch.log_softmax(logits, 0)
-    return {
-        "you left out the mixture weights: add log softmax(logits)_k to each component's log density": torch.logsumexp(
-            comp, 1
+) -> SimpleNamespace:
+    """What the known wrong mixture log densities are built from."""
+    return SimpleNamespace(
+        z=z,
+        logits=logits,
+        mu=mu,
+        log_sigma=log_sigma,
+        comp=_component_log_probs(z, mu, log_sigma),
+        log_w=torch.log_softmax(logits, 0),
+    )
+
+
+#: Known wrong mixture log densities (:func:`_mixture_context` builds ``c``).
+MIXTURE_BUGS: Catalogue = (
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_missing_log_weights",
+            "you left out the mixture weights: add log softmax(logits)_k to each component's log density",
         ),
-        "the weights are softmax(logits), normalised over the K components: "
-        "add log_softmax(logits), not the raw logits": torch.logsumexp(
-            comp + logits, 1
+        lambda c: torch.logsumexp(c.comp, 1),
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_unnormalised_logits",
+            "the weights are softmax(logits), normalised over the K components: add log_softmax(logits), not the raw logits",
         ),
-        "inside the log-sum-exp add the LOG weights log pi_k, not pi_k": torch.logsumexp(
-            comp + torch.softmax(logits, 0), 1
+        lambda c: torch.logsumexp(c.comp + c.logits, 1),
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_weights_not_logged",
+            "inside the log-sum-exp add the LOG weights log pi_k, not pi_k",
         ),
-        "log_sigma is the log standard deviation: you treated it as a log variance (std = exp(log_sigma / 2))": torch.logsumexp(
-            _component_log_probs(z, mu, log_sigma, torch.exp(0.5 * log_sigma)) + log_w,
+        lambda c: torch.logsumexp(c.comp + torch.softmax(c.logits, 0), 1),
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_log_sigma_as_log_variance",
+            "log_sigma is the log standard deviation: you treated it as a log variance (std = exp(log_sigma / 2))",
+        ),
+        lambda c: torch.logsumexp(
+            _component_log_probs(c.z, c.mu, c.log_sigma, torch.exp(0.5 * c.log_sigma))
+            + c.log_w,
             1,
         ),
-        "you used the variance exp(2 log_sigma) where N(mu, sigma) takes the standard deviation sigma = exp(log_sigma)": torch.logsumexp(
-            _component_log_probs(z, mu, log_sigma, torch.exp(2.0 * log_sigma)) + log_w,
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_variance_as_std",
+            "you used the variance exp(2 log_sigma) where N(mu, sigma) takes the standard deviation sigma = exp(log_sigma)",
+        ),
+        lambda c: torch.logsumexp(
+            _component_log_probs(c.z, c.mu, c.log_sigma, torch.exp(2.0 * c.log_sigma))
+            + c.log_w,
             1,
         ),
-        "you averaged the component densities instead of summing pi_k N_k": torch.logsumexp(
-            comp + log_w, 1
-        )
-        - math.log(mu.shape[0]),
-        "a mixture's density is the sum over components of pi_k N_k, not the product (you summed log densities)": (
-            comp + log_w
-        ).sum(1),
-        "each Gaussian's log density has -log sigma_kd per dimension: it is missing": torch.logsumexp(
-            comp + log_w + log_sigma.sum(1), 1
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_averages_components",
+            "you averaged the component densities instead of summing pi_k N_k",
         ),
-        "each Gaussian's log density has -1/2 log(2 pi) per dimension: it is missing": torch.logsumexp(
-            comp + log_w, 1
-        )
-        + z.shape[1] * HALF_LOG_2PI,
-        "the log density of the mixture is log sum_k exp(...), not max_k": (
-            comp + log_w
-        )
-        .max(1)
-        .values,
-    }
+        lambda c: torch.logsumexp(c.comp + c.log_w, 1) - math.log(c.mu.shape[0]),
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_product_of_components",
+            "a mixture's density is the sum over components of pi_k N_k, not the product (you summed log densities)",
+        ),
+        lambda c: (c.comp + c.log_w).sum(1),
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_missing_log_sigma_term",
+            "each Gaussian's log density has -log sigma_kd per dimension: it is missing",
+        ),
+        lambda c: torch.logsumexp(c.comp + c.log_w + c.log_sigma.sum(1), 1),
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_missing_two_pi",
+            "each Gaussian's log density has -1/2 log(2 pi) per dimension: it is missing",
+        ),
+        lambda c: torch.logsumexp(c.comp + c.log_w, 1) + c.z.shape[1] * HALF_LOG_2PI,
+    ),
+    (
+        KnownBug(
+            "mixture_log_prob/mixture_log_prob_max_instead_of_sum",
+            "the log density of the mixture is log sum_k exp(...), not max_k",
+        ),
+        lambda c: (c.comp + c.log_w).max(1).values,
+    ),
+)
 
 
 @check(
@@ -1842,12 +2028,12 @@ def _mixture_wrong(
 @example(case=MixtureCase(k=3, dim=2, num_samples=5, seed=0))
 def mixture_log_prob_closed_form(subject: Subject, case: MixtureCase) -> None:
     args = case.args()
-    out = subject.call(q_call, "mixture_log_prob", args, (), (case.num_samples,))
-    _unchanged(out, "mixture_log_prob")
+    out = subject.call(q_probe, "mixture_log_prob", args, (), (case.num_samples,))
+    expect_untouched(out, "mixture_log_prob")
     want = mixture_oracle(*args)
-    hint = _which_hint(
+    hint = _mixture_hint(
         out["value"],
-        _mixture_wrong(*args),
+        args,
         "per point: log-sum-exp over k of [log_softmax(logits)_k + sum_d log N(z_d; mu_kd, exp(log_sigma_kd)^2)]",
     )
     assert_close(out["value"], want, "mixture_log_prob", **TIGHT, hint=hint)
@@ -1863,7 +2049,7 @@ def mixture_log_prob_closed_form(subject: Subject, case: MixtureCase) -> None:
 @example(case=MixtureCase(k=2, dim=2, num_samples=3, seed=0, where="far"))
 def mixture_log_prob_far(subject: Subject, case: MixtureCase) -> None:
     args = case.args()
-    out = subject.call(q_call, "mixture_log_prob", args, (), (case.num_samples,))
+    out = subject.call(q_probe, "mixture_log_prob", args, (), (case.num_samples,))
     got, want = out["value"], mixture_oracle(*args)
     bad = ~torch.isfinite(got)
     if bool(bad.any()):
@@ -1875,9 +2061,9 @@ def mixture_log_prob_far(subject: Subject, case: MixtureCase) -> None:
         )
     # Values of order -1e4: relative 1e-9 is far below any formula error (each changes the
     # value by an O(1) or larger multiple of a term) and above float64 rounding (1e-16).
-    hint = _which_hint(
+    hint = _mixture_hint(
         got,
-        _mixture_wrong(*args),
+        args,
         "far from the components the log-sum-exp is dominated by its largest term: check each component's log density",
     )
     assert_close(
@@ -1897,14 +2083,14 @@ def mixture_log_prob_gradients(subject: Subject, case: MixtureCase) -> None:
     args = case.args()
     v = case.cotangent
     out = subject.call(
-        q_call, "mixture_log_prob", args, (1, 2, 3), (case.num_samples,), v
+        q_probe, "mixture_log_prob", args, (1, 2, 3), (case.num_samples,), v
     )
     _expect_differentiable(out, "mixture_log_prob", "logits, mu and log_sigma")
     _values_first(
         out["value"],
         mixture_oracle(*args),
         "mixture_log_prob",
-        _which_hint(out["value"], _mixture_wrong(*args), "see the value checks"),
+        _mixture_hint(out["value"], args, "see the value checks"),
     )
     leaves = [a.clone().requires_grad_(True) for a in args[1:]]
     wants = torch.autograd.grad(mixture_oracle(args[0], *leaves), leaves, v)
@@ -1913,7 +2099,7 @@ def mixture_log_prob_gradients(subject: Subject, case: MixtureCase) -> None:
         "mu": "d/dmu_k is the responsibility of component k times (z - mu_k) / sigma_k^2: keep mu attached",
         "log_sigma": "d/dlog_sigma_k is the responsibility of k times ((z - mu_k)/sigma_k)^2 - 1: keep log_sigma attached",
     }
-    for (what, hint), got, want in zip(hints.items(), out["grads"], wants):
+    for (what, hint), got, want in zip(hints.items(), probe_grads(out), wants):
         bad = ~torch.isfinite(got)
         expect(
             not bool(bad.any()),

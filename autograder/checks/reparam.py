@@ -34,9 +34,16 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from autograder.compare import as_numpy
+from autograder import probes
+from autograder.compare import (
+    Catalogue,
+    KnownBug,
+    as_numpy,
+    expect_no_side_effects,
+    first_known_bug,
+    present,
+)
 from autograder.core import Failure, check, expect
-from autograder.probes import changed
 from autograder.profiles import GRADING
 from autograder.strategies import distinct_sizes, seeds
 from autograder.subject import Student, StudentError, Subject
@@ -212,13 +219,33 @@ class LogisticSampler:
 # --------------------------------------------------------------------------------------
 
 
+class SampleOutput(probes.SideEffects):
+    """What :func:`rsample_probe` and :func:`composed_probe` bring back (side effects on
+    ``(*params, noise)``)."""
+
+    z: Tensor
+    dtype: str
+    requires_grad: bool
+    #: Per parameter, the ``(S, D)`` per-sample derivatives, or None (no ``weights`` given, or
+    #: z not differentiable). Typed ``Any`` so property bodies (whose source seeds their
+    #: Hypothesis examples) index it directly after checking ``requires_grad``.
+    derivs: Any
+
+
+class GradOutput(probes.SideEffects):
+    """What :func:`reparam_grad_probe` brings back (side effects on ``(*params, noise)``)."""
+
+    grads: list[Tensor]
+    again: list[Tensor] | None
+
+
 def rsample_probe(
     student: Student,
     name: str,
     params: tuple[Tensor, ...],
     noise: Tensor,
     weights: Tensor | None = None,
-) -> dict[str, Any]:
+) -> SampleOutput:
     r"""Call ``student.<name>(*params, noise)`` with the params as fresh leaves.
 
     With ``weights`` (``(S, D)``, nonzero), also return per-sample derivatives
@@ -227,8 +254,7 @@ def rsample_probe(
     depends on another coordinate's parameter shows up as a wrong derivative.
 
     Returns:
-        ``{"z", "dtype", "requires_grad", "mutated" (indices into (*params, noise)), "grad_left" (param indices),
-        "derivs" (list of (S, D) or None)}``.
+        The samples and the side effects on ``(*params, noise)`` (:class:`SampleOutput`).
     """
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
     noise_arg = noise.detach().clone()
@@ -238,16 +264,12 @@ def rsample_probe(
             "bad_result",
             f"{name} returned a {type(z).__name__}, expected a torch.Tensor of shape {tuple(noise.shape)}",
         )
-    mutated = [i for i, (p, leaf) in enumerate(zip(params, leaves)) if changed(p, leaf)]
-    if changed(noise, noise_arg):
-        mutated.append(len(params))
-    out: dict[str, Any] = {
+    out: SampleOutput = {
         "z": z.detach().clone(),
         "dtype": str(z.dtype).replace("torch.", ""),
         "requires_grad": bool(z.requires_grad),
-        "mutated": mutated,  # indices into (*params, noise)
-        "grad_left": [i for i, leaf in enumerate(leaves) if leaf.grad is not None],
         "derivs": None,
+        **probes.side_effects([*params, noise], [*leaves, noise_arg]),
     }
     if weights is not None and z.requires_grad and z.shape == noise.shape:
         derivs = [torch.zeros(noise.shape, dtype=DTYPE) for _ in leaves]
@@ -315,16 +337,15 @@ def reparam_grad_probe(
     noise: Tensor,
     calls: int = 1,
     requires_grad: bool = False,
-) -> dict[str, Any]:
+) -> GradOutput:
     """Call ``student.reparam_grad(f, rsample, params, noise)`` ``calls`` times.
 
     The params are plain tensors by default, as the notebook passes them; with
     ``requires_grad=True`` they are leaves that require grad, as in an optimisation loop.
 
     Returns:
-        ``{"grads": [...], "again": [...] or None (second call), "mutated": indices into
-        (*params, noise), "grad_left": param indices, "flag_changed": param indices whose
-        requires_grad was switched}``.
+        The gradients of the first and (``calls > 1``) the second call, and the side effects
+        on ``(*params, noise)`` (:class:`GradOutput`).
     """
     leaves = tuple(p.detach().clone().requires_grad_(requires_grad) for p in params)
     noise_arg = noise.detach().clone()
@@ -332,17 +353,14 @@ def reparam_grad_probe(
         _plain_grads(student.reparam_grad(f, rsample, leaves, noise_arg), leaves)
         for _ in range(calls)
     ]
-    mutated = [i for i, (p, leaf) in enumerate(zip(params, leaves)) if changed(p, leaf)]
-    if changed(noise, noise_arg):
-        mutated.append(len(params))
     return {
         "grads": results[0],
         "again": results[1] if calls > 1 else None,
-        "mutated": mutated,
-        "grad_left": [i for i, leaf in enumerate(leaves) if leaf.grad is not None],
-        "flag_changed": [
-            i for i, leaf in enumerate(leaves) if leaf.requires_grad != requires_grad
-        ],
+        **probes.side_effects(
+            [*params, noise],
+            [*leaves, noise_arg],
+            requires_grad=[*(requires_grad for _ in leaves), None],
+        ),
     }
 
 
@@ -449,12 +467,10 @@ LOC2, LOC3, LOG_SIGMA = (
 )
 
 
-@dataclass(frozen=True)
-class Suspect:
-    """A wrong formula a student may have written, as a function of the right samples."""
-
-    candidate: Fn  # (zstar, zflip, noise, *params) -> z the bug would give
-    message: str
+def _suspect(mutant: str, candidate: Fn, message: str) -> tuple[KnownBug, Fn]:
+    """A known bug of a sampler: ``candidate(zstar, zflip, noise, *params)`` is the z it gives
+    (from the right samples ``zstar`` and those at the flipped noise ``zflip``)."""
+    return KnownBug(mutant, message), candidate
 
 
 @dataclass(frozen=True)
@@ -477,7 +493,8 @@ class Family:
     #: ``(u, *params) -> (lo, hi)``, the bisection bracket; None when the inverse is closed form.
     support: Callable[..., tuple[Tensor, Tensor]] | None = None
     closed_inverse: Fn | None = None
-    suspects: tuple[Suspect, ...] = field(default=())
+    #: Known wrong formulas (:func:`_suspect`), tried in order by :func:`diagnose`.
+    suspects: Catalogue = field(default=())
 
     @property
     def uniform(self) -> bool:
@@ -519,19 +536,23 @@ FAMILIES: dict[str, Family] = {
         ranges=(LOC2, LOG_SIGMA),
         closed_inverse=lambda eps, mu, ls: mu + torch.exp(ls) * eps,
         suspects=(
-            Suspect(
+            _suspect(
+                "gaussian_rsample/gaussian_rsample_variance_as_std",
                 lambda zs, zf, e, mu, ls: mu + torch.exp(2 * ls) * e,
                 "you used exp(2 * log_sigma), the variance, as the standard deviation",
             ),
-            Suspect(
+            _suspect(
+                "gaussian_rsample/gaussian_rsample_half_log_sigma_logvar_confusion",
                 lambda zs, zf, e, mu, ls: mu + torch.exp(0.5 * ls) * e,
                 "you used exp(log_sigma / 2): that is for a log-variance; log_sigma is already the log of the standard deviation",
             ),
-            Suspect(
+            _suspect(
+                "gaussian_rsample/gaussian_rsample_log_sigma_as_sigma",
                 lambda zs, zf, e, mu, ls: mu + ls * e,
                 "you used log_sigma as sigma: exponentiate it",
             ),
-            Suspect(
+            _suspect(
+                "gaussian_rsample/gaussian_rsample_minus_sign",
                 lambda zs, zf, e, mu, ls: mu - torch.exp(ls) * e,
                 "a sign is flipped: z = mu + sigma * eps",
             ),
@@ -552,16 +573,23 @@ FAMILIES: dict[str, Family] = {
         ranges=(_positive(),),
         support=lambda u, rate: (torch.zeros_like(rate), 1e7 / rate),
         suspects=(
-            Suspect(
+            _suspect(
+                "exponential_rsample/exponential_rsample_rate_scale_swap",
                 lambda zs, zf, u, rate: zs * rate**2,
                 "you multiplied by rate: rate is an inverse scale (mean 1/rate), so divide by it",
             ),
-            Suspect(lambda zs, zf, u, rate: zf, _FLIP),
-            Suspect(
+            _suspect(
+                "exponential_rsample/exponential_rsample_law_equivalent_log_u",
+                lambda zs, zf, u, rate: zf,
+                _FLIP,
+            ),
+            _suspect(
+                "exponential_rsample/exponential_rsample_missing_minus",
                 lambda zs, zf, u, rate: -zs,
                 "z is negative: a minus sign is missing (-log(1 - u) is positive)",
             ),
-            Suspect(
+            _suspect(
+                "exponential_rsample/exponential_rsample_ignores_rate",
                 lambda zs, zf, u, rate: zs * rate,
                 "z does not depend on rate: divide by it",
             ),
@@ -582,15 +610,23 @@ FAMILIES: dict[str, Family] = {
         ranges=(LOC3, _positive()),
         support=_loc_scale_bracket,
         suspects=(
-            Suspect(
+            _suspect(
+                "gumbel_rsample/gumbel_rsample_min_sign",
                 lambda zs, zf, u, loc, scale: 2 * loc - zs,
                 "z is mirrored around loc: check the sign in front of the log (loc + scale * log(-log u) is the Gumbel-min law; the Gumbel of the SPEC is the max law)",
             ),
-            Suspect(lambda zs, zf, u, loc, scale: zf, _FLIP),
-            Suspect(
-                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2, _DIVIDED
+            _suspect(
+                "gumbel_rsample/gumbel_rsample_law_equivalent_one_minus_u",
+                lambda zs, zf, u, loc, scale: zf,
+                _FLIP,
             ),
-            Suspect(
+            _suspect(
+                "gumbel_rsample/gumbel_rsample_divides_by_scale",
+                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2,
+                _DIVIDED,
+            ),
+            _suspect(
+                "gumbel_rsample/gumbel_rsample_single_log",
                 lambda zs, zf, u, loc, scale: loc - scale * torch.log(u),
                 "you took only one log: the Gumbel quantile needs log(-log u)",
             ),
@@ -611,20 +647,25 @@ FAMILIES: dict[str, Family] = {
         ranges=(LOC3, _positive()),
         support=_loc_scale_bracket,
         suspects=(
-            Suspect(
+            _suspect(
+                "cauchy_rsample/cauchy_rsample_law_equivalent_mirrored",
                 lambda zs, zf, u, loc, scale: zf,
                 "z is mirrored around loc: " + _FLIP + " (or flip the sign)",
             ),
-            Suspect(
+            _suspect(
+                "cauchy_rsample/cauchy_rsample_law_equivalent_tan_pi_u",
                 lambda zs, zf, u, loc, scale: loc + scale * torch.tan(math.pi * u),
                 "you used tan(pi * u): same law (tan has period pi), but it is not F^-1(u) and jumps at u = 1/2; shift by 1/2",
             ),
-            Suspect(
+            _suspect(
+                "cauchy_rsample/cauchy_rsample_missing_pi",
                 lambda zs, zf, u, loc, scale: loc + scale * torch.tan(u - 0.5),
                 "the factor pi inside the tan is missing",
             ),
-            Suspect(
-                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2, _DIVIDED
+            _suspect(
+                "cauchy_rsample/cauchy_rsample_divides_by_scale",
+                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2,
+                _DIVIDED,
             ),
         ),
     ),
@@ -643,22 +684,27 @@ FAMILIES: dict[str, Family] = {
         ranges=(LOC3, _positive()),
         support=_loc_scale_bracket,
         suspects=(
-            Suspect(
+            _suspect(
+                "laplace_rsample/laplace_rsample_law_equivalent_mirrored",
                 lambda zs, zf, u, loc, scale: zf,
                 "z is mirrored around loc: F0^-1(u) must be negative for u < 1/2 (check the sign, or "
                 + _FLIP
                 + ")",
             ),
-            Suspect(
+            _suspect(
+                "laplace_rsample/laplace_rsample_missing_sign",
                 lambda zs, zf, u, loc, scale: loc + (zs - loc).abs(),
                 "z is never below loc: the sign of (u - 1/2) is missing",
             ),
-            Suspect(
+            _suspect(
+                "laplace_rsample/laplace_rsample_never_above_loc",
                 lambda zs, zf, u, loc, scale: loc - (zs - loc).abs(),
                 "z is never above loc: the sign of (u - 1/2) is missing",
             ),
-            Suspect(
-                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2, _DIVIDED
+            _suspect(
+                "laplace_rsample/laplace_rsample_divides_by_scale",
+                lambda zs, zf, u, loc, scale: loc + (zs - loc) / scale**2,
+                _DIVIDED,
             ),
         ),
     ),
@@ -677,23 +723,28 @@ FAMILIES: dict[str, Family] = {
         ranges=(LOC2, LOG_SIGMA),
         closed_inverse=lambda eps, mu, ls: torch.exp(mu + torch.exp(ls) * eps),
         suspects=(
-            Suspect(
+            _suspect(
+                "lognormal_rsample/lognormal_rsample_exp_mu_plus_sigma_eps",
                 lambda zs, zf, e, mu, ls: torch.exp(mu) + torch.exp(ls) * e,
                 "exp(mu) + sigma * eps is not log-normal: exponentiate the whole Gaussian sample, z = exp(mu + sigma * eps)",
             ),
-            Suspect(
+            _suspect(
+                "lognormal_rsample/lognormal_rsample_exp_mu_plus_sigma_times_eps",
                 lambda zs, zf, e, mu, ls: torch.exp(mu + torch.exp(ls)) * e,
                 "exp(mu + sigma) * eps is not log-normal: z = exp(mu + sigma * eps)",
             ),
-            Suspect(
+            _suspect(
+                "lognormal_rsample/lognormal_rsample_missing_exp",
                 lambda zs, zf, e, mu, ls: mu + torch.exp(ls) * e,
                 "the exp is missing: that is the Gaussian sample",
             ),
-            Suspect(
+            _suspect(
+                "lognormal_rsample/lognormal_rsample_log_sigma_as_sigma",
                 lambda zs, zf, e, mu, ls: torch.exp(mu + ls * e),
                 "you used log_sigma as sigma: exponentiate it",
             ),
-            Suspect(
+            _suspect(
+                "lognormal_rsample/lognormal_rsample_variance_as_std",
                 lambda zs, zf, e, mu, ls: torch.exp(mu + torch.exp(2 * ls) * e),
                 "you used the variance exp(2 * log_sigma) as the standard deviation",
             ),
@@ -832,15 +883,24 @@ def diagnose(
     """
     if not torch.isfinite(z).all():
         return "z has NaN or infinite entries: is a log taken of a negative number or of 0? check the signs inside the logs"
-    for suspect in family.suspects:
-        with torch.no_grad():
-            candidate = suspect.candidate(zstar, zflip, noise, *params)
-        if torch.isfinite(candidate).all() and _close(z, candidate):
-            return suspect.message
-    return family.hint
+    bug = first_known_bug(
+        z, family.suspects, _finite_close, zstar, zflip, noise, *params
+    )
+    return family.hint if bug is None else bug.hint
 
 
-def _check_shape_dtype(out: dict[str, Any], noise: Tensor, name: str) -> Tensor:
+def _finite_close(z: Tensor, candidate: Tensor) -> bool:
+    return bool(torch.isfinite(candidate).all()) and _close(z, candidate)
+
+
+def sample_derivatives(out: SampleOutput) -> list[Tensor]:
+    """The per-sample derivatives (present once the samples are known to be differentiable)."""
+    return present(
+        out["derivs"], "the samples are not differentiable in the parameters"
+    )
+
+
+def _check_shape_dtype(out: SampleOutput, noise: Tensor, name: str) -> Tensor:
     z = out["z"]
     expect(
         tuple(z.shape) == tuple(noise.shape),
@@ -1029,16 +1089,12 @@ def _register_sampler_checks(family: Family) -> None:
     def no_side_effects(subject: Subject, problem: SamplerProblem) -> None:
         params, noise = problem.tensors(), problem.noise()
         out = subject.call(rsample_probe, task, params, noise)
-        inputs = (*names, nname)
-        expect(
-            not out["mutated"],
-            f"{task} modified {', '.join(inputs[i] for i in out['mutated'])} in place (e.g. u.clamp_(...), eps.mul_(...)): "
-            "work on new tensors (u.clamp(...), eps * sigma)",
-        )
-        expect(
-            not out["grad_left"],
-            f"{task} left .grad on {', '.join(names[i] for i in out['grad_left'])}: a sampler only builds z; "
-            "don't call .backward() inside it",
+        expect_no_side_effects(
+            task,
+            out,
+            (*names, nname),
+            mutated="e.g. u.clamp_(...), eps.mul_(...): work on new tensors (u.clamp(...), eps * sigma)",
+            grad_left=_SAMPLER_BUILDS_Z,
         )
 
     del inverts_noise, monotone, implicit_gradient, structure, tails, no_side_effects
@@ -1232,37 +1288,52 @@ def grad_problems(
     return GradProblem(sampler, integrand, params, coef, num_samples, seed)
 
 
+#: Known wrong pathwise gradients, from the right ones ``w`` and the per-sample ones ``p``.
+GRAD_BUGS: Catalogue = (
+    (
+        KnownBug(
+            "reparam_grad/reparam_grad_sums_over_samples",
+            "the gradient is {s} times too large: average over the {s} samples (mean), don't sum",
+        ),
+        lambda want, per_sample, s, d: [w * s for w in want],
+    ),
+    (
+        KnownBug(
+            "reparam_grad/reparam_grad_divides_by_numel",
+            "the gradient is {d} times too small: divide by the number of samples S = {s}, not by S * D",
+        ),
+        lambda want, per_sample, s, d: [w / d for w in want],
+    ),
+    (
+        KnownBug(
+            "reparam_grad/reparam_grad_wrong_sign", "the gradient has the wrong sign"
+        ),
+        lambda want, per_sample, s, d: [-w for w in want],
+    ),
+    (
+        KnownBug(
+            "reparam_grad/reparam_grad_first_sample_only",
+            "this is the gradient of the first sample only: average over all samples",
+        ),
+        lambda want, per_sample, s, d: [p[0] for p in per_sample],
+    ),
+)
+
+
+def _all_close(got: Sequence[Tensor], candidate: Sequence[Tensor]) -> bool:
+    return all(_close(g, c) for g, c in zip(got, candidate))
+
+
 def grad_hint(
     problem: GradProblem, got: Sequence[Tensor], want: Sequence[Tensor]
 ) -> str:
     """Name the likely bug when the student's gradients are a known distortion of the right ones."""
-    per_sample = problem.per_sample()
+    if all(bool((g.abs() < 1e-12).all()) for g in got):
+        return "the gradients are zero: is z connected to params? don't detach, don't use .sample() or torch.no_grad()"
     s, d = problem.num_samples, problem.dim
-    checks = (
-        (
-            all(bool((g.abs() < 1e-12).all()) for g in got),
-            "the gradients are zero: is z connected to params? don't detach, don't use .sample() or torch.no_grad()",
-        ),
-        (
-            all(_close(g, w * s) for g, w in zip(got, want)),
-            f"the gradient is {s} times too large: average over the {s} samples (mean), don't sum",
-        ),
-        (
-            all(_close(g, w / d) for g, w in zip(got, want)),
-            f"the gradient is {d} times too small: divide by the number of samples S = {s}, not by S * D",
-        ),
-        (
-            all(_close(g, -w) for g, w in zip(got, want)),
-            "the gradient has the wrong sign",
-        ),
-        (
-            all(_close(g, p[0]) for g, p in zip(got, per_sample)),
-            "this is the gradient of the first sample only: average over all samples",
-        ),
-    )
-    for hit, message in checks:
-        if hit:
-            return message
+    bug = first_known_bug(got, GRAD_BUGS, _all_close, want, problem.per_sample(), s, d)
+    if bug is not None:
+        return bug.text(s=s, d=d)
     return "call rsample(*params, noise) with the noise you were given (draw nothing new) and average the gradient of f over the samples"
 
 
@@ -1357,27 +1428,19 @@ def unused_parameter_zero_gradient(subject: Subject, problem: GradProblem) -> No
 def no_side_effects(subject: Subject, problem: GradProblem) -> None:
     args = (problem.f(), problem.rsample(), problem.tensors(), problem.noise())
     names = problem.param_names
-    inputs = (*names, "noise")
     for requires_grad in (False, True):
         out = subject.call(reparam_grad_probe, *args, 2, requires_grad)
         kind = "leaf params that require grad" if requires_grad else "plain tensors"
-        expect(
-            not out["mutated"],
-            f"reparam_grad modified {', '.join(inputs[i] for i in out['mutated'])} in place: "
-            "it must only compute gradients (no optimizer step, no in-place ops on the inputs)",
-        )
-        expect(
-            not out["grad_left"],
-            f"reparam_grad left .grad on {', '.join(names[i] for i in out['grad_left'])} "
-            f"(params given as {kind}): use torch.autograd.grad, or differentiate copies "
+        expect_no_side_effects(
+            "reparam_grad",
+            out,
+            (*names, "noise"),
+            mutated="it must only compute gradients (no optimizer step, no in-place ops on the inputs)",
+            grad_left=f"params given as {kind}: use torch.autograd.grad, or differentiate copies "
             "(p.detach().requires_grad_()) so the caller's params stay clean",
+            flag_changed="the caller's tensors: differentiate copies, p.detach().requires_grad_()",
         )
-        expect(
-            not out["flag_changed"],
-            f"reparam_grad switched requires_grad on {', '.join(names[i] for i in out['flag_changed'])}, "
-            "the caller's tensors: differentiate copies, p.detach().requires_grad_()",
-        )
-        for name, first, second in zip(names, out["grads"], out["again"]):
+        for name, first, second in zip(names, out["grads"], present(out["again"], "")):
             expect(
                 _close(first, second, rtol=1e-12, atol=1e-14),
                 f"calling reparam_grad twice gave different gradients for {name} "
@@ -1488,7 +1551,7 @@ def composed_probe(
     params: tuple[Tensor, ...],
     noise: Tensor,
     weights: Tensor | None = None,
-) -> dict[str, Any]:
+) -> SampleOutput:
     r"""Call ``student.<name>(*params, noise)`` (noise ``(S, k, D)``) with the params as fresh leaves.
 
     With ``weights`` (``(S, D)``), also return per-sample derivatives
@@ -1496,8 +1559,7 @@ def composed_probe(
     :func:`rsample_probe`.
 
     Returns:
-        ``{"z", "dtype", "requires_grad", "mutated" (indices into (*params, noise)),
-        "grad_left" (param indices), "derivs" (list of (S, D) or None)}``.
+        The samples and the side effects on ``(*params, noise)`` (:class:`SampleOutput`).
     """
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
     noise_arg = noise.detach().clone()
@@ -1508,16 +1570,12 @@ def composed_probe(
             "bad_result",
             f"{name} returned a {type(z).__name__}, expected a torch.Tensor of shape {want_shape}",
         )
-    mutated = [i for i, (p, leaf) in enumerate(zip(params, leaves)) if changed(p, leaf)]
-    if changed(noise, noise_arg):
-        mutated.append(len(params))
-    out: dict[str, Any] = {
+    out: SampleOutput = {
         "z": z.detach().clone(),
         "dtype": str(z.dtype).replace("torch.", ""),
         "requires_grad": bool(z.requires_grad),
-        "mutated": mutated,
-        "grad_left": [i for i, leaf in enumerate(leaves) if leaf.grad is not None],
         "derivs": None,
+        **probes.side_effects([*params, noise], [*leaves, noise_arg]),
     }
     if weights is not None and z.requires_grad and tuple(z.shape) == want_shape:
         derivs = [torch.zeros(want_shape, dtype=DTYPE) for _ in leaves]
@@ -1549,59 +1607,70 @@ def _t_ratio(eps: Tensor, chi: Tensor) -> Tensor:
     return eps[:, 0] / chi
 
 
-_GAMMA_SUSPECTS: tuple[tuple[Fn, str], ...] = (
-    (
+_GAMMA_SUSPECTS: Catalogue = (
+    _suspect(
+        "gamma_rsample/gamma_rsample_mean_instead_of_sum",
         lambda u, rate: _unit_exponentials(u).mean(1) / rate,
         "you averaged the k exponentials: Gamma(k, rate) is their sum (sum over axis 1, don't take the mean)",
     ),
-    (
+    _suspect(
+        "gamma_rsample/gamma_rsample_law_equivalent_log_u",
         lambda u, rate: _unit_exponentials(1 - u).sum(1) / rate,
         "you used u_j where the exponential's inverse CDF has 1 - u_j: same law, but the SPEC fixes each "
         "exponential as F^-1(u_j), a different function of the noise",
     ),
-    (
+    _suspect(
+        "gamma_rsample/gamma_rsample_multiplies_by_rate",
         lambda u, rate: _unit_exponentials(u).sum(1) * rate,
         "you multiplied by rate: rate is an inverse scale (mean k / rate), so divide by it",
     ),
-    (
+    _suspect(
+        "gamma_rsample/gamma_rsample_first_column_only",
         lambda u, rate: _unit_exponentials(u)[:, 0] / rate,
         "only the first exponential is used: Gamma(k, rate) is the sum of all k of them (u[:, j] for j < k)",
     ),
-    (
+    _suspect(
+        "gamma_rsample/gamma_rsample_log_one_plus_u_changes_law",
         lambda u, rate: torch.log1p(u).sum(1) / rate,
         "you wrote log(1 + u): that is not the exponential's inverse CDF (and this changes the law)",
     ),
 )
 
-_T_SUSPECTS: tuple[tuple[Fn, str], ...] = (
-    (
+_T_SUSPECTS: Catalogue = (
+    _suspect(
+        "student_t_rsample/student_t_rsample_divides_by_sum_not_mean",
         lambda e, loc, scale: (
             loc + scale * _t_ratio(e, torch.sqrt((e[:, 1:] ** 2).sum(1)))
         ),
         "you divided by the root of the sum of squares: the chi-squared must be divided by nu, "
         "t = eps_0 / sqrt(sum_j eps_j^2 / nu) (a mean of squares, not a sum)",
     ),
-    (
+    _suspect(
+        "student_t_rsample/student_t_rsample_missing_sqrt",
         lambda e, loc, scale: loc + scale * _t_ratio(e, (e[:, 1:] ** 2).mean(1)),
         "the square root is missing: t = eps_0 / sqrt(V / nu), not eps_0 / (V / nu)",
     ),
-    (
+    _suspect(
+        "student_t_rsample/student_t_rsample_wrong_dof_includes_eps0",
         lambda e, loc, scale: loc + scale * _t_ratio(e, torch.sqrt((e**2).mean(1))),
         "eps_0 is inside your chi-squared too: the numerator's normal must be independent of the "
         "denominator, so use eps[:, 1:] (nu = k - 1 degrees of freedom)",
     ),
-    (
+    _suspect(
+        "student_t_rsample/student_t_rsample_wrong_dof_divides_by_columns",
         lambda e, loc, scale: (
             loc + scale * _t_ratio(e, torch.sqrt((e[:, 1:] ** 2).sum(1) / e.shape[1]))
         ),
         "wrong degrees of freedom: nu = eps.shape[1] - 1 (eps_0 is the numerator), divide the sum of "
         "squares by nu, not by eps.shape[1]",
     ),
-    (
+    _suspect(
+        "student_t_rsample/student_t_rsample_gaussian_only",
         lambda e, loc, scale: loc + scale * e[:, 0],
         "that is the normal sample: divide eps_0 by sqrt((1/nu) sum_j eps_j^2) to get Student's t",
     ),
-    (
+    _suspect(
+        "student_t_rsample/student_t_rsample_divides_by_scale",
         lambda e, loc, scale: (
             loc + _t_ratio(e, torch.sqrt((e[:, 1:] ** 2).mean(1))) / scale
         ),
@@ -1620,17 +1689,15 @@ def diagnose_composed(
     if task == "gamma_rsample" and noise.shape[1] == 1:
         # With k = 1 a mean is the sum and the first column is all of them: not a diagnosis.
         suspects = tuple(x for i, x in enumerate(suspects) if i not in (0, 3))
-    for candidate, message in suspects:
-        with torch.no_grad():
-            guess = candidate(noise, *params)
-        if guess.shape == z.shape and torch.isfinite(guess).all() and _close(z, guess):
-            return message
+    bug = first_known_bug(z, suspects, _finite_close, noise, *params)
+    if bug is not None:
+        return bug.hint
     if task == "gamma_rsample":
         return "z should be the sum over j of the exponential samples F^-1(u[:, j]) with rate `rate`"
     return "z = loc + scale * t with t = eps[:, 0] / sqrt(sum_{j>=1} eps[:, j]^2 / nu), nu = eps.shape[1] - 1"
 
 
-def _composed_z(out: dict[str, Any], noise: Tensor, task: str) -> Tensor:
+def _composed_z(out: SampleOutput, noise: Tensor, task: str) -> Tensor:
     z = out["z"]
     want = (noise.shape[0], noise.shape[2])
     expect(
@@ -1859,18 +1926,18 @@ def gamma_no_side_effects(subject: Subject, problem: ComposedProblem) -> None:
     _no_composed_side_effects(out, "gamma_rsample", ("rate", "u"))
 
 
+_SAMPLER_BUILDS_Z = "a sampler only builds z; don't call .backward() inside it"
+
+
 def _no_composed_side_effects(
-    out: dict[str, Any], task: str, inputs: tuple[str, ...]
+    out: SampleOutput, task: str, inputs: tuple[str, ...]
 ) -> None:
-    expect(
-        not out["mutated"],
-        f"{task} modified {', '.join(inputs[i] for i in out['mutated'])} in place (e.g. u.clamp_(...), "
-        "eps.pow_(2)): work on new tensors",
-    )
-    expect(
-        not out["grad_left"],
-        f"{task} left .grad on {', '.join(inputs[i] for i in out['grad_left'])}: a sampler only builds z; "
-        "don't call .backward() inside it",
+    expect_no_side_effects(
+        task,
+        out,
+        inputs,
+        mutated="e.g. u.clamp_(...), eps.pow_(2): work on new tensors",
+        grad_left=_SAMPLER_BUILDS_Z,
     )
 
 

@@ -34,7 +34,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -46,7 +46,14 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from autograder import probes
-from autograder.compare import assert_close, assert_shape
+from autograder.compare import (
+    Catalogue,
+    KnownBug,
+    assert_close,
+    assert_shape,
+    expect_no_side_effects,
+    hint_for,
+)
 from autograder.core import Failure, check, expect
 from autograder.profiles import GRADING, STATISTICAL
 from autograder.strategies import seeds
@@ -64,20 +71,20 @@ __all__ = [
     "closed_form_kl",
     "closed_form_log_likelihood",
     "closed_form_negative_elbo",
-    "devices_here",
+    "devices_probe",
     "elbo_batches",
     "grading_images",
     "iwae_problems",
-    "iwae_report",
+    "iwae_probe",
     "log_weights_closed_form",
     "latent_batches",
-    "module_report",
+    "module_probe",
     "module_problems",
     "noise_test",
     "run_train_vae",
     "pixel_batches",
-    "train_report",
-    "vae_report",
+    "train_probe",
+    "vae_probe",
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -320,14 +327,23 @@ MODULE_SETTINGS = settings(GRADING, max_examples=4)
 # ----------------------------------------------------------------------------------------
 
 
-def _no_side_effects(out: dict[str, Any], name: str) -> None:
-    expect(
-        not out["mutated"],
-        f"{name} modified its argument(s) {out['mutated']} in place: compute a new tensor instead",
+#: The arguments of the graded functions, by position (for side-effect feedback).
+ARG_NAMES: dict[str, tuple[str, ...]] = {
+    "reparameterize": ("mu", "logvar", "eps"),
+    "gaussian_kl": ("mu", "logvar"),
+    "bernoulli_log_likelihood": ("x", "logits"),
+    "negative_elbo": ("x", "logits", "mu", "logvar"),
+    "iwae_bound": ("model", "x", "eps"),
+}
+
+
+def expect_untouched(out: probes.SideEffects, name: str) -> None:
+    expect_no_side_effects(
+        name, out, ARG_NAMES[name], mutated="compute a new tensor instead"
     )
 
 
-def _value(out: dict[str, Any], name: str) -> Tensor:
+def _value(out: probes.Invoked, name: str) -> Tensor:
     value = out["value"]
     if not isinstance(value, Tensor):
         raise Failure(
@@ -345,8 +361,8 @@ def _value(out: dict[str, Any], name: str) -> Tensor:
 @given(problem=latent_batches())
 def reparameterize_value(subject: Subject, problem: LatentBatch) -> None:
     mu, logvar, eps = problem.tensors()
-    out = subject.call(probes.invoke, "reparameterize", mu, logvar, eps)
-    _no_side_effects(out, "reparameterize")
+    out = subject.call(probes.invoke_probe, "reparameterize", mu, logvar, eps)
+    expect_untouched(out, "reparameterize")
     z = _value(out, "reparameterize")
     expected = mu + torch.exp(0.5 * logvar) * eps
     assert_close(
@@ -373,7 +389,7 @@ def reparameterize_gradient(subject: Subject, problem: LatentBatch) -> None:
         generator=torch.Generator().manual_seed(problem.seed + 7),
         dtype=torch.float64,
     )
-    out = subject.call(probes.vjp, "reparameterize", (mu, logvar, eps), (0, 1), v)
+    out = subject.call(probes.vjp_probe, "reparameterize", (mu, logvar, eps), (0, 1), v)
     d_mu, d_logvar = out["grads"]
     assert_close(
         d_mu,
@@ -399,6 +415,68 @@ def reparameterize_gradient(subject: Subject, problem: LatentBatch) -> None:
     )
 
 
+def _kl_terms(mu: Tensor, logvar: Tensor) -> Tensor:
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+
+
+#: Known wrong KLs, from ``mu`` and ``logvar`` (a mutant in tests/corpus/vae.py for each).
+KL_BUGS: Catalogue = (
+    (
+        KnownBug(
+            "gaussian_kl/gaussian_kl_sign_flipped",
+            "it is -KL: KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar) is never negative "
+            "(the form -0.5 * sum(1 + logvar - mu^2 - exp(logvar)) keeps the minus in front)",
+        ),
+        lambda mu, lv: -_kl_terms(mu, lv).sum(-1),
+    ),
+    (
+        KnownBug(
+            "gaussian_kl/gaussian_kl_missing_half",
+            "it is twice the KL: the sum is multiplied by 1/2",
+        ),
+        lambda mu, lv: 2 * _kl_terms(mu, lv).sum(-1),
+    ),
+    (
+        KnownBug(
+            "gaussian_kl/gaussian_kl_mean_over_latent_dims",
+            "it is the mean over the latent dimensions: the KL of a diagonal Gaussian is the sum "
+            "over them (.sum(dim=-1), not .mean)",
+        ),
+        lambda mu, lv: _kl_terms(mu, lv).mean(-1),
+    ),
+    (
+        KnownBug(
+            "gaussian_kl/gaussian_kl_missing_constant",
+            "the -1 per latent dimension is missing: 0.5 * (mu^2 + exp(logvar) - 1 - logvar)",
+        ),
+        lambda mu, lv: (_kl_terms(mu, lv) + 0.5).sum(-1),
+    ),
+    (
+        KnownBug(
+            "gaussian_kl/gaussian_kl_std_as_variance",
+            "the variance is exp(logvar), not exp(logvar / 2) (that is the standard deviation)",
+        ),
+        lambda mu, lv: (0.5 * (mu.square() + torch.exp(0.5 * lv) - 1.0 - lv)).sum(-1),
+    ),
+    (
+        KnownBug(
+            "gaussian_kl/gaussian_kl_reversed_direction",
+            "it is KL(N(0, I) || q), the other direction: the VAE needs KL(q || N(0, I))",
+        ),
+        lambda mu, lv: (0.5 * ((1.0 + mu.square()) * torch.exp(-lv) - 1.0 + lv)).sum(
+            -1
+        ),
+    ),
+)
+
+
+def _same_values(got: Tensor, candidate: Tensor) -> bool:
+    """Whether ``got`` reproduces a known wrong formula's value (to float64 round-off)."""
+    return candidate.shape == got.shape and bool(
+        torch.allclose(got.to(candidate.dtype), candidate, rtol=1e-7, atol=1e-9)
+    )
+
+
 @check(
     "gaussian_kl",
     "equals KL(N(mu, exp(logvar)) || N(0, I)) from torch.distributions, summed over latent dims",
@@ -408,8 +486,8 @@ def reparameterize_gradient(subject: Subject, problem: LatentBatch) -> None:
 @given(problem=latent_batches())
 def kl_value(subject: Subject, problem: LatentBatch) -> None:
     mu, logvar, _ = problem.tensors()
-    out = subject.call(probes.invoke, "gaussian_kl", mu, logvar)
-    _no_side_effects(out, "gaussian_kl")
+    out = subject.call(probes.invoke_probe, "gaussian_kl", mu, logvar)
+    expect_untouched(out, "gaussian_kl")
     kl = _value(out, "gaussian_kl")
     assert_shape(
         kl,
@@ -423,7 +501,8 @@ def kl_value(subject: Subject, problem: LatentBatch) -> None:
         "KL",
         rtol=1e-9,
         atol=1e-12,
-        hint="KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar) over latent dims: check the sign, the 1/2 and the sum",
+        hint=hint_for(kl, KL_BUGS, _same_values, mu, logvar)
+        or "KL = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar) over latent dims: check the sign, the 1/2 and the sum",
     )
 
 
@@ -441,7 +520,7 @@ def kl_gradient(subject: Subject, problem: LatentBatch) -> None:
         generator=torch.Generator().manual_seed(problem.seed),
         dtype=torch.float64,
     )
-    out = subject.call(probes.vjp, "gaussian_kl", (mu, logvar), (0, 1), v)
+    out = subject.call(probes.vjp_probe, "gaussian_kl", (mu, logvar), (0, 1), v)
     d_mu, d_logvar = out["grads"]
     # "Detached" only when a gradient is entirely zero; otherwise the formula is off.
     cut = "gaussian_kl must stay differentiable (no .detach(), .item() or numpy)"
@@ -475,7 +554,9 @@ def kl_gradient(subject: Subject, problem: LatentBatch) -> None:
 @given(problem=latent_batches("float32", low=-30.0, high=15.0))
 def kl_float32_wide(subject: Subject, problem: LatentBatch) -> None:
     mu, logvar, _ = problem.tensors()
-    kl = _value(subject.call(probes.invoke, "gaussian_kl", mu, logvar), "gaussian_kl")
+    kl = _value(
+        subject.call(probes.invoke_probe, "gaussian_kl", mu, logvar), "gaussian_kl"
+    )
     expect(
         kl.dtype == torch.float32,
         f"gaussian_kl returned {kl.dtype} for float32 inputs: keep the dtype you are given",
@@ -509,8 +590,8 @@ def kl_float32_wide(subject: Subject, problem: LatentBatch) -> None:
 @given(problem=pixel_batches())
 def likelihood_value(subject: Subject, problem: PixelBatch) -> None:
     x, logits = problem.tensors()
-    out = subject.call(probes.invoke, "bernoulli_log_likelihood", x, logits)
-    _no_side_effects(out, "bernoulli_log_likelihood")
+    out = subject.call(probes.invoke_probe, "bernoulli_log_likelihood", x, logits)
+    expect_untouched(out, "bernoulli_log_likelihood")
     value = _value(out, "bernoulli_log_likelihood")
     assert_shape(
         value,
@@ -534,7 +615,7 @@ def likelihood_value(subject: Subject, problem: PixelBatch) -> None:
 def likelihood_extreme(subject: Subject, problem: PixelBatch) -> None:
     x, logits = problem.tensors()
     value = _value(
-        subject.call(probes.invoke, "bernoulli_log_likelihood", x, logits),
+        subject.call(probes.invoke_probe, "bernoulli_log_likelihood", x, logits),
         "bernoulli_log_likelihood",
     )
     assert_close(
@@ -561,7 +642,9 @@ def likelihood_gradient(subject: Subject, problem: PixelBatch) -> None:
         generator=torch.Generator().manual_seed(problem.seed),
         dtype=torch.float64,
     )
-    out = subject.call(probes.vjp, "bernoulli_log_likelihood", (x, logits), (1,), v)
+    out = subject.call(
+        probes.vjp_probe, "bernoulli_log_likelihood", (x, logits), (1,), v
+    )
     assert_close(
         out["grads"][0],
         v[:, None] * (x - torch.sigmoid(logits)),
@@ -582,7 +665,7 @@ def likelihood_gradient(subject: Subject, problem: PixelBatch) -> None:
 def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
     out = subject.call(
-        probes.invoke_held,
+        probes.invoke_held_probe,
         HELD["negative_elbo"],
         "negative_elbo",
         x,
@@ -590,7 +673,7 @@ def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
         mu,
         logvar,
     )
-    _no_side_effects(out, "negative_elbo")
+    expect_untouched(out, "negative_elbo")
     value = _value(out, "negative_elbo")
     assert_shape(
         value, (), "negative_elbo(...)", "return a scalar: the mean over the batch"
@@ -616,7 +699,7 @@ def negative_elbo_confident_logits(subject: Subject, problem: ElboBatch) -> None
     x, logits, mu, logvar = problem.tensors()
     value = _value(
         subject.call(
-            probes.invoke_held,
+            probes.invoke_held_probe,
             HELD["negative_elbo"],
             "negative_elbo",
             x,
@@ -650,7 +733,7 @@ def negative_elbo_confident_logits(subject: Subject, problem: ElboBatch) -> None
 def negative_elbo_gradient(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
     out = subject.call(
-        probes.vjp_held,
+        probes.vjp_held_probe,
         HELD["negative_elbo"],
         "negative_elbo",
         (x, logits, mu, logvar),
@@ -691,7 +774,7 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _construct(
+def _construct_probe(
     student: Student, name: str, args: Sequence[Any], kwargs: dict[str, Any], seed: int
 ) -> nn.Module:
     cls = getattr(student, name)
@@ -719,7 +802,61 @@ def _tensors(value: Any, count: int, what: str) -> tuple[Tensor, ...]:
     return tuple(items)
 
 
-def module_report(
+class ModuleOutput(TypedDict):
+    """What :func:`module_probe` brings back about an ``Encoder`` or ``Decoder``."""
+
+    #: The outputs in training mode, in eval mode, and in eval mode one row at a time.
+    train: tuple[Tensor, ...]
+    eval: tuple[Tensor, ...]
+    rows: tuple[Tensor, ...]
+    #: Trainable parameter entries, and how many parameters the outputs depend on.
+    n_params: int
+    reached: int
+
+
+class VaeOutput(TypedDict, total=False):
+    """What :func:`vae_probe` brings back: the outputs of ``forward`` (always), what the
+    encoder returned and the decoder received and returned (when both hooks fired,
+    ``hooked``), and with ``gradients`` how many parameters of each part the
+    reconstruction reaches."""
+
+    logits: Tensor
+    mu: Tensor
+    logvar: Tensor
+    hooked: bool
+    enc_mu: Any
+    enc_logvar: Any
+    z: Any
+    dec_logits: Any
+    reached: dict[str, int]
+
+
+class TrainOutput(TypedDict, total=False):
+    """What :func:`train_probe` brings back (keys described there)."""
+
+    history: list[float]
+    changed: bool
+    devices: list[str]
+    data_unchanged: bool
+    batches: list[int]
+    seen: Any
+    data_order: Any
+    noise: Any
+    audited_steps: int
+    accumulation: Any
+    frozen: float
+    start: float
+    end: float
+
+
+class DevicesOutput(TypedDict):
+    """:func:`devices_probe`: whether CUDA is there, and the device ``get_device(None)`` picks."""
+
+    cuda: bool
+    default: str
+
+
+def module_probe(
     student: Student,
     name: str,
     args: tuple[Any, ...],
@@ -727,14 +864,14 @@ def module_report(
     inputs: Tensor,
     seed: int,
     outputs: int,
-) -> dict[str, Any]:
+) -> ModuleOutput:
     """Build ``name(*args, **kwargs)`` with a seeded init and describe how it maps ``inputs``.
 
     Returns the outputs in training mode (``"train"``), in eval mode for the whole batch
     (``"eval"``) and one row at a time (``"rows"``), the number of trainable parameters and
     how many of them the outputs depend on (non-zero gradient).
     """
-    module = _construct(student, name, args, kwargs, seed)
+    module = _construct_probe(student, name, args, kwargs, seed)
     what = f"{name}.forward"
     with _seeded(seed + 1):
         train_out = _tensors(module(inputs), outputs, what)
@@ -789,7 +926,7 @@ def _expect_float32(outputs: Sequence[Tensor], what: str) -> None:
 @given(seed=seeds(), batch=st.integers(3, 9))
 def encoder_defaults(subject: Subject, seed: int, batch: int) -> None:
     x = _module_inputs(batch, 784, seed, images=True)
-    report = subject.call(module_report, "Encoder", (), {}, x, seed, 2)
+    report = subject.call(module_probe, "Encoder", (), {}, x, seed, 2)
     mu, logvar = report["train"]
     assert_shape(mu, (batch, 20), "mu from Encoder()", _ENCODER_SHAPE_HINT)
     assert_shape(logvar, (batch, 20), "logvar from Encoder()", _ENCODER_SHAPE_HINT)
@@ -812,7 +949,7 @@ def encoder_sizes(subject: Subject, problem: ModuleProblem) -> None:
         ((*sizes,), {}, f"Encoder{sizes}"),
         ((), keywords, "Encoder(x_dim=..., hidden_dim=..., z_dim=...)"),
     ):
-        mu, logvar = subject.call(module_report, "Encoder", args, kwargs, x, p.seed, 2)[
+        mu, logvar = subject.call(module_probe, "Encoder", args, kwargs, x, p.seed, 2)[
             "train"
         ]
         assert_shape(
@@ -836,7 +973,7 @@ def encoder_sizes(subject: Subject, problem: ModuleProblem) -> None:
 @given(seed=seeds(), batch=st.integers(3, 9))
 def decoder_defaults(subject: Subject, seed: int, batch: int) -> None:
     z = _module_inputs(batch, 20, seed, images=False)
-    (logits,) = subject.call(module_report, "Decoder", (), {}, z, seed, 1)["train"]
+    (logits,) = subject.call(module_probe, "Decoder", (), {}, z, seed, 1)["train"]
     assert_shape(logits, (batch, 784), "the output of Decoder()", _DECODER_SHAPE_HINT)
     _expect_float32((logits,), "the output of Decoder()")
 
@@ -857,7 +994,7 @@ def decoder_sizes(subject: Subject, problem: ModuleProblem) -> None:
         ((*sizes,), {}, f"Decoder{sizes}"),
         ((), keywords, "Decoder(z_dim=..., hidden_dim=..., x_dim=...)"),
     ):
-        (logits,) = subject.call(module_report, "Decoder", args, kwargs, z, p.seed, 1)[
+        (logits,) = subject.call(module_probe, "Decoder", args, kwargs, z, p.seed, 1)[
             "train"
         ]
         assert_shape(
@@ -899,7 +1036,7 @@ def _midpoint_inputs(batch: int, dim: int, seed: int, images: bool) -> Tensor:
 @given(seed=seeds())
 def encoder_nonlinear(subject: Subject, seed: int) -> None:
     x = _midpoint_inputs(8, 784, seed, images=True)
-    report = subject.call(module_report, "Encoder", (), {}, x, seed, 2)
+    report = subject.call(module_probe, "Encoder", (), {}, x, seed, 2)
     gap = _midpoint_gap(report["eval"], 8)
     expect(
         gap > AFFINE_TOL,
@@ -917,7 +1054,7 @@ def encoder_nonlinear(subject: Subject, seed: int) -> None:
 @given(seed=seeds())
 def decoder_nonlinear(subject: Subject, seed: int) -> None:
     z = _midpoint_inputs(8, 20, seed, images=False)
-    report = subject.call(module_report, "Decoder", (), {}, z, seed, 1)
+    report = subject.call(module_probe, "Decoder", (), {}, z, seed, 1)
     gap = _midpoint_gap(report["eval"], 8)
     expect(
         gap > AFFINE_TOL,
@@ -935,7 +1072,7 @@ def _flatten_output(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-def vae_report(
+def vae_probe(
     student: Student,
     args: tuple[int, ...],
     x: Tensor,
@@ -944,7 +1081,7 @@ def vae_report(
     gradients: bool = False,
     noise_seed: int | None = None,
     wired: bool = False,
-) -> dict[str, Any]:
+) -> VaeOutput:
     """Build ``VAE(*args)`` with a seeded init and run ``forward(x, eps)`` (``forward(x)`` when eps is None).
 
     The forward pass runs on a private global RNG seeded by ``noise_seed`` (default ``seed + 1``).
@@ -954,10 +1091,10 @@ def vae_report(
     decoder parameters the reconstruction term :math:`-\\log p(x|z)` reaches.
     """
     with probes.held_correct(student, "VAE", {} if wired else HELD["VAE"]):
-        return _vae_report(student, args, x, eps, seed, gradients, noise_seed)
+        return _unheld_vae_probe(student, args, x, eps, seed, gradients, noise_seed)
 
 
-def _vae_report(
+def _unheld_vae_probe(
     student: Student,
     args: tuple[int, ...],
     x: Tensor,
@@ -965,8 +1102,8 @@ def _vae_report(
     seed: int,
     gradients: bool,
     noise_seed: int | None,
-) -> dict[str, Any]:
-    model = _construct(student, "VAE", args, {}, seed)
+) -> VaeOutput:
+    model = _construct_probe(student, "VAE", args, {}, seed)
     parts = {}
     for attribute in ("encoder", "decoder"):
         part = getattr(model, attribute, None)
@@ -1014,7 +1151,7 @@ def _vae_report(
                 "returns (logits, mu, logvar) in that order, with the arguments "
                 "(x_dim, hidden_dim, z_dim)",
             )
-    report: dict[str, Any] = {
+    report: VaeOutput = {
         "logits": logits,
         "mu": mu,
         "logvar": logvar,
@@ -1024,13 +1161,11 @@ def _vae_report(
         seen["encoder"] and seen["decoder_in"]
     ):  # the first encoder call, the last decoder call
         enc = seen["encoder"][0]
-        report.update(
-            hooked=True,
-            enc_mu=enc[0] if len(enc) > 0 else None,
-            enc_logvar=enc[1] if len(enc) > 1 else None,
-            z=seen["decoder_in"][-1],
-            dec_logits=seen["decoder_out"][-1],
-        )
+        report["hooked"] = True
+        report["enc_mu"] = enc[0] if len(enc) > 0 else None
+        report["enc_logvar"] = enc[1] if len(enc) > 1 else None
+        report["z"] = seen["decoder_in"][-1]
+        report["dec_logits"] = seen["decoder_out"][-1]
     if gradients:
         target = x.to(logits.dtype)
         recon = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
@@ -1065,7 +1200,7 @@ def _vae_inputs(batch: int, x_dim: int, z_dim: int, seed: int) -> tuple[Tensor, 
 def vae_shapes(subject: Subject, problem: ModuleProblem) -> None:
     p = problem
     x, eps = _vae_inputs(p.batch, p.x_dim, p.z_dim, p.seed)
-    report = subject.call(vae_report, (p.x_dim, p.hidden_dim, p.z_dim), x, eps, p.seed)
+    report = subject.call(vae_probe, (p.x_dim, p.hidden_dim, p.z_dim), x, eps, p.seed)
     hint = "forward(x, eps) returns (logits, mu, logvar) in that order; the arguments are (x_dim, hidden_dim, z_dim)"
     assert_shape(report["logits"], (p.batch, p.x_dim), "logits", hint)
     assert_shape(report["mu"], (p.batch, p.z_dim), "mu", hint)
@@ -1085,7 +1220,7 @@ def vae_shapes(subject: Subject, problem: ModuleProblem) -> None:
 def vae_consistent(subject: Subject, problem: ModuleProblem) -> None:
     p = problem
     x, eps = _vae_inputs(p.batch, p.x_dim, p.z_dim, p.seed)
-    report = subject.call(vae_report, (p.x_dim, p.hidden_dim, p.z_dim), x, eps, p.seed)
+    report = subject.call(vae_probe, (p.x_dim, p.hidden_dim, p.z_dim), x, eps, p.seed)
     expect(
         report["hooked"],
         "VAE.forward should call self.encoder(x) and then self.decoder(z)",
@@ -1140,8 +1275,8 @@ def vae_draws_noise(subject: Subject, problem: ModuleProblem) -> None:
         p.batch, p.x_dim
     ).contiguous()  # identical images: only the noise tells rows apart
     args = (p.x_dim, p.hidden_dim, p.z_dim)
-    first = subject.call(vae_report, args, x, None, p.seed)
-    second = subject.call(vae_report, args, x, None, p.seed, noise_seed=p.seed + 100)
+    first = subject.call(vae_probe, args, x, None, p.seed)
+    second = subject.call(vae_probe, args, x, None, p.seed, noise_seed=p.seed + 100)
     logits = first["logits"]
     spread = float((logits - logits[:1]).abs().max())
     expect(
@@ -1398,15 +1533,15 @@ def _mean_nelbo(model: GradingVAE, x: np.ndarray, eps: Tensor | None) -> float:
         )
 
 
-def train_report(
+def train_probe(
     student: Student, config: TrainConfig, held: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """:func:`_train_report` with ``train_vae``'s helpers held correct (``held``)."""
+) -> TrainOutput:
+    """:func:`_unheld_train_probe` with ``train_vae``'s helpers held correct (``held``)."""
     with probes.held_correct(student, "train_vae", held or {}):
-        return _train_report(student, config)
+        return _unheld_train_probe(student, config)
 
 
-def _train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
+def _unheld_train_probe(student: Student, config: TrainConfig) -> TrainOutput:
     """Call ``train_vae`` on a fresh :class:`GradingVAE` and report what happened.
 
     Keys: ``history``; ``changed`` (parameters moved); ``devices`` of the parameters after
@@ -1461,7 +1596,7 @@ def _train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
         data_unchanged = isinstance(train_x, Tensor) and torch.equal(
             train_x.cpu(), torch.from_numpy(images)
         )
-    report = {
+    report: TrainOutput = {
         "history": history,
         "changed": changed,
         "devices": param_devices,
@@ -1475,11 +1610,12 @@ def _train_report(student: Student, config: TrainConfig) -> dict[str, Any]:
         "frozen": frozen,
     }
     if test is not None:
-        report.update(start=start, end=_mean_nelbo(model, test, eps))
+        report["start"] = start
+        report["end"] = _mean_nelbo(model, test, eps)
     return report
 
 
-def devices_here(student: Student) -> dict[str, Any]:
+def devices_probe(student: Student) -> DevicesOutput:
     """Whether the student's side has CUDA, and the device ``train_vae(device=None)`` should pick there."""
     from course_lib.device import get_device
 
@@ -1488,10 +1624,10 @@ def devices_here(student: Student) -> dict[str, Any]:
 
 def run_train_vae(
     subject: Subject, config: TrainConfig, wired: bool = False
-) -> dict[str, Any]:
+) -> TrainOutput:
     """Train on a fresh :class:`GradingVAE`; the student's helpers held correct unless ``wired``."""
     held = None if wired else HELD["train_vae"]
-    report: dict[str, Any] = subject.call(train_report, config, held)
+    report = subject.call(train_probe, config, held)
     return report
 
 
@@ -1801,18 +1937,25 @@ def log_weights_closed_form(model: ScoringVAE, x: Tensor, eps: Tensor) -> Tensor
         return log_lik + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
 
 
-def iwae_report(
-    student: Student, problem: IwaeProblem, eps: Tensor | None = None
-) -> dict[str, Any]:
-    """Call ``iwae_bound(model, x, eps)`` on the problem's model (its own noise unless ``eps``).
+class IwaeOutput(probes.SideEffects):
+    """What :func:`iwae_probe` brings back: the bound and the side effects on
+    ``(model, x, eps)`` (the model counts as changed when any parameter's value changed)."""
 
-    Returns ``value`` (the bound as returned) and ``mutated`` (names of arguments or model
-    parameters changed by the call).
-    """
+    value: Tensor
+
+
+def _parameter_values(model: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def iwae_probe(
+    student: Student, problem: IwaeProblem, eps: Tensor | None = None
+) -> IwaeOutput:
+    """Call ``iwae_bound(model, x, eps)`` on the problem's model (its own noise unless ``eps``)."""
     model = problem.model()
     x, own_eps = problem.tensors()
     eps = own_eps if eps is None else eps
-    before = (x.clone(), eps.clone(), [p.detach().clone() for p in model.parameters()])
+    before = probes.snapshot((_parameter_values(model), x, eps))
     with _seeded(problem.seed + 3):
         value = student.iwae_bound(model, x, eps)
     if not isinstance(value, Tensor):
@@ -1820,23 +1963,17 @@ def iwae_report(
             "bad_result",
             f"iwae_bound returned a {type(value).__name__}, expected a torch.Tensor of shape (B,)",
         )
-    mutated = [
-        name
-        for name, old, new in (("x", before[0], x), ("eps", before[1], eps))
-        if not torch.equal(old, new)
-    ]
-    if any(
-        not torch.equal(a, b.detach()) for a, b in zip(before[2], model.parameters())
-    ):
-        mutated.append("model")
-    return {"value": value.detach().cpu(), "mutated": mutated}
+    effects = probes.side_effects(before, (_parameter_values(model), x, eps))
+    return {"value": value.detach().cpu(), **effects}
 
 
 def _bound(subject: Subject, problem: IwaeProblem, eps: Tensor | None = None) -> Tensor:
-    out = subject.call(iwae_report, problem, eps)
-    expect(
-        not out["mutated"],
-        f"iwae_bound modified {out['mutated']} in place: compute new tensors instead",
+    out = subject.call(iwae_probe, problem, eps)
+    expect_no_side_effects(
+        "iwae_bound",
+        out,
+        ARG_NAMES["iwae_bound"],
+        mutated="compute new tensors instead",
     )
     value: Tensor = out["value"]
     assert_shape(

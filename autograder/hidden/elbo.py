@@ -9,7 +9,6 @@ included). ``fit_bbvi`` keeps the spec's defaults and fits well with them.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -23,25 +22,27 @@ from autograder.checks.elbo import (
     MixtureCase,
     QCase,
     conjugate_problems,
-    entropy_call,
-    fit_call,
+    entropy_probe,
+    expect_untouched,
+    fit_probe,
     fullcov_cases,
     kl_to_posterior,
     log_sigmas,
     mixture_cases,
-    q_call,
+    probe_grads,
     q_cases,
-    scalar_call,
-    score_grad_call,
-    signature_defaults,
+    q_probe,
+    scalar_probe,
+    score_grad_probe,
+    signature_defaults_probe,
     value_tol,
 )
-from autograder.compare import assert_close
+from autograder.compare import assert_close, present
 from autograder.core import check, expect
+from autograder.hidden import reference_subject
 from autograder.profiles import EXACT, GRADING, STATISTICAL
 from autograder.strategies import seeds
-from autograder.subject import LocalSubject, Subject
-from course_lib.reference import elbo as reference
+from autograder.subject import Subject
 
 #: As in autograder.checks.elbo: float64 round-off of these stable sums is below 1e-13.
 TIGHT: dict[str, Any] = {"rtol": 1e-9, "atol": 1e-9}
@@ -56,9 +57,8 @@ SPEC_DEFAULTS = {
 DEFAULTS_STEPS, KL_MAX_DEFAULTS = 1000, 0.4
 
 
-@functools.cache
-def _reference() -> LocalSubject:
-    return LocalSubject({name: getattr(reference, name) for name in reference.__all__})
+def _reference() -> Subject:
+    return reference_subject("elbo")
 
 
 def _grad_tol(grads: tuple[Tensor, Tensor]) -> dict[str, Any]:
@@ -75,9 +75,9 @@ def _grad_tol(grads: tuple[Tensor, Tensor]) -> dict[str, Any]:
 @given(log_sigma=log_sigmas(dims=(2, 12), low=-6.0, high=4.0))
 @example(log_sigma=torch.tensor([0.7, -2.3], dtype=torch.float64))
 def entropy_matches_reference(subject: Subject, log_sigma: Tensor) -> None:
-    got = subject.call(entropy_call, log_sigma)
-    want = _reference().call(entropy_call, log_sigma)
-    expect(not got["mutated"], "gaussian_entropy modified log_sigma in place")
+    got = subject.call(entropy_probe, log_sigma)
+    want = _reference().call(entropy_probe, log_sigma)
+    expect_untouched(got, "gaussian_entropy")
     assert_close(
         got["value"], want["value"], "gaussian_entropy", **value_tol(log_sigma.numel())
     )
@@ -96,18 +96,20 @@ def entropy_matches_reference(subject: Subject, log_sigma: Tensor) -> None:
 
 def _compare_scalar(subject: Subject, name: str, case: QCase) -> None:
     args = (name, case.model, case.mu, case.log_sigma, case.eps)
-    got, want = subject.call(scalar_call, *args), _reference().call(scalar_call, *args)
-    expect(not got["mutated"], f"{name} modified {', '.join(got['mutated'])} in place")
+    got, want = (
+        subject.call(scalar_probe, *args),
+        _reference().call(scalar_probe, *args),
+    )
+    expect_untouched(got, name)
     assert_close(
         got["value"], want["value"], f"{name} on identical eps", **value_tol(case.dim)
     )
-    tol = _grad_tol(want["grads"])
+    got_grads, want_grads = probe_grads(got), probe_grads(want)
+    tol = _grad_tol(want_grads)
+    assert_close(got_grads[0], want_grads[0], f"d {name}/d mu on identical eps", **tol)
     assert_close(
-        got["grads"][0], want["grads"][0], f"d {name}/d mu on identical eps", **tol
-    )
-    assert_close(
-        got["grads"][1],
-        want["grads"][1],
+        got_grads[1],
+        want_grads[1],
         f"d {name}/d log_sigma on identical eps",
         **tol,
     )
@@ -148,13 +150,10 @@ def entropy_form_matches_reference(subject: Subject, case: QCase) -> None:
 def score_grad_matches_reference(subject: Subject, case: QCase) -> None:
     args = (case.model, case.mu, case.log_sigma, case.z)
     got, want = (
-        subject.call(score_grad_call, *args),
-        _reference().call(score_grad_call, *args),
+        subject.call(score_grad_probe, *args),
+        _reference().call(score_grad_probe, *args),
     )
-    expect(
-        not got["mutated"],
-        f"elbo_score_grad modified {', '.join(got['mutated'])} (values, requires_grad or .grad)",
-    )
+    expect_untouched(got, "elbo_score_grad")
     tol = _grad_tol(want["value"])
     assert_close(
         got["value"][0], want["value"][0], "grad_mu on identical samples", **tol
@@ -178,7 +177,7 @@ def fit_defaults(subject: Subject, problem: Conjugate, global_seed: int) -> None
     False-failure probability <= 1e-6: largest of 150 offline reference runs 0.12, fitted
     exponential tail 3e-9 per run.
     """
-    defaults = subject.call(signature_defaults, "fit_bbvi")
+    defaults = subject.call(signature_defaults_probe, "fit_bbvi")
     wrong = {
         k: defaults.get(k, "(none)")
         for k, v in SPEC_DEFAULTS.items()
@@ -188,8 +187,8 @@ def fit_defaults(subject: Subject, problem: Conjugate, global_seed: int) -> None
         not wrong,
         f"fit_bbvi's defaults differ from the spec ({SPEC_DEFAULTS}): yours are {wrong}",
     )
-    out: dict[str, Any] = subject.call(
-        fit_call, problem.model, problem.dim, global_seed, num_steps=DEFAULTS_STEPS
+    out = subject.call(
+        fit_probe, problem.model, problem.dim, global_seed, num_steps=DEFAULTS_STEPS
     )
     expect(
         len(out["elbos"]) == DEFAULTS_STEPS,
@@ -216,19 +215,20 @@ def _compare_q(
     value_tol: dict[str, Any],
 ) -> None:
     """Value, vector-Jacobian products and side effects of ``name`` against the reference."""
-    got = subject.call(q_call, name, args, wrt, shape, cotangent)
-    want = _reference().call(q_call, name, args, wrt, shape, cotangent)
-    expect(not got["mutated"], f"{name} modified its argument(s) in place")
+    got = subject.call(q_probe, name, args, wrt, shape, cotangent)
+    want = _reference().call(q_probe, name, args, wrt, shape, cotangent)
+    expect_untouched(got, name)
     assert_close(
         got["value"], want["value"], f"{name} on identical inputs", **value_tol
     )
-    expect(
-        got["grads"] is not None,
+    got_grads = present(
+        got["grads"],
         f"{name}'s result is not differentiable in its parameters: keep it a torch expression",
     )
-    scale = max(float(w.abs().max()) for w in want["grads"]) + 1.0
+    want_grads = present(want["grads"], "the reference is not differentiable")
+    scale = max(float(w.abs().max()) for w in want_grads) + 1.0
     tol: dict[str, Any] = {"rtol": 1e-8, "atol": 1e-10 * scale}
-    for i, g, w in zip(wrt, got["grads"], want["grads"]):
+    for i, g, w in zip(wrt, got_grads, want_grads):
         assert_close(g, w, f"d {name} / d argument {i} on identical inputs", **tol)
 
 

@@ -1,7 +1,7 @@
 r"""Hidden checks for ``01_em``: entry-by-entry comparison with the reference in float64.
 
 The expected values come from running the same public probe and validators
-(:func:`autograder.checks.em.run_em`, ``*_output``) on :mod:`course_lib.reference.em` locally,
+(:func:`autograder.checks.em.em_probe`, ``*_output``) on :mod:`course_lib.reference.em` locally,
 so both sides go through identical conversions and shape checks.
 Mixtures have distinct weights and distinct full covariances; the free energy is compared on
 arbitrary ``q``, exact zeros and one-hot rows included (0 log 0 = 0).
@@ -28,13 +28,11 @@ from autograder.checks.em import (
     small_examples,
 )
 from autograder.core import check
+from autograder.hidden import reference_subject
 from autograder.profiles import GRADING
-from autograder.subject import LocalSubject, Subject
-from course_lib.reference import em as reference
+from autograder.subject import Subject
 
-_REFERENCE = LocalSubject(
-    {name: getattr(reference, name) for name in reference.__all__}
-)
+_REFERENCE = reference_subject("em")
 
 
 @check("log_joint", "matches the reference entry by entry in float64", points=0.5)

@@ -9,7 +9,6 @@ sample with the right law), so per-sample comparison is legitimate.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from hypothesis import given, settings
@@ -32,25 +31,17 @@ from autograder.checks.reparam import (
     grad_problems,
     reparam_grad_probe,
     rsample_probe,
+    sample_derivatives,
     sampler_problems,
     show_noise,
     show_pair,
 )
 from autograder.core import Failure, check, expect
-from autograder.subject import Student, Subject
-from course_lib.reference import reparam as _reference
+from autograder.hidden import reference_subject
+from autograder.subject import Subject
 
-
-class _Reference:
-    """The reference behind the same probes, called in-process (trusted: no transport round trip)."""
-
-    student = Student({name: getattr(_reference, name) for name in _reference.__all__})
-
-    def call(self, probe: Any, *args: Any, **kwargs: Any) -> Any:
-        return probe(self.student, *args, **kwargs)
-
-
-_REFERENCE = _Reference()
+#: The reference behind the same probes, in-process (trusted: no transport round trip).
+_REFERENCE = reference_subject("reparam", trusted=True)
 
 
 def _expect_derivative(name: str, got: Tensor, want: Tensor, tol: Tensor) -> None:
@@ -88,8 +79,8 @@ def _register(family: Family) -> None:
             problem.weights(salt=3),
         )
         args, wrt = (*params, noise), tuple(range(len(params)))
-        got = subject.call(probes.vjp, task, args, wrt, cotangent)
-        want = _REFERENCE.call(probes.vjp, task, args, wrt, cotangent)
+        got = subject.call(probes.vjp_probe, task, args, wrt, cotangent)
+        want = _REFERENCE.call(probes.vjp_probe, task, args, wrt, cotangent)
         z, zstar = got["value"], want["value"].detach()
         expect(
             str(z.dtype) == "torch.float64",
@@ -99,18 +90,18 @@ def _register(family: Family) -> None:
         ok = torch.isclose(z, zstar, rtol=1e-9, atol=1e-12)
         if not ok.all():
             s, d = (int(i) for i in torch.nonzero(~ok)[0])
-            flipped = _REFERENCE.call(probes.invoke, task, *params, family.flip(noise))[
-                "value"
-            ]
+            flipped = _REFERENCE.call(
+                probes.invoke_probe, task, *params, family.flip(noise)
+            )["value"]
             got_z, want_z = show_pair(float(z[s, d]), float(zstar[s, d]))
             raise Failure(
                 f"z at {nname}={show_noise(float(noise[s, d]))} (sample {s}, column {d}) is {got_z}, expected {want_z}. "
                 + diagnose(family, z, zstar, flipped, noise, params)
             )
         # Tolerance per coordinate from the size of the summed terms, so cancellation can't bite.
-        per_sample = _REFERENCE.call(
-            rsample_probe, task, params, noise, torch.ones_like(noise)
-        )["derivs"]
+        per_sample = sample_derivatives(
+            _REFERENCE.call(rsample_probe, task, params, noise, torch.ones_like(noise))
+        )
         for name, g, w, pd in zip(names, got["grads"], want["grads"], per_sample):
             tol = 1e-8 * w.abs() + 1e-9 * (cotangent * pd.abs()).sum(0) + 1e-12
             _expect_derivative(name, g, w, tol)
@@ -153,8 +144,8 @@ def _register_composed(task: str) -> None:
         params, noise = problem.tensors(), problem.noise()
         cotangent = problem.weights(salt=3)
         args, wrt = (*params, noise), tuple(range(len(params)))
-        got = subject.call(probes.vjp, task, args, wrt, cotangent)
-        want = _REFERENCE.call(probes.vjp, task, args, wrt, cotangent)
+        got = subject.call(probes.vjp_probe, task, args, wrt, cotangent)
+        want = _REFERENCE.call(probes.vjp_probe, task, args, wrt, cotangent)
         z, zstar = got["value"], want["value"].detach()
         expect(
             str(z.dtype) == "torch.float64",

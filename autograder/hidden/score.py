@@ -22,33 +22,34 @@ import numpy as np
 from hypothesis import given, settings
 
 from autograder.checks.score import (
+    NO_GRAD_F_HINT,
     SOME,
     STAT,
     Case,
     DetachedCost,
     GaussianScoreCase,
-    call_estimator,
-    call_gaussian_score,
     cases,
     centred_moments,
-    check_side_effects,
     compare_scores,
     estimator_law,
+    estimator_probe,
+    expect_untouched,
     gaussian_score_cases,
+    gaussian_score_probe,
     loo_variance,
+    parts_close,
     plain_moments,
     ratio_hint,
-    repeat_estimator,
+    repeat_estimator_probe,
     stat_case,
 )
-from autograder.compare import as_numpy, assert_close
+from autograder.compare import Catalogue, KnownBug, as_numpy, assert_close, hint_for
 from autograder.core import Failure, check
+from autograder.hidden import reference_subject
 from autograder.stats import z_threshold
 from autograder.strategies import seeds
-from autograder.subject import LocalSubject, Subject
-from course_lib.reference import score as reference
+from autograder.subject import Subject
 
-_REFERENCE: LocalSubject | None = None
 ALPHA = 1e-6
 #: Accepted ratio of observed to exact variance; wrong estimators in the corpus are off by >= 6.
 VARIANCE_FACTOR = 3.0
@@ -59,13 +60,8 @@ VARIANCE_SETTINGS = settings(STAT, max_examples=VARIANCE_EXAMPLES)
 VARIANCE_S = 6
 
 
-def _reference() -> LocalSubject:
-    global _REFERENCE
-    if _REFERENCE is None:
-        _REFERENCE = LocalSubject(
-            {name: getattr(reference, name) for name in reference.__all__}
-        )
-    return _REFERENCE
+def _reference() -> Subject:
+    return reference_subject("score")
 
 
 # ---------------------------------------------------------------------------- gaussian_score
@@ -84,8 +80,8 @@ def _reference() -> LocalSubject:
 )
 def gaussian_score_edges(subject: Subject, case: GaussianScoreCase) -> None:
     z, mu, log_sigma = case.arrays()
-    out = subject.call(call_gaussian_score, z, mu, log_sigma)
-    want = _reference().call(call_gaussian_score, z, mu, log_sigma)["value"]
+    out = subject.call(gaussian_score_probe, z, mu, log_sigma)
+    want = _reference().call(gaussian_score_probe, z, mu, log_sigma)["value"]
     compare_scores(out["value"], want, z, mu, log_sigma)
 
 
@@ -109,9 +105,9 @@ EACH_FAMILY = settings(SOME, max_examples=6)
 def _matches_reference(subject: Subject, name: str, case: Case) -> None:
     built = case.build()
     args = (name, built.f, built.make_q, built.params, case.S, built.z, case.seed)
-    out = subject.call(call_estimator, *args)
-    want = _reference().call(call_estimator, *args)["grads"]
-    check_side_effects(out, built.names, name)
+    out = subject.call(estimator_probe, *args)
+    want = _reference().call(estimator_probe, *args)["grads"]
+    expect_untouched(out, name, built.names)
     got = [as_numpy(g, "gradient") for g in out["grads"]]
     exp = [w.numpy() for w in want]
     for g, w, pname in zip(got, exp, built.names):
@@ -143,30 +139,30 @@ def _matches_reference(subject: Subject, name: str, case: Case) -> None:
         )
 
 
+#: The reference with the gradient of f cut (``DetachedCost``): the known bug of leaving out
+#: the grad f term, on the families whose f depends on the parameters.
+MISSING_GRAD_F_BUGS: Catalogue = (
+    (
+        KnownBug("score_function_grad/sfg_missing_grad_f_term", NO_GRAD_F_HINT),
+        lambda name, built, case: _reference().call(
+            estimator_probe,
+            name,
+            DetachedCost(built.f),
+            built.make_q,
+            built.params,
+            case.S,
+            built.z,
+            case.seed,
+        )["grads"],
+    ),
+)
+
+
 def _missing_grad_f_hint(
     got: list[np.ndarray], name: str, built: Any, case: Case
 ) -> str:
     """Does the student's result equal the reference's with the gradient of f cut?"""
-    args = (
-        name,
-        DetachedCost(built.f),
-        built.make_q,
-        built.params,
-        case.S,
-        built.z,
-        case.seed,
-    )
-    without = [w.numpy() for w in _reference().call(call_estimator, *args)["grads"]]
-    if all(
-        g.shape == w.shape
-        and np.allclose(g, w, rtol=1e-6, atol=1e-9 * (1 + np.abs(w).max()))
-        for g, w in zip(got, without)
-    ):
-        return (
-            "it equals the score term alone: f depends on the parameters here, so add the average of "
-            "grad_lambda f(z_s) (keep f attached to the graph for that term)"
-        )
-    return ""
+    return hint_for(got, MISSING_GRAD_F_BUGS, parts_close, name, built, case)
 
 
 @check(
@@ -222,7 +218,7 @@ def _spread(
     """Mean squared deviation from the exact gradient of ``reps`` estimates, mu coordinates only."""
     built = case.build(offset)
     runs = subject.call(
-        repeat_estimator,
+        repeat_estimator_probe,
         name,
         built.f,
         built.make_q,

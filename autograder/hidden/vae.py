@@ -26,23 +26,22 @@ from autograder.checks.vae import (
     LatentBatch,
     PixelBatch,
     TrainConfig,
-    devices_here,
-    iwae_report,
-    module_report,
+    devices_probe,
+    expect_untouched,
+    iwae_probe,
+    module_probe,
     noise_test,
     run_train_vae,
-    vae_report,
+    vae_probe,
 )
 from autograder.compare import assert_close
 from autograder.core import check, expect
+from autograder.hidden import reference_subject
 from autograder.profiles import GRADING, STATISTICAL
 from autograder.strategies import seeds
-from autograder.subject import LocalSubject, Subject
-from course_lib.reference import vae as reference
+from autograder.subject import Subject
 
-_REFERENCE = LocalSubject(
-    {name: getattr(reference, name) for name in reference.__all__}
-)
+_REFERENCE = reference_subject("vae")
 _SETTINGS = settings(GRADING, max_examples=10)
 #: float32 against the float32 reference on (B, 784) inputs: each per-image sum has 784 terms
 #: rounded to 6e-8 relative, typically sqrt(784) x 6e-8 = 2e-6 of values of about 500 nats, so
@@ -54,11 +53,9 @@ def _against_reference(
     subject: Subject, name: str, args: tuple[Any, ...], hint: str, **tol: float
 ) -> None:
     """Run ``name(*args)`` on both sides; same dtype, no side effects, close values."""
-    got = subject.call(probes.invoke, name, *args)
-    want = _REFERENCE.call(probes.invoke, name, *args)["value"]
-    expect(
-        not got["mutated"], f"{name} modified its argument(s) {got['mutated']} in place"
-    )
+    got = subject.call(probes.invoke_probe, name, *args)
+    want = _REFERENCE.call(probes.invoke_probe, name, *args)["value"]
+    expect_untouched(got, name)
     value = got["value"]
     expect(
         isinstance(value, torch.Tensor),
@@ -141,7 +138,7 @@ def likelihood_reference(
 @given(batch=st.integers(2, 16), seed=seeds())
 def negative_elbo_reference(subject: Subject, batch: int, seed: int) -> None:
     # The one negative_elbo property run with the student's own gaussian_kl and
-    # bernoulli_log_likelihood, as they are wired (probes.invoke, no stand-ins).
+    # bernoulli_log_likelihood, as they are wired (probes.invoke_probe, no stand-ins).
     x, logits, mu, logvar = ElboBatch(batch, 784, 20, seed, "float32").tensors()
     _against_reference(
         subject,
@@ -179,7 +176,7 @@ def _rows_differ(value: torch.Tensor) -> bool:
 @given(seed=seeds())
 def encoder_unconstrained(subject: Subject, seed: int) -> None:
     report = subject.call(
-        module_report, "Encoder", (), {}, _images(64, 784, seed), seed, 2
+        module_probe, "Encoder", (), {}, _images(64, 784, seed), seed, 2
     )
     mu, logvar = report["train"]
     expect(
@@ -210,8 +207,8 @@ def encoder_unconstrained(subject: Subject, seed: int) -> None:
 @given(seed=seeds())
 def encoder_structure(subject: Subject, seed: int) -> None:
     x = _images(7, 30, seed)
-    small = subject.call(module_report, "Encoder", (30, 12, 3), {}, x, seed, 2)
-    large = subject.call(module_report, "Encoder", (30, 24, 3), {}, x, seed, 2)
+    small = subject.call(module_probe, "Encoder", (30, 12, 3), {}, x, seed, 2)
+    large = subject.call(module_probe, "Encoder", (30, 24, 3), {}, x, seed, 2)
     expect(
         small["n_params"] > 0,
         "Encoder has no trainable parameters: register layers as attributes or in nn.ModuleList, not a Python list",
@@ -244,7 +241,7 @@ def encoder_structure(subject: Subject, seed: int) -> None:
 @given(seed=seeds())
 def decoder_unconstrained(subject: Subject, seed: int) -> None:
     (logits,) = subject.call(
-        module_report, "Decoder", (), {}, _latents(16, 20, seed), seed, 1
+        module_probe, "Decoder", (), {}, _latents(16, 20, seed), seed, 1
     )["train"]
     expect(
         _rows_differ(logits),
@@ -266,8 +263,8 @@ def decoder_unconstrained(subject: Subject, seed: int) -> None:
 @given(seed=seeds())
 def decoder_structure(subject: Subject, seed: int) -> None:
     z = _latents(7, 3, seed)
-    small = subject.call(module_report, "Decoder", (3, 12, 30), {}, z, seed, 1)
-    large = subject.call(module_report, "Decoder", (3, 24, 30), {}, z, seed, 1)
+    small = subject.call(module_probe, "Decoder", (3, 12, 30), {}, z, seed, 1)
+    large = subject.call(module_probe, "Decoder", (3, 24, 30), {}, z, seed, 1)
     expect(
         small["n_params"] > 0,
         "Decoder has no trainable parameters: register layers as attributes or in nn.ModuleList, not a Python list",
@@ -308,7 +305,7 @@ def vae_gradients(subject: Subject, seed: int) -> None:
     eps = _latents(6, 3, seed + 1)
     # The one VAE property run with the student's own reparameterize, as it is wired.
     reached = subject.call(
-        vae_report, (30, 17, 3), x, eps, seed, gradients=True, wired=True
+        vae_probe, (30, 17, 3), x, eps, seed, gradients=True, wired=True
     )["reached"]
     expect(
         reached["decoder"] > 0,
@@ -333,7 +330,7 @@ def vae_noise_is_standard_normal(subject: Subject, seed: int) -> None:
     """eps = (z - mu) / exp(logvar / 2) recovered from 1,500 draws; false-failure probability
     at most 1e-6 (exact z and chi-square quantiles, see :func:`noise_test`)."""
     x = _images(500, 30, seed)
-    report = subject.call(vae_report, (30, 17, 3), x, None, seed % 2**31)
+    report = subject.call(vae_probe, (30, 17, 3), x, None, seed % 2**31)
     expect(
         report["hooked"],
         "VAE.forward should call self.encoder(x) and then self.decoder(z)",
@@ -387,7 +384,7 @@ def train_inputs_and_device(subject: Subject) -> None:
         ("a numpy array", TrainConfig(numpy_input=True, epochs=1)),
         ("a tensor", TrainConfig(epochs=1)),
     ]
-    here = subject.call(devices_here)
+    here = subject.call(devices_probe)
     if here["cuda"]:
         runs.append(("device='cuda'", TrainConfig(epochs=1, device="cuda")))
     if here["default"] != "cpu":
@@ -411,8 +408,8 @@ def train_inputs_and_device(subject: Subject) -> None:
 
 
 def _iwae(subject: Subject, problem: IwaeProblem) -> torch.Tensor:
-    out = subject.call(iwae_report, problem)
-    expect(not out["mutated"], f"iwae_bound modified {out['mutated']} in place")
+    out = subject.call(iwae_probe, problem)
+    expect_untouched(out, "iwae_bound")
     value: torch.Tensor = out["value"]
     expect(
         value.shape == (problem.batch,),

@@ -992,6 +992,16 @@ def fullcov_entropy_sums_exp_diagonal(raw_tril):
 
 
 @mutant("fullcov_entropy")
+def fullcov_entropy_sums_lower_triangle(raw_tril):
+    return torch.tril(raw_tril).sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_wrong_sign(raw_tril):
+    return -(torch.diagonal(raw_tril).sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0])
+
+
+@mutant("fullcov_entropy")
 def fullcov_entropy_sums_whole_matrix(raw_tril):
     return raw_tril.sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0]
 
@@ -1121,6 +1131,24 @@ def mixture_log_prob_variance_as_std(z, logits, mu, log_sigma):
 def mixture_log_prob_log_sigma_as_log_variance(z, logits, mu, log_sigma):
     comp = Normal(mu, torch.exp(0.5 * log_sigma)).log_prob(z[:, None, :]).sum(-1)
     return torch.logsumexp(comp + torch.log_softmax(logits, 0), 1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_averages_components(z, logits, mu, log_sigma):
+    terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
+    return torch.logsumexp(terms, 1) - math.log(mu.shape[0])
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_product_of_components(z, logits, mu, log_sigma):
+    terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
+    return terms.sum(1)
+
+
+@mutant("mixture_log_prob")
+def mixture_log_prob_missing_two_pi(z, logits, mu, log_sigma):
+    terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
+    return torch.logsumexp(terms, 1) + 0.5 * math.log(2 * math.pi) * z.shape[1]
 
 
 @mutant("mixture_log_prob")

@@ -129,6 +129,12 @@ def log_joint_explicit_inverse(X, weights, means, covs):
 
 
 @mutant("log_joint")
+def log_joint_weights_squared(X, weights, means, covs):
+    comps = [_log_gauss_cholesky(X, m, c) for m, c in zip(means, covs)]
+    return 2 * np.log(weights) + np.stack(comps, axis=1)
+
+
+@mutant("log_joint")
 def log_joint_missing_weights(X, weights, means, covs):
     return np.stack([_log_gauss_cholesky(X, m, c) for m, c in zip(means, covs)], axis=1)
 
@@ -490,6 +496,18 @@ def e_step_float32_internally(X, weights, means, covs):
 def e_step_loglik_mean_over_points(X, weights, means, covs):
     resp, loglik = _normalise(_log_joint(X, weights, means, covs))
     return resp, loglik / len(X)
+
+
+@mutant("e_step")
+def e_step_loglik_negated(X, weights, means, covs):
+    resp, loglik = _normalise(_log_joint(X, weights, means, covs))
+    return resp, -loglik
+
+
+@mutant("e_step")
+def e_step_loglik_resp_entropy(X, weights, means, covs):
+    resp, _ = _normalise(_log_joint(X, weights, means, covs))
+    return resp, float(xlogy(resp, resp).sum())
 
 
 @mutant("e_step")

@@ -137,6 +137,11 @@ def exponential_rsample_law_equivalent_log_u(rate, u):
 
 
 @mutant("exponential_rsample")
+def exponential_rsample_ignores_rate(rate, u):
+    return -torch.log1p(-u) + 0.0 * rate
+
+
+@mutant("exponential_rsample")
 def exponential_rsample_missing_minus(rate, u):
     return torch.log1p(-u) / rate
 
@@ -257,6 +262,12 @@ def cauchy_rsample_law_equivalent_tan_pi_u(loc, scale, u):
 
 
 @mutant("cauchy_rsample")
+def cauchy_rsample_law_equivalent_mirrored(loc, scale, u):
+    # tan(pi (1/2 - u)) is the Cauchy sample at 1 - u: same law, another function of u
+    return loc + scale * torch.tan(math.pi * (0.5 - u))
+
+
+@mutant("cauchy_rsample")
 def cauchy_rsample_missing_pi(loc, scale, u):
     return loc + scale * torch.tan(u - 0.5)
 
@@ -315,6 +326,11 @@ def laplace_rsample_exponential_difference_of_tails(loc, scale, u):
     low = torch.log(2 * torch.minimum(u, torch.full_like(u, 0.5)))
     high = -torch.log(2 * (1 - torch.maximum(u, torch.full_like(u, 0.5))))
     return loc + scale * (low + high)
+
+
+@mutant("laplace_rsample")
+def laplace_rsample_never_above_loc(loc, scale, u):
+    return loc + scale * torch.log1p(-2 * (u - 0.5).abs())
 
 
 @mutant("laplace_rsample")

@@ -300,6 +300,28 @@ def sfg_sum_times_mean(f, make_q, params, num_samples, z=None):
 
 
 @mutant("score_function_grad")
+def sfg_averages_twice(f, make_q, params, num_samples, z=None):
+    leaves = _leaves(params)
+    q = make_q(*leaves)
+    samples = _samples(q, num_samples, z)
+    values = f(samples, *leaves)
+    surrogate = (values.detach() * _log_q(q, samples)).mean() + values.mean()
+    return _grads(surrogate / num_samples, leaves)
+
+
+@mutant("score_function_grad")
+def sfg_backward_twice(f, make_q, params, num_samples, z=None):
+    leaves = _leaves(params)
+    q = make_q(*leaves)
+    samples = _samples(q, num_samples, z)
+    values = f(samples, *leaves)
+    surrogate = (values.detach() * _log_q(q, samples)).mean() + values.mean()
+    surrogate.backward(retain_graph=True)
+    surrogate.backward()  # .grad accumulates: twice the gradient
+    return tuple(leaf.grad for leaf in leaves)
+
+
+@mutant("score_function_grad")
 def sfg_sums_over_samples(f, make_q, params, num_samples, z=None):
     leaves = _leaves(params)
     q = make_q(*leaves)
@@ -507,6 +529,16 @@ def loo_weighted_vjp(f, make_q, params, num_samples, z=None):
 
 
 # --------------------------------------------------------------------------- score_function_grad_loo mutants
+
+
+@mutant("score_function_grad_loo")
+def loo_does_not_detach_f(f, make_q, params, num_samples, z=None):
+    leaves = _leaves(params)
+    q = make_q(*leaves)
+    samples = _samples(q, num_samples, z)
+    values = f(samples, *leaves)
+    weight = values - _loo(values.detach())
+    return _grads((weight * _log_q(q, samples)).mean() + values.mean(), leaves)
 
 
 @mutant("score_function_grad_loo")

@@ -232,7 +232,7 @@ def test_every_suspect_is_wrong_and_named_by_the_diagnosis(task: str) -> None:
     right = getattr(reference, task)(*params, noise)
     assert checks.diagnose_composed(task, right, noise, params).startswith("z ")
     suspects = checks._GAMMA_SUSPECTS if task == "gamma_rsample" else checks._T_SUSPECTS
-    for candidate, message in suspects:
+    for bug, candidate in suspects:
         wrong = candidate(noise, *params)
         assert wrong.shape != right.shape or not torch.allclose(wrong, right)
-        assert checks.diagnose_composed(task, wrong, noise, params) == message
+        assert checks.diagnose_composed(task, wrong, noise, params) == bug.hint

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import transport
+from autograder import probes, transport
 from autograder.checks import score as checks
 from autograder.core import Failure
 from autograder.grade import run_task
@@ -127,6 +127,9 @@ def test_hints_name_the_bug() -> None:
 
 
 def test_side_effect_report_names_the_parameter() -> None:
-    out = {"mutated": [1], "grad_left": [], "flag_changed": [], "z_mutated": False}
+    out: probes.SideEffects = {"mutated": [1], "grad_left": [], "flag_changed": []}
     with pytest.raises(Failure, match="log_sigma"):
-        checks.check_side_effects(out, ("mu", "log_sigma"), "score_function_grad")
+        checks.expect_untouched(out, "score_function_grad", ("mu", "log_sigma"))
+    out = {"mutated": [2], "grad_left": [], "flag_changed": []}
+    with pytest.raises(Failure, match="modified `z` in place"):
+        checks.expect_untouched(out, "score_function_grad", ("mu", "log_sigma"))

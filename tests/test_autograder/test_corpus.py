@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autograder.grade import run_task
-from autograder.subject import LocalSubject
+from autograder.core import CheckResult
 from autograder.tasks import TASKS
 from tests import corpus
 
@@ -18,10 +17,8 @@ def _params(kind: str) -> list[object]:
     return [pytest.param(e, id=e.id, marks=marks(e)) for e in ENTRIES if e.kind == kind]
 
 
-def _grade(entry: corpus.Entry):
-    return run_task(
-        entry.task, LocalSubject(corpus.namespace(entry)), ("public", "hidden")
-    )
+def _grade(entry: corpus.Entry) -> list[CheckResult]:
+    return corpus.grade(entry)
 
 
 @pytest.mark.parametrize("entry", _params("variant"))

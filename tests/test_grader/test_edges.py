@@ -53,7 +53,7 @@ FORGED_GRADER_ERROR = """def add_one(x):
     return x + 1"""
 POISON_MODULES = """import sys, types
 fake = types.ModuleType("autograder.probes")
-fake.invoke = lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
+fake.invoke_probe = lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
 sys.modules["autograder.probes"] = fake"""
 CODE_SWAP = """from autograder import transport
 try:

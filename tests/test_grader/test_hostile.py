@@ -28,7 +28,7 @@ FORK_BOMB = "def add_one(x):\n    import os\n    while True:\n        os.fork()\
 PATCH_DURING_CALL = "def double(t):\n    import torch\n    torch.allclose = lambda *a, **k: True\n    return t"
 MONKEYPATCH = """import autograder.core, autograder.probes, hypothesis, numpy, torch
 autograder.core.run_property = lambda *a, **k: None
-autograder.probes.invoke = lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
+autograder.probes.invoke_probe = lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
 hypothesis.given = lambda *a, **k: (lambda f: f)
 numpy.allclose = lambda *a, **k: True
 torch.allclose = lambda *a, **k: True"""

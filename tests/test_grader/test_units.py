@@ -198,7 +198,7 @@ def _closure():
 def test_probes_must_be_public_module_level_functions() -> None:
     from autograder import probes
 
-    assert probe_address(probes.invoke) == ("autograder.probes", "invoke")
+    assert probe_address(probes.invoke_probe) == ("autograder.probes", "invoke_probe")
     for bad in (lambda student: None, _closure()):
         with pytest.raises(TypeError):
             probe_address(bad)

@@ -18,7 +18,7 @@ FAST = settings(max_examples=5, derandomize=True, database=None, deadline=None)
 @given(size=st.integers(2, 6))
 def adds_one(subject, size):
     x = np.arange(size, dtype=np.float64) * 0.5
-    out = subject.call(probes.invoke, "add_one", x)
+    out = subject.call(probes.invoke_probe, "add_one", x)
     value = np.asarray(out["value"])
     expect(value.shape == x.shape, f"returned shape {value.shape}, expected {x.shape}")
     expect(
@@ -32,5 +32,5 @@ def adds_one(subject, size):
 @given(size=st.integers(2, 6))
 def doubles(subject, size):
     t = torch.arange(size, dtype=torch.float64) + 0.25
-    out = subject.call(probes.invoke, "double", t)
+    out = subject.call(probes.invoke_probe, "double", t)
     expect(torch.allclose(out["value"], 2 * t), "entries are not 2 t")

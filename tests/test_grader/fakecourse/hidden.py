@@ -21,15 +21,17 @@ def _reference_add_one(x):
 def matches_reference(subject):
     x = -np.linspace(1.0, 3.0, 5)
     expected = LocalSubject({"add_one": _reference_add_one}).call(
-        probes.invoke, "add_one", x
+        probes.invoke_probe, "add_one", x
     )["value"]
-    out = subject.call(probes.invoke, "add_one", x)
+    out = subject.call(probes.invoke_probe, "add_one", x)
     expect(np.allclose(np.asarray(out["value"]), expected), "wrong for negative inputs")
 
 
 @check("double", "leaves its input unchanged", points=1, timeout_s=8)
 def leaves_input(subject):
-    out = subject.call(probes.invoke, "double", torch.ones(3, dtype=torch.float64))
+    out = subject.call(
+        probes.invoke_probe, "double", torch.ones(3, dtype=torch.float64)
+    )
     expect(
         not out["mutated"], "double modified its argument in place: return a new tensor"
     )

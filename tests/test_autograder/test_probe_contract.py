@@ -1,0 +1,58 @@
+"""The probe naming rule: functions that run in the student's process end in ``_probe``,
+judge-side helpers never do, and checks hand ``subject.call`` nothing else."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "autograder"
+PUBLIC = [ROOT / "probes.py", *sorted((ROOT / "checks").glob("[a-z]*.py"))]
+CHECKS = [*PUBLIC[1:], *sorted((ROOT / "hidden").glob("[a-z]*.py"))]
+#: A context manager the probes use; never handed to ``subject.call``.
+NOT_PROBES = {"held_correct"}
+
+
+def _functions(path: Path) -> list[ast.FunctionDef]:
+    tree = ast.parse(path.read_text())
+    return [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+
+
+def _first_parameter(fn: ast.FunctionDef) -> str:
+    return fn.args.args[0].arg if fn.args.args else ""
+
+
+@pytest.mark.parametrize("path", PUBLIC, ids=lambda p: p.name)
+def test_student_side_functions_end_in_probe(path: Path) -> None:
+    for fn in _functions(path):
+        student_side = _first_parameter(fn) == "student" and fn.name not in NOT_PROBES
+        assert student_side == fn.name.endswith("_probe"), (
+            f"{path.name}: {fn.name} takes {_first_parameter(fn)!r} first"
+        )
+
+
+def _handed(path: Path) -> list[ast.expr]:
+    """The first argument of every ``<something>.call(...)`` in ``path``."""
+    return [
+        node.args[0]
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "call"
+        and node.args
+    ]
+
+
+@pytest.mark.parametrize("path", CHECKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_checks_hand_subject_call_only_probes(path: Path) -> None:
+    for arg in _handed(path):
+        name = arg.attr if isinstance(arg, ast.Attribute) else getattr(arg, "id", "")
+        assert name.endswith("_probe"), (
+            f"{path.name}:{arg.lineno} hands {name!r} to call"
+        )
+
+
+def test_the_rule_is_checked_on_the_real_calls() -> None:
+    assert sum(len(_handed(path)) for path in CHECKS) >= 50
