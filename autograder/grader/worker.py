@@ -134,7 +134,7 @@ def _filled(cell: Any) -> bool:
 class Snapshot:
     """Identity of every function and class in the watched modules, of each function's code
     object, defaults and closure cells, and of the watched ``sys.modules`` entries, to detect
-    monkeypatching (``probes.invoke = ...``, ``transport.encode.__code__ = ...``,
+    monkeypatching (``probes.invoke_probe = ...``, ``transport.encode.__code__ = ...``,
     ``sys.modules["autograder.probes"] = ...``)."""
 
     def __init__(self) -> None:
