@@ -8,7 +8,7 @@ messages: ``probe(Student(namespace), *args, **kwargs)`` encoded with
 :func:`autograder.transport.encode`.
 
 The judge trusts nothing that comes back: every message is a size-capped JSON header plus an
-optional payload that it reads with ``torch.load(weights_only=True)``. The worker's own
+optional payload that it reads with :func:`autograder.transport.decode` (JSON and raw bytes only). The worker's own
 stdout and stderr (fd 1 and 2) belong to the student and are drained by the judge; the
 protocol uses two dedicated pipes.
 """
