@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,12 @@ def copy_class(
                 shutil.copytree(source, target / student / assignment)
                 pairs.append((student, assignment))
     return pairs
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of all finished (and waited-for) child processes so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def run_autograde(submitted: Path, out: Path, *options: str) -> float:
@@ -327,21 +334,24 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_nbgrader:
             modes.append("nbgrader autograde")
         times: dict[str, list[float]] = {mode: [] for mode in modes}
+        cpu: dict[str, list[float]] = {mode: [] for mode in modes}
         outputs: list[Path] = []
         differences: list[str] = []
         for round_ in range(args.rounds):
             # Interleaved, the order reversed every other round: load on a shared machine
             # then falls on every grader alike.
             for mode in modes if round_ % 2 == 0 else modes[::-1]:
+                used = _children_cpu()
                 if mode == "nbgrader autograde":
                     times[mode].append(run_nbgrader(base / "course", assignments))
-                    continue
-                jobs = int(mode.rsplit(" ", 1)[1])
-                out = base / f"out-jobs{jobs}-round{round_}"
-                times[mode].append(
-                    run_autograde(base / "submitted", out, "--jobs", str(jobs))
-                )
-                outputs.append(out)
+                else:
+                    jobs = int(mode.rsplit(" ", 1)[1])
+                    out = base / f"out-jobs{jobs}-round{round_}"
+                    times[mode].append(
+                        run_autograde(base / "submitted", out, "--jobs", str(jobs))
+                    )
+                    outputs.append(out)
+                cpu[mode].append(_children_cpu() - used)
         if not args.no_nbgrader:
             differences = compare(
                 autograde_scores(outputs[0], pairs),
@@ -359,13 +369,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(pairs)} submissions ({', '.join(args.students)} x {', '.join(args.assignments)}), {os.cpu_count()} CPUs"
     )
     reference = dict(rows).get("nbgrader autograde")
+    reference_cpu = min(cpu["nbgrader autograde"]) if reference else None
     for name, seconds in rows:
         rate = 60 * len(pairs) / seconds
         ratio = f"  {reference / seconds:.2f}x nbgrader" if reference else ""
         each = ", ".join(f"{t:.1f}" for t in times[name])
+        used = min(cpu[name])
+        cpu_ratio = f" ({reference_cpu / used:.2f}x)" if reference_cpu else ""
         print(
-            f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}  (runs: {each} s)"
+            f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}  "
+            f"CPU {used:6.1f} s{cpu_ratio}  (runs: {each} s)"
         )
+    print(
+        "  (CPU: user + system seconds of every process the run started, its least over the "
+        "rounds; it depends far less than wall time on what else the machine is doing)"
+    )
     if len(outputs) > 1:
         print(
             "identical results.json for every run"
