@@ -1,17 +1,20 @@
 """Moving values between the judge and the student's code without trusting the student.
 
 Everything a probe returns goes through :func:`encode` and :func:`decode`: tensors are
-detached, copied to the CPU and stripped of subclasses, arrays travel as tensors, and
-:func:`decode` loads with ``torch.load(weights_only=True)``, which refuses arbitrary
-objects. The same round trip runs in a notebook and in the sandboxed CI worker, so both
-give the checks identical values.
+detached, copied to the CPU, stripped of subclasses and made contiguous, and travel as raw
+bytes next to a JSON skeleton of the containers around them; :func:`decode` reads only JSON
+and lengths (no pickle, no archive), so a hostile worker can make it refuse, never run code
+or expand a payload. Probe calls go the other way (judge -> student, trusted) as a pickle
+whose unpickler refuses hidden and reference modules. The same round trips run in a
+notebook and in the sandboxed CI worker, so both give the checks identical values.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import pickle
-import zipfile
+import struct
 from typing import Any
 
 import numpy as np
@@ -21,165 +24,247 @@ from autograder.secrets import is_secret
 
 __all__ = [
     "TransportError",
-    "check_archive",
     "decode",
     "encode",
     "pickle_args",
     "unpickle_args",
 ]
 
-_ARRAY_TAG = "__ndarray__"
-#: Largest result :func:`decode` reads: all of its archive's records together.
+#: Largest result :func:`decode` reads: all of its tensors' bytes together.
 MAX_DECODED_BYTES = 512 << 20
-#: Most archive records (one per tensor, plus a few of torch's own).
-MAX_RECORDS = 10_000
 #: Most containers, scalars and tensors in one result, and the deepest nesting.
 MAX_NODES, MAX_DEPTH = 1_000_000, 64
-# Modules whose objects must never be sent to the student's side.
+
+#: First bytes of every encoded result, then the skeleton's length (8 bytes, big-endian).
+MAGIC = b"AGR2"
+_LENGTH = struct.Struct(">Q")
 
 
 class TransportError(TypeError):
     """A value that cannot cross the boundary (an unsupported type)."""
 
 
-def _plain(value: Any, path: str) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str, complex)):
-        return value
-    if isinstance(value, torch.Tensor):
-        if value.layout != torch.strided:
-            value = value.to_dense()
-        return value.detach().to("cpu").clone().as_subclass(torch.Tensor)
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise TransportError(f"{path} is an array of Python objects, not numbers")
-        return (_ARRAY_TAG, torch.from_numpy(np.ascontiguousarray(value).copy()))
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, list)):
-        items = [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if isinstance(value, tuple) else items
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TransportError(f"{path} is a dict with non-string keys")
-        return {k: _plain(v, f"{path}[{k!r}]") for k, v in value.items()}
-    raise TransportError(f"{path} is a {type(value).__name__}, which cannot be checked")
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
-def _check_tensor(tensor: torch.Tensor) -> None:
-    """A tensor as :func:`encode` makes one: a dense strided CPU tensor that owns exactly its
-    storage (no zero or overlapping strides that a later copy would blow up)."""
-    if tensor.layout != torch.strided or tensor.device.type != "cpu":
-        raise TransportError("a tensor that is not a dense CPU tensor")
-    if tensor.storage_offset() != 0:
-        raise TransportError("a tensor that is a view into a larger storage")
-    expected = tensor.numel() * tensor.element_size()
-    if tensor.untyped_storage().nbytes() != expected:
-        raise TransportError("a tensor whose storage does not match its shape")
-    # Dense and non-overlapping: sorted by stride, each stride is the product of the sizes of
-    # the dimensions before it (a zero or repeated stride would alias elements).
-    dims = sorted(
-        (stride, size)
-        for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
-        if size != 1
+#: Dtypes a tensor may have on either side of the boundary (every dtype a check uses).
+_RAW_DTYPES = {
+    _dtype_name(dtype): dtype
+    for dtype in (
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.uint8,
+        torch.bool,
     )
-    step = 1
-    for stride, size in dims:
-        if size == 0:
-            return
-        if stride != step:
-            raise TransportError("a tensor with zero or overlapping strides")
-        step *= size
+}
 
 
-def _restore(value: Any, budget: list[int] | None = None, depth: int = 0) -> Any:
-    """Arrays back from their tags; every node counted, so a result that reuses one object
-    many times (``x = [x, x]`` a hundred times over) cannot expand without bound."""
-    budget = [MAX_NODES] if budget is None else budget
-    budget[0] -= 1
-    if budget[0] < 0 or depth > MAX_DEPTH:
-        raise TransportError("a result with too many or too deeply nested values")
-    if isinstance(value, torch.Tensor):
-        _check_tensor(value)
-        return value
-    if isinstance(value, tuple):
-        if (
-            len(value) == 2
-            and value[0] == _ARRAY_TAG
-            and isinstance(value[1], torch.Tensor)
-        ):
-            _check_tensor(value[1])
-            return value[1].numpy()
-        return tuple(_restore(v, budget, depth + 1) for v in value)
-    if isinstance(value, list):
-        return [_restore(v, budget, depth + 1) for v in value]
-    if isinstance(value, dict):
-        return {k: _restore(v, budget, depth + 1) for k, v in value.items()}
-    return value
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The values of a CPU tensor, contiguous, as raw bytes."""
+    plain = tensor.detach().resolve_conj().resolve_neg().contiguous()
+    return plain.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def check_archive(payload: bytes, limit: int = MAX_DECODED_BYTES) -> None:
-    """Refuse an archive a well-behaved worker would not send, before anything is inflated.
+class _Encoder:
+    """Turns a probe's result into a JSON skeleton plus one blob of tensor bytes.
 
-    :func:`encode` writes ``torch.save``'s zip with stored (uncompressed) records, so every
-    record's size is at most the payload's. A deflate-compressed record may inflate a thousand
-    times over (a few MB become GBs), so only stored records are read, their total is capped
-    at ``limit`` bytes, and so is their number.
-
-    Raises:
-        TransportError: the payload is not such an archive.
+    Scalars (None, bool, int, float, str) are JSON values; everything else is a list whose
+    first item says what it is: ``["L", ...]`` a list, ``["T", ...]`` a tuple,
+    ``["D", key, value, ...]`` a dict with string keys, ``["C", re, im]`` a complex number,
+    ``["t" | "a", dtype, shape, offset, nbytes]`` a tensor or a numpy array whose values are
+    ``nbytes`` bytes of the blob from ``offset``.
     """
-    try:
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            records = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def _tensor(self, tag: str, tensor: torch.Tensor, path: str) -> list[Any]:
+        name = _dtype_name(tensor.dtype)
+        if name not in _RAW_DTYPES:
+            raise TransportError(
+                f"{path} is a tensor of dtype {tensor.dtype}, which cannot be checked"
+            )
+        data = _tensor_bytes(tensor)
+        self.chunks.append(data)
+        self.size += len(data)
+        return [tag, name, list(tensor.shape), self.size - len(data), len(data)]
+
+    def skeleton(self, value: Any, path: str) -> Any:
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            return value
+        if isinstance(value, complex):
+            return ["C", value.real, value.imag]
+        if isinstance(value, torch.Tensor):
+            if value.layout != torch.strided:
+                value = value.to_dense()
+            return self._tensor("t", value.detach().to("cpu"), path)
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                raise TransportError(
+                    f"{path} is an array of Python objects, not numbers"
+                )
+            try:
+                tensor = torch.from_numpy(np.ascontiguousarray(value))
+            except TypeError:
+                raise TransportError(
+                    f"{path} is an array of {value.dtype}, not numbers"
+                ) from None
+            return self._tensor("a", tensor, path)
+        if isinstance(value, np.generic):
+            return self.skeleton(value.item(), path)
+        if isinstance(value, (tuple, list)):
+            items = [self.skeleton(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return ["T" if isinstance(value, tuple) else "L", *items]
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise TransportError(f"{path} is a dict with non-string keys")
+            out: list[Any] = ["D"]
+            for k, v in value.items():
+                out += [k, self.skeleton(v, f"{path}[{k!r}]")]
+            return out
         raise TransportError(
-            f"the result could not be read back: {type(error).__name__}"
-        ) from None
-    if len(records) > MAX_RECORDS:
-        raise TransportError("the result has too many records")
-    total = 0
-    for record in records:
-        if record.compress_type != zipfile.ZIP_STORED:
-            raise TransportError("the result holds compressed records")
-        if record.file_size != record.compress_size:
-            raise TransportError("the result's records announce inconsistent sizes")
-        total += record.file_size
-    if total > limit or total > len(payload):
-        raise TransportError(
-            f"the result is larger than {limit >> 20} MB once read back"
+            f"{path} is a {type(value).__name__}, which cannot be checked"
         )
 
 
 def encode(value: Any) -> bytes:
-    """Serialise a probe's result (tensors, arrays, numbers, strings, containers)."""
-    buffer = io.BytesIO()
-    torch.save(_plain(value, "the result"), buffer)
-    return buffer.getvalue()
+    """Serialise a probe's result (tensors, arrays, numbers, strings, containers).
+
+    No pickle and no archive: a JSON skeleton and the tensors' raw bytes (see
+    :class:`_Encoder`), so :func:`decode` needs to trust nothing but JSON and lengths.
+    Tensors are detached, moved to the CPU, stripped of subclasses and made contiguous.
+
+    Raises:
+        TransportError: a value of a type that cannot be checked.
+    """
+    encoder = _Encoder()
+    try:
+        skeleton = json.dumps(
+            encoder.skeleton(value, "the result"), separators=(",", ":")
+        )
+    except RecursionError:
+        raise TransportError("the result is nested too deeply") from None
+    head = skeleton.encode()
+    return b"".join((MAGIC, _LENGTH.pack(len(head)), head, *encoder.chunks))
+
+
+class _Decoder:
+    """Builds values back from a skeleton, checking every node against the blob."""
+
+    def __init__(self, blob: memoryview) -> None:
+        self.blob = blob
+        self.nodes = MAX_NODES
+
+    def _tensor(self, node: list[Any]) -> torch.Tensor:
+        if len(node) != 5:
+            raise TransportError("a malformed tensor")
+        _, name, shape, offset, nbytes = node
+        dtype = _RAW_DTYPES.get(name) if isinstance(name, str) else None
+        if (
+            dtype is None
+            or not isinstance(shape, list)
+            or len(shape) > MAX_DEPTH
+            or not all(type(n) is int and n >= 0 for n in shape)
+            or type(offset) is not int
+            or type(nbytes) is not int
+            or offset < 0
+            or offset + nbytes > len(self.blob)
+        ):
+            raise TransportError("a malformed tensor")
+        numel = 1
+        for n in shape:
+            numel *= n
+        if numel * dtype.itemsize != nbytes:
+            raise TransportError("a tensor whose storage does not match its shape")
+        if not nbytes:
+            return torch.empty(shape, dtype=dtype)
+        # A bytearray copy: the tensor owns its memory (torch.frombuffer warns, on stderr,
+        # about read-only buffers).
+        data = bytearray(self.blob[offset : offset + nbytes])
+        return torch.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def value(self, node: Any, depth: int = 0) -> Any:
+        self.nodes -= 1
+        if self.nodes < 0 or depth > MAX_DEPTH:
+            raise TransportError("a result with too many or too deeply nested values")
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        if not isinstance(node, list) or not node or not isinstance(node[0], str):
+            raise TransportError("a malformed result")
+        tag, items = node[0], node[1:]
+        if tag == "L":
+            return [self.value(v, depth + 1) for v in items]
+        if tag == "T":
+            return tuple(self.value(v, depth + 1) for v in items)
+        if tag == "D":
+            keys, values = items[0::2], items[1::2]
+            if len(keys) != len(values) or not all(isinstance(k, str) for k in keys):
+                raise TransportError("a malformed result")
+            return {
+                k: self.value(v, depth + 1) for k, v in zip(keys, values, strict=True)
+            }
+        if (
+            tag == "C"
+            and len(items) == 2
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in items
+            )
+        ):
+            return complex(items[0], items[1])
+        if tag == "t":
+            return self._tensor(node)
+        if tag == "a":
+            return self._tensor(node).numpy()
+        raise TransportError("a malformed result")
 
 
 def decode(payload: bytes, limit: int = MAX_DECODED_BYTES) -> Any:
     """Inverse of :func:`encode`, safe on untrusted bytes.
 
-    The archive is checked first (:func:`check_archive`: stored records only, at most
-    ``limit`` bytes), then loaded with ``weights_only`` (no arbitrary objects), then every
-    tensor must own exactly its storage with dense strides and the whole value must have at
-    most :data:`MAX_NODES` nodes: what the judge holds is bounded by about ``limit`` bytes
-    plus the payload, whatever the worker sends.
+    Only JSON and lengths are read: the skeleton must lie inside the payload, every tensor's
+    bytes inside the blob and match its dtype and shape, the blob be at most ``limit`` bytes,
+    and the value have at most :data:`MAX_NODES` nodes nested at most :data:`MAX_DEPTH`
+    deep. Nothing refers back to anything else, so what the judge builds is at most about the
+    payload's size: no payload can expand.
 
     Raises:
         TransportError: a malformed or hostile payload.
     """
-    check_archive(payload, limit)
-    try:
-        loaded = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
-    except Exception as error:  # malformed or hostile payload
+    view = memoryview(payload)
+    start = len(MAGIC) + _LENGTH.size
+    if len(view) < start or bytes(view[: len(MAGIC)]) != MAGIC:
+        raise TransportError("the result could not be read back: not an encoded result")
+    (head_len,) = _LENGTH.unpack(view[len(MAGIC) : start])
+    if head_len > len(view) - start:
+        raise TransportError("the result could not be read back: it is truncated")
+    blob = view[start + head_len :]
+    if len(blob) > limit:
         raise TransportError(
-            f"the result could not be read back: {type(error).__name__}"
-        ) from error
+            f"the result is larger than {limit >> 20} MB once read back"
+        )
     try:
-        return _restore(loaded)
+        skeleton = json.loads(bytes(view[start : start + head_len]))
+        return _Decoder(blob).value(skeleton)
     except RecursionError:
         raise TransportError("a result nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        if isinstance(error, TransportError):
+            raise
+        raise TransportError(
+            f"the result could not be read back: {type(error).__name__}"
+        ) from None
 
 
 class _GuardedUnpickler(pickle.Unpickler):
@@ -193,9 +278,55 @@ class _GuardedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _raw_tensor(
+    dtype: str, shape: tuple[int, ...], data: bytes, requires_grad: bool
+) -> torch.Tensor:
+    """A tensor back from :class:`_ArgsPickler`'s raw form (a fresh, contiguous copy)."""
+    kind = _RAW_DTYPES[dtype]
+    if data:
+        # A bytearray: torch.frombuffer warns (on stderr) about read-only buffers.
+        flat = torch.frombuffer(bytearray(data), dtype=kind)
+    else:
+        flat = torch.empty(0, dtype=kind)
+    tensor = flat.reshape(shape)
+    return tensor.requires_grad_() if requires_grad else tensor
+
+
+class _ArgsPickler(pickle.Pickler):
+    """Pickles plain CPU tensors as dtype, shape and raw bytes.
+
+    torch's own tensor pickling goes through its storage serialiser (about 0.1 ms per small
+    tensor on each side, a third of a probe call's transport cost). The raw form keeps what a
+    probe can observe of an argument: values, dtype, shape, ``requires_grad``; the tensor
+    arrives contiguous and owning its memory, as a copy (so, as before, no view shares memory
+    with the judge's tensor). Anything else (a subclass such as ``nn.Parameter``, attributes
+    set on the tensor, hooks, sparse or quantized tensors) is pickled by torch as before.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            type(obj) is not torch.Tensor
+            or obj.layout != torch.strided
+            or obj.device.type != "cpu"
+            or obj.is_quantized
+            or _dtype_name(obj.dtype) not in _RAW_DTYPES
+            or vars(obj)
+            or obj._backward_hooks
+        ):
+            return NotImplemented
+        return _raw_tensor, (
+            _dtype_name(obj.dtype),
+            tuple(obj.shape),
+            _tensor_bytes(obj),
+            obj.requires_grad,
+        )
+
+
 def pickle_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickle a probe call (judge -> student side). The judge is trusted; this only copies."""
-    return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _ArgsPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((args, kwargs))
+    return buffer.getvalue()
 
 
 def unpickle_args(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -6,7 +6,8 @@ here), sends it the notebook's code cells and watches them run: a cell that hang
 limit or kills the worker is skipped in a fresh worker. :class:`RemoteSubject` is the
 :class:`~autograder.subject.Subject` the checks see: ``call(probe, ...)`` pickles the
 arguments, names the probe by module and qualified name, and decodes the reply with
-``torch.load(weights_only=True)``; the judge never unpickles anything the worker sends.
+:func:`autograder.transport.decode` (JSON and raw tensor bytes); the judge never unpickles
+anything the worker sends.
 When the worker dies or hangs during a check, the task at hand fails with the reason and a
 fresh worker serves the next task.
 """

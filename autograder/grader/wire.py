@@ -5,8 +5,8 @@ optional binary payload. The header's ``op`` names the message: the judge sends 
 ``call``; the worker answers ``hello``, ``cell``, ``cell_done``, ``ready``, ``result``,
 ``error`` or ``grader_error``, and may interject ``forbidden`` or ``refused`` (what its
 sandbox refused) at any time. The judge trusts nothing that comes back: the header is
-size-capped and must pass :func:`well_formed`; a payload is decoded with
-``torch.load(weights_only=True)`` elsewhere (:mod:`autograder.transport`).
+size-capped and must pass :func:`well_formed`; a payload is decoded by
+:func:`autograder.transport.decode` (JSON and raw tensor bytes, never a pickle).
 """
 
 from __future__ import annotations
