@@ -440,22 +440,24 @@ def pathwise_expected(
 def score_expected(
     model: Any, mu: Tensor, log_sigma: Tensor, z: Tensor
 ) -> tuple[Tensor, Tensor]:
-    r""":math:`\frac1S\sum_s \nabla_\lambda\log q(z_s)\,(\log p(x, z_s) - \log q(z_s))`, the score by autograd of ``Normal.log_prob``."""
+    r""":math:`\frac1S\sum_s \nabla_\lambda\log q(z_s)\,(\log p(x, z_s) - \log q(z_s))`, the score by autograd of ``Normal.log_prob``.
+
+    The weights :math:`w_s = \log p(x, z_s) - \log q(z_s)` are constants, so the average of
+    the weighted scores is the gradient of :math:`\frac1S\sum_s w_s \log q(z_s)`: one
+    backward pass instead of one per sample (this stand-in runs at every step of the
+    ``fit_bbvi`` fits, where a loop over samples cost about 4 s per submission).
+    """
     mu_leaf = mu.detach().clone().requires_grad_(True)
     ls_leaf = log_sigma.detach().clone().requires_grad_(True)
-    grads_mu, grads_ls = [], []
     with torch.no_grad():
         weights = model(z) - torch.distributions.Normal(
             mu, torch.exp(log_sigma)
         ).log_prob(z).sum(dim=-1)
-    for s in range(z.shape[0]):
-        log_q = (
-            torch.distributions.Normal(mu_leaf, torch.exp(ls_leaf)).log_prob(z[s]).sum()
-        )
-        g_mu, g_ls = torch.autograd.grad(log_q, (mu_leaf, ls_leaf))
-        grads_mu.append(g_mu * weights[s])
-        grads_ls.append(g_ls * weights[s])
-    return torch.stack(grads_mu).mean(dim=0), torch.stack(grads_ls).mean(dim=0)
+    log_q = (
+        torch.distributions.Normal(mu_leaf, torch.exp(ls_leaf)).log_prob(z).sum(dim=-1)
+    )
+    g_mu, g_ls = torch.autograd.grad((weights * log_q).mean(), (mu_leaf, ls_leaf))
+    return g_mu, g_ls
 
 
 def closed_form_entropy(log_sigma: Tensor) -> Tensor:
