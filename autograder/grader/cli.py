@@ -36,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -72,7 +73,7 @@ from autograder.grader.sandbox import (
     levels_to_try,
     repo_root,
 )
-from autograder.tasks import TASKS, load_plugins
+from autograder.tasks import ASSIGNMENTS, TASKS, check_modules, load_plugins
 
 __all__ = [
     "BatchPlan",
@@ -96,6 +97,29 @@ _RUNNING = ".running"
 
 def _running_file(out: str | Path, pid: int) -> Path:
     return Path(out) / _RUNNING / f"{pid}.json"
+
+
+def _judge_preload() -> list[str]:
+    """What every judge imports: this module (it holds :func:`_judge_one`), torch and the
+    course's public and hidden checks (a plugin's come in through ``judge_init``)."""
+    modules = ["torch", "torch._dynamo", "autograder.grader.cli"]
+    for module in sorted(set(ASSIGNMENTS.values())):
+        modules += [m for m in check_modules(module) if m is not None]
+    return modules
+
+
+def _judge_context() -> BaseContext:
+    """Judges fork from a server that imported :func:`_judge_preload` once.
+
+    A spawned judge spent about 3 CPU seconds importing torch and the checks, once per judge
+    and again each time a broken pool is rebuilt; a fork of the server starts in
+    milliseconds. The server is a fresh interpreter that has run nothing but those imports
+    (no threads, no student code); it exits with this process, and each judge's parent-death
+    signal (``judge_init``) then ends the judges.
+    """
+    context = get_context("forkserver")
+    context.set_forkserver_preload(_judge_preload())
+    return context
 
 
 def _judge_one(submission: Submission, config: JudgeConfig, out: str) -> Results:
@@ -489,7 +513,7 @@ def _run_pool(
             batch = suspects if alone else queue
             pool = ProcessPoolExecutor(
                 max_workers=1 if alone else max(1, min(jobs, len(batch))),
-                mp_context=get_context("spawn"),
+                mp_context=_judge_context(),
                 initializer=judge_init,
                 initargs=(config.plugins,),
             )
