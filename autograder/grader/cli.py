@@ -102,7 +102,12 @@ def _running_file(out: str | Path, pid: int) -> Path:
 def _judge_preload() -> list[str]:
     """What every judge imports: this module (it holds :func:`_judge_one`), torch and the
     course's public and hidden checks (a plugin's come in through ``judge_init``)."""
-    modules = ["torch", "torch._dynamo", "autograder.grader.cli"]
+    modules = [
+        "autograder.grader.forkserver_guard",  # first: the server dies with this process
+        "torch",
+        "torch._dynamo",
+        "autograder.grader.cli",
+    ]
     for module in sorted(set(ASSIGNMENTS.values())):
         modules += [m for m in check_modules(module) if m is not None]
     return modules
@@ -114,8 +119,9 @@ def _judge_context() -> BaseContext:
     A spawned judge spent about 3 CPU seconds importing torch and the checks, once per judge
     and again each time a broken pool is rebuilt; a fork of the server starts in
     milliseconds. The server is a fresh interpreter that has run nothing but those imports
-    (no threads, no student code); it exits with this process, and each judge's parent-death
-    signal (``judge_init``) then ends the judges.
+    (no threads, no student code); it dies with this process
+    (:mod:`autograder.grader.forkserver_guard`), and each judge's parent-death signal
+    (``judge_init``) then ends the judges.
     """
     context = get_context("forkserver")
     context.set_forkserver_preload(_judge_preload())
