@@ -8,7 +8,11 @@ The VAE rows (benchmarks/vae_speed.py) are on the CPU always and, where CUDA is 
 (or with ``--device cuda``), on the GPU as well: DataLoader loop, ``train_vae`` and a plain
 CUDA-graph step side by side.
 
-Usage: python benchmarks/run.py [--quick] [--device auto|cpu|cuda] [--repeats N] [--out FILE]
+The last table grades the demo class's honest students with ``autograde`` and with
+``nbgrader autograde`` (scripts/grader_throughput.py), skipped with ``--no-grading``.
+
+Usage: python benchmarks/run.py [--quick] [--device auto|cpu|cuda] [--repeats N]
+[--no-grading] [--out FILE]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -132,6 +137,27 @@ def bench_pathwise(quick: bool, repeats: int) -> tuple[str, float, float]:
     )
 
 
+def grading_throughput(quick: bool) -> list[str]:
+    """``scripts/grader_throughput.py``: the demo class's honest students graded by
+    ``autograde --jobs 1``, ``--jobs 2`` and ``nbgrader autograde`` (the named baseline), wall
+    and CPU ratios from one run (one student with --quick)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "grader_throughput.py"
+    command = [
+        sys.executable,
+        str(script),
+        *(["--students", "ada_correct"] if quick else []),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [
+        "Grading throughput (autograde vs nbgrader autograde, same notebooks):",
+        "",
+    ]
+    lines += [f"    {line}" for line in done.stdout.splitlines()]
+    if done.returncode != 0:
+        lines.append(f"    (exit {done.returncode}) {done.stderr[-2000:]}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -148,6 +174,11 @@ def main() -> None:
         "--vae-only",
         action="store_true",
         help="only the VAE tables (a GPU machine without scikit-learn)",
+    )
+    parser.add_argument(
+        "--no-grading",
+        action="store_true",
+        help="skip the grading-throughput comparison with nbgrader (about 5 minutes)",
     )
     parser.add_argument(
         "--out", type=Path, help="also write the tables (markdown) to this file"
@@ -174,6 +205,10 @@ def main() -> None:
         vae_lines = vae_tables(device, args.quick, args.repeats)
         print("", *vae_lines, sep="\n", flush=True)
         lines += ["", *vae_lines]
+    if not (args.vae_only or args.no_grading):
+        grading = grading_throughput(args.quick)
+        print("", *grading, sep="\n", flush=True)
+        lines += ["", *grading]
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 
