@@ -676,13 +676,19 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
 def install_audit_hook(
-    policy: Policy, limits: Limits, report: Callable[[dict[str, Any]], None]
+    policy: Policy,
+    limits: Limits,
+    report: Callable[[dict[str, Any]], None],
+    code_written: Callable[[], None] | None = None,
 ) -> None:
     """Refuse (and report to the judge) what a submission must not do. Cannot be removed.
 
     ``report`` receives ``{"op": "forbidden" | "refused", "what": ...}``: *forbidden* is an
     attempt on the secrets or the judge (the affected task scores zero), *refused* a resource
     the grader does not offer (network, ctypes, many processes), recorded as a note.
+    ``code_written`` is called whenever any function's code, defaults or keyword defaults are
+    assigned (allowed or not): the worker's tamper check then compares them all, and only
+    then (reading them costs an audit event each).
     """
     real = os.path.realpath
     deny = tuple(real(p) for p in policy.deny_paths)
@@ -797,6 +803,8 @@ def install_audit_hook(
                 tell("refused", event)
                 raise PermissionError(f"{event} is disabled while grading")
             elif event == "object.__setattr__" and len(args) > 1:
+                if code_written is not None and args[1] in _CODE_ATTRIBUTES:
+                    code_written()
                 owner = getattr(args[0], "__module__", None) or ""
                 if (
                     args[1] in _CODE_ATTRIBUTES

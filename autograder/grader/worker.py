@@ -192,39 +192,62 @@ class Snapshot:
         self._empty_cells = [cell for cell in cells if not _filled(cell)]
         self._cells = [cell for cell in cells if _filled(cell)]
         self._cell_getter = operator.attrgetter("cell_contents")
-        self._originals = self._current()
+        # Reading a function's code, defaults or keyword defaults raises an audit event each
+        # (thousands per check, about 2 ms with the sandbox's hook installed). Once that hook
+        # reports every assignment to them (trust_hook), they are compared only after one.
+        self._hooked = False
+        self._code_writes = self._writes_checked = 0
+        self._originals = self._current(functions=True)
 
-    def _current(self) -> list[tuple[Any, ...]] | None:
-        """Every watched value now, in a fixed order, or None where one is missing."""
+    def trust_hook(self) -> None:
+        """The sandbox's audit hook now calls :meth:`code_written` on every assignment to a
+        function's code, defaults or keyword defaults (the only ways to change them)."""
+        self._hooked = True
+
+    def code_written(self) -> None:
+        """Called by the audit hook: some function's code or defaults were assigned."""
+        self._code_writes += 1
+
+    def _current(self, functions: bool) -> list[tuple[Any, ...]] | None:
+        """Every watched value now, in a fixed order, or None where one is missing; the
+        functions' parts as an empty group unless ``functions``."""
         try:
             values = [self._module_getter(sys.modules)]
             values.extend(get(vars(owner)) for owner, get in self._owner_getters)
+            values.append(tuple(map(self._cell_getter, self._cells)))
             values.append(
                 tuple(
                     itertools.chain.from_iterable(
                         map(self._function_getter, self._function_list)
                     )
                 )
+                if functions
+                else ()
             )
-            values.append(tuple(map(self._cell_getter, self._cells)))
         except (KeyError, ValueError, AttributeError, TypeError):
             return None
         return values
 
     def unchanged(self) -> bool:
         """Whether nothing watched was replaced, deleted or rewritten (fast and exact)."""
-        now = self._current()
-        if now is None or self._originals is None or len(now) != len(self._originals):
+        functions = not self._hooked or self._code_writes != self._writes_checked
+        now, originals = self._current(functions), self._originals
+        if now is None or originals is None or len(now) != len(originals):
             return False
+        if not functions:
+            originals = [*originals[:-1], ()]
         return all(
             len(a) == len(b) and all(map(operator.is_, a, b))
-            for a, b in zip(now, self._originals, strict=True)
+            for a, b in zip(now, originals, strict=True)
         ) and not any(map(_filled, self._empty_cells))
 
     def changes(self) -> list[str]:
         """Names that were replaced, deleted or rewritten since the snapshot; restores them."""
+        writes = self._code_writes
         if self.unchanged():
+            self._writes_checked = writes
             return []
+        self._writes_checked = writes
         changed = []
         for name, module in self.modules.items():
             if sys.modules.get(name) is not module:
@@ -395,7 +418,10 @@ def serve(in_fd: int, out_fd: int) -> int:
     # The userns level leaves this process as init of a PID namespace (a new pid).
     main_pid = os.getpid()
     # From here on the process runs untrusted code: report forbidden attempts at once.
-    sandbox.install_audit_hook(policy, limits, lambda header: send(out_fd, header))
+    sandbox.install_audit_hook(
+        policy, limits, lambda header: send(out_fd, header), snapshot.code_written
+    )
+    snapshot.trust_hook()
     send(out_fd, {"op": "hello", "level": level, "pid": main_pid})
 
     namespace = _new_main().__dict__

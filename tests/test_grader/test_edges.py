@@ -59,6 +59,13 @@ try:
     transport.encode.__code__ = (lambda value: b"PK").__code__
 except Exception as error:
     print(error)"""
+# The audit hook refuses code rewrites of the grader's functions by their module's name, which
+# a submission can change first; the worker's tamper check must still see the new code.
+RENAMED_CODE_SWAP = """from autograder import probes
+probes.invoke_probe.__module__ = "innocent"
+probes.invoke_probe.__code__ = (
+    lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
+).__code__"""
 LEAVE_FILES = f"""import subprocess
 for path in {list(LEFT_BEHIND)!r}:
     subprocess.run(["sh", "-c", "echo left > " + path], check=False)"""
@@ -110,6 +117,11 @@ def _make_class(root: Path, instructor: Path) -> None:
     b.write_submission(
         submitted, "code_swap", b.notebook([*b.honest_cells(), CODE_SWAP])
     )
+    b.write_submission(
+        submitted,
+        "renamed_code_swap",
+        b.notebook([*b.honest_cells(), RENAMED_CODE_SWAP]),
+    )
     # 6. files left in shared writable places
     b.write_submission(
         submitted, "leave_files", b.notebook([LEAVE_FILES, *b.honest_cells()])
@@ -133,6 +145,7 @@ EXPECTED: dict[str, tuple[float, float, str | None, str]] = {
     "forged_grader_error": (0, 2, "crashed", "the worker said"),
     "poison_modules": (0, 0, "forbidden", "sys.modules"),
     "code_swap": (0, 0, "forbidden", "encode"),
+    "renamed_code_swap": (0, 0, "forbidden", "invoke_probe"),
     "leave_files": (2, 2, None, ""),
     **{student: (2, 2, None, "") for student in FORMULA_IDS},
 }
