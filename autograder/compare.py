@@ -9,7 +9,7 @@ gives (every catalogued hint names the corpus mutant that has the bug; a test ru
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -84,6 +84,27 @@ def present(value: T | None, what: str) -> T:
 Catalogue = Sequence[tuple[KnownBug, Callable[..., Any]]]
 
 
+def _known_bugs(
+    got: Any,
+    catalogue: Catalogue,
+    matches: Callable[[Any, Any], bool],
+    context: tuple[Any, ...],
+) -> Iterator[KnownBug]:
+    """The known bugs whose wrong result ``matches`` ``got``, in catalogue order, computed
+    lazily (so the first match costs only the candidates before it)."""
+    for bug, wrong in catalogue:
+        try:
+            with np.errstate(all="ignore"):
+                candidate = wrong(*context)
+            hit = matches(got, candidate)
+        except (
+            Exception
+        ):  # a diagnostic must never turn a wrong answer into a grader error
+            continue
+        if hit:
+            yield bug
+
+
 def first_known_bug(
     got: Any,
     catalogue: Catalogue,
@@ -99,17 +120,7 @@ def first_known_bug(
         matches: ``matches(got, candidate)``: whether the student's result is the bug's.
         context: What ``wrong`` needs.
     """
-    for bug, wrong in catalogue:
-        try:
-            with np.errstate(all="ignore"):
-                candidate = wrong(*context)
-            if matches(got, candidate):
-                return bug
-        except (
-            Exception
-        ):  # a diagnostic must never turn a wrong answer into a grader error
-            continue
-    return None
+    return next(_known_bugs(got, catalogue, matches, context), None)
 
 
 def all_known_bugs(
@@ -119,18 +130,7 @@ def all_known_bugs(
     *context: Any,
 ) -> list[KnownBug]:
     """Every known bug whose wrong result ``matches`` ``got`` (two bugs can coincide)."""
-    found = []
-    for bug, wrong in catalogue:
-        try:
-            with np.errstate(all="ignore"):
-                candidate = wrong(*context)
-            if matches(got, candidate):
-                found.append(bug)
-        except (
-            Exception
-        ):  # a diagnostic must never turn a wrong answer into a grader error
-            continue
-    return found
+    return list(_known_bugs(got, catalogue, matches, context))
 
 
 def hint_for(

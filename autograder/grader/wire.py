@@ -16,6 +16,8 @@ import os
 import struct
 from typing import Any
 
+from autograder.subject import STUDENT_ERROR_KINDS
+
 __all__ = [
     "ERROR_KINDS",
     "HEADER_LIMIT",
@@ -83,19 +85,10 @@ def receive(fd: int) -> tuple[dict[str, Any], bytes]:
     return header, read_exact(fd, payload_len)
 
 
-#: The ``kind`` of an ``error`` reply (a :class:`autograder.subject.StudentError`'s kind); the
-#: judge reads any other as ``raised``.
-ERROR_KINDS = frozenset(
-    {
-        "raised",
-        "missing",
-        "not_implemented",
-        "bad_result",
-        "timeout",
-        "crashed",
-        "forbidden",
-    }
-)
+#: The ``kind`` of an ``error`` reply: a :class:`autograder.subject.StudentError`'s kind
+#: (one list, :data:`autograder.subject.STUDENT_ERROR_KINDS`); the judge reads any other as
+#: ``raised``.
+ERROR_KINDS = STUDENT_ERROR_KINDS
 
 #: Header fields whose type the judge relies on; every other field must be a scalar.
 _HEADER_TYPES: dict[str, tuple[type, ...]] = {
