@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -99,21 +99,21 @@ def _running_file(out: str | Path, pid: int) -> Path:
     return Path(out) / _RUNNING / f"{pid}.json"
 
 
-def _judge_preload() -> list[str]:
-    """What every judge imports: this module (it holds :func:`_judge_one`), torch and the
-    course's public and hidden checks (a plugin's come in through ``judge_init``)."""
+def _judge_preload(assignments: Iterable[str]) -> list[str]:
+    """What the judges of a batch import: this module (it holds :func:`_judge_one`), torch
+    and the course's public and hidden checks of the batch's assignments (a plugin's come in
+    through ``judge_init``)."""
     modules = [
         "autograder.grader.forkserver_guard",  # first: the server dies with this process
         "torch",
-        "torch._dynamo",
         "autograder.grader.cli",
     ]
-    for module in sorted(set(ASSIGNMENTS.values())):
-        modules += [m for m in check_modules(module) if m is not None]
+    for assignment in sorted(set(assignments) & set(ASSIGNMENTS)):
+        modules += [m for m in check_modules(ASSIGNMENTS[assignment]) if m is not None]
     return modules
 
 
-def _judge_context() -> BaseContext:
+def _judge_context(assignments: Iterable[str]) -> BaseContext:
     """Judges fork from a server that imported :func:`_judge_preload` once.
 
     A spawned judge spent about 3 CPU seconds importing torch and the checks, once per judge
@@ -124,7 +124,7 @@ def _judge_context() -> BaseContext:
     (``judge_init``) then ends the judges.
     """
     context = get_context("forkserver")
-    context.set_forkserver_preload(_judge_preload())
+    context.set_forkserver_preload(_judge_preload(assignments))
     return context
 
 
@@ -519,7 +519,7 @@ def _run_pool(
             batch = suspects if alone else queue
             pool = ProcessPoolExecutor(
                 max_workers=1 if alone else max(1, min(jobs, len(batch))),
-                mp_context=_judge_context(),
+                mp_context=_judge_context(s.assignment for s in pending),
                 initializer=judge_init,
                 initargs=(config.plugins,),
             )
