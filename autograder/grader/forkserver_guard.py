@@ -5,15 +5,13 @@ imported torch and the checks once. That server only exits when every judge has 
 end of the server's "alive" pipe, and each judge dies (``PR_SET_PDEATHSIG``) only when its
 parent, the server, dies: killed with ``kill -9``, the grader would leave both behind. Run
 inside the server, this module ties the server to the grader the same way; the judges, their
-zygotes and workers then follow it down their own parent-death chain.
+zygotes and workers then follow it down their own parent-death chain. (Had the grader died
+before this ran, no judge holds the pipe yet and the server exits on its own.) Importing it
+anywhere else only asks the kernel to end that process with its parent.
 """
 
 from __future__ import annotations
 
-import os
-
 from autograder.grader.sandbox import die_with_parent
 
 die_with_parent()
-if os.getppid() == 1:  # the grader was gone before the signal was armed
-    os._exit(1)
