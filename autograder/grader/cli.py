@@ -40,8 +40,6 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from autograder.grader import cluster
 from autograder.grader.judge import (
     JudgeConfig,
@@ -60,6 +58,7 @@ from autograder.grader.report import (
     classroom_result,
     load_results,
     log_graded,
+    progress_bar,
     summary_table,
     write_atomic,
     write_gradebook,
@@ -505,14 +504,7 @@ def _run_pool(
     (out / _RUNNING).mkdir(exist_ok=True)
     for stale in (out / _RUNNING).glob("*.json"):
         stale.unlink(missing_ok=True)
-    bar = tqdm(
-        total=len(pending),
-        desc="grading",
-        unit="nb",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(len(pending), "grading", progress)
     try:
         while queue or suspects:
             alone = not queue  # suspects: one judge, one submission at a time

@@ -47,8 +47,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from autograder.grader.judge import (
     MAX_NOTEBOOK_BYTES,
     JudgeConfig,
@@ -65,6 +63,7 @@ from autograder.grader.report import (
     Outcome,
     load_results,
     log_graded,
+    progress_bar,
     summary_table,
     write_atomic,
     write_gradebook,
@@ -527,14 +526,7 @@ def run_on_dask(
     from distributed.scheduler import KilledWorker
 
     failures: list[str] = []
-    bar = tqdm(
-        total=len(pending),
-        desc="grading (dask)",
-        unit="nb",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(len(pending), "grading (dask)", progress)
 
     def record(submission: Submission, outcome: Outcome, worker: str) -> None:
         results = write_submission(out, outcome)

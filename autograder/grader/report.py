@@ -15,11 +15,14 @@ import html
 import io
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from autograder.core import CheckResult
 
@@ -29,6 +32,7 @@ __all__ = [
     "classroom_result",
     "feedback_html",
     "load_results",
+    "progress_bar",
     "results_json",
     "summary_table",
     "write_atomic",
@@ -451,3 +455,16 @@ def summary_table(all_results: Sequence[dict[str, Any]]) -> str:
             f"{assignment}: {len(fractions)} submissions, mean {100 * sum(fractions) / len(fractions):.0f}%"
         )
     return "\n".join(lines)
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
+    """The batch's progress bar on stderr (off with ``--no-progress``), for local judges and
+    the Dask client alike."""
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="nb",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
