@@ -15,6 +15,7 @@ import io
 import json
 import pickle
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,16 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return plain.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+def _from_bytes(
+    dtype: torch.dtype, shape: Sequence[int], data: bytes | memoryview
+) -> torch.Tensor:
+    """Inverse of :func:`_tensor_bytes`: a fresh tensor that owns a copy of ``data``."""
+    if not len(data):
+        return torch.empty(tuple(shape), dtype=dtype)
+    # A bytearray copy: torch.frombuffer warns (on stderr) about read-only buffers.
+    return torch.frombuffer(bytearray(data), dtype=dtype).reshape(tuple(shape))
+
+
 class _Encoder:
     """Turns a probe's result into a JSON skeleton plus one blob of tensor bytes.
 
@@ -100,9 +111,7 @@ class _Encoder:
         return [tag, name, list(tensor.shape), self.size - len(data), len(data)]
 
     def skeleton(self, value: Any, path: str) -> Any:
-        if value is None or isinstance(value, (bool, int, str)):
-            return value
-        if isinstance(value, float):
+        if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, complex):
             return ["C", value.real, value.imag]
@@ -188,12 +197,7 @@ class _Decoder:
             numel *= n
         if numel * dtype.itemsize != nbytes:
             raise TransportError("a tensor whose storage does not match its shape")
-        if not nbytes:
-            return torch.empty(shape, dtype=dtype)
-        # A bytearray copy: the tensor owns its memory (torch.frombuffer warns, on stderr,
-        # about read-only buffers).
-        data = bytearray(self.blob[offset : offset + nbytes])
-        return torch.frombuffer(data, dtype=dtype).reshape(shape)
+        return _from_bytes(dtype, shape, self.blob[offset : offset + nbytes])
 
     def value(self, node: Any, depth: int = 0) -> Any:
         self.nodes -= 1
@@ -259,9 +263,7 @@ def decode(payload: bytes, limit: int = MAX_DECODED_BYTES) -> Any:
         return _Decoder(blob).value(skeleton)
     except RecursionError:
         raise TransportError("a result nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        if isinstance(error, TransportError):
-            raise
+    except ValueError as error:  # bad JSON (UnicodeDecodeError is one), a huge integer
         raise TransportError(
             f"the result could not be read back: {type(error).__name__}"
         ) from None
@@ -282,13 +284,7 @@ def _raw_tensor(
     dtype: str, shape: tuple[int, ...], data: bytes, requires_grad: bool
 ) -> torch.Tensor:
     """A tensor back from :class:`_ArgsPickler`'s raw form (a fresh, contiguous copy)."""
-    kind = _RAW_DTYPES[dtype]
-    if data:
-        # A bytearray: torch.frombuffer warns (on stderr) about read-only buffers.
-        flat = torch.frombuffer(bytearray(data), dtype=kind)
-    else:
-        flat = torch.empty(0, dtype=kind)
-    tensor = flat.reshape(shape)
+    tensor = _from_bytes(_RAW_DTYPES[dtype], shape, data)
     return tensor.requires_grad_() if requires_grad else tensor
 
 
