@@ -198,6 +198,10 @@ class Snapshot:
         self._hooked = False
         self._code_writes = self._writes_checked = 0
         self._originals = self._current(functions=True)
+        # The same with the functions' group empty, as _current(functions=False) reads it.
+        self._originals_hooked = (
+            None if self._originals is None else [*self._originals[:-1], ()]
+        )
 
     def trust_hook(self) -> None:
         """The sandbox's audit hook now calls :meth:`code_written` on every assignment to a
@@ -231,11 +235,10 @@ class Snapshot:
     def unchanged(self) -> bool:
         """Whether nothing watched was replaced, deleted or rewritten (fast and exact)."""
         functions = not self._hooked or self._code_writes != self._writes_checked
-        now, originals = self._current(functions), self._originals
+        now = self._current(functions)
+        originals = self._originals if functions else self._originals_hooked
         if now is None or originals is None or len(now) != len(originals):
             return False
-        if not functions:
-            originals = [*originals[:-1], ()]
         return all(
             len(a) == len(b) and all(map(operator.is_, a, b))
             for a, b in zip(now, originals, strict=True)
@@ -244,10 +247,12 @@ class Snapshot:
     def changes(self) -> list[str]:
         """Names that were replaced, deleted or rewritten since the snapshot; restores them."""
         writes = self._code_writes
-        if self.unchanged():
-            self._writes_checked = writes
+        same = self.unchanged()
+        self._writes_checked = (
+            writes  # the slow path below compares the functions anyway
+        )
+        if same:
             return []
-        self._writes_checked = writes
         changed = []
         for name, module in self.modules.items():
             if sys.modules.get(name) is not module:
