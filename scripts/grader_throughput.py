@@ -56,24 +56,22 @@ class CpuMeter:
 
     ``getrusage(RUSAGE_CHILDREN)`` misses processes that are never waited for by their parent
     (the sandbox's namespace helpers), so the meter puts each run's first process in a fresh
-    cgroup (v1 ``cpuacct`` or v2), which its descendants inherit, and reads the group's
-    counter. Where no cgroup can be made (not root, no cgroup file system) it reports None.
+    cgroup-v1 ``cpuacct`` group, which its descendants inherit, and reads the group's counter
+    (nanoseconds). Where no such group can be made (not root, no cgroup-v1 ``cpuacct``) it
+    reports None.
     """
 
-    _ROOTS = (("/sys/fs/cgroup/cpuacct", "cpuacct.usage", 1e-9),)
+    ROOT = Path("/sys/fs/cgroup/cpuacct")
 
     def __init__(self) -> None:
         self.group: Path | None = None
-        self.counter, self.scale = "", 1.0
-        for root, counter, scale in self._ROOTS:
-            group = Path(root) / f"grader-throughput-{os.getpid()}"
-            try:
-                group.mkdir(exist_ok=True)
-                (group / counter).read_text()
-            except OSError:
-                continue
-            self.group, self.counter, self.scale = group, counter, scale
-            break
+        group = self.ROOT / f"grader-throughput-{os.getpid()}"
+        try:
+            group.mkdir(exist_ok=True)
+            (group / "cpuacct.usage").read_text()
+        except OSError:
+            return
+        self.group = group
 
     def join(self) -> None:
         """``preexec_fn`` of a measured subprocess: move it into the group."""
@@ -83,7 +81,7 @@ class CpuMeter:
     def seconds(self) -> float | None:
         if self.group is None:
             return None
-        return int((self.group / self.counter).read_text()) * self.scale
+        return int((self.group / "cpuacct.usage").read_text()) * 1e-9
 
     def close(self) -> None:
         if self.group is not None:
