@@ -159,3 +159,28 @@ def task_scores(data: dict[str, Any]) -> dict[str, float]:
         task = test["name"].split(": ", 1)[0]
         scores[task] = scores.get(task, 0) + test["score"]
     return scores
+
+
+#: Flags that mark a submission as caught doing something (an honest one has none of them).
+CAUGHT_FLAGS = frozenset(
+    {"forbidden", "crashed", "timeout", "invalid_notebook", "grader_error", "symlink"}
+)
+
+
+def assert_contained(
+    data: dict[str, Any],
+    student: str,
+    scores: dict[str, float],
+    flag: str | None,
+    words: str,
+) -> None:
+    """A results.json gives ``scores`` per task, carries ``flag`` (or, for None, none of
+    :data:`CAUGHT_FLAGS`) and names ``words`` in its feedback."""
+    assert task_scores(data) == scores, json.dumps(data, indent=1)[:4000]
+    flags = data["extra_data"]["flags"]
+    if flag is None:
+        assert not set(flags) & CAUGHT_FLAGS, flags
+    else:
+        assert flag in flags, flags
+    text = json.dumps(data)
+    assert words in text, f"{words!r} not in the feedback of {student}: {text[:3000]}"

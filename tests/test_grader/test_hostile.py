@@ -8,7 +8,6 @@ one student's results.json.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -188,24 +187,10 @@ def test_each_submission_is_contained_and_explained(
     out, _done = graded
     data = b.results(out, student)
     add_one, double, flag, words = EXPECTED[student]
-    scores = b.task_scores(data)
-    assert scores == {"add_one": add_one, "double": double}, json.dumps(data, indent=1)[
-        :4000
-    ]
+    b.assert_contained(
+        data, student, {"add_one": add_one, "double": double}, flag, words
+    )
     assert data["score"] == add_one + double
-    flags = data["extra_data"]["flags"]
-    if flag is None:
-        assert not set(flags) & {
-            "forbidden",
-            "crashed",
-            "timeout",
-            "invalid_notebook",
-            "grader_error",
-        }, flags
-    else:
-        assert flag in flags, flags
-    text = json.dumps(data)
-    assert words in text, f"{words!r} not in the feedback of {student}: {text[:3000]}"
     assert data["extra_data"]["sandbox"] in ("namespace", "privdrop", "rlimits", None)
 
 
