@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from course_lib._validate import check_params, check_tensor, per_sample
-from course_lib.reference._autograd import fresh_leaves, grads_or_zeros
+from course_lib.reference._autograd import fresh_leaves, mean_grads
 
 __all__ = [
     "cauchy_rsample",
@@ -154,4 +154,4 @@ def reparam_grad(
     leaves = fresh_leaves(params)
     samples = rsample(*leaves, noise)
     values = per_sample("f", f(samples), noise.shape[0])
-    return grads_or_zeros(values.mean(), leaves)
+    return mean_grads(leaves, noise.shape[0], summed=values)

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from course_lib._validate import check_params, check_tensor, per_sample
-from course_lib.reference._autograd import fresh_leaves, grads_or_zeros
+from course_lib.reference._autograd import fresh_leaves, mean_grads
 
 __all__ = ["gaussian_score", "score_function_grad", "score_function_grad_loo"]
 
@@ -68,14 +68,10 @@ def _draw(q: Distribution, num_samples: int, z: Tensor | None) -> Tensor:
 
 def _joint_log_prob(q: Distribution, z: Tensor) -> Tensor:
     """:math:`\\log q(z_s)` summed over every axis but the sample axis: shape ``(S,)``."""
-    log_q = q.log_prob(z)
-    return log_q.reshape(z.shape[0], -1).sum(dim=1)
-
-
-def _grads(surrogate: Tensor, leaves: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    if not surrogate.requires_grad:  # neither q nor f depends on the parameters
-        return tuple(torch.zeros_like(p) for p in leaves)
-    return grads_or_zeros(surrogate, leaves)
+    log_q = q.log_prob(z).reshape(z.shape[0], -1)
+    # One value per sample already (a scalar event, or one dimension): a view, not a pass
+    # over all S values that sums single elements.
+    return log_q.reshape(-1) if log_q.shape[1] == 1 else log_q.sum(dim=1)
 
 
 def _score_grad(
@@ -99,12 +95,11 @@ def _score_grad(
         if baseline is None
         else values.detach() - baseline(values.detach())
     )
-    # Surrogate whose gradient is the estimator: the score term plus the pathwise grad of f
-    # (only when f depends on the parameters).
-    surrogate = torch.dot(weight.to(log_q.dtype), log_q) / num_samples
-    if values.requires_grad:
-        surrogate = surrogate + values.mean()
-    return _grads(surrogate, leaves)
+    # The estimator is the gradient of (1/S) sum_s [weight_s log q(z_s) + f_lambda(z_s)]: the
+    # score term plus the pathwise gradient of f (non-zero only when f depends on the
+    # parameters). The weights are constants, so they enter as the backward's incoming
+    # gradient instead of through a surrogate product.
+    return mean_grads(leaves, num_samples, weighted=(log_q, weight), summed=values)
 
 
 def score_function_grad(
