@@ -134,3 +134,16 @@ def test_a_result_the_judge_cannot_read_is_the_students_zero(
     assert flags & {"malformed_result", "forbidden", "tampered"}, flags
     text = json.dumps(data)
     assert "tell your instructor" not in text
+
+
+def test_results_follow_gradescope_and_hide_the_hidden_tier(
+    graded: tuple[Path, Any, Any],
+) -> None:
+    from tests.test_grader.test_gradescope_environment import gradescope_problems
+
+    out, _, _ = graded
+    for student in NAMES.values():
+        data = _results_of(out, student)
+        assert gradescope_problems(data) == []
+        shown = {(t["tags"][0], t["visibility"]) for t in data["tests"]}
+        assert shown == {("public", "visible"), ("hidden", "after_published")}
