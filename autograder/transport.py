@@ -325,11 +325,12 @@ def conforms(value: Any, annotation: Any, path: str = "the result") -> str | Non
                 if problem:
                     return problem
         return None
-    container = origin or annotation
+    container: Any = origin or annotation
     if container in (list, tuple, dict) or origin is not None:
         if not isinstance(container, type) or not isinstance(value, container):
             name = getattr(container, "__name__", str(container))
             return f"{path} is a {_kind(value)}, not a {name}"
+        value = typing.cast(Any, value)
         if container is dict and len(args) == 2:
             for key, item in value.items():
                 problem = conforms(key, args[0], f"{path} key") or conforms(
