@@ -153,7 +153,13 @@ class LocalSubject:
             payload = transport.encode(result)
         except (Exception, SystemExit) as error:
             raise describe_exception(error) from None
-        return transport.decode(payload)  # type: ignore[no-any-return]
+        value = transport.decode(payload)
+        problem = transport.result_problem(probe, value)
+        if problem:
+            raise StudentError(
+                "bad_result", f"returned something the grader cannot read: {problem}"
+            )
+        return value  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return "<submission>"

@@ -11,11 +11,14 @@ notebook and in the sandboxed CI worker, so both give the checks identical value
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
 import struct
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,9 +28,11 @@ from autograder.secrets import is_secret
 
 __all__ = [
     "TransportError",
+    "conforms",
     "decode",
     "encode",
     "pickle_args",
+    "result_problem",
     "unpickle_args",
 ]
 
@@ -175,6 +180,8 @@ class _Decoder:
     def __init__(self, blob: memoryview) -> None:
         self.blob = blob
         self.nodes = MAX_NODES
+        #: Where the next tensor's bytes must start: the blob is read once, front to back.
+        self.cursor = 0
 
     def _tensor(self, node: list[Any]) -> torch.Tensor:
         if len(node) != 5:
@@ -188,15 +195,22 @@ class _Decoder:
             or not all(type(n) is int and n >= 0 for n in shape)
             or type(offset) is not int
             or type(nbytes) is not int
-            or offset < 0
+            or nbytes < 0
             or offset + nbytes > len(self.blob)
         ):
             raise TransportError("a malformed tensor")
+        if offset != self.cursor:
+            # safetensors' rule: tensors tile the blob in order, with no gap and no overlap,
+            # so the judge builds at most the blob's bytes however many tensors point at them.
+            raise TransportError(
+                "a tensor whose bytes overlap another's or leave a gap in the result"
+            )
         numel = 1
         for n in shape:
             numel *= n
         if numel * dtype.itemsize != nbytes:
             raise TransportError("a tensor whose storage does not match its shape")
+        self.cursor += nbytes
         return _from_bytes(dtype, shape, self.blob[offset : offset + nbytes])
 
     def value(self, node: Any, depth: int = 0) -> Any:
@@ -237,11 +251,12 @@ class _Decoder:
 def decode(payload: bytes, limit: int = MAX_DECODED_BYTES) -> Any:
     """Inverse of :func:`encode`, safe on untrusted bytes.
 
-    Only JSON and lengths are read: the skeleton must lie inside the payload, every tensor's
-    bytes inside the blob and match its dtype and shape, the blob be at most ``limit`` bytes,
-    and the value have at most :data:`MAX_NODES` nodes nested at most :data:`MAX_DEPTH`
-    deep. Nothing refers back to anything else, so what the judge builds is at most about the
-    payload's size: no payload can expand.
+    Only JSON and lengths are read: the skeleton must lie inside the payload, the tensors'
+    bytes must tile the blob exactly (in the skeleton's order, contiguous, no overlap, no gap:
+    safetensors' rule) and each match its dtype and shape, the blob be at most ``limit``
+    bytes, and the value have at most :data:`MAX_NODES` nodes nested at most
+    :data:`MAX_DEPTH` deep. Nothing refers back to anything else, so the tensors the judge
+    builds hold exactly the blob's bytes: no payload can expand.
 
     Raises:
         TransportError: a malformed or hostile payload.
@@ -260,13 +275,112 @@ def decode(payload: bytes, limit: int = MAX_DECODED_BYTES) -> Any:
         )
     try:
         skeleton = json.loads(bytes(view[start : start + head_len]))
-        return _Decoder(blob).value(skeleton)
+        decoder = _Decoder(blob)
+        value = decoder.value(skeleton)
+        if decoder.cursor != len(blob):
+            raise TransportError("a result with bytes that belong to no tensor")
+        return value
     except RecursionError:
         raise TransportError("a result nested too deeply") from None
     except ValueError as error:  # bad JSON (UnicodeDecodeError is one), a huge integer
         raise TransportError(
             f"the result could not be read back: {type(error).__name__}"
         ) from None
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def conforms(value: Any, annotation: Any, path: str = "the result") -> str | None:
+    """Why ``value`` does not have the type ``annotation`` (None when it does), deeply.
+
+    Knows what probes return: ``Any``, ``None``, unions, ``TypedDict`` (a dict with the
+    required keys, each key it has of its declared type), ``list[X]``, ``tuple[X, ...]``,
+    ``tuple[X, Y]``, ``dict[K, V]``, ``Literal``, and classes (a ``float`` may be an ``int``,
+    a ``complex`` any number). An annotation it cannot read accepts everything.
+    """
+    if annotation is Any or isinstance(annotation, (str, typing.TypeVar)):
+        return None
+    if annotation is None or annotation is type(None):
+        return None if value is None else f"{path} is a {_kind(value)}, not None"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        problems = [conforms(value, arm, path) for arm in args]
+        return None if None in problems else problems[0]
+    if origin is typing.Literal:
+        return None if value in args else f"{path} is {value!r}, not one of {args}"
+    if typing.is_typeddict(annotation):
+        if not isinstance(value, dict):
+            return f"{path} is a {_kind(value)}, not a dict"
+        try:
+            fields = typing.get_type_hints(annotation)
+        except Exception:  # an annotation the judge cannot resolve checks nothing
+            return None
+        for key in sorted(annotation.__required_keys__ - set(value)):
+            return f"{path} has no {key!r}"
+        for key, item in value.items():
+            if key in fields:
+                problem = conforms(item, fields[key], f"{path}[{key!r}]")
+                if problem:
+                    return problem
+        return None
+    container: Any = origin or annotation
+    if container in (list, tuple, dict) or origin is not None:
+        if not isinstance(container, type) or not isinstance(value, container):
+            name = getattr(container, "__name__", str(container))
+            return f"{path} is a {_kind(value)}, not a {name}"
+        value = typing.cast(Any, value)
+        if container is dict and len(args) == 2:
+            for key, item in value.items():
+                problem = conforms(key, args[0], f"{path} key") or conforms(
+                    item, args[1], f"{path}[{key!r}]"
+                )
+                if problem:
+                    return problem
+        elif container is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                return f"{path} has {len(value)} items, not {len(args)}"
+            for index, (item, arm) in enumerate(zip(value, args)):
+                problem = conforms(item, arm, f"{path}[{index}]")
+                if problem:
+                    return problem
+        elif container in (list, tuple) and args:
+            for index, item in enumerate(value):
+                problem = conforms(item, args[0], f"{path}[{index}]")
+                if problem:
+                    return problem
+        return None
+    if not isinstance(annotation, type):
+        return None
+    allowed: tuple[type, ...] = (annotation,)
+    if annotation is float:
+        allowed = (float, int)
+    elif annotation is complex:
+        allowed = (complex, float, int)
+    if isinstance(value, allowed) and not (
+        isinstance(value, bool) and annotation in (float, complex)
+    ):
+        return None
+    return f"{path} is a {_kind(value)}, not a {annotation.__name__}"
+
+
+@functools.cache
+def _return_annotation(probe: Callable[..., Any]) -> Any:
+    try:
+        return typing.get_type_hints(probe).get("return", Any)
+    except Exception:  # a probe whose annotation the judge cannot resolve: not checked
+        return Any
+
+
+def result_problem(probe: Callable[..., Any], value: Any) -> str | None:
+    """Why a decoded result is not what ``probe`` returns (its return annotation), or None.
+
+    The judge reads a result only through the probe's declared type: anything else (a list
+    where the probe returns a dict, a string where it reports positions) came from a worker
+    that was tampered with, and is the submission's doing, never a grader error.
+    """
+    return conforms(value, _return_annotation(probe))
 
 
 class _GuardedUnpickler(pickle.Unpickler):

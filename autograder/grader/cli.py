@@ -55,6 +55,8 @@ from autograder.grader.judge import (
 )
 from autograder.grader.remote import STARTUP_S
 from autograder.grader.report import (
+    HIDDEN_VISIBILITY,
+    VISIBILITIES,
     classroom_result,
     load_results,
     log_graded,
@@ -224,6 +226,7 @@ def plan_batch(
     students: Sequence[str] | None = None,
     insecure: bool = False,
     shard: tuple[int, int] | None = None,
+    hidden_visibility: str = HIDDEN_VISIBILITY,
 ) -> BatchPlan:
     """Find the submissions under ``submitted`` and decide which need grading into ``out``.
 
@@ -262,7 +265,7 @@ def plan_batch(
     clean_stale_workdirs()
     _remove_partial_writes(out)
     fingerprints = {
-        a: grader_fingerprint(limits, a, plugins)
+        a: grader_fingerprint(limits, a, plugins, hidden_visibility)
         for a in sorted({s.assignment for s in submissions})
     }
     pending, finished = [], {}
@@ -287,6 +290,7 @@ def plan_batch(
         plugins=tuple(plugins),
         fingerprints=fingerprints,
         levels=_levels(sandbox_level, insecure),
+        hidden_visibility=hidden_visibility,
     )
     return BatchPlan(out, submissions, pending, finished, config, problems, shard)
 
@@ -378,6 +382,7 @@ def grade_batch(
     insecure: bool = False,
     scheduler: str | None = None,
     shard: tuple[int, int] | None = None,
+    hidden_visibility: str = HIDDEN_VISIBILITY,
 ) -> int:
     """Grade every submission under ``submitted`` into ``out``; return the exit status.
 
@@ -399,6 +404,7 @@ def grade_batch(
             students=students,
             insecure=insecure,
             shard=shard,
+            hidden_visibility=hidden_visibility,
         )
     except UsageError as error:
         print(f"autograde: {error}", file=sys.stderr)
@@ -513,7 +519,7 @@ def _run_pool(
                 max_workers=1 if alone else max(1, min(jobs, len(batch))),
                 mp_context=_judge_context(s.assignment for s in pending),
                 initializer=judge_init,
-                initargs=(config.plugins,),
+                initargs=(config.plugins, config.limits),
             )
             futures = {pool.submit(_judge_one, s, config, str(out)): s for s in batch}
             left: list[Submission] = []
@@ -646,6 +652,14 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="import MODULE to register more assignments (tests)",
     )
+    parser.add_argument(
+        "--hidden-visibility",
+        choices=VISIBILITIES,
+        default=HIDDEN_VISIBILITY,
+        help="Gradescope visibility of the hidden checks in results.json (default "
+        f"{HIDDEN_VISIBILITY}: students see them once grades are published; public "
+        "checks are always visible)",
+    )
 
 
 def _grade(args: argparse.Namespace) -> int:
@@ -670,6 +684,7 @@ def _grade(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         scheduler=args.scheduler,
         shard=shard,
+        hidden_visibility=args.hidden_visibility,
     )
 
 
@@ -717,6 +732,7 @@ def _demo(args: argparse.Namespace) -> int:
         sandbox_level=args.sandbox,
         progress=not args.no_progress,
         insecure=args.insecure,
+        hidden_visibility=args.hidden_visibility,
     )
 
 
@@ -754,6 +770,7 @@ def _gradescope(args: argparse.Namespace) -> int:
             progress=False,
             stream=sys.stderr,
             insecure=args.insecure,
+            hidden_visibility=args.hidden_visibility,
         )
         produced = out / "submission" / assignment / "results.json"
         if produced.is_file():

@@ -64,6 +64,7 @@ from autograder.grader.report import (
     load_results,
     log_graded,
     progress_bar,
+    submission_dir,
     summary_table,
     write_atomic,
     write_gradebook,
@@ -93,7 +94,8 @@ _KILLED_FLAG = "killed_worker"
 
 
 class GraderMismatch(RuntimeError):
-    """A Dask worker runs a different grader (code, checks, limits) than the client."""
+    """A Dask worker runs a different grader (code, checks, limits, Python or grading
+    packages) than the client."""
 
 
 # --------------------------------------------------------------------------- shards
@@ -206,7 +208,10 @@ def merge_outputs(
                     f"{key}: listed by {part} but it has no valid results.json"
                 )
                 continue
-            if key in sources and not _same_files(sources[key] / key, part / key):
+            if key in sources and not _same_files(
+                submission_dir(sources[key], student, assignment),
+                submission_dir(part, student, assignment),
+            ):
                 problems.append(
                     f"{key}: {sources[key]} and {part} graded it differently"
                 )
@@ -225,12 +230,15 @@ def merge_outputs(
         return 1
     all_results = []
     for key, part in sorted(sources.items()):
+        student, assignment = key.split("/", 1)
         names = ("feedback.html", "grading.json", "results.json")  # results.json last
         for name in names:
-            source = part / key / name
+            source = submission_dir(part, student, assignment) / name
             if source.is_file():
-                write_atomic(out / key / name, source.read_text(encoding="utf-8"))
-        student, assignment = key.split("/", 1)
+                write_atomic(
+                    submission_dir(out, student, assignment) / name,
+                    source.read_text(encoding="utf-8"),
+                )
         merged = load_results(out, student, assignment)
         if merged is None:  # checked above; only a concurrent writer could get here
             print(
@@ -351,17 +359,19 @@ def _check_grader(config: JudgeConfig, assignment: str) -> None:
         json.dumps(config.limits.__dict__, sort_keys=True),
         assignment,
         config.plugins,
+        config.hidden_visibility,
     )
     if key not in _FINGERPRINTS:
         _FINGERPRINTS[key] = grader_fingerprint(
-            config.limits, assignment, config.plugins
+            config.limits, assignment, config.plugins, config.hidden_visibility
         )
     wanted = config.fingerprints.get(assignment)
     if wanted and _FINGERPRINTS[key] != wanted:
         raise GraderMismatch(
             f"the Dask worker on {socket.gethostname()} runs a different grader for "
             f"{assignment} (fingerprint {_FINGERPRINTS[key]}, the client's {wanted}): "
-            "install the same version of the course package on every worker"
+            "install the same version of the course package on every worker, with the same "
+            "Python and grading packages (pip install -c constraints/grading.txt)"
         )
 
 
@@ -449,6 +459,7 @@ def killed_outcome(
         assignment=submission.assignment,
         notebook_sha256=notebook_digest(submission),
         grader=config.fingerprints.get(submission.assignment, ""),
+        hidden_visibility=config.hidden_visibility,
     )
     outcome.tests = [
         _zero(p, message, [_KILLED_FLAG])

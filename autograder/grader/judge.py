@@ -9,19 +9,24 @@ the feedback and a flag.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import os
+import platform
 import re
+import resource
 import shutil
 import signal
 import stat
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +37,9 @@ import torch
 from autograder.core import CheckResult, Property, run_property
 from autograder.grader import sandbox
 from autograder.grader.remote import RemoteSubject, Session, prestart_zygote
-from autograder.grader.report import Outcome
+from autograder.grader.report import HIDDEN_VISIBILITY, Outcome
 from autograder.secrets import is_secret
+from autograder.subject import StudentError
 from autograder.tasks import ASSIGNMENTS, load_plugins, properties, tasks_of
 
 __all__ = [
@@ -42,7 +48,9 @@ __all__ = [
     "find_submissions",
     "grade_submission",
     "clean_stale_workdirs",
+    "GRADING_PACKAGES",
     "grader_fingerprint",
+    "grading_environment",
     "judge_init",
     "read_code_cells",
     "strip_magics",
@@ -68,6 +76,35 @@ class Submission:
         return f"{self.student}/{self.assignment}"
 
 
+def printable(name: str) -> str:
+    """A folder name as the grader shows and records it: every name, however odd, one-to-one.
+
+    Bytes that are not UTF-8 (``os.listdir`` keeps them as surrogates) become ``\\xNN``,
+    control and format characters (a terminal's escape sequences, bidirectional overrides,
+    newlines) ``\\xNN`` (below 0x80) or ``\\uNNNN``, a backslash two backslashes; anything else is kept,
+    so an ordinary student id is its own printable form.
+    """
+    out = []
+    for char in name:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogateescape of one raw byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
+            # \\xNN only below 0x80, so never the same text as an undecodable byte
+            out.append(
+                f"\\x{code:02x}"
+                if code < 0x80
+                else f"\\u{code:04x}"
+                if code <= 0xFFFF
+                else f"\\U{code:08x}"
+            )
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 class NotebookError(ValueError):
     """The notebook cannot be read; the message is what the student reads."""
 
@@ -91,6 +128,10 @@ def find_submissions(
 ) -> tuple[list[Submission], list[str]]:
     """Every ``<student>/<assignment>/<assignment>.ipynb`` under ``path`` (or its ``submitted/``).
 
+    A student is known by :func:`printable` of the folder's name (the same as the name
+    for ordinary ids), so a name that is not UTF-8 or holds escape sequences is graded and
+    shown escaped; ``students`` may name either form.
+
     Returns:
         The submissions, sorted, and the problems found (unknown assignment folders).
     """
@@ -101,7 +142,8 @@ def find_submissions(
     for student_dir in sorted(
         p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     ):
-        if wanted_s is not None and student_dir.name not in wanted_s:
+        student = printable(student_dir.name)
+        if wanted_s is not None and not {student_dir.name, student} & wanted_s:
             continue
         for assignment_dir in sorted(
             p
@@ -113,7 +155,7 @@ def find_submissions(
                 continue
             if assignment not in ASSIGNMENTS:
                 problems.append(
-                    f"{student_dir.name}/{assignment}: unknown assignment {assignment!r}"
+                    f"{student}/{printable(assignment)}: unknown assignment {printable(assignment)!r}"
                 )
                 continue
             notebook = assignment_dir / f"{assignment}.ipynb"
@@ -123,9 +165,7 @@ def find_submissions(
                 )
                 notebook = others[0] if len(others) == 1 else None  # type: ignore[assignment]
             found.append(
-                Submission(
-                    student_dir.name, assignment, str(notebook) if notebook else None
-                )
+                Submission(student, assignment, str(notebook) if notebook else None)
             )
     return found, problems
 
@@ -211,13 +251,49 @@ def fingerprint_files(assignment: str, plugins: Sequence[str] = ()) -> list[Path
     return list(dict.fromkeys(files))
 
 
+#: The distributions whose versions decide grades (every runtime dependency of the course
+#: package but tqdm): the fingerprint records them, ``constraints/grading.txt`` pins them.
+GRADING_PACKAGES = (
+    "hypothesis",
+    "matplotlib",
+    "mlxtend",
+    "nbformat",
+    "numpy",
+    "scikit-learn",
+    "scipy",
+    "torch",
+)
+
+
+def grading_environment() -> dict[str, str]:
+    """Python's implementation and version and each of :data:`GRADING_PACKAGES`'s installed
+    version (``torch`` with its build, ``2.13.0+cpu``; ``absent`` when not installed)."""
+    found = {
+        "python": f"{platform.python_implementation()} {platform.python_version()}"
+    }
+    for name in GRADING_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
 def grader_fingerprint(
-    limits: sandbox.Limits, assignment: str, plugins: Sequence[str] = ()
+    limits: sandbox.Limits,
+    assignment: str,
+    plugins: Sequence[str] = (),
+    hidden_visibility: str = HIDDEN_VISIBILITY,
 ) -> str:
     """Hash of what decides the grades of ``assignment``: every file of the grader's and the
-    course's packages, the plugins, the released notebook and the limits."""
+    course's packages, the plugins, the released notebook, the limits, the environment
+    (:func:`grading_environment`: a Dask worker or a resumed run with another Python, torch,
+    NumPy or Hypothesis grades differently) and what results.json shows
+    (``hidden_visibility``)."""
     digest = hashlib.sha256(json.dumps(limits.__dict__, sort_keys=True).encode())
     digest.update(assignment.encode())
+    digest.update(json.dumps(grading_environment(), sort_keys=True).encode())
+    digest.update(hidden_visibility.encode())
     for file in fingerprint_files(assignment, plugins):
         if file.is_file():
             digest.update(str(file.relative_to(file.parent.parent)).encode())
@@ -394,6 +470,8 @@ class JudgeConfig:
     #: :func:`grader_fingerprint` per assignment, recorded in each results.json (the resume key).
     fingerprints: dict[str, str] = field(default_factory=dict)
     levels: tuple[str, ...] | None = None
+    #: Gradescope ``visibility`` of the hidden tier's tests in results.json.
+    hidden_visibility: str = HIDDEN_VISIBILITY
 
 
 def _public(plugins: Sequence[str]) -> list[str]:
@@ -441,17 +519,53 @@ def _preload(public_plugins: Sequence[str]) -> list[str]:
     return [*public_plugins, *base, *checks]
 
 
-def judge_init(plugins: Sequence[str]) -> None:
-    """Runs once in each judge process: die with the parent, start the zygote, load the checks.
+#: What a judge may allocate for the checks' own work (references, Hypothesis), on top of
+#: its imports, three copies of the largest result (the channel's buffer, the payload, the
+#: decoded tensors) and the worker's budget (a zygote restarted by the judge inherits the cap).
+JUDGE_WORK_MB = 2048
+
+
+def _data_mb() -> int:
+    """This process's data segment (``VmData``: heap and private writable mappings), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def limit_judge_memory(limits: sandbox.Limits, work_mb: int = JUDGE_WORK_MB) -> int:
+    """Cap this judge's memory (``RLIMIT_DATA``, the soft limit) whatever a result claims: a
+    backstop under :func:`autograder.transport.decode`'s own bounds. Past the cap an
+    allocation fails: the check in progress scores zero with the ``memory`` flag
+    (:func:`_within_memory`), or, if the judge dies, the batch grades the submission zero
+    with ``crashed`` alone in a judge of its own.
+
+    Returns:
+        The cap in MB.
+    """
+    cap = _data_mb() + work_mb + 3 * limits.result_mb + limits.memory_mb
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard >> 20)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap << 20, hard))
+    return cap
+
+
+def judge_init(plugins: Sequence[str], limits: sandbox.Limits | None = None) -> None:
+    """Runs once in each judge process: die with the parent, start the zygote, load the
+    checks, cap the judge's memory (:func:`limit_judge_memory`).
 
     Args:
         plugins: The plugins the batch loaded (public and judge-only).
+        limits: The batch's limits (default: :class:`~autograder.grader.sandbox.Limits`).
     """
     sandbox.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     prestart_zygote(_preload(_public(plugins)))
     torch.set_num_threads(1)
     load_plugins(plugins)
+    limit_judge_memory(limits or sandbox.Limits())
 
 
 def clean_stale_workdirs() -> None:
@@ -482,6 +596,33 @@ def _zero(prop: Property, feedback: str, flags: list[str]) -> CheckResult:
     )
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
+
+
+def _within_memory(prop: Property, flags: list[str]) -> Property:
+    """``prop`` whose running out of the judge's memory (:func:`limit_judge_memory`) is the
+    submission's zero with the ``memory`` flag, never a grader error: only what the worker
+    sent can make a check outgrow a cap sized for honest results."""
+
+    def fn(subject: Any) -> None:
+        try:
+            prop.fn(subject)
+        except Exception as error:
+            if not _out_of_memory(error):
+                raise
+            if "memory" not in flags:
+                flags.append("memory")
+            raise StudentError(
+                "bad_result",
+                "returned results too large for the grader to check within its memory limit",
+            ) from None
+
+    return dataclasses.replace(prop, fn=fn)
+
+
 def _all_properties(assignment: str) -> list[Property]:
     return [prop for task in tasks_of(assignment) for prop in properties(task.id)]
 
@@ -507,6 +648,7 @@ def zero_outcome(
         notebook_sha256=notebook_digest(submission),
         grader=config.fingerprints.get(submission.assignment, ""),
         flags=[flag],
+        hidden_visibility=config.hidden_visibility,
     )
     outcome.tests = [
         _zero(p, message, [flag]) for p in _all_properties(submission.assignment)
@@ -528,10 +670,13 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
         assignment=submission.assignment,
         notebook_sha256=digest,
         grader=config.fingerprints.get(submission.assignment, ""),
+        hidden_visibility=config.hidden_visibility,
     )
     link = symlink_in(submission)
     if link is not None:
-        where = os.path.relpath(link, Path(submission.notebook or link).parents[2])
+        where = printable(
+            os.path.relpath(link, Path(submission.notebook or link).parents[2])
+        )
         message = (
             f"Not graded: {where} is a symbolic link, which the grader never follows "
             "(it could name someone else's work): submit the notebook file itself."
@@ -616,7 +761,7 @@ def _run_properties(session: Session, props: list[Property]) -> list[CheckResult
             )
             continue
         subject.begin(prop)
-        result = run_property(prop, subject)
+        result = run_property(_within_memory(prop, subject.flags), subject)
         result.flags = sorted(set(result.flags) | set(subject.flags))
         _hint_missing(result, session.cell_errors)
         results.append(result)

@@ -751,12 +751,22 @@ class RemoteSubject:
             return StudentError(error.kind, error.summary)
         op = header["op"]
         if op == "result":
+            # What the judge cannot read is the worker's doing (a tampered encoder): zero on
+            # this check, flagged, never a grader error.
             try:
-                return transport.decode(body)
+                value = transport.decode(body)
+                problem = transport.result_problem(probe, value)
             except transport.TransportError as error:
-                return StudentError(
-                    "bad_result", f"returned something that cannot be checked: {error}"
-                )
+                problem = str(error)
+            except MemoryError:
+                problem = "it does not fit in the grader's memory"
+            if problem is None:
+                return value
+            if "malformed_result" not in self.flags:
+                self.flags.append("malformed_result")
+            return StudentError(
+                "bad_result", f"returned something the grader cannot read: {problem}"
+            )
         if op == "error":
             kind = (
                 header.get("kind")

@@ -27,18 +27,31 @@ from tqdm import tqdm
 from autograder.core import CheckResult
 
 __all__ = [
+    "HIDDEN_VISIBILITY",
+    "OUTPUT_NAMES",
     "Outcome",
+    "VISIBILITIES",
     "check_results_json",
     "classroom_result",
     "feedback_html",
     "load_results",
     "progress_bar",
     "results_json",
+    "student_folder",
+    "submission_dir",
     "summary_table",
     "write_atomic",
     "write_gradebook",
     "write_submission",
 ]
+
+
+#: Gradescope's values of a test's ``visibility`` (its autograder specifications: results.json).
+VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+#: When students see a hidden-tier check's name, score and feedback on Gradescope: once the
+#: instructor publishes the grades (``autograde --hidden-visibility`` changes it). Public
+#: checks are always ``visible``: students can run them themselves.
+HIDDEN_VISIBILITY = "after_published"
 
 
 @dataclass
@@ -56,6 +69,8 @@ class Outcome:
     sandbox: str | None = None
     seconds: float = 0.0
     output_bytes: int = 0
+    #: The ``visibility`` of the hidden tier's tests in results.json (:data:`VISIBILITIES`).
+    hidden_visibility: str = HIDDEN_VISIBILITY
 
     @property
     def score(self) -> float:
@@ -101,7 +116,9 @@ def results_json(outcome: Outcome) -> dict[str, Any]:
                 "max_score": _points(test.max_score),
                 "status": "passed" if test.passed else "failed",
                 "output": test.feedback if not test.passed else "passed",
-                "visibility": "visible",
+                "visibility": outcome.hidden_visibility
+                if test.tier == "hidden"
+                else "visible",
                 "tags": [test.tier, *test.flags],
             }
         )
@@ -302,9 +319,27 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+#: Every name the grader writes at OUT's top level, besides the students' folders (and
+#: whatever starts with a dot: ``.running``, temporary files). A new output file must be
+#: listed here, so that no student's folder can take its place (:func:`student_folder`).
+OUTPUT_NAMES = frozenset({"gradebook.csv", "grading.log", "shard.json"})
+_RESERVED = frozenset(name.casefold() for name in OUTPUT_NAMES)
+
+
+def student_folder(student: str) -> str:
+    """The folder of OUT that holds ``student``'s results: the id itself, except an id that
+    is one of :data:`OUTPUT_NAMES` (in any case: some file systems ignore it) or starts with
+    a dot, whose first character is written ``\\xNN``. A student id is already
+    :func:`autograder.grader.judge.printable` (a literal backslash doubled), so the escaped
+    folder is never another student's."""
+    if student and (student.startswith(".") or student.casefold() in _RESERVED):
+        return f"\\x{ord(student[0]):02x}" + student[1:]
+    return student
+
+
 def submission_dir(out: Path, student: str, assignment: str) -> Path:
-    """``OUT/<student>/<assignment>``."""
-    return out / student / assignment
+    """``OUT/<student>/<assignment>`` (the student's folder as :func:`student_folder` names it)."""
+    return out / student_folder(student) / assignment
 
 
 def write_submission(out: Path, outcome: Outcome) -> dict[str, Any]:

@@ -97,21 +97,24 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _hidden_ancestor(path: Path) -> tuple[Path, Path] | None:
+    """The nearest ancestor of ``path`` that other users cannot traverse, and its child on the
+    way to ``path`` (None when every ancestor is traversable)."""
+    for child, parent in zip([path, *path.parents], path.parents):
+        if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
+            return parent, child
+    return None
+
+
 def _as_user(
     user: str, command: list[str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` as ``user``. The interpreter may live under a root-only folder (pyenv in
-    /root): a private mount namespace (of this harness only) shows that folder's interpreter
-    tree to the user, with nothing else of it."""
+    """Run ``command`` as ``user``. The interpreter (pyenv in /root) or the checkout itself
+    (a clone in ``mktemp -d``'s folder, mode 700) may live under a folder the user cannot
+    traverse: a private mount namespace (of this harness only) covers each such folder with an
+    empty one and shows the user the interpreter's and the checkout's trees in it, with nothing
+    else of it."""
     python = Path(os.path.realpath(sys.executable))
-    hidden = next(
-        (
-            p
-            for p in python.parents
-            if p != Path("/") and not os.stat(p).st_mode & 0o001
-        ),
-        None,
-    )
     env = {**b.env(), "HOME": "/tmp", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     env.pop("VIRTUAL_ENV", None)
     run_user = [
@@ -122,39 +125,40 @@ def _as_user(
         "env",
         *[f"{k}={v}" for k, v in env.items()],
     ]
-    if hidden is None:
-        return subprocess.run(
-            [*run_user, *command],
-            cwd=b.ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+    needed = {
+        found
+        for found in map(_hidden_ancestor, (python, b.ROOT.resolve()))
+        if found is not None
+    }
+    pairs = sorted(needed)
+    stages = [tempfile.mkdtemp(prefix="autograde-stage-", dir="/tmp") for _ in pairs]
+    # Every tree aside first, then each folder covered once, then every tree put back.
+    script = [
+        f'mount --bind "{keep}" "{stage}"' for (_, keep), stage in zip(pairs, stages)
+    ]
+    script += [
+        f'mount -t tmpfs -o mode=755 tmpfs "{hidden}"'
+        for hidden in sorted({hidden for hidden, _ in pairs})
+    ]
+    script += [
+        f'mkdir -p "{keep}" && mount --move "{stage}" "{keep}"'
+        for (_, keep), stage in zip(pairs, stages)
+    ]
+    prefix: tuple[str, ...] = ()
+    if script:
+        prefix = (
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            " && ".join([*script, 'exec "$@"']),
+            "sh",
         )
-    keep = next(p for p in python.parents if p.parent == hidden)
-    stage = tempfile.mkdtemp(prefix="autograde-stage-", dir="/tmp")
-    script = (
-        f'mount --bind "{keep}" "{stage}" && '
-        f'mount -t tmpfs -o mode=755 tmpfs "{hidden}" && '
-        f'mkdir -p "{keep}" && mount --move "{stage}" "{keep}" && '
-        'exec "$@"'
-    )
     try:
         return subprocess.run(
-            [
-                *(
-                    "unshare",
-                    "-m",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    script,
-                    "sh",
-                ),
-                *run_user,
-                *command,
-            ],
+            [*prefix, *run_user, *command],
             cwd=b.ROOT,
             capture_output=True,
             text=True,
@@ -162,7 +166,8 @@ def _as_user(
             check=False,
         )
     finally:
-        os.rmdir(stage)
+        for stage in stages:
+            os.rmdir(stage)
 
 
 def _grade_as(

@@ -211,7 +211,12 @@ def test_the_policy_hides_the_secrets_and_keeps_the_interpreter(tmp_path: Path) 
     assert "/srv/out" in policy.deny_paths
     assert str(b.ROOT / "autograder" / "hidden") in policy.hide_paths
     if sandbox.repo_root() is not None:
-        assert str(b.ROOT) in policy.whitelist_roots
+        # The checkout, or the folder holding it where the sandbox uid cannot traverse that
+        # folder (a clone in mktemp -d's /tmp/tmp.XXXX, mode 700): wherever the checkout lives.
+        assert sandbox._under(str(b.ROOT), policy.whitelist_roots), (
+            b.ROOT,
+            policy.whitelist_roots,
+        )
         assert str(b.ROOT / "autograder") in policy.keep_paths
     assert policy.uid is not None and policy.uid >= 100_000
     assert "course_lib.reference" in policy.deny_modules
@@ -270,3 +275,40 @@ def test_the_workers_time_limit_is_wall_clock_and_restores_the_signal() -> None:
         time.sleep(60)
     assert signal.getsignal(signal.SIGALRM) is before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_student_ids_and_folders_are_one_to_one() -> None:
+    """Every folder name has one printable id (no control character, valid UTF-8) and one
+    output folder, never another student's nor one of OUT's own files (issue 19 item 5)."""
+    import os
+
+    from autograder.grader.judge import printable
+    from autograder.grader.report import OUTPUT_NAMES, student_folder
+
+    raw = [
+        b"alice",
+        b"caf\xe9",  # Latin-1
+        "café".encode(),  # U+00E9: UTF-8 C3 A9
+        b"\xc2\x85",  # U+0085, a C1 control character
+        b"\x85",  # the lone byte 0x85
+        b"\\x85",  # a literal backslash-x
+        b"\x1b[31mred",
+        b"\\x1b[31mred",
+        b"gradebook.csv",
+        b"Gradebook.CSV",
+        b"\\x67radebook.csv",
+        b"grading.log",
+        b"shard.json",
+        b"rtl\xe2\x80\xaeevil",  # U+202E right-to-left override
+    ]
+    ids = [printable(os.fsdecode(name)) for name in raw]
+    assert len(set(ids)) == len(raw), ids
+    assert printable("alice") == "alice" and printable("café") == "café"
+    for shown in ids:
+        shown.encode("utf-8")  # no lone surrogate left
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in shown), shown
+        assert "\u202e" not in shown
+    folders = [student_folder(i) for i in ids]
+    assert len(set(folders)) == len(raw), folders
+    assert not {f.casefold() for f in folders} & {n.casefold() for n in OUTPUT_NAMES}
+    assert student_folder("alice") == "alice"
