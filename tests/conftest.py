@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 # nbgrader runs `alembic` from PATH; tests run `nbgrader` and `autograde`: put this
 # interpreter's bin first, so `.venv/bin/python -m pytest` works without activating.
@@ -29,9 +33,49 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(
+        config, "workerinput"
+    ):  # the main process (xdist's controller or serial)
+        os.environ["COURSE_TEST_TIMES_DIR"] = tempfile.mkdtemp(prefix="test-times-")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Notebook timings written by every test process (``tests/test_notebooks/conftest.py``)."""
+    folder = Path(os.environ.get("COURSE_TEST_TIMES_DIR", "/nonexistent"))
+    times: dict[str, dict[str, float]] = {}
+    for path in sorted(folder.glob("notebooks-*.json")):
+        for assignment, steps in json.loads(path.read_text()).items():
+            times.setdefault(assignment, {}).update(steps)
+    shutil.rmtree(folder, ignore_errors=True)
+    if not times:
+        return
+    terminalreporter.section("notebook timings (seconds, this machine)")
+    for assignment, steps in sorted(times.items()):
+        parts = ", ".join(f"{step} {seconds:.1f}" for step, seconds in steps.items())
+        terminalreporter.write_line(f"{assignment}: {parts}")
+
+
+#: Test files that share a session's expensive state go to one pytest-xdist worker together
+#: (``make test`` runs ``-n 2 --dist loadgroup``): the graded corpus cached by
+#: ``tests.corpus.grade``, and the nbgrader courses of ``tests/test_notebooks/conftest.py``.
+#: Every other file is a group of its own, so its module fixtures are built once.
+SHARED_GROUPS = {
+    "test_corpus.py": "corpus",
+    "test_known_bugs.py": "corpus",
+    "test_nbgrader_pipeline.py": "nbgrader-course",
+    "test_notebook_format.py": "nbgrader-course",
+    "test_release_in_sync.py": "nbgrader-course",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    for item in items:
+        group = SHARED_GROUPS.get(item.path.name, str(item.path))
+        item.add_marker(pytest.mark.xdist_group(group))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

@@ -13,8 +13,11 @@ Times per step are printed in the terminal summary.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -202,10 +205,10 @@ def graded(generated: nbt.Course) -> Iterator[Graded]:
     yield Graded(course, assignment, task, expected, returncode, log)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not TIMES:
-        return
-    terminalreporter.section("notebook timings (seconds, this machine)")
-    for assignment, steps in sorted(TIMES.items()):
-        parts = ", ".join(f"{step} {seconds:.1f}" for step, seconds in steps.items())
-        terminalreporter.write_line(f"{assignment}: {parts}")
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Hand this process's timings to the terminal summary (``tests/conftest.py``), which
+    prints them once, from pytest-xdist's workers too."""
+    folder = os.environ.get("COURSE_TEST_TIMES_DIR")
+    if folder and TIMES:
+        worker = getattr(session.config, "workerinput", {}).get("workerid", "main")
+        (Path(folder) / f"notebooks-{worker}.json").write_text(json.dumps(TIMES))
