@@ -60,6 +60,7 @@ _POINTS: dict[str, dict[str, float]] = {
         "gaussian_score": 3,
         "score_function_grad": 6,
         "score_function_grad_loo": 4,
+        "optimal_baseline": 3,
     },
     "03_reparam": {
         "gaussian_rsample": 2,

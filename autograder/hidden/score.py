@@ -19,24 +19,31 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from hypothesis import given, settings
 
 from autograder.checks.score import (
+    FEW,
     NO_GRAD_F_HINT,
     SOME,
     STAT,
+    BaselineCase,
     Case,
     DetachedCost,
     GaussianScoreCase,
+    baseline_cases,
+    baseline_hint,
     cases,
     centred_moments,
     compare_scores,
     estimator_law,
     estimator_probe,
+    expect_baseline_shapes,
     expect_untouched,
     gaussian_score_cases,
     gaussian_score_probe,
     loo_variance,
+    optimal_baseline_probe,
     parts_close,
     plain_moments,
     ratio_hint,
@@ -325,4 +332,71 @@ def loo_variance_reduction(subject: Subject, seed: int) -> None:
         raise Failure(
             f"your estimates vary {1 / ratio[worst]:.1f}x less than the leave-one-out estimator with num_samples="
             f"{VARIANCE_S} can ({case!r}, z=None): use exactly num_samples samples"
+        )
+
+
+# ---------------------------------------------------------------------------- optimal_baseline
+
+
+@check(
+    "optimal_baseline",
+    "matches the reference on given values of f and scores",
+    points=1,
+)
+@settings(SOME)
+@given(case=baseline_cases())
+def baseline_matches_reference(subject: Subject, case: BaselineCase) -> None:
+    f_values, scores = case.arrays()
+    out = subject.call(optimal_baseline_probe, f_values, scores)
+    expect_baseline_shapes(out, f_values, scores)
+    want = _reference().call(optimal_baseline_probe, f_values, scores)["value"]
+    hint = baseline_hint(out["value"], f_values, scores)
+    # a ratio of two S-term float64 sums (S <= 9) with a positive denominator: round-off is
+    # about 1e-15 relative, so 1e-9 admits every algebraic form and no wrong weighting
+    for index, (got, expected) in enumerate(zip(out["value"], want)):
+        assert_close(
+            got, expected, f"baseline {index}", rtol=1e-9, atol=1e-12, hint=hint
+        )
+
+
+@check(
+    "optimal_baseline",
+    "shifts and scales with f, and one coordinate's scores leave the others' baselines alone",
+    points=0.5,
+)
+@settings(FEW)
+@given(case=baseline_cases())
+def baseline_equivariant_and_local(subject: Subject, case: BaselineCase) -> None:
+    f_values, scores = case.arrays()
+    base = subject.call(optimal_baseline_probe, f_values, scores)["value"]
+    # f -> a f + c must give b -> a b + c (the variance of (a f + c - b) s is a^2 times that of
+    # (f - (b - c)/a) s); exact up to float64 round-off of the sums
+    a, c = -1.5, 7.0
+    moved = subject.call(optimal_baseline_probe, a * f_values + c, scores)["value"]
+    for index, (b, m) in enumerate(zip(base, moved)):
+        assert_close(
+            m,
+            a * b + c,
+            f"baseline {index} for -1.5 f + 7",
+            rtol=1e-9,
+            atol=1e-9,
+            hint="the optimal constant moves with f: shifting f by c shifts it by c",
+        )
+    # scaling the scores of coordinate 0 of the first parameter (and only those) by 10 on
+    # half the samples changes that coordinate's optimum and must leave every other one alone
+    changed = [s.clone() for s in scores]
+    flat = changed[0].reshape(case.S, -1)
+    flat[: case.S // 2 + 1, 0] *= 10.0
+    after = subject.call(optimal_baseline_probe, f_values, tuple(changed))["value"]
+    for index, (b, m) in enumerate(zip(base, after)):
+        keep = torch.ones(b.numel(), dtype=torch.bool)
+        if index == 0:
+            keep[0] = False
+        assert_close(
+            m.reshape(-1)[keep],
+            b.reshape(-1)[keep],
+            f"baseline {index} of the coordinates whose scores did not change",
+            rtol=1e-9,
+            atol=1e-12,
+            hint="each coordinate's baseline depends on that coordinate's scores only",
         )
