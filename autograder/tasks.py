@@ -70,6 +70,7 @@ _POINTS: dict[str, dict[str, float]] = {
         "laplace_rsample": 2,
         "lognormal_rsample": 2,
         "gamma_rsample": 3,
+        "gamma_implicit_rsample": 5,
         "student_t_rsample": 3,
         "reparam_grad": 4,
     },
