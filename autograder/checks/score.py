@@ -1378,7 +1378,7 @@ def sfg_gaussian_closed_form(subject: Subject, case: Case) -> None:
 
 @check(
     "score_function_grad",
-    "includes the gradient of f when f depends on the parameters",
+    "is exact on given samples when f depends on the parameters too",
     points=1,
 )
 @settings(SOME)
