@@ -1847,11 +1847,14 @@ def baseline_is_stationary(subject: Subject, case: BaselineCase) -> None:
     out = subject.call(optimal_baseline_probe, f_values, scores)
     expect_baseline_shapes(out, f_values, scores)
     for index, (b, score) in enumerate(zip(out["value"], scores)):
-        weight = score.square()
-        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        # coordinates flattened: column i holds s_i(z_s) for every sample s
+        squared = score.reshape(case.S, -1) ** 2
+        centred = f_values[:, None] - b.reshape(1, -1)
         # d/db of (1/S) sum_s (f_s - b)^2 s_is^2 is -(2/S) sum_s (f_s - b) s_is^2
-        residual = ((values - b) * weight).sum(dim=0)
-        scale = ((values.abs() + b.abs()) * weight).sum(dim=0)
+        residual = (centred * squared).sum(dim=0)
+        scale = ((f_values.abs()[:, None] + b.abs().reshape(1, -1)) * squared).sum(
+            dim=0
+        )
         worst = int(torch.argmax((residual.abs() / scale).reshape(-1)))
         ratio = float((residual.abs() / scale).reshape(-1)[worst])
         if not math.isfinite(ratio) or ratio > STATIONARY_RTOL:
@@ -1862,74 +1865,3 @@ def baseline_is_stationary(subject: Subject, case: BaselineCase) -> None:
                 f"{-2 * float(residual.reshape(-1)[worst]) / case.S:.3g}, not 0. Differentiate "
                 "Var[(f - b) s_i] in b (E[s_i] = 0 simplifies one term)"
             )
-
-
-def _weighted_baseline(
-    f_values: Tensor, scores: tuple[Tensor, ...], weigh: Callable[[Tensor], Tensor]
-) -> list[Tensor]:
-    out = []
-    for score in scores:
-        weight = weigh(score)
-        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
-        out.append((values * weight).sum(dim=0) / weight.sum(dim=0))
-    return out
-
-
-def _plain_mean_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
-    return [f_values.mean().expand(score.shape[1:]) for score in scores]
-
-
-def _unsquared_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
-    return _weighted_baseline(f_values, scores, lambda s: s)
-
-
-def _pooled_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
-    out = []
-    for score in scores:
-        weight = score.square().reshape(score.shape[0], -1).sum(dim=1)
-        out.append(((f_values * weight).sum() / weight.sum()).expand(score.shape[1:]))
-    return out
-
-
-#: Wrong baselines students write, with the hint that names each (``optimal_baseline``).
-BASELINE_BUGS: Catalogue = (
-    (
-        KnownBug(
-            "optimal_baseline/optimal_baseline_plain_mean_of_f",
-            "this is the plain mean of f: the variance-optimal constant weights each f(z_s) "
-            "by how large that sample's score is",
-        ),
-        _plain_mean_baseline,
-    ),
-    (
-        KnownBug(
-            "optimal_baseline/optimal_baseline_unsquared_score",
-            "f is weighted by the score itself, not by its square: the variance involves "
-            "((f - b) s_i)^2",
-        ),
-        _unsquared_baseline,
-    ),
-    (
-        KnownBug(
-            "optimal_baseline/optimal_baseline_pooled_over_coordinates",
-            "one baseline is shared by all coordinates of a parameter: minimise the variance "
-            "of each coordinate's estimate separately",
-        ),
-        _pooled_baseline,
-    ),
-)
-
-
-def baseline_hint(
-    got: list[Tensor], f_values: Tensor, scores: tuple[Tensor, ...]
-) -> str:
-    """The hint of the first known wrong baseline that ``got`` equals, or ``""``."""
-
-    def matches(got: list[Tensor], candidate: list[Tensor]) -> bool:
-        return all(
-            g.shape == c.shape
-            and torch.allclose(g, c.to(g.dtype), rtol=1e-9, atol=1e-12)
-            for g, c in zip(got, candidate)
-        )
-
-    return hint_for(got, BASELINE_BUGS, matches, f_values, scores)

@@ -15,12 +15,14 @@ a ratio outside ``[1/3, 3]`` has probability below ``alpha`` for a correct estim
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from hypothesis import given, settings
+from torch import Tensor
 
 from autograder.checks.score import (
     FEW,
@@ -32,7 +34,6 @@ from autograder.checks.score import (
     DetachedCost,
     GaussianScoreCase,
     baseline_cases,
-    baseline_hint,
     cases,
     centred_moments,
     compare_scores,
@@ -336,6 +337,77 @@ def loo_variance_reduction(subject: Subject, seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------- optimal_baseline
+
+
+def _weighted_baseline(
+    f_values: Tensor, scores: tuple[Tensor, ...], weigh: Callable[[Tensor], Tensor]
+) -> list[Tensor]:
+    out = []
+    for score in scores:
+        weight = weigh(score)
+        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        out.append((values * weight).sum(dim=0) / weight.sum(dim=0))
+    return out
+
+
+def _plain_mean_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
+    return [f_values.mean().expand(score.shape[1:]) for score in scores]
+
+
+def _unsquared_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
+    return _weighted_baseline(f_values, scores, lambda s: s)
+
+
+def _pooled_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
+    out = []
+    for score in scores:
+        weight = score.square().reshape(score.shape[0], -1).sum(dim=1)
+        out.append(((f_values * weight).sum() / weight.sum()).expand(score.shape[1:]))
+    return out
+
+
+#: Wrong baselines students write, with the hint that names each (``optimal_baseline``).
+BASELINE_BUGS: Catalogue = (
+    (
+        KnownBug(
+            "optimal_baseline/optimal_baseline_plain_mean_of_f",
+            "this is the plain mean of f: the variance-optimal constant weights each f(z_s) "
+            "by how large that sample's score is",
+        ),
+        _plain_mean_baseline,
+    ),
+    (
+        KnownBug(
+            "optimal_baseline/optimal_baseline_unsquared_score",
+            "f is weighted by the score itself, not by its square: the variance involves "
+            "((f - b) s_i)^2",
+        ),
+        _unsquared_baseline,
+    ),
+    (
+        KnownBug(
+            "optimal_baseline/optimal_baseline_pooled_over_coordinates",
+            "one baseline is shared by all coordinates of a parameter: minimise the variance "
+            "of each coordinate's estimate separately",
+        ),
+        _pooled_baseline,
+    ),
+)
+
+
+def baseline_hint(
+    got: list[Tensor], f_values: Tensor, scores: tuple[Tensor, ...]
+) -> str:
+    """The hint of the first known wrong baseline that ``got`` equals, or ``""``."""
+
+    def matches(got: list[Tensor], candidate: list[Tensor]) -> bool:
+        return all(
+            g.shape == c.shape
+            and torch.allclose(g, c.to(g.dtype), rtol=1e-9, atol=1e-12)
+            for g, c in zip(got, candidate)
+        )
+
+    return hint_for(got, BASELINE_BUGS, matches, f_values, scores)
 
 
 @check(
