@@ -2199,8 +2199,10 @@ def gamma_implicit_probe(
     }
 
 
-def run_implicit(subject: Subject, case: ImplicitGammaCase) -> ImplicitGammaOutput:
-    """The student's samples and derivatives, after the checks every property shares."""
+def run_implicit(
+    subject: Subject, case: ImplicitGammaCase
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The student's samples, dz/dshape and dz/drate per sample, after the shared checks."""
     shape, rate, z0 = case.arrays()
     out = subject.call(gamma_implicit_probe, shape, rate, z0)
     expect_no_side_effects(
@@ -2210,12 +2212,13 @@ def run_implicit(subject: Subject, case: ImplicitGammaCase) -> ImplicitGammaOutp
         mutated="z0 is the caller's noise: compute new tensors (no z0 /= rate)",
         grad_left="return the samples; the caller differentiates them",
     )
-    if out["d_shape"] is None or out["d_rate"] is None:
+    d_shape, d_rate = out["d_shape"], out["d_rate"]
+    if d_shape is None or d_rate is None:
         raise Failure(
             f"the samples carry no gradient to shape and rate ({case}): build them from the "
             "parameters you were given, without detaching them"
         )
-    return out
+    return out["value"], d_shape, d_rate
 
 
 @check(
@@ -2227,17 +2230,17 @@ def run_implicit(subject: Subject, case: ImplicitGammaCase) -> ImplicitGammaOutp
 @given(case=implicit_gamma_cases())
 def implicit_value_and_rate(subject: Subject, case: ImplicitGammaCase) -> None:
     _, rate, z0 = case.arrays()
-    out = run_implicit(subject, case)
+    value, _, d_rate = run_implicit(subject, case)
     # both are one float64 division: 1e-12 relative is round-off with room to spare
-    if not torch.allclose(out["value"], z0 / rate, rtol=1e-12, atol=0.0):
+    if not torch.allclose(value, z0 / rate, rtol=1e-12, atol=0.0):
         raise Failure(
             f"samples differ from z0 / rate on {case}: z0 ~ Gamma(shape, 1), and the rate "
             "is an inverse scale (Gamma(shape, rate) has mean shape / rate)"
         )
     want = -(z0 / rate) / rate
-    if not torch.allclose(out["d_rate"], want, rtol=1e-9, atol=1e-12):
+    if not torch.allclose(d_rate, want, rtol=1e-9, atol=1e-12):
         raise Failure(
-            f"dz/drate is {_fmt(out['d_rate'][0])} for the first sample, expected "
+            f"dz/drate is {_fmt(d_rate[0])} for the first sample, expected "
             f"{_fmt(want[0])} (-z / rate) on {case}: the rate should enter as a plain division"
         )
 
@@ -2261,8 +2264,8 @@ IMPLICIT_RTOL = 1e-5
 @given(case=implicit_gamma_cases())
 def implicit_keeps_cdf_level(subject: Subject, case: ImplicitGammaCase) -> None:
     shape, rate, z0 = case.arrays()
-    out = run_implicit(subject, case)
-    dz0 = out["d_shape"] * rate  # derivative of the standard sample z0 = rate * z
+    _, d_shape, _ = run_implicit(subject, case)
+    dz0 = d_shape * rate  # derivative of the standard sample z0 = rate * z
     h = IMPLICIT_STEP * torch.clamp(shape, min=1.0)
     moved = torch.special.gammainc(shape + h, z0 + h * dz0) - torch.special.gammainc(
         shape - h, z0 - h * dz0
@@ -2277,7 +2280,7 @@ def implicit_keeps_cdf_level(subject: Subject, case: ImplicitGammaCase) -> None:
         s, d = divmod(worst, z0.shape[1])
         raise Failure(
             f"sample {s}, coordinate {d} (shape {float(shape[d]):.3g}, z0 = {float(z0[s, d]):.4g}) "
-            f"on {case}: your dz/dshape = {float(out['d_shape'][s, d]):.4g} does not keep "
+            f"on {case}: your dz/dshape = {float(d_shape[s, d]):.4g} does not keep "
             f"u = F(z0; shape) fixed (the CDF moved by {float(moved[s, d]):.3g} for a step of "
             f"{float(h[d]):.1g}). Differentiate u = F(z(shape); shape) in the shape, as in "
             "Question 1 (b)"
