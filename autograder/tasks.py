@@ -60,6 +60,7 @@ _POINTS: dict[str, dict[str, float]] = {
         "gaussian_score": 3,
         "score_function_grad": 6,
         "score_function_grad_loo": 4,
+        "optimal_baseline": 3,
     },
     "03_reparam": {
         "gaussian_rsample": 2,
@@ -69,6 +70,7 @@ _POINTS: dict[str, dict[str, float]] = {
         "laplace_rsample": 2,
         "lognormal_rsample": 2,
         "gamma_rsample": 3,
+        "gamma_implicit_rsample": 5,
         "student_t_rsample": 3,
         "reparam_grad": 4,
     },

@@ -1001,7 +1001,7 @@ def _register_sampler_checks(family: Family) -> None:
 
     @check(
         task,
-        "pathwise derivatives satisfy the implicit-gradient identity dz/dλ = -∂λF(z; λ) / q(z; λ)",
+        "pathwise derivatives agree with the derivative computed from the CDF at fixed noise (Question 1 (b))",
         points=0.5,
     )
     @settings(SAMPLER_SETTINGS)
@@ -1816,7 +1816,7 @@ def gamma_parts_add_up(subject: Subject, problem: ComposedProblem) -> None:
 
 @check(
     "gamma_rsample",
-    "pathwise derivative satisfies the implicit-gradient identity dz/drate = -∂F(z; k, rate)/∂rate / q(z; k, rate)",
+    "pathwise derivative in the rate agrees with the one computed from the CDF at fixed noise",
     points=0.5,
 )
 @settings(SAMPLER_SETTINGS)
@@ -2083,3 +2083,205 @@ def student_t_no_side_effects(subject: Subject, problem: ComposedProblem) -> Non
         composed_probe, "student_t_rsample", problem.tensors(), problem.noise()
     )
     _no_composed_side_effects(out, "student_t_rsample", ("loc", "scale", "eps"))
+
+
+# =========================================================================== gamma_implicit_rsample
+# Implicit reparameterization of the Gamma in its (non-integer) shape. The grader passes the
+# standard Gamma samples z0 in and reads the student's per-sample derivatives. The public
+# checks state what the derivative must *do* (keep the CDF level F(z; shape) fixed), never how
+# to compute it.
+
+#: Shapes away from 1 and 2 (log Gamma(1) = log Gamma(2) = 0 hides a missing normaliser) and
+#: from integers; rates away from 1 (hides z0 * rate against z0 / rate).
+IMPLICIT_SHAPES = (0.35, 0.8, 1.6, 2.7, 5.5)
+IMPLICIT_RATES = (0.5, 1.7, 3.0)
+
+
+def _gamma_quantile(shape: Tensor, u: Tensor) -> Tensor:
+    """Solve P(shape, z) = u by bisection in float64 (100 halvings of [0, 200]: exact to round-off)."""
+    low = torch.zeros_like(u)
+    high = torch.full_like(u, 200.0)
+    for _ in range(100):
+        mid = (low + high) / 2
+        below = torch.special.gammainc(shape, mid) < u
+        low = torch.where(below, mid, low)
+        high = torch.where(below, high, mid)
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class ImplicitGammaCase:
+    """``S`` standard Gamma samples per coordinate at CDF levels in [0.02, 0.98], from ``seed``."""
+
+    S: int
+    shapes: tuple[float, ...]
+    rates: tuple[float, ...]
+    seed: int
+
+    def arrays(self) -> tuple[Tensor, Tensor, Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        shape = torch.tensor(self.shapes, dtype=DTYPE)
+        rate = torch.tensor(self.rates, dtype=DTYPE)
+        # moderate quantiles: the tails' densities underflow, which tests float64, not the idea
+        u = 0.02 + 0.96 * torch.rand(
+            self.S, len(self.shapes), generator=generator, dtype=DTYPE
+        )
+        return shape, rate, _gamma_quantile(shape, u)
+
+
+def implicit_gamma_cases() -> st.SearchStrategy[ImplicitGammaCase]:
+    """S in 2..5, D = 2 or 3 coordinates with distinct shapes (a broadcasting slip shows)."""
+
+    def build(S: int, D: int, seed: int, data: Any) -> ImplicitGammaCase:
+        return ImplicitGammaCase(S, data[0][:D], data[1][:D], seed)
+
+    return st.builds(
+        build,
+        st.integers(2, 5),
+        st.integers(2, 3),
+        seeds(),
+        st.tuples(
+            st.permutations(IMPLICIT_SHAPES).map(tuple),
+            st.lists(st.sampled_from(IMPLICIT_RATES), min_size=3, max_size=3).map(
+                tuple
+            ),
+        ),
+    )
+
+
+class ImplicitGammaOutput(probes.SideEffects):
+    """What :func:`gamma_implicit_probe` brings back (side effects on ``(shape, rate, z0)``).
+
+    ``d_shape``/``d_rate`` hold the per-sample derivatives dz_sd / dshape_d and dz_sd / drate_d,
+    shape ``(S, D)`` (z_sd depends on coordinate d's parameters only); None when ``z`` carries
+    no graph to that parameter.
+    """
+
+    value: Tensor
+    d_shape: Tensor | None
+    d_rate: Tensor | None
+
+
+def gamma_implicit_probe(
+    student: Student, shape: Tensor, rate: Tensor, z0: Tensor
+) -> ImplicitGammaOutput:
+    """Call ``student.gamma_implicit_rsample`` on leaves and read per-sample derivatives."""
+    shape_leaf = shape.detach().clone().requires_grad_(True)
+    rate_leaf = rate.detach().clone().requires_grad_(True)
+    args = (shape_leaf, rate_leaf, z0)
+    before = probes.snapshot(args)
+    value = student.gamma_implicit_rsample(*args)
+    if not isinstance(value, Tensor) or tuple(value.shape) != tuple(z0.shape):
+        raise StudentError(
+            "bad_result",
+            f"gamma_implicit_rsample returned {type(value).__name__} "
+            f"{tuple(getattr(value, 'shape', ()))}; expected a tensor shaped like z0 "
+            f"{tuple(z0.shape)}",
+        )
+    effects = probes.side_effects(before, args)
+    per_param: list[Tensor | None] = []
+    for leaf in (shape_leaf, rate_leaf):
+        if not value.requires_grad:
+            per_param.append(None)
+            continue
+        rows = []
+        for s in range(value.shape[0]):
+            (g,) = torch.autograd.grad(
+                value[s].sum(), leaf, retain_graph=True, allow_unused=True
+            )
+            rows.append(torch.zeros_like(leaf) if g is None else g)
+        per_param.append(torch.stack(rows).detach())
+    return {
+        "value": value.detach(),
+        "d_shape": per_param[0],
+        "d_rate": per_param[1],
+        **effects,
+    }
+
+
+def run_implicit(
+    subject: Subject, case: ImplicitGammaCase
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The student's samples, dz/dshape and dz/drate per sample, after the shared checks."""
+    shape, rate, z0 = case.arrays()
+    out = subject.call(gamma_implicit_probe, shape, rate, z0)
+    expect_no_side_effects(
+        "gamma_implicit_rsample",
+        out,
+        ["shape", "rate", "z0"],
+        mutated="z0 is the caller's noise: compute new tensors (no z0 /= rate)",
+        grad_left="return the samples; the caller differentiates them",
+    )
+    d_shape, d_rate = out["d_shape"], out["d_rate"]
+    if d_shape is None or d_rate is None:
+        raise Failure(
+            f"the samples carry no gradient to shape and rate ({case}): build them from the "
+            "parameters you were given, without detaching them"
+        )
+    return out["value"], d_shape, d_rate
+
+
+@check(
+    "gamma_implicit_rsample",
+    "returns z0 / rate with the scale derivative -z / rate",
+    points=1,
+)
+@settings(SAMPLER_SETTINGS)
+@given(case=implicit_gamma_cases())
+def implicit_value_and_rate(subject: Subject, case: ImplicitGammaCase) -> None:
+    _, rate, z0 = case.arrays()
+    value, _, d_rate = run_implicit(subject, case)
+    # both are one float64 division: 1e-12 relative is round-off with room to spare
+    if not torch.allclose(value, z0 / rate, rtol=1e-12, atol=0.0):
+        raise Failure(
+            f"samples differ from z0 / rate on {case}: z0 ~ Gamma(shape, 1), and the rate "
+            "is an inverse scale (Gamma(shape, rate) has mean shape / rate)"
+        )
+    want = -(z0 / rate) / rate
+    if not torch.allclose(d_rate, want, rtol=1e-9, atol=1e-12):
+        raise Failure(
+            f"dz/drate is {_fmt(d_rate[0])} for the first sample, expected "
+            f"{_fmt(want[0])} (-z / rate) on {case}: the rate should enter as a plain division"
+        )
+
+
+#: Relative step in the shape for the CDF-level check below.
+IMPLICIT_STEP = 1e-4
+#: Moving (shape, z) by (+-h, +-h dz/dshape) changes F by 2h (dF/dz dz/dshape + dF/dshape) +
+#: O(h^3): relative to 2h |dF/dz dz/dshape| a correct derivative leaves ~h^2 ~ 1e-8 plus
+#: gammainc's round-off (~1e-15) / (2h q |g|) < 1e-9 at the quantiles used; a derivative computed
+#: by any finite difference with relative step 1e-7..1e-3 is within 1e-6. A wrong formula
+#: (sign, no density, a wrong normaliser, no gradient) leaves residuals of order 1.
+IMPLICIT_RTOL = 1e-5
+
+
+@check(
+    "gamma_implicit_rsample",
+    "moving the shape by h and z by h dz/dshape keeps the CDF level F(z; shape) fixed",
+    points=1.5,
+)
+@settings(SAMPLER_SETTINGS)
+@given(case=implicit_gamma_cases())
+def implicit_keeps_cdf_level(subject: Subject, case: ImplicitGammaCase) -> None:
+    shape, rate, z0 = case.arrays()
+    _, d_shape, _ = run_implicit(subject, case)
+    dz0 = d_shape * rate  # derivative of the standard sample z0 = rate * z
+    h = IMPLICIT_STEP * torch.clamp(shape, min=1.0)
+    moved = torch.special.gammainc(shape + h, z0 + h * dz0) - torch.special.gammainc(
+        shape - h, z0 - h * dz0
+    )
+    density = torch.exp(
+        (shape - 1) * torch.log(z0) - z0 - torch.lgamma(shape)
+    )  # the scale of a unit change: 2h q |g|, floored at 2h q
+    scale = 2 * h * density * torch.clamp(dz0.abs(), min=1.0)
+    residual = (moved.abs() / scale).nan_to_num(nan=float("inf"))
+    worst = int(torch.argmax(residual.reshape(-1)))
+    if float(residual.reshape(-1)[worst]) > IMPLICIT_RTOL:
+        s, d = divmod(worst, z0.shape[1])
+        raise Failure(
+            f"sample {s}, coordinate {d} (shape {float(shape[d]):.3g}, z0 = {float(z0[s, d]):.4g}) "
+            f"on {case}: your dz/dshape = {float(d_shape[s, d]):.4g} does not keep "
+            f"u = F(z0; shape) fixed (the CDF moved by {float(moved[s, d]):.3g} for a step of "
+            f"{float(h[d]):.1g}). Differentiate u = F(z(shape); shape) in the shape, as in "
+            "Question 1 (b)"
+        )

@@ -1378,7 +1378,7 @@ def sfg_gaussian_closed_form(subject: Subject, case: Case) -> None:
 
 @check(
     "score_function_grad",
-    "includes the gradient of f when f depends on the parameters",
+    "is exact on given samples when f depends on the parameters too",
     points=1,
 )
 @settings(SOME)
@@ -1722,3 +1722,146 @@ def loo_unbiased(subject: Subject, seed: int) -> None:
         ALPHA / (STAT_EXAMPLES * 3),
         offset=3.0,
     )
+
+
+# =========================================================================== checks: optimal_baseline
+# The variance-minimising constant baseline per parameter coordinate. The grader passes the
+# values f(z_s) and the per-sample scores in, so every call is exact in float64. The public
+# checks state what the baseline *is* (the minimiser of the sample variance objective), never
+# a formula for it.
+
+
+@dataclass(frozen=True)
+class BaselineCase:
+    """``S`` values of ``f`` and per-sample scores of parameters shaped ``shapes``, from ``seed``."""
+
+    S: int
+    shapes: tuple[tuple[int, ...], ...]
+    offset: float
+    seed: int
+
+    def arrays(self) -> tuple[Tensor, tuple[Tensor, ...]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        scores = tuple(
+            torch.randn(self.S, *shape, generator=generator, dtype=torch.float64)
+            for shape in self.shapes
+        )
+        # f correlated with the squared scores of the first parameter (as a real integrand
+        # is), so the weighted and the plain mean of f differ by far more than round-off
+        first = scores[0].reshape(self.S, -1)
+        noise = torch.randn(self.S, generator=generator, dtype=torch.float64)
+        f_values = self.offset + 2.0 * first.square().mean(dim=1) + noise
+        return f_values, scores
+
+
+def baseline_cases() -> st.SearchStrategy[BaselineCase]:
+    """S >= 3 samples (S = 1 makes every weighting equal), one or two parameters with at least
+    two coordinates each (so pooling over coordinates is visible), offsets away from 0."""
+    shapes = st.sampled_from([(2,), (3,), (2, 2)])
+    return st.builds(
+        BaselineCase,
+        S=st.integers(3, 9),
+        shapes=st.lists(shapes, min_size=1, max_size=2).map(tuple),
+        offset=st.sampled_from([-4.0, 1.5, 10.0]),
+        seed=seeds(),
+    )
+
+
+class BaselineOutput(probes.SideEffects):
+    """What :func:`optimal_baseline_probe` brings back (side effects on ``(f_values, *scores)``)."""
+
+    value: list[Tensor]
+
+
+def optimal_baseline_probe(
+    student: Student, f_values: Tensor, scores: tuple[Tensor, ...]
+) -> BaselineOutput:
+    """Call ``student.optimal_baseline`` and report its baselines and side effects."""
+    args = (f_values, *scores)
+    before = probes.snapshot(args)
+    value = student.optimal_baseline(f_values, tuple(scores))
+    if isinstance(value, Tensor) or not isinstance(value, (tuple, list)):
+        raise StudentError(
+            "bad_result",
+            f"optimal_baseline returned a {type(value).__name__}; expected a tuple with one "
+            f"baseline tensor per parameter ({len(scores)} here)",
+        )
+    if len(value) != len(scores) or not all(isinstance(v, Tensor) for v in value):
+        raise StudentError(
+            "bad_result",
+            f"optimal_baseline must return {len(scores)} tensors, one per entry of scores",
+        )
+    return {
+        "value": [v.detach().to(torch.float64) for v in value],
+        **probes.side_effects(before, args),
+    }
+
+
+def expect_baseline_shapes(
+    out: BaselineOutput, f_values: Tensor, scores: tuple[Tensor, ...]
+) -> None:
+    """One baseline per parameter, shaped like it; the inputs untouched."""
+    names = ["f_values", *(f"scores[{i}]" for i in range(len(scores)))]
+    expect_no_side_effects(
+        "optimal_baseline",
+        out,
+        names,
+        mutated="work on copies (no in-place square or subtraction on the inputs)",
+    )
+    for index, (b, score) in enumerate(zip(out["value"], scores)):
+        if tuple(b.shape) != tuple(score.shape[1:]):
+            raise Failure(
+                f"baseline {index} has shape {tuple(b.shape)}, expected the parameter's shape "
+                f"{tuple(score.shape[1:])}: one baseline per coordinate, no sample axis"
+            )
+
+
+@check(
+    "optimal_baseline",
+    "one baseline per parameter coordinate, inputs untouched",
+    points=0.5,
+)
+@settings(FEW)
+@given(case=baseline_cases())
+def baseline_shapes_and_side_effects(subject: Subject, case: BaselineCase) -> None:
+    f_values, scores = case.arrays()
+    out = subject.call(optimal_baseline_probe, f_values, scores)
+    expect_baseline_shapes(out, f_values, scores)
+
+
+#: The first-order condition in float64: each residual is an S-term sum (S <= 9) of products of
+#: order |f| s^2, so round-off is below 1e-14 of the scale sum_s (|f_s| + |b|) s^2; 1e-9 admits
+#: any algebraic form, while a wrong weighting leaves residuals of order the scale itself.
+STATIONARY_RTOL = 1e-9
+
+
+@check(
+    "optimal_baseline",
+    "minimises the sample variance of (f - b) s_i for every coordinate i",
+    points=1,
+)
+@settings(SOME)
+@given(case=baseline_cases())
+def baseline_is_stationary(subject: Subject, case: BaselineCase) -> None:
+    f_values, scores = case.arrays()
+    out = subject.call(optimal_baseline_probe, f_values, scores)
+    expect_baseline_shapes(out, f_values, scores)
+    for index, (b, score) in enumerate(zip(out["value"], scores)):
+        # coordinates flattened: column i holds s_i(z_s) for every sample s
+        squared = score.reshape(case.S, -1) ** 2
+        centred = f_values[:, None] - b.reshape(1, -1)
+        # d/db of (1/S) sum_s (f_s - b)^2 s_is^2 is -(2/S) sum_s (f_s - b) s_is^2
+        residual = (centred * squared).sum(dim=0)
+        scale = ((f_values.abs()[:, None] + b.abs().reshape(1, -1)) * squared).sum(
+            dim=0
+        )
+        worst = int(torch.argmax((residual.abs() / scale).reshape(-1)))
+        ratio = float((residual.abs() / scale).reshape(-1)[worst])
+        if not math.isfinite(ratio) or ratio > STATIONARY_RTOL:
+            got = float(b.reshape(-1)[worst])
+            raise Failure(
+                f"baseline {index}, coordinate {worst}: b = {got:.6g} does not minimise the "
+                f"sample variance of (f - b) s_i on {case}: the derivative in b is "
+                f"{-2 * float(residual.reshape(-1)[worst]) / case.S:.3g}, not 0. Differentiate "
+                "Var[(f - b) s_i] in b (E[s_i] = 0 simplifies one term)"
+            )

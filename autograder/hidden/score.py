@@ -15,28 +15,36 @@ a ratio outside ``[1/3, 3]`` has probability below ``alpha`` for a correct estim
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from hypothesis import given, settings
+from torch import Tensor
 
 from autograder.checks.score import (
+    FEW,
     NO_GRAD_F_HINT,
     SOME,
     STAT,
+    BaselineCase,
     Case,
     DetachedCost,
     GaussianScoreCase,
+    baseline_cases,
     cases,
     centred_moments,
     compare_scores,
     estimator_law,
     estimator_probe,
+    expect_baseline_shapes,
     expect_untouched,
     gaussian_score_cases,
     gaussian_score_probe,
     loo_variance,
+    optimal_baseline_probe,
     parts_close,
     plain_moments,
     ratio_hint,
@@ -325,4 +333,142 @@ def loo_variance_reduction(subject: Subject, seed: int) -> None:
         raise Failure(
             f"your estimates vary {1 / ratio[worst]:.1f}x less than the leave-one-out estimator with num_samples="
             f"{VARIANCE_S} can ({case!r}, z=None): use exactly num_samples samples"
+        )
+
+
+# ---------------------------------------------------------------------------- optimal_baseline
+
+
+def _weighted_baseline(
+    f_values: Tensor, scores: tuple[Tensor, ...], weigh: Callable[[Tensor], Tensor]
+) -> list[Tensor]:
+    out = []
+    for score in scores:
+        weight = weigh(score)
+        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        out.append((values * weight).sum(dim=0) / weight.sum(dim=0))
+    return out
+
+
+def _plain_mean_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
+    return [f_values.mean().expand(score.shape[1:]) for score in scores]
+
+
+def _unsquared_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
+    return _weighted_baseline(f_values, scores, lambda s: s)
+
+
+def _pooled_baseline(f_values: Tensor, scores: tuple[Tensor, ...]) -> list[Tensor]:
+    out = []
+    for score in scores:
+        weight = score.square().reshape(score.shape[0], -1).sum(dim=1)
+        out.append(((f_values * weight).sum() / weight.sum()).expand(score.shape[1:]))
+    return out
+
+
+#: Wrong baselines students write, with the hint that names each (``optimal_baseline``).
+BASELINE_BUGS: Catalogue = (
+    (
+        KnownBug(
+            "optimal_baseline/optimal_baseline_plain_mean_of_f",
+            "this is the plain mean of f: the variance-optimal constant weights each f(z_s) "
+            "by how large that sample's score is",
+        ),
+        _plain_mean_baseline,
+    ),
+    (
+        KnownBug(
+            "optimal_baseline/optimal_baseline_unsquared_score",
+            "f is weighted by the score itself, not by its square: the variance involves "
+            "((f - b) s_i)^2",
+        ),
+        _unsquared_baseline,
+    ),
+    (
+        KnownBug(
+            "optimal_baseline/optimal_baseline_pooled_over_coordinates",
+            "one baseline is shared by all coordinates of a parameter: minimise the variance "
+            "of each coordinate's estimate separately",
+        ),
+        _pooled_baseline,
+    ),
+)
+
+
+def baseline_hint(
+    got: list[Tensor], f_values: Tensor, scores: tuple[Tensor, ...]
+) -> str:
+    """The hint of the first known wrong baseline that ``got`` equals, or ``""``."""
+
+    def matches(got: list[Tensor], candidate: list[Tensor]) -> bool:
+        return all(
+            g.shape == c.shape
+            and torch.allclose(g, c.to(g.dtype), rtol=1e-9, atol=1e-12)
+            for g, c in zip(got, candidate)
+        )
+
+    return hint_for(got, BASELINE_BUGS, matches, f_values, scores)
+
+
+@check(
+    "optimal_baseline",
+    "matches the reference on given values of f and scores",
+    points=1,
+)
+@settings(SOME)
+@given(case=baseline_cases())
+def baseline_matches_reference(subject: Subject, case: BaselineCase) -> None:
+    f_values, scores = case.arrays()
+    out = subject.call(optimal_baseline_probe, f_values, scores)
+    expect_baseline_shapes(out, f_values, scores)
+    want = _reference().call(optimal_baseline_probe, f_values, scores)["value"]
+    hint = baseline_hint(out["value"], f_values, scores)
+    # a ratio of two S-term float64 sums (S <= 9) with a positive denominator: round-off is
+    # about 1e-15 relative, so 1e-9 admits every algebraic form and no wrong weighting
+    for index, (got, expected) in enumerate(zip(out["value"], want)):
+        assert_close(
+            got, expected, f"baseline {index}", rtol=1e-9, atol=1e-12, hint=hint
+        )
+
+
+@check(
+    "optimal_baseline",
+    "shifts and scales with f, and one coordinate's scores leave the others' baselines alone",
+    points=0.5,
+)
+@settings(FEW)
+@given(case=baseline_cases())
+def baseline_equivariant_and_local(subject: Subject, case: BaselineCase) -> None:
+    f_values, scores = case.arrays()
+    base = subject.call(optimal_baseline_probe, f_values, scores)["value"]
+    # f -> a f + c must give b -> a b + c (the variance of (a f + c - b) s is a^2 times that of
+    # (f - (b - c)/a) s); exact up to float64 round-off of the sums
+    a, c = -1.5, 7.0
+    moved = subject.call(optimal_baseline_probe, a * f_values + c, scores)["value"]
+    for index, (b, m) in enumerate(zip(base, moved)):
+        assert_close(
+            m,
+            a * b + c,
+            f"baseline {index} for -1.5 f + 7",
+            rtol=1e-9,
+            atol=1e-9,
+            hint="the optimal constant moves with f: shifting f by c shifts it by c",
+        )
+    # scaling the scores of coordinate 0 of the first parameter (and only those) by 10 on
+    # half the samples changes that coordinate's optimum and must leave every other one alone
+    changed = [s.clone() for s in scores]
+    flat = changed[0].reshape(case.S, -1)
+    flat[: case.S // 2 + 1, 0] *= 10.0
+    after = subject.call(optimal_baseline_probe, f_values, tuple(changed))["value"]
+    for index, (b, m) in enumerate(zip(base, after)):
+        keep = torch.ones(b.numel(), dtype=torch.bool)
+        if index == 0:
+            keep[0] = False
+        assert_close(
+            m.reshape(-1)[keep],
+            b.reshape(-1)[keep],
+            f"baseline {index} of the coordinates whose scores did not change",
+            rtol=1e-9,
+            atol=1e-12,
+            hint="each coordinate's baseline depends on that coordinate's scores only",
         )

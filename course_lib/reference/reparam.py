@@ -25,6 +25,7 @@ from course_lib.reference._autograd import fresh_leaves, mean_grads
 __all__ = [
     "cauchy_rsample",
     "exponential_rsample",
+    "gamma_implicit_rsample",
     "gamma_rsample",
     "gaussian_rsample",
     "gumbel_rsample",
@@ -155,3 +156,52 @@ def reparam_grad(
     samples = rsample(*leaves, noise)
     values = per_sample("f", f(samples), noise.shape[0])
     return mean_grads(leaves, noise.shape[0], summed=values)
+
+
+#: Richardson-extrapolated central differences of the regularised incomplete gamma function in
+#: its shape argument (torch's ``gammainc`` has no derivative there): with step ``h`` the
+#: error of a central difference is c h^2 + O(h^4); (4 D(h/2) - D(h)) / 3 cancels the h^2 term.
+#: At h = 1e-3 (relative to max(shape, 1)) truncation is ~1e-12 and the round-off of gammainc
+#: (~1e-15 absolute) divided by h is ~1e-12: about 1e-9 relative on dF/dshape for the shapes
+#: and quantiles the course uses (checked against h = 1e-2: agreement to 1e-5 or better).
+_SHAPE_STEP = 1e-3
+
+
+def _d_cdf_d_shape(shape: Tensor, x: Tensor) -> Tensor:
+    def central(step: float) -> Tensor:
+        h = step * torch.clamp(shape, min=1.0)
+        upper = torch.special.gammainc(shape + h, x)
+        lower = torch.special.gammainc(shape - h, x)
+        return (upper - lower) / (2.0 * h)
+
+    return (4.0 * central(_SHAPE_STEP / 2) - central(_SHAPE_STEP)) / 3.0
+
+
+def gamma_implicit_rsample(shape: Tensor, rate: Tensor, z0: Tensor) -> Tensor:
+    r"""Gamma(shape, rate) samples with implicit reparameterization in the shape.
+
+    ``z0`` are standard Gamma(shape, 1) samples drawn without gradient (for a non-integer shape
+    there is no closed-form inverse CDF). Holding the CDF level :math:`u = F(z_0; \alpha)` fixed,
+    :math:`\partial z_0/\partial\alpha = -\partial_\alpha F(z_0; \alpha) / q(z_0; \alpha)` (Figurnov,
+    Mohamed & Mnih 2018) with :math:`F(z; \alpha) = P(\alpha, z)` and
+    :math:`\log q = (\alpha - 1)\log z - z - \log\Gamma(\alpha)`. The rate is a scale:
+    :math:`z = z_0 / \beta`.
+
+    Args:
+        shape: Concentration :math:`\alpha > 0`, shape ``(D,)``.
+        rate: Rate :math:`\beta > 0`, shape ``(D,)``.
+        z0: Standard Gamma samples, shape ``(S, D)``, positive.
+
+    Returns:
+        ``(S, D)`` samples with value ``z0 / rate``, differentiable in ``shape`` (by the
+        identity) and ``rate``.
+    """
+    shape, rate, z0 = (
+        check_tensor(n, t) for n, t in (("shape", shape), ("rate", rate), ("z0", z0))
+    )
+    fixed_shape, x = shape.detach(), z0.detach()
+    log_density = (fixed_shape - 1.0) * torch.log(x) - x - torch.lgamma(fixed_shape)
+    dz_dshape = -_d_cdf_d_shape(fixed_shape, x) / torch.exp(log_density)
+    # value z0, derivative dz_dshape in the shape: the identity enters only through the gradient
+    standard = x + dz_dshape * (shape - fixed_shape)
+    return standard / rate

@@ -17,7 +17,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -26,7 +26,12 @@ from torch.distributions import Distribution
 from course_lib._validate import check_params, check_tensor, per_sample
 from course_lib.reference._autograd import fresh_leaves, mean_grads
 
-__all__ = ["gaussian_score", "score_function_grad", "score_function_grad_loo"]
+__all__ = [
+    "gaussian_score",
+    "optimal_baseline",
+    "score_function_grad",
+    "score_function_grad_loo",
+]
 
 Integrand = Callable[..., Tensor]
 Family = Callable[..., Distribution]
@@ -158,3 +163,36 @@ def score_function_grad_loo(
             f"the leave-one-out baseline needs num_samples >= 2, got {num_samples}"
         )
     return _score_grad(f, make_q, params, num_samples, z, baseline=_leave_one_out_mean)
+
+
+def optimal_baseline(f_values: Tensor, scores: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    r"""Sample estimate of the variance-minimising constant baseline, per parameter coordinate.
+
+    For one coordinate :math:`i` with per-sample score :math:`s_i = \partial_i \log q(z)`,
+    :math:`\mathbb{E}[s_i] = 0` makes :math:`\mathbb{E}[(f - b) s_i] = \mathbb{E}[f s_i]` free of
+    :math:`b`, so :math:`\operatorname{Var}[(f - b) s_i] = \mathbb{E}[(f - b)^2 s_i^2] - \mathbb{E}[f s_i]^2`
+    and :math:`d/db = -2\,\mathbb{E}[(f - b) s_i^2] = 0` gives
+    :math:`b_i^* = \mathbb{E}[f s_i^2] / \mathbb{E}[s_i^2]`, estimated by sample sums.
+
+    Args:
+        f_values: ``f(z_s)``, shape ``(S,)``.
+        scores: One tensor per parameter, ``(S, *param_shape)``: the per-sample scores.
+
+    Returns:
+        One baseline tensor per parameter, shaped like the parameter; no autograd graph.
+    """
+    f_values = check_tensor("f_values", f_values).detach()
+    if f_values.ndim != 1:
+        raise ValueError(f"f_values must have shape (S,), got {tuple(f_values.shape)}")
+    baselines = []
+    for index, score in enumerate(scores):
+        score = check_tensor(f"scores[{index}]", score).detach()
+        if score.ndim < 1 or score.shape[0] != f_values.shape[0]:
+            raise ValueError(
+                f"scores[{index}] must have shape (S, ...) with S = {f_values.shape[0]}, "
+                f"got {tuple(score.shape)}"
+            )
+        weight = score.square()
+        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        baselines.append((values * weight).sum(dim=0) / weight.sum(dim=0))
+    return tuple(baselines)

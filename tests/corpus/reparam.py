@@ -782,3 +782,137 @@ equivalent(
     "reparam_grad_create_graph",
     "returning gradients built with create_graph=True gives the same values; the SPEC does not forbid a graph",
 )
+
+
+# --------------------------------------------------------------------------- gamma_implicit_rsample
+
+
+def _log_gamma_density(shape, z):
+    return (shape - 1) * torch.log(z) - z - torch.lgamma(shape)
+
+
+@variant("gamma_implicit_rsample")
+def gamma_implicit_central_difference(shape, rate, z0):
+    a = shape.detach()
+    h = 1e-6
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a - h, z0)) / (
+        2 * h
+    )
+    dz = -d_cdf / torch.exp(_log_gamma_density(a, z0))
+    return (z0 + dz * (shape - a)) / rate
+
+
+class _ImplicitStandardGamma(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, shape, z0):
+        ctx.save_for_backward(shape, z0)
+        return z0.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        shape, z0 = ctx.saved_tensors
+        step = 1e-4
+        d_cdf = (
+            torch.special.gammainc(shape + step, z0)
+            - torch.special.gammainc(shape - step, z0)
+        ) / (2 * step)
+        density = z0 ** (shape - 1) * torch.exp(-z0) / torch.exp(torch.lgamma(shape))
+        return grad_output * (-d_cdf / density), None
+
+
+@variant("gamma_implicit_rsample")
+def gamma_implicit_autograd_function(shape, rate, z0):
+    return _ImplicitStandardGamma.apply(shape.expand_as(z0), z0) / rate
+
+
+@variant("gamma_implicit_rsample")
+def gamma_implicit_scipy(shape, rate, z0):
+    from scipy import special
+
+    a = shape.detach().numpy()
+    x = z0.detach().numpy()
+    h = 1e-5
+    d_cdf = (special.gammainc(a + h, x) - special.gammainc(a - h, x)) / (2 * h)
+    log_q = special.xlogy(a - 1, x) - x - special.gammaln(a)
+    dz = torch.from_numpy(-d_cdf * np.exp(-log_q))
+    return (z0 + dz * (shape - shape.detach())) * rate.reciprocal()
+
+
+@variant("gamma_implicit_rsample")
+def gamma_implicit_forward_difference_log_space(shape, rate, z0):
+    a = shape.detach()
+    h = 1e-7 * a
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a, z0)) / h
+    log_dz = torch.log(-d_cdf) - _log_gamma_density(a, z0)
+    # F decreases in the shape (a larger shape moves mass right), so dF/dshape < 0, dz > 0
+    standard = z0 + torch.exp(log_dz) * (shape - a)
+    return standard / rate
+
+
+@mutant("gamma_implicit_rsample")
+def gamma_implicit_sign_flipped(shape, rate, z0):
+    a = shape.detach()
+    h = 1e-6
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a - h, z0)) / (
+        2 * h
+    )
+    dz = d_cdf / torch.exp(_log_gamma_density(a, z0))
+    return (z0 + dz * (shape - a)) / rate
+
+
+@mutant("gamma_implicit_rsample")
+def gamma_implicit_forgets_density(shape, rate, z0):
+    a = shape.detach()
+    h = 1e-6
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a - h, z0)) / (
+        2 * h
+    )
+    return (z0 - d_cdf * (shape - a)) / rate
+
+
+@mutant("gamma_implicit_rsample")
+def gamma_implicit_density_without_normaliser(shape, rate, z0):
+    a = shape.detach()
+    h = 1e-6
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a - h, z0)) / (
+        2 * h
+    )
+    dz = -d_cdf / (z0 ** (a - 1) * torch.exp(-z0))  # forgot 1 / Gamma(shape)
+    return (z0 + dz * (shape - a)) / rate
+
+
+@mutant("gamma_implicit_rsample")
+def gamma_implicit_coarse_forward_difference(shape, rate, z0):
+    a = shape.detach()
+    h = 0.1
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a, z0)) / h
+    dz = -d_cdf / torch.exp(_log_gamma_density(a, z0))
+    return (z0 + dz * (shape - a)) / rate
+
+
+@mutant("gamma_implicit_rsample")
+def gamma_implicit_no_shape_gradient(shape, rate, z0):
+    return z0 / rate
+
+
+@mutant("gamma_implicit_rsample")
+def gamma_implicit_rate_as_scale(shape, rate, z0):
+    a = shape.detach()
+    h = 1e-6
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a - h, z0)) / (
+        2 * h
+    )
+    dz = -d_cdf / torch.exp(_log_gamma_density(a, z0))
+    return (z0 + dz * (shape - a)) * rate
+
+
+@mutant("gamma_implicit_rsample")
+def gamma_implicit_divides_z0_in_place(shape, rate, z0):
+    a = shape.detach()
+    h = 1e-6
+    d_cdf = (torch.special.gammainc(a + h, z0) - torch.special.gammainc(a - h, z0)) / (
+        2 * h
+    )
+    dz = -d_cdf / torch.exp(_log_gamma_density(a, z0))
+    z0 /= rate  # the caller's noise changes
+    return z0 + dz / rate * (shape - a)

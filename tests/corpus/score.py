@@ -685,3 +685,112 @@ equivalent(
     "a factor 1.5 of the leave-one-out one at S = 6 (below the factor 3 the variance check resolves); "
     "with z given it must use the leave-one-out baseline, which the deterministic checks enforce",
 )
+
+
+# --------------------------------------------------------------------------- optimal_baseline
+
+
+@variant("optimal_baseline")
+def optimal_baseline_python_loops(f_values, scores):
+    out = []
+    for score in scores:
+        flat = score.reshape(score.shape[0], -1)
+        coords = []
+        for i in range(flat.shape[1]):
+            top = sum(
+                float(f_values[s]) * float(flat[s, i]) ** 2
+                for s in range(flat.shape[0])
+            )
+            bottom = sum(float(flat[s, i]) ** 2 for s in range(flat.shape[0]))
+            coords.append(top / bottom)
+        out.append(torch.tensor(coords, dtype=torch.float64).reshape(score.shape[1:]))
+    return tuple(out)
+
+
+@variant("optimal_baseline")
+def optimal_baseline_einsum_means(f_values, scores):
+    result = []
+    for s in scores:
+        flat = s.reshape(len(s), -1)
+        b = torch.einsum("s,si->i", f_values, flat**2) / len(s) / (flat**2).mean(0)
+        result.append(b.view(s.shape[1:]))
+    return result
+
+
+@variant("optimal_baseline")
+def optimal_baseline_normalised_weights_numpy(f_values, scores):
+    f = f_values.detach().numpy()
+    baselines = []
+    for score in scores:
+        w = score.detach().numpy() ** 2
+        w = w / w.sum(axis=0, keepdims=True)
+        baselines.append(torch.from_numpy(np.tensordot(f, w, axes=(0, 0))))
+    return tuple(baselines)
+
+
+@variant("optimal_baseline")
+def optimal_baseline_moves_sample_axis_last(f_values, scores):
+    def one(score):
+        s2 = torch.movedim(score, 0, -1) * torch.movedim(score, 0, -1)
+        return (s2 * f_values).sum(-1) / s2.sum(-1)
+
+    return tuple(map(one, scores))
+
+
+@mutant("optimal_baseline")
+def optimal_baseline_plain_mean_of_f(f_values, scores):
+    return tuple(
+        torch.full(s.shape[1:], float(f_values.mean()), dtype=torch.float64)
+        for s in scores
+    )
+
+
+@mutant("optimal_baseline")
+def optimal_baseline_unsquared_score(f_values, scores):
+    out = []
+    for score in scores:
+        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        out.append((values * score).sum(0) / score.sum(0))
+    return tuple(out)
+
+
+@mutant("optimal_baseline")
+def optimal_baseline_pooled_over_coordinates(f_values, scores):
+    out = []
+    for score in scores:
+        weight = (score**2).reshape(len(score), -1).sum(1)
+        out.append(
+            ((f_values * weight).sum() / weight.sum())
+            * torch.ones(score.shape[1:], dtype=torch.float64)
+        )
+    return tuple(out)
+
+
+@mutant("optimal_baseline")
+def optimal_baseline_squares_scores_in_place(f_values, scores):
+    out = []
+    for score in scores:
+        score.pow_(2)  # the caller's scores are gone
+        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        out.append((values * score).sum(0) / score.sum(0))
+    return tuple(out)
+
+
+@mutant("optimal_baseline")
+def optimal_baseline_keeps_sample_axis(f_values, scores):
+    out = []
+    for score in scores:
+        weight = score**2
+        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        out.append((values * weight).sum(0, keepdim=True) / weight.sum(0, keepdim=True))
+    return tuple(out)
+
+
+@mutant("optimal_baseline")
+def optimal_baseline_one_stacked_tensor(f_values, scores):
+    out = []
+    for score in scores:
+        weight = score**2
+        values = f_values.reshape(-1, *([1] * (score.ndim - 1)))
+        out.append(((values * weight).sum(0) / weight.sum(0)).reshape(-1))
+    return torch.cat(out)

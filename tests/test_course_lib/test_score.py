@@ -193,3 +193,35 @@ def test_params_untouched_and_no_grad_left():
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+# --------------------------------------------------------------------------- optimal_baseline
+
+
+def test_optimal_baseline_minimises_the_sample_variance_objective() -> None:
+    # independent oracle: minimise mean((f - b)^2 s^2) over b numerically, coordinate by coordinate
+    from scipy.optimize import minimize_scalar
+
+    from course_lib.reference.score import optimal_baseline
+
+    generator = torch.Generator().manual_seed(3)
+    scores = (
+        torch.randn(7, 3, generator=generator, dtype=torch.float64),
+        torch.randn(7, 2, 2, generator=generator, dtype=torch.float64),
+    )
+    f_values = (
+        5.0
+        + scores[0][:, 0] ** 2
+        + torch.randn(7, generator=generator, dtype=torch.float64)
+    )
+    baselines = optimal_baseline(f_values, scores)
+    for b, score in zip(baselines, scores):
+        assert b.shape == score.shape[1:]
+        flat_scores, flat_b = score.reshape(7, -1).numpy(), b.reshape(-1).numpy()
+        f = f_values.numpy()
+        for i in range(flat_scores.shape[1]):
+            s2 = flat_scores[:, i] ** 2
+            best = minimize_scalar(
+                lambda c: float(((f - c) ** 2 * s2).mean()), tol=1e-12
+            )
+            assert flat_b[i] == pytest.approx(best.x, rel=1e-6)
