@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpu-wheels
 # Pure-Python packages the gpu tests and the benchmark import beyond torch and numpy.
-PURE=(hypothesis attrs sortedcontainers mlxtend pytest pluggy iniconfig packaging)
+PURE=(hypothesis attrs sortedcontainers pytest pluggy iniconfig packaging)
 
 if [[ "${1:-}" == "--prepare" ]]; then
     PIP=(.venv/bin/python -m pip)
@@ -57,7 +57,7 @@ fi
 
 section "dependencies"
 missing=()
-for module in hypothesis attr sortedcontainers mlxtend pytest numpy; do
+for module in hypothesis attr sortedcontainers pytest numpy; do
     "$PY" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 echo "missing before install: ${missing[*]:-none}"
@@ -78,7 +78,7 @@ if ! "$PY" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/nul
         echo "PYTHONPATH=$PYTHONPATH"
     fi
 fi
-"$PY" -c "import course_lib, hypothesis, mlxtend; print('imports ok:', course_lib.__file__)"
+"$PY" -c "import course_lib, hypothesis; print('imports ok:', course_lib.__file__)"
 
 section "gpu tests"
 "$PY" -m pytest -p no:cacheprovider -m gpu -v -o addopts="-ra --strict-markers" \
