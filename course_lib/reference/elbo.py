@@ -28,6 +28,7 @@ __all__ = [
     "fullcov_entropy",
     "fullcov_rsample",
     "gaussian_entropy",
+    "mean_field_sigma",
     "mixture_log_prob",
 ]
 
@@ -223,6 +224,29 @@ def fullcov_entropy(raw_tril: Tensor) -> Tensor:
     """
     _square("raw_tril", raw_tril)
     return torch.diagonal(raw_tril).sum() + raw_tril.shape[0] * _HALF_LOG_2PI_E
+
+
+def mean_field_sigma(covariance: Tensor) -> Tensor:
+    r"""Standard deviations of the best mean-field Gaussian for the target :math:`\mathcal{N}(m, \Sigma)`.
+
+    The ELBO of :math:`q = \mathcal{N}(\mu, \operatorname{diag}\sigma^2)` is, up to a constant,
+    :math:`-\tfrac12 \sum_{d,e} \Lambda_{de}(\mu_d - m_d)(\mu_e - m_e) - \tfrac12 \sum_d \Lambda_{dd}\sigma_d^2 + \sum_d \log\sigma_d`
+    with :math:`\Lambda = \Sigma^{-1}`; setting its derivative in :math:`\sigma_d` to zero gives
+    :math:`\sigma_d = 1/\sqrt{\Lambda_{dd}}` (and :math:`\mu = m`). In 2-D,
+    :math:`\sigma_d^2 = (1 - \rho^2)\Sigma_{dd}`: narrower than the marginal.
+
+    Args:
+        covariance: Symmetric positive definite :math:`\Sigma`, shape ``(D, D)``.
+
+    Returns:
+        :math:`\sigma`, shape ``(D,)``.
+    """
+    _square("covariance", covariance)
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if int(info) != 0 or not torch.allclose(covariance, covariance.T):
+        raise ValueError("covariance must be symmetric positive definite")
+    eye = torch.eye(covariance.shape[0], dtype=covariance.dtype)
+    return torch.diagonal(torch.cholesky_solve(eye, factor)).rsqrt()
 
 
 def mixture_log_prob(

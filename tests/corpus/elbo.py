@@ -1039,6 +1039,70 @@ def fullcov_entropy_slogdet_of_raw(raw_tril):
     )
 
 
+# --------------------------------------------------------------------------- mean_field_sigma
+
+
+@variant("mean_field_sigma")
+def mean_field_sigma_inverse(covariance):
+    return torch.diagonal(torch.linalg.inv(covariance)).rsqrt()
+
+
+@variant("mean_field_sigma")
+def mean_field_sigma_solve_per_coordinate(covariance):
+    # Lambda_dd = e_d^T Sigma^-1 e_d, one linear solve per coordinate.
+    eye = torch.eye(covariance.shape[0], dtype=covariance.dtype)
+    return torch.stack(
+        [
+            1.0 / torch.sqrt(torch.linalg.solve(covariance, e)[d])
+            for d, e in enumerate(eye)
+        ]
+    )
+
+
+@variant("mean_field_sigma")
+def mean_field_sigma_schur_complement(covariance):
+    # sigma_d^2 = Var(z_d | z_rest) = Sigma_dd - Sigma_d,r Sigma_rr^-1 Sigma_r,d.
+    d = covariance.shape[0]
+    out = []
+    for i in range(d):
+        rest = [j for j in range(d) if j != i]
+        if not rest:
+            out.append(covariance[i, i].sqrt())
+            continue
+        s_ir = covariance[i, rest]
+        s_rr = covariance[rest][:, rest]
+        out.append(torch.sqrt(covariance[i, i] - s_ir @ torch.linalg.solve(s_rr, s_ir)))
+    return torch.stack(out)
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_marginal_sd(covariance):
+    return torch.diagonal(covariance).sqrt()
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_returns_variance(covariance):
+    return 1.0 / torch.diagonal(torch.linalg.inv(covariance))
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_sqrt_of_precision(covariance):
+    return torch.diagonal(torch.linalg.inv(covariance)).sqrt()
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_two_d_formula_everywhere(covariance):
+    # (1 - rho^2) Sigma_dd with rho from the first pair only: right in 2-D, wrong beyond.
+    rho = covariance[0, 1] / torch.sqrt(covariance[0, 0] * covariance[1, 1])
+    return torch.sqrt((1 - rho**2) * torch.diagonal(covariance))
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_float32(covariance):
+    inverse = torch.linalg.inv(covariance.float())
+    return torch.diagonal(inverse).rsqrt().double()
+
+
 # --------------------------------------------------------------------------- mixture_log_prob
 
 

@@ -327,3 +327,44 @@ def test_correlated_gaussian_density_and_mean_field_optimum():
     )
     with pytest.raises(ValueError, match="correlation"):
         CorrelatedGaussian2D(correlation=1.0)
+
+
+# --------------------------------------------------------------------------- mean_field_sigma
+
+
+def test_mean_field_sigma_two_d_shrinks_by_one_minus_rho_squared():
+    from course_lib.reference.elbo import mean_field_sigma
+
+    sd, rho = np.array([1.5, 1.0]), 0.9
+    cov = np.array([[1, rho], [rho, 1]]) * np.outer(sd, sd)
+    got = mean_field_sigma(torch.as_tensor(cov)).numpy()
+    np.testing.assert_allclose(got, np.sqrt(1 - rho**2) * sd, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dim", [1, 3, 5])
+def test_mean_field_sigma_minimises_the_kl_numerically(dim):
+    """Independent oracle: scipy minimises KL(N(0, diag s^2) || N(0, Sigma)) over log s."""
+    from scipy.optimize import minimize
+
+    from course_lib.reference.elbo import mean_field_sigma
+
+    rng = np.random.default_rng(dim)
+    a = rng.normal(size=(dim, dim + 2))
+    cov = a @ a.T + 0.1 * np.eye(dim)
+    inverse = np.linalg.inv(cov)
+
+    def kl(log_s):  # up to constants
+        return 0.5 * (np.sum(np.diag(inverse) * np.exp(2 * log_s)) - 2 * np.sum(log_s))
+
+    best = minimize(kl, np.zeros(dim), method="BFGS", options={"gtol": 1e-10}).x
+    got = mean_field_sigma(torch.as_tensor(cov)).numpy()
+    np.testing.assert_allclose(got, np.exp(best), rtol=1e-6)  # BFGS's own tolerance
+
+
+def test_mean_field_sigma_names_a_bad_covariance():
+    from course_lib.reference.elbo import mean_field_sigma
+
+    with pytest.raises(ValueError, match="symmetric positive definite"):
+        mean_field_sigma(torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="square"):
+        mean_field_sigma(torch.ones(2, 3, dtype=torch.float64))
