@@ -82,6 +82,7 @@ _POINTS: dict[str, dict[str, float]] = {
         "fullcov_rsample": 3,
         "fullcov_entropy": 2,
         "mixture_log_prob": 5,
+        "mixture_score_surrogate": 2,
     },
     "05_vae": {
         "reparameterize": 2,

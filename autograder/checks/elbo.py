@@ -63,6 +63,7 @@ __all__ = [
     "Offset",
     "QCase",
     "Recorder",
+    "SurrogateCase",
     "ValuesOnly",
     "cholesky_factor",
     "conjugate_problems",
@@ -85,6 +86,7 @@ __all__ = [
     "score_expected",
     "score_grad_probe",
     "signature_defaults_probe",
+    "surrogate_cases",
     "value_tol",
 ]
 
@@ -516,6 +518,7 @@ ARG_NAMES: dict[str, tuple[str, ...]] = {
     "fullcov_entropy": ("raw_tril",),
     "mean_field_sigma": ("covariance",),
     "mixture_log_prob": ("z", "logits", "mu", "log_sigma"),
+    "mixture_score_surrogate": ("log_q", "log_p"),
 }
 
 
@@ -1970,6 +1973,100 @@ def mean_field_sigma_diagonal(subject: Subject, case: CovCase) -> None:
         "mean_field_sigma of a diagonal Sigma",
         **TIGHT,
         hint="uncorrelated coordinates: the target itself is mean field, so q matches its sds",
+    )
+
+
+# --------------------------------------------------------------------------- mixture_score_surrogate
+
+
+@dataclass(frozen=True)
+class SurrogateCase:
+    """``log_q`` and ``log_p`` of S samples, ``S >= 3``: log q in [-6, 0], log p in [-80, -5].
+
+    Bug-hiding values excluded: weights w = log p - log q with a mean far from 0 (so a missing
+    baseline shows) and spread out (so the sample's own weight in its baseline shows).
+    """
+
+    num_samples: int
+    seed: int
+
+    def __repr__(self) -> str:
+        return f"SurrogateCase(S={self.num_samples}, seed={self.seed})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    @property
+    def args(self) -> tuple[Tensor, Tensor]:
+        rng = np.random.default_rng(self.seed)
+        log_q = rng.uniform(-6.0, 0.0, self.num_samples)
+        log_p = rng.uniform(-80.0, -5.0, self.num_samples)
+        return (
+            torch.as_tensor(log_q, dtype=torch.float64),
+            torch.as_tensor(log_p, dtype=torch.float64),
+        )
+
+
+def surrogate_cases(
+    samples: tuple[int, int] = (3, 40),
+) -> st.SearchStrategy[SurrogateCase]:
+    return st.builds(SurrogateCase, st.integers(*samples), seeds())
+
+
+def _surrogate_grads(subject: Subject, log_q: Tensor, log_p: Tensor) -> list[Tensor]:
+    out = subject.call(q_probe, "mixture_score_surrogate", (log_q, log_p), (0, 1), ())
+    expect_no_side_effects(
+        "mixture_score_surrogate",
+        out,
+        ("log_q", "log_p"),
+        mutated="compute new tensors instead",
+    )
+    _expect_differentiable(out, "mixture_score_surrogate", "log_q")
+    return probe_grads(out)  # type: ignore[no-any-return]
+
+
+@check(
+    "mixture_score_surrogate",
+    "the weights are held fixed: no gradient reaches log p",
+    points=0.5,
+)
+@settings(GRADING)
+@given(case=surrogate_cases())
+@example(case=SurrogateCase(num_samples=5, seed=0))
+def surrogate_weights_fixed(subject: Subject, case: SurrogateCase) -> None:
+    _, grad_log_p = _surrogate_grads(subject, *case.args)
+    assert_close(
+        grad_log_p,
+        torch.zeros_like(grad_log_p),
+        "d surrogate / d log_p",
+        **TIGHT,
+        hint="the weights w = log p - log q are numbers for the score estimator: detach them",
+    )
+
+
+@check(
+    "mixture_score_surrogate",
+    "adding a constant to every log p leaves the gradient unchanged (the baseline absorbs it)",
+    points=0.5,
+)
+@settings(GRADING)
+@given(case=surrogate_cases(), shift=st.sampled_from([-40.0, 25.0, 300.0]))
+@example(case=SurrogateCase(num_samples=4, seed=1), shift=300.0)
+def surrogate_shift_invariant(
+    subject: Subject, case: SurrogateCase, shift: float
+) -> None:
+    log_q, log_p = case.args
+    before, _ = _surrogate_grads(subject, log_q, log_p)
+    after, _ = _surrogate_grads(subject, log_q, log_p + shift)
+    # w - b_s is a difference of weights, so the shift cancels exactly up to the round-off of
+    # numbers of size |shift| + 80 (float64: below 1e-12 relative).
+    assert_close(
+        after,
+        before,
+        "d surrogate / d log_q after shifting log p",
+        rtol=1e-9,
+        atol=1e-9 * (abs(shift) + 100.0),
+        hint="subtract a baseline from each weight: the mean of the other S - 1 weights",
     )
 
 

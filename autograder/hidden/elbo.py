@@ -22,6 +22,7 @@ from autograder.checks.elbo import (
     FullCovCase,
     MixtureCase,
     QCase,
+    SurrogateCase,
     conjugate_problems,
     cov_cases,
     entropy_probe,
@@ -37,6 +38,7 @@ from autograder.checks.elbo import (
     scalar_probe,
     score_grad_probe,
     signature_defaults_probe,
+    surrogate_cases,
     value_tol,
 )
 from autograder.compare import assert_close, expect_no_side_effects, present
@@ -311,4 +313,32 @@ def mean_field_sigma_matches_reference(subject: Subject, case: CovCase) -> None:
         rtol=1e-8,
         atol=0,
         hint="see the public check: the gradient of KL(q || p) in log sigma must vanish at your sigma",
+    )
+
+
+@check(
+    "mixture_score_surrogate",
+    "its gradient in log q matches the reference (leave-one-out baseline, S from 2 to 40)",
+    points=1,
+)
+@settings(GRADING)
+@given(case=surrogate_cases(samples=(2, 40)))
+@example(case=SurrogateCase(num_samples=2, seed=4))
+def mixture_score_surrogate_matches_reference(
+    subject: Subject, case: SurrogateCase
+) -> None:
+    # Sums of S products of numbers below 100 in float64: round-off below 1e-12.
+    args = case.args
+    got = subject.call(q_probe, "mixture_score_surrogate", args, (0, 1), ())
+    want = _reference().call(q_probe, "mixture_score_surrogate", args, (0, 1), ())
+    expect(
+        got["grads"] is not None,
+        "mixture_score_surrogate's result is not differentiable in log_q",
+    )
+    assert_close(
+        probe_grads(got)[0],
+        probe_grads(want)[0],
+        "d surrogate / d log_q",
+        **TIGHT,
+        hint="each sample's weight minus the mean of the OTHER S - 1 weights, times log q, averaged over S",
     )

@@ -1239,3 +1239,64 @@ def mixture_log_prob_max_shift_without_adding_back(z, logits, mu, log_sigma):
     terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
     top = terms.max(dim=1, keepdim=True).values
     return torch.log(torch.exp(terms - top).sum(1))
+
+
+# --------------------------------------------------------------------------- mixture_score_surrogate
+
+
+@variant("mixture_score_surrogate")
+def mixture_score_surrogate_loop(log_q, log_p):
+    weights = [float(p - q) for p, q in zip(log_p, log_q)]
+    total, count = sum(weights), len(weights)
+    terms = [q * (w - (total - w) / (count - 1)) for q, w in zip(log_q, weights)]
+    return torch.stack(terms).mean()
+
+
+@variant("mixture_score_surrogate")
+def mixture_score_surrogate_rescaled_centering(log_q, log_p):
+    # w_s - b_s = S / (S - 1) * (w_s - mean(w)).
+    with torch.no_grad():
+        weights = log_p - log_q
+        count = weights.shape[0]
+        centred = count / (count - 1) * (weights - weights.mean())
+    return (log_q * centred).sum() / count
+
+
+@variant("mixture_score_surrogate")
+def mixture_score_surrogate_plus_elbo_value(log_q, log_p):
+    # Adds the ELBO estimate as a constant, so the value reads as the ELBO: same gradient.
+    weights = (log_p - log_q).detach()
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return (log_q * (weights - baseline)).mean() + weights.mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_no_baseline(log_q, log_p):
+    return (log_q * (log_p - log_q).detach()).mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_baseline_includes_own_sample(log_q, log_p):
+    weights = (log_p - log_q).detach()
+    return (log_q * (weights - weights.mean())).mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_weights_not_detached(log_q, log_p):
+    weights = log_p - log_q
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return (log_q * (weights - baseline)).mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_sum_not_mean(log_q, log_p):
+    weights = (log_p - log_q).detach()
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return (log_q * (weights - baseline)).sum()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_negated(log_q, log_p):
+    weights = (log_p - log_q).detach()
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return -(log_q * (weights - baseline)).mean()

@@ -368,3 +368,22 @@ def test_mean_field_sigma_names_a_bad_covariance():
         mean_field_sigma(torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match="square"):
         mean_field_sigma(torch.ones(2, 3, dtype=torch.float64))
+
+
+def test_mixture_score_surrogate_gradient_is_the_leave_one_out_estimator():
+    """Oracle: the leave-one-out score estimator written out per sample in numpy."""
+    from course_lib.reference.elbo import mixture_score_surrogate
+
+    rng = np.random.default_rng(0)
+    log_q_np, log_p_np = rng.uniform(-5, 0, 6), rng.uniform(-50, -5, 6)
+    log_q = torch.as_tensor(log_q_np).requires_grad_(True)
+    log_p = torch.as_tensor(log_p_np).requires_grad_(True)
+    grad_q, grad_p = torch.autograd.grad(
+        mixture_score_surrogate(log_q, log_p), (log_q, log_p), allow_unused=True
+    )
+    w = log_p_np - log_q_np
+    want = [(w[s] - np.delete(w, s).mean()) / len(w) for s in range(len(w))]
+    np.testing.assert_allclose(grad_q.numpy(), want, rtol=1e-12)
+    assert grad_p is None or torch.all(grad_p == 0)
+    with pytest.raises(ValueError, match="S >= 2"):
+        mixture_score_surrogate(log_q[:1], log_p[:1])
