@@ -9,7 +9,16 @@ with this same file, so the release never depends on a stray ``gradebook.db``.
 import sys
 
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+from nbgrader.preprocessors import (
+    CheckCellMetadata,
+    ClearHiddenTests,
+    ClearOutput,
+    DeduplicateIds,
+    GetGrades,
+    OverwriteKernelspec,
+)
+
+from autograder.nbgrader_cells import OverwriteCellsQuietOnHiddenTests
 
 c = get_config()  # noqa: F821  (injected by traitlets when nbgrader loads this file)
 
@@ -56,6 +65,17 @@ c.Execute.interrupt_on_timeout = True
 # kernel process's log, not into any cell's outputs (checked with nbclient and with
 # `nbgrader autograde`: tests/test_notebooks checks that no cell of a graded solution has
 # stderr output). Were it ever to reach a cell, it would be the setup cell, which is not scored.
+
+# nbgrader 0.9's OverwriteCells reports every released grade cell with hidden tests as
+# "checksum has changed" (jupyter/nbgrader#1961): ours restores those silently and still
+# reports a grade cell whose visible part was edited. The rest is nbgrader's default list.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCellsQuietOnHiddenTests,
+    CheckCellMetadata,
+]
 
 # Keep grading feedback readable when a submission prints in a loop.
 c.LimitOutput.max_lines = 400

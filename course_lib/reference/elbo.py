@@ -28,7 +28,9 @@ __all__ = [
     "fullcov_entropy",
     "fullcov_rsample",
     "gaussian_entropy",
+    "mean_field_sigma",
     "mixture_log_prob",
+    "mixture_score_surrogate",
 ]
 
 LogJoint = Callable[[Tensor], Tensor]
@@ -225,6 +227,29 @@ def fullcov_entropy(raw_tril: Tensor) -> Tensor:
     return torch.diagonal(raw_tril).sum() + raw_tril.shape[0] * _HALF_LOG_2PI_E
 
 
+def mean_field_sigma(covariance: Tensor) -> Tensor:
+    r"""Standard deviations of the best mean-field Gaussian for the target :math:`\mathcal{N}(m, \Sigma)`.
+
+    The ELBO of :math:`q = \mathcal{N}(\mu, \operatorname{diag}\sigma^2)` is, up to a constant,
+    :math:`-\tfrac12 \sum_{d,e} \Lambda_{de}(\mu_d - m_d)(\mu_e - m_e) - \tfrac12 \sum_d \Lambda_{dd}\sigma_d^2 + \sum_d \log\sigma_d`
+    with :math:`\Lambda = \Sigma^{-1}`; setting its derivative in :math:`\sigma_d` to zero gives
+    :math:`\sigma_d = 1/\sqrt{\Lambda_{dd}}` (and :math:`\mu = m`). In 2-D,
+    :math:`\sigma_d^2 = (1 - \rho^2)\Sigma_{dd}`: narrower than the marginal.
+
+    Args:
+        covariance: Symmetric positive definite :math:`\Sigma`, shape ``(D, D)``.
+
+    Returns:
+        :math:`\sigma`, shape ``(D,)``.
+    """
+    _square("covariance", covariance)
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if int(info) != 0 or not torch.allclose(covariance, covariance.T):
+        raise ValueError("covariance must be symmetric positive definite")
+    eye = torch.eye(covariance.shape[0], dtype=covariance.dtype)
+    return torch.diagonal(torch.cholesky_solve(eye, factor)).rsqrt()
+
+
 def mixture_log_prob(
     z: Tensor, logits: Tensor, mu: Tensor, log_sigma: Tensor
 ) -> Tensor:
@@ -260,3 +285,30 @@ def mixture_log_prob(
     standardized = (z[:, None, :] - mu) / torch.exp(log_sigma)  # (S, K, D)
     log_components = (-0.5 * standardized.square() - log_sigma - _HALF_LOG_2PI).sum(-1)
     return torch.logsumexp(torch.log_softmax(logits, dim=0) + log_components, dim=1)
+
+
+def mixture_score_surrogate(log_q: Tensor, log_p: Tensor) -> Tensor:
+    r"""A scalar whose gradient is the score-function ELBO gradient with a leave-one-out baseline.
+
+    With weights :math:`w_s = \log p_s - \log q_s` held fixed and
+    :math:`b_s = \frac{1}{S-1}\sum_{t \ne s} w_t`, the surrogate is
+    :math:`\frac1S \sum_s \log q_s\,(w_s - b_s)`; its gradient through ``log_q`` is
+    :math:`\frac1S \sum_s \nabla_\lambda \log q(z_s \mid \lambda)\,(w_s - b_s)`.
+
+    Args:
+        log_q: :math:`\log q(z_s \mid \lambda)` at fixed samples, differentiable in
+            :math:`\lambda`, shape ``(S,)`` with ``S >= 2``.
+        log_p: :math:`\log p(x, z_s)`, shape ``(S,)`` (values only: no gradient reaches it).
+
+    Returns:
+        A scalar tensor.
+    """
+    check_tensor("log_q", log_q)
+    check_tensor("log_p", log_p)
+    if log_q.ndim != 1 or log_q.shape != log_p.shape or log_q.shape[0] < 2:
+        raise ValueError(
+            f"log_q and log_p must both be (S,) with S >= 2, got {tuple(log_q.shape)} and {tuple(log_p.shape)}"
+        )
+    weights = (log_p - log_q).detach()
+    baseline = (weights.sum() - weights) / (weights.shape[0] - 1)
+    return (log_q * (weights - baseline)).mean()

@@ -1039,6 +1039,70 @@ def fullcov_entropy_slogdet_of_raw(raw_tril):
     )
 
 
+# --------------------------------------------------------------------------- mean_field_sigma
+
+
+@variant("mean_field_sigma")
+def mean_field_sigma_inverse(covariance):
+    return torch.diagonal(torch.linalg.inv(covariance)).rsqrt()
+
+
+@variant("mean_field_sigma")
+def mean_field_sigma_solve_per_coordinate(covariance):
+    # Lambda_dd = e_d^T Sigma^-1 e_d, one linear solve per coordinate.
+    eye = torch.eye(covariance.shape[0], dtype=covariance.dtype)
+    return torch.stack(
+        [
+            1.0 / torch.sqrt(torch.linalg.solve(covariance, e)[d])
+            for d, e in enumerate(eye)
+        ]
+    )
+
+
+@variant("mean_field_sigma")
+def mean_field_sigma_schur_complement(covariance):
+    # sigma_d^2 = Var(z_d | z_rest) = Sigma_dd - Sigma_d,r Sigma_rr^-1 Sigma_r,d.
+    d = covariance.shape[0]
+    out = []
+    for i in range(d):
+        rest = [j for j in range(d) if j != i]
+        if not rest:
+            out.append(covariance[i, i].sqrt())
+            continue
+        s_ir = covariance[i, rest]
+        s_rr = covariance[rest][:, rest]
+        out.append(torch.sqrt(covariance[i, i] - s_ir @ torch.linalg.solve(s_rr, s_ir)))
+    return torch.stack(out)
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_marginal_sd(covariance):
+    return torch.diagonal(covariance).sqrt()
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_returns_variance(covariance):
+    return 1.0 / torch.diagonal(torch.linalg.inv(covariance))
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_sqrt_of_precision(covariance):
+    return torch.diagonal(torch.linalg.inv(covariance)).sqrt()
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_two_d_formula_everywhere(covariance):
+    # (1 - rho^2) Sigma_dd with rho from the first pair only: right in 2-D, wrong beyond.
+    rho = covariance[0, 1] / torch.sqrt(covariance[0, 0] * covariance[1, 1])
+    return torch.sqrt((1 - rho**2) * torch.diagonal(covariance))
+
+
+@mutant("mean_field_sigma")
+def mean_field_sigma_float32(covariance):
+    inverse = torch.linalg.inv(covariance.float())
+    return torch.diagonal(inverse).rsqrt().double()
+
+
 # --------------------------------------------------------------------------- mixture_log_prob
 
 
@@ -1175,3 +1239,64 @@ def mixture_log_prob_max_shift_without_adding_back(z, logits, mu, log_sigma):
     terms = _log_normal(z, mu, log_sigma) + torch.log_softmax(logits, 0)
     top = terms.max(dim=1, keepdim=True).values
     return torch.log(torch.exp(terms - top).sum(1))
+
+
+# --------------------------------------------------------------------------- mixture_score_surrogate
+
+
+@variant("mixture_score_surrogate")
+def mixture_score_surrogate_loop(log_q, log_p):
+    weights = [float(p - q) for p, q in zip(log_p, log_q)]
+    total, count = sum(weights), len(weights)
+    terms = [q * (w - (total - w) / (count - 1)) for q, w in zip(log_q, weights)]
+    return torch.stack(terms).mean()
+
+
+@variant("mixture_score_surrogate")
+def mixture_score_surrogate_rescaled_centering(log_q, log_p):
+    # w_s - b_s = S / (S - 1) * (w_s - mean(w)).
+    with torch.no_grad():
+        weights = log_p - log_q
+        count = weights.shape[0]
+        centred = count / (count - 1) * (weights - weights.mean())
+    return (log_q * centred).sum() / count
+
+
+@variant("mixture_score_surrogate")
+def mixture_score_surrogate_plus_elbo_value(log_q, log_p):
+    # Adds the ELBO estimate as a constant, so the value reads as the ELBO: same gradient.
+    weights = (log_p - log_q).detach()
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return (log_q * (weights - baseline)).mean() + weights.mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_no_baseline(log_q, log_p):
+    return (log_q * (log_p - log_q).detach()).mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_baseline_includes_own_sample(log_q, log_p):
+    weights = (log_p - log_q).detach()
+    return (log_q * (weights - weights.mean())).mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_weights_not_detached(log_q, log_p):
+    weights = log_p - log_q
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return (log_q * (weights - baseline)).mean()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_sum_not_mean(log_q, log_p):
+    weights = (log_p - log_q).detach()
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return (log_q * (weights - baseline)).sum()
+
+
+@mutant("mixture_score_surrogate")
+def mixture_score_surrogate_negated(log_q, log_p):
+    weights = (log_p - log_q).detach()
+    baseline = (weights.sum() - weights) / (len(weights) - 1)
+    return -(log_q * (weights - baseline)).mean()

@@ -327,3 +327,63 @@ def test_correlated_gaussian_density_and_mean_field_optimum():
     )
     with pytest.raises(ValueError, match="correlation"):
         CorrelatedGaussian2D(correlation=1.0)
+
+
+# --------------------------------------------------------------------------- mean_field_sigma
+
+
+def test_mean_field_sigma_two_d_shrinks_by_one_minus_rho_squared():
+    from course_lib.reference.elbo import mean_field_sigma
+
+    sd, rho = np.array([1.5, 1.0]), 0.9
+    cov = np.array([[1, rho], [rho, 1]]) * np.outer(sd, sd)
+    got = mean_field_sigma(torch.as_tensor(cov)).numpy()
+    np.testing.assert_allclose(got, np.sqrt(1 - rho**2) * sd, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dim", [1, 3, 5])
+def test_mean_field_sigma_minimises_the_kl_numerically(dim):
+    """Independent oracle: scipy minimises KL(N(0, diag s^2) || N(0, Sigma)) over log s."""
+    from scipy.optimize import minimize
+
+    from course_lib.reference.elbo import mean_field_sigma
+
+    rng = np.random.default_rng(dim)
+    a = rng.normal(size=(dim, dim + 2))
+    cov = a @ a.T + 0.1 * np.eye(dim)
+    inverse = np.linalg.inv(cov)
+
+    def kl(log_s):  # up to constants
+        return 0.5 * (np.sum(np.diag(inverse) * np.exp(2 * log_s)) - 2 * np.sum(log_s))
+
+    best = minimize(kl, np.zeros(dim), method="BFGS", options={"gtol": 1e-10}).x
+    got = mean_field_sigma(torch.as_tensor(cov)).numpy()
+    np.testing.assert_allclose(got, np.exp(best), rtol=1e-6)  # BFGS's own tolerance
+
+
+def test_mean_field_sigma_names_a_bad_covariance():
+    from course_lib.reference.elbo import mean_field_sigma
+
+    with pytest.raises(ValueError, match="symmetric positive definite"):
+        mean_field_sigma(torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="square"):
+        mean_field_sigma(torch.ones(2, 3, dtype=torch.float64))
+
+
+def test_mixture_score_surrogate_gradient_is_the_leave_one_out_estimator():
+    """Oracle: the leave-one-out score estimator written out per sample in numpy."""
+    from course_lib.reference.elbo import mixture_score_surrogate
+
+    rng = np.random.default_rng(0)
+    log_q_np, log_p_np = rng.uniform(-5, 0, 6), rng.uniform(-50, -5, 6)
+    log_q = torch.as_tensor(log_q_np).requires_grad_(True)
+    log_p = torch.as_tensor(log_p_np).requires_grad_(True)
+    grad_q, grad_p = torch.autograd.grad(
+        mixture_score_surrogate(log_q, log_p), (log_q, log_p), allow_unused=True
+    )
+    w = log_p_np - log_q_np
+    want = [(w[s] - np.delete(w, s).mean()) / len(w) for s in range(len(w))]
+    np.testing.assert_allclose(grad_q.numpy(), want, rtol=1e-12)
+    assert grad_p is None or torch.all(grad_p == 0)
+    with pytest.raises(ValueError, match="S >= 2"):
+        mixture_score_surrogate(log_q[:1], log_p[:1])

@@ -269,6 +269,17 @@ def test_student_journey_in_chromium(lab: str, tmp_path: Path) -> None:
         )
         # The kernel is ready when the toolbar's status says so.
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        # Once the kernel is up, JupyterLab writes the language_info it reports into the
+        # notebook (about 2 s after idle here); a notebook whose metadata changed is unsaved.
+        # install.py stamped that language_info, so the untouched notebook stays clean.
+        page.wait_for_timeout(6_000)
+        tab = page.locator(".lm-TabBar-tab.jp-mod-current", has_text=ASSIGNMENT)
+        assert tab.count() == 1
+        page.screenshot(path=shots / "0_opened.png")
+        assert "jp-mod-dirty" not in (tab.get_attribute("class") or ""), (
+            "the notebook shows as modified right after opening"
+        )
+        assert page.locator(".jp-mod-dirty").count() == 0
         assert page.locator("#jp-mainmenu-nbgrader").count() == 0, "instructor menu"
         config = json.loads(page.locator("#jupyter-config-data").text_content() or "{}")
         disabled = set(config.get("disabledExtensions", []))  # a list in the page
