@@ -256,7 +256,6 @@ def fingerprint_files(assignment: str, plugins: Sequence[str] = ()) -> list[Path
 GRADING_PACKAGES = (
     "hypothesis",
     "matplotlib",
-    "mlxtend",
     "nbformat",
     "numpy",
     "scikit-learn",
