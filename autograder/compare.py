@@ -25,6 +25,7 @@ __all__ = [
     "as_numpy",
     "assert_close",
     "assert_shape",
+    "expect_no_graph",
     "expect_no_side_effects",
     "Catalogue",
     "all_known_bugs",
@@ -173,6 +174,40 @@ def expect_no_side_effects(
             )
             in_place = " in place" if what == "modified" else ""
             raise Failure(f"{task} {what} {which}{in_place}: {advice}")
+
+
+def expect_no_graph(
+    task: str,
+    positions: Sequence[int],
+    names: Sequence[str],
+    *,
+    inputs: str,
+    advice: str = "take gradients without create_graph=True, or .detach() what you return",
+) -> None:
+    """Fail when results of ``task`` at ``positions`` still hold an autograd graph.
+
+    A gradient estimate is data for an optimiser step: one that still holds a graph
+    (``requires_grad``, a ``grad_fn``, or a view of a tensor with one; see
+    :func:`autograder.probes.holds_graph`) keeps every intermediate of the step alive, and
+    memory grows with each step of a training loop.
+
+    Args:
+        task: The student's function.
+        positions: Which results hold a graph (from :func:`autograder.probes.graph_held`).
+        names: The results' names, by position.
+        inputs: How the inputs were handed over (``"plain tensors"``, ``"leaves that require
+            grad"``), so the student can reproduce it.
+        advice: What to do instead.
+    """
+    if positions:
+        which = " and ".join(
+            names[i] if i < len(names) else f"result {i}" for i in positions
+        )
+        raise Failure(
+            f"{task} returned {which} still attached to an autograd graph (requires_grad or "
+            f"grad_fn) when called with {inputs}: a gradient that holds a graph keeps the whole "
+            f"step alive in a training loop; {advice}"
+        )
 
 
 def as_numpy(value: Any, what: str) -> np.ndarray:

@@ -44,6 +44,7 @@ from autograder.compare import (
     Catalogue,
     KnownBug,
     assert_close,
+    expect_no_graph,
     expect_no_side_effects,
     hint_for,
     present,
@@ -541,7 +542,8 @@ class ScoreGradOutput(probes.SideEffects):
     """:func:`score_grad_probe`: the two gradients and which of them still carry a graph."""
 
     value: tuple[Tensor, Tensor]
-    graph: list[str]
+    #: Positions (0: grad_mu, 1: grad_log_sigma) of results that hold an autograd graph.
+    graph: list[int]
 
 
 class QOutput(probes.SideEffects):
@@ -652,10 +654,24 @@ def per_sample_probe(
 
 
 def score_grad_probe(
-    student: Student, log_joint: Any, mu: Tensor, log_sigma: Tensor, z: Tensor
+    student: Student,
+    log_joint: Any,
+    mu: Tensor,
+    log_sigma: Tensor,
+    z: Tensor,
+    requires_grad: bool = False,
 ) -> ScoreGradOutput:
-    """``elbo_score_grad(log_joint, mu, log_sigma, z)``: the two gradients and side effects."""
-    args = {"mu": mu.clone(), "log_sigma": log_sigma.clone(), "z": z.clone()}
+    """``elbo_score_grad(log_joint, mu, log_sigma, z)``: the two gradients and side effects.
+
+    ``requires_grad``: ``mu`` and ``log_sigma`` are handed over as leaves that require grad,
+    as ``fit_bbvi``'s optimiser holds them (plain tensors otherwise). ``graph`` names the
+    results that still hold an autograd graph (:func:`autograder.probes.holds_graph`).
+    """
+    args = {
+        "mu": mu.detach().clone().requires_grad_(requires_grad),
+        "log_sigma": log_sigma.detach().clone().requires_grad_(requires_grad),
+        "z": z.clone(),
+    }
     result = student.elbo_score_grad(
         log_joint, args["mu"], args["log_sigma"], args["z"]
     )
@@ -678,13 +694,9 @@ def score_grad_probe(
     effects = probes.side_effects(
         [None, mu, log_sigma, z],
         [log_joint, args["mu"], args["log_sigma"], args["z"]],
-        requires_grad=[None, False, False, False],
+        requires_grad=[None, requires_grad, requires_grad, False],
     )
-    graph = [
-        what
-        for what, g in zip(("grad_mu", "grad_log_sigma"), result)
-        if g.requires_grad or g.grad_fn is not None
-    ]
+    graph = probes.graph_held(list(result))
     return {
         "value": (result[0].detach(), result[1].detach()),
         "graph": graph,
@@ -802,6 +814,10 @@ def fit_error_probe(student: Student, log_joint: Any, dim: int, estimator: str) 
 
 
 # --------------------------------------------------------------------------- shared judge helpers
+
+
+#: The names of ``elbo_score_grad``'s two results, by position.
+SCORE_GRAD_NAMES = ("grad_mu", "grad_log_sigma")
 
 
 def expect_untouched(out: probes.SideEffects, name: str) -> None:
@@ -1075,13 +1091,23 @@ def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
 def score_grad_formula(subject: Subject, case: QCase) -> None:
     out = subject.call(score_grad_probe, case.model, case.mu, case.log_sigma, case.z)
     expect_untouched(out, "elbo_score_grad")
-    # Called with plain tensors (no requires_grad), the gradients are plain numbers too: a
-    # result that still carries a graph keeps every intermediate alive in a training loop.
-    expect(
-        not out["graph"],
-        f"elbo_score_grad returned {' and '.join(out['graph'])} still attached to an autograd "
-        "graph (requires_grad=True) although no input requires grad: return plain tensors "
-        "(take gradients without create_graph, or .detach() the results)",
+    # The gradients are data for an optimiser step, with plain inputs and with the leaves
+    # fit_bbvi's optimiser holds alike: a result that still holds a graph keeps every
+    # intermediate of the step alive into the next.
+    expect_no_graph(
+        "elbo_score_grad", out["graph"], SCORE_GRAD_NAMES, inputs="plain tensors"
+    )
+    leaves = subject.call(
+        score_grad_probe, case.model, case.mu, case.log_sigma, case.z, True
+    )
+    expect_untouched(leaves, "elbo_score_grad")
+    expect_no_graph(
+        "elbo_score_grad",
+        leaves["graph"],
+        SCORE_GRAD_NAMES,
+        inputs="mu and log_sigma as leaves that require grad (as in fit_bbvi)",
+        advice="compute the weights and scores from mu.detach() and log_sigma.detach() "
+        "(or under torch.no_grad()), and take gradients without create_graph=True",
     )
     want_mu, want_ls = score_expected(case.model, case.mu, case.log_sigma, case.z)
     got_mu, got_ls = out["value"]

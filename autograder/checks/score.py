@@ -60,6 +60,7 @@ from autograder.compare import (
     all_known_bugs,
     as_numpy,
     assert_close,
+    expect_no_graph,
     expect_no_side_effects,
     first_known_bug,
     hint_for,
@@ -571,6 +572,8 @@ class EstimateOutput(probes.SideEffects):
     """What :func:`estimator_probe` brings back (side effects on ``(*params, z)``)."""
 
     grads: list[Tensor]
+    #: Positions of the returned gradients that still hold an autograd graph.
+    graph: list[int]
 
 
 def gaussian_score_probe(
@@ -632,6 +635,7 @@ def estimator_probe(
     grads = _gradients(name, value, leaves)
     return {
         "grads": grads,
+        "graph": probes.graph_held(list(value)),
         **probes.side_effects(
             before,
             [*leaves, z],
@@ -1286,6 +1290,14 @@ def _side_effects_and_shapes(
         requires_grad,
     )
     expect_untouched(out, name, built.names)
+    expect_no_graph(
+        name,
+        out["graph"],
+        [f"the gradient for {n}" for n in built.names],
+        inputs="params as leaves that require grad"
+        if requires_grad
+        else "params as plain tensors",
+    )
     for g, p, pname in zip(out["grads"], built.params, built.names):
         expect(
             tuple(g.shape) == tuple(p.shape),

@@ -421,6 +421,47 @@ def elbo_score_grad_keeps_graph(log_joint, mu, log_sigma, z):
 
 
 @mutant("elbo_score_grad")
+def elbo_score_grad_by_hand_keeps_inputs_graph(log_joint, mu, log_sigma, z):
+    # By hand, right values, nothing detached: with plain inputs the results are plain, but
+    # with fit_bbvi's leaves (requires_grad) they hold the step's graph back into mu, log_sigma.
+    weight = log_joint(z) - _log_q(z, mu, log_sigma)
+    d_mu, d_ls = _score(z, mu, log_sigma)
+    return (weight[:, None] * d_mu).mean(0), (weight[:, None] * d_ls).mean(0)
+
+
+@mutant("elbo_score_grad")
+def elbo_score_grad_returns_leaves_requiring_grad(log_joint, mu, log_sigma, z):
+    # requires_grad=True without a grad_fn: "so the caller can differentiate it"
+    return tuple(
+        g.requires_grad_(True) for g in _score_grad(log_joint, mu, log_sigma, z)
+    )
+
+
+@mutant("elbo_score_grad")
+def elbo_score_grad_no_grad_view_of_graph(log_joint, mu, log_sigma, z):
+    # One create_graph call for both parameters, split under no_grad: the views keep the graph.
+    flat = torch.cat([mu, log_sigma]).detach().requires_grad_(True)
+    mu_, ls_ = flat[: mu.shape[0]], flat[mu.shape[0] :]
+    log_q = Normal(mu_, ls_.exp()).log_prob(z).sum(-1)
+    surrogate = (log_q * (log_joint(z) - log_q).detach()).mean()
+    (grad,) = torch.autograd.grad(surrogate, flat, create_graph=True)
+    with torch.no_grad():
+        return grad[: mu.shape[0]], grad[mu.shape[0] :]
+
+
+@mutant("elbo_score_grad")
+def elbo_score_grad_keeps_graph_in_a_list(log_joint, mu, log_sigma, z):
+    # .backward(create_graph=True) on copies, .grad returned in a list: .grad holds the graph.
+    mu_, ls_ = (
+        mu.detach().clone().requires_grad_(),
+        log_sigma.detach().clone().requires_grad_(),
+    )
+    log_q = Normal(mu_, ls_.exp()).log_prob(z).sum(-1)
+    (log_q * (log_joint(z) - log_q).detach()).mean().backward(create_graph=True)
+    return [mu_.grad, ls_.grad]
+
+
+@mutant("elbo_score_grad")
 def elbo_score_grad_weight_missing_log_q(log_joint, mu, log_sigma, z):
     with torch.no_grad():
         weight = log_joint(z)

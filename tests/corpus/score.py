@@ -250,6 +250,18 @@ def sfg_weighted_vjp(f, make_q, params, num_samples, z=None):
 
 
 @mutant("score_function_grad")
+def sfg_create_graph_keeps_graph(f, make_q, params, num_samples, z=None):
+    # Right values, but create_graph=True: each gradient holds the surrogate's graph.
+    leaves = _leaves(params)
+    q = make_q(*leaves)
+    samples = _samples(q, num_samples, z)
+    values = f(samples, *leaves)
+    surrogate = (values.detach() * _log_q(q, samples)).mean() + values.mean()
+    grads = torch.autograd.grad(surrogate, leaves, allow_unused=True, create_graph=True)
+    return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads))
+
+
+@mutant("score_function_grad")
 def sfg_missing_grad_f_term(f, make_q, params, num_samples, z=None):
     leaves = _leaves(params)
     q = make_q(*leaves)
@@ -529,6 +541,19 @@ def loo_weighted_vjp(f, make_q, params, num_samples, z=None):
 
 
 # --------------------------------------------------------------------------- score_function_grad_loo mutants
+
+
+@mutant("score_function_grad_loo")
+def loo_backward_create_graph_keeps_graph(f, make_q, params, num_samples, z=None):
+    # Right values, .backward(create_graph=True) on copies: the returned .grad hold the graph.
+    leaves = _leaves(params)
+    q = make_q(*leaves)
+    samples = _samples(q, num_samples, z)
+    values = f(samples, *leaves)
+    fixed = values.detach()
+    surrogate = ((fixed - _loo(fixed)) * _log_q(q, samples)).mean() + values.mean()
+    surrogate.backward(create_graph=True)
+    return tuple(torch.zeros_like(p) if p.grad is None else p.grad for p in leaves)
 
 
 @mutant("score_function_grad_loo")
