@@ -947,8 +947,7 @@ def fullcov_rsample_loops_and_mask(mu, raw_tril, eps):
 
 @variant("fullcov_rsample")
 def fullcov_rsample_float64_cast(mu, raw_tril, eps):
-    eye = torch.eye(raw_tril.shape[0], dtype=raw_tril.dtype)
-    tril = raw_tril.tril(-1) + eye * raw_tril.exp()
+    tril = raw_tril.tril(-1) + torch.diag_embed(raw_tril.diagonal().exp())
     return (mu.double() + eps.double() @ tril.double().T).to(mu.dtype)
 
 
@@ -977,6 +976,14 @@ def fullcov_rsample_strict_upper_not_masked(mu, raw_tril, eps):
 @mutant("fullcov_rsample")
 def fullcov_rsample_exp_whole_triangle(mu, raw_tril, eps):
     return mu + eps @ torch.tril(torch.exp(raw_tril)).T
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_eye_times_exp(mu, raw_tril, eps):
+    # exp of the whole matrix, masked by eye: 0 * inf = nan once an unused entry exceeds ~709
+    eye = torch.eye(raw_tril.shape[0], dtype=raw_tril.dtype)
+    tril = raw_tril.tril(-1) + eye * raw_tril.exp()
+    return mu + eps @ tril.T
 
 
 @mutant("fullcov_rsample")
@@ -1035,6 +1042,14 @@ def fullcov_entropy_sums_exp_diagonal(raw_tril):
 @mutant("fullcov_entropy")
 def fullcov_entropy_sums_lower_triangle(raw_tril):
     return torch.tril(raw_tril).sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_slogdet_of_eye_times_exp(raw_tril):
+    # log det L of a factor built with eye * exp(raw_tril): nan once an unused entry exceeds ~709
+    eye = torch.eye(raw_tril.shape[0], dtype=raw_tril.dtype)
+    tril = raw_tril.tril(-1) + eye * raw_tril.exp()
+    return torch.linalg.slogdet(tril).logabsdet + 0.5 * LOG_2PI_E * raw_tril.shape[0]
 
 
 @mutant("fullcov_entropy")
