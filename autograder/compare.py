@@ -245,17 +245,16 @@ def assert_close(
     got = as_numpy(actual, what)
     want = as_numpy(expected, what)
     if got.shape != want.shape:
-        raise Failure(
-            f"{what} has shape {got.shape}, expected {want.shape}"
-            + (f": {hint}" if hint else "")
-        )
+        shape = f"{what} has shape {got.shape}, expected {want.shape}"
+        raise Failure(shape + (f": {hint}" if hint else ""), headline=shape)
     finite = np.isfinite(want)
     bad_finite = finite & ~np.isfinite(got)
     if bad_finite.any():
         index = tuple(int(i) for i in np.argwhere(bad_finite)[0])
         message = f"{what} is {got[index]} at index {index} where {want[index]:.6g} was expected"
         raise Failure(
-            message + (f": {hint}" if hint else ": look for overflow, log(0) or 0/0")
+            message + (f": {hint}" if hint else ": look for overflow, log(0) or 0/0"),
+            headline=message,
         )
     error = np.where(finite, np.abs(got - want) - (atol + rtol * np.abs(want)), 0.0)
     if (error > 0).any() or (~finite & (got != want)).any():
@@ -271,4 +270,4 @@ def assert_close(
         )
         location = f" at index {index}" if index else ""
         message = f"{what} is wrong{location}: got {got[index]:.6g}, expected {want[index]:.6g}"
-        raise Failure(message + (f". {hint}" if hint else ""))
+        raise Failure(message + (f". {hint}" if hint else ""), headline=message)
