@@ -566,6 +566,8 @@ class ScoresOutput(probes.SideEffects):
     """What :func:`gaussian_score_probe` brings back (side effects on ``(z, mu, log_sigma)``)."""
 
     value: tuple[Tensor, Tensor]
+    #: Positions of the two scores that still hold an autograd graph.
+    graph: list[int]
 
 
 class EstimateOutput(probes.SideEffects):
@@ -605,6 +607,7 @@ def gaussian_score_probe(
         )
     return {
         "value": (value[0].detach(), value[1].detach()),
+        "graph": probes.graph_held(list(value)),
         **probes.side_effects(before, args),
     }
 
@@ -1259,6 +1262,18 @@ def gaussian_score_autograd(
         mutated="(z -= mu?): compute new tensors instead",
         grad_left="compute the score by hand, no .backward()",
     )
+    if not requires_grad:
+        # From plain inputs a graph can only be one the function built itself (autograd with
+        # create_graph=True). From leaves that require grad, a by-hand score that stays
+        # differentiable in mu is allowed: it is a function of mu, not a leaked surrogate.
+        expect_no_graph(
+            "gaussian_score",
+            out["graph"],
+            ("d_mu", "d_log_sigma"),
+            inputs="plain tensors",
+            advice="compute the score by hand, (z - mu) / sigma^2 and ((z - mu) / sigma)^2 - 1, "
+            "without autograd",
+        )
     compare_scores(out["value"], _autograd_scores(z, mu, log_sigma), z, mu, log_sigma)
 
 

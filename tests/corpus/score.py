@@ -87,6 +87,15 @@ def gaussian_score_standardise_first(z, mu, log_sigma):
 
 
 @mutant("gaussian_score")
+def gaussian_score_autograd_create_graph(z, mu, log_sigma):
+    # Right values by autograd on copies, but create_graph=True: the scores hold its graph.
+    mu_s = mu.detach().expand_as(z).clone().requires_grad_(True)
+    ls_s = log_sigma.detach().expand_as(z).clone().requires_grad_(True)
+    log_q = Normal(mu_s, torch.exp(ls_s)).log_prob(z.detach()).sum()
+    return torch.autograd.grad(log_q, (mu_s, ls_s), create_graph=True)
+
+
+@mutant("gaussian_score")
 def gaussian_score_sign_flipped_mu(z, mu, log_sigma):
     sigma = torch.exp(log_sigma.detach())
     return (mu.detach() - z) / sigma**2, ((z - mu.detach()) / sigma) ** 2 - 1
