@@ -25,6 +25,7 @@ __all__ = [
     "as_numpy",
     "assert_close",
     "assert_shape",
+    "expect_no_graph",
     "expect_no_side_effects",
     "Catalogue",
     "all_known_bugs",
@@ -175,6 +176,40 @@ def expect_no_side_effects(
             raise Failure(f"{task} {what} {which}{in_place}: {advice}")
 
 
+def expect_no_graph(
+    task: str,
+    positions: Sequence[int],
+    names: Sequence[str],
+    *,
+    inputs: str,
+    advice: str = "take gradients without create_graph=True, or .detach() what you return",
+) -> None:
+    """Fail when results of ``task`` at ``positions`` still hold an autograd graph.
+
+    A gradient estimate is data for an optimiser step: one that still holds a graph
+    (``requires_grad``, a ``grad_fn``, or a view of a tensor with one; see
+    :func:`autograder.probes.holds_graph`) keeps every intermediate of the step alive, and
+    memory grows with each step of a training loop.
+
+    Args:
+        task: The student's function.
+        positions: Which results hold a graph (from :func:`autograder.probes.graph_held`).
+        names: The results' names, by position.
+        inputs: How the inputs were handed over (``"plain tensors"``, ``"leaves that require
+            grad"``), so the student can reproduce it.
+        advice: What to do instead.
+    """
+    if positions:
+        which = " and ".join(
+            names[i] if i < len(names) else f"result {i}" for i in positions
+        )
+        raise Failure(
+            f"{task} returned {which} still attached to an autograd graph (requires_grad or "
+            f"grad_fn) when called with {inputs}: a gradient that holds a graph keeps the whole "
+            f"step alive in a training loop; {advice}"
+        )
+
+
 def as_numpy(value: Any, what: str) -> np.ndarray:
     """``value`` as a float64 array, or a :class:`Failure` naming ``what``."""
     if isinstance(value, torch.Tensor):
@@ -210,17 +245,16 @@ def assert_close(
     got = as_numpy(actual, what)
     want = as_numpy(expected, what)
     if got.shape != want.shape:
-        raise Failure(
-            f"{what} has shape {got.shape}, expected {want.shape}"
-            + (f": {hint}" if hint else "")
-        )
+        shape = f"{what} has shape {got.shape}, expected {want.shape}"
+        raise Failure(shape + (f": {hint}" if hint else ""), headline=shape)
     finite = np.isfinite(want)
     bad_finite = finite & ~np.isfinite(got)
     if bad_finite.any():
         index = tuple(int(i) for i in np.argwhere(bad_finite)[0])
         message = f"{what} is {got[index]} at index {index} where {want[index]:.6g} was expected"
         raise Failure(
-            message + (f": {hint}" if hint else ": look for overflow, log(0) or 0/0")
+            message + (f": {hint}" if hint else ": look for overflow, log(0) or 0/0"),
+            headline=message,
         )
     error = np.where(finite, np.abs(got - want) - (atol + rtol * np.abs(want)), 0.0)
     if (error > 0).any() or (~finite & (got != want)).any():
@@ -236,4 +270,4 @@ def assert_close(
         )
         location = f" at index {index}" if index else ""
         message = f"{what} is wrong{location}: got {got[index]:.6g}, expected {want[index]:.6g}"
-        raise Failure(message + (f". {hint}" if hint else ""))
+        raise Failure(message + (f". {hint}" if hint else ""), headline=message)

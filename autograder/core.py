@@ -49,7 +49,17 @@ _REGISTRY: dict[str, list[Property]] = {}
 
 
 class Failure(AssertionError):
-    """A property does not hold; the message is what the student reads."""
+    """A property does not hold; the message is what the student reads.
+
+    ``headline`` (optional) is the part of the message that states what is wrong, without the
+    advice (``"resp is wrong at index (0, 1): got 0.3, expected 0.9"``): when an earlier
+    failure of the task already named the cause, the feedback keeps only the headline
+    (:func:`autograder.feedback.one_cause`).
+    """
+
+    def __init__(self, message: str = "", headline: str = "") -> None:
+        super().__init__(message)
+        self.headline = headline
 
 
 class _PropertyTimeout(BaseException):
@@ -68,6 +78,9 @@ class _ShrinkBudgetSpent(BaseException):
 #: for a smaller failing input. A count, not seconds: the score and the reported input are
 #: then the same however busy the machine is (Hypothesis's own shrink limit is wall-clock).
 SHRINK_RUNS = 40
+
+#: What precedes the failing input in a property's feedback.
+INPUT_LINE = "\n  Smallest failing input: "
 
 
 @dataclass
@@ -226,11 +239,23 @@ class CheckResult:
     feedback: str
     seconds: float = 0.0
     flags: list[str] = field(default_factory=list)
+    #: True when the property failed on a wrong result (a :class:`Failure`), not an error
+    #: the code raised, a timeout or a crash: only then can an earlier failure explain it.
+    wrong_result: bool = False
+    #: The :class:`Failure`'s headline (what is wrong, without the advice), if it had one.
+    headline: str = ""
+    #: The failing input as a student rebuilds it (the text after "Smallest failing input: ").
+    inputs: str = ""
 
     @property
     def test_name(self) -> str:
         """The Gradescope test name."""
         return f"{self.task}: {self.name}"
+
+    @property
+    def message(self) -> str:
+        """The feedback without its failing-input lines."""
+        return self.feedback.split(INPUT_LINE, 1)[0]
 
 
 def _counterexample(error: BaseException) -> str:
@@ -296,6 +321,7 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
     start = time.perf_counter()
     sink = io.StringIO()
     passed, feedback, flags = False, "", []
+    example, shown_error = "", None
     attempts = _Attempts()
     _ATTEMPTS.append(attempts)
     try:
@@ -317,8 +343,8 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
         # The search for a smaller input stopped after a fixed number of runs: report the
         # last input that failed, with the message it produced.
         assert attempts.failure is not None
+        shown_error, example = attempts.failure, attempts.inputs
         feedback, flags = _feedback(attempts.failure)
-        feedback += f"\n  Smallest failing input: {attempts.inputs}"
     except Exception as error:
         shown: BaseException = error
         if _is_flaky(error) and _timed_out(attempts.failure):
@@ -326,16 +352,18 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
             assert attempts.failure is not None
             shown = attempts.failure
         feedback, flags = _feedback(shown)
+        shown_error = shown
         example = attempts.inputs if attempts.failure is not None else ""
         example = example or _counterexample(shown)
-        if example:
-            feedback += f"\n  Smallest failing input: {example}"
     finally:
         _ATTEMPTS.remove(attempts)
+    if example:
+        feedback += INPUT_LINE + example
     seconds = time.perf_counter() - start
     score = prop.points if passed else 0.0
     if not math.isfinite(score):
         score = 0.0
+    wrong = isinstance(shown_error, AssertionError) and not flags
     return CheckResult(
         prop.task,
         prop.name,
@@ -346,4 +374,7 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
         feedback,
         seconds,
         flags,
+        wrong_result=wrong,
+        headline=getattr(shown_error, "headline", "") if wrong else "",
+        inputs=example,
     )

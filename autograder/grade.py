@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from autograder.core import CheckResult, run_property
+from autograder.feedback import one_cause
 from autograder.subject import LocalSubject, Subject
 from autograder.tasks import TASKS, hidden_available, properties
 
@@ -49,8 +50,11 @@ def validate_preview(task_id: str, results: list[CheckResult]) -> float:
 def run_task(
     task_id: str, subject: Subject, tiers: tuple[str, ...] = ("public", "hidden")
 ) -> list[CheckResult]:
-    """Run every property of ``task_id`` in ``tiers`` against ``subject``."""
-    return [run_property(prop, subject) for prop in properties(task_id, tiers)]
+    """Run every property of ``task_id`` in ``tiers`` against ``subject``, one message per
+    cause (:func:`autograder.feedback.one_cause`)."""
+    return one_cause(
+        [run_property(prop, subject) for prop in properties(task_id, tiers)]
+    )
 
 
 def format_report(task_id: str, results: list[CheckResult], tier_label: str) -> str:

@@ -27,7 +27,9 @@ __all__ = [
     "Tabulated",
     "VJP",
     "changed",
+    "graph_held",
     "held_correct",
+    "holds_graph",
     "invoke_held_probe",
     "invoke_probe",
     "side_effects",
@@ -124,6 +126,31 @@ def side_effects(
             and a.requires_grad != flag
         ],
     }
+
+
+def holds_graph(value: Any, depth: int = 4) -> bool:
+    """True when the tensor ``value`` keeps an autograd graph alive.
+
+    A result holds a graph when it requires grad (a ``grad_fn``, or a leaf that requires
+    grad, or a view made under ``no_grad`` of a tensor that does), when it is a view of a
+    tensor that holds one (``_base`` keeps its base, and the base its ``grad_fn``), or when it
+    carries such a tensor as an attribute. Returned by a gradient estimator used in a training
+    loop, any of these keeps every intermediate of the step alive into the next.
+    """
+    if not isinstance(value, torch.Tensor) or depth < 0:
+        return False
+    if value.requires_grad or value.grad_fn is not None:
+        return True
+    base = value._base
+    if base is not None and holds_graph(base, depth - 1):
+        return True
+    attributes = getattr(value, "__dict__", {}) or {}
+    return any(holds_graph(v, depth - 1) for v in attributes.values())
+
+
+def graph_held(values: Sequence[Any]) -> list[int]:
+    """Positions of the tensors in ``values`` that hold an autograd graph (:func:`holds_graph`)."""
+    return [i for i, v in enumerate(values) if holds_graph(v)]
 
 
 def invoke_probe(student: Student, name: str, *args: Any, **kwargs: Any) -> Invoked:

@@ -44,6 +44,7 @@ from autograder.compare import (
     Catalogue,
     KnownBug,
     assert_close,
+    expect_no_graph,
     expect_no_side_effects,
     hint_for,
     present,
@@ -547,7 +548,8 @@ class ScoreGradOutput(probes.SideEffects):
     """:func:`score_grad_probe`: the two gradients and which of them still carry a graph."""
 
     value: tuple[Tensor, Tensor]
-    graph: list[str]
+    #: Positions (0: grad_mu, 1: grad_log_sigma) of results that hold an autograd graph.
+    graph: list[int]
 
 
 class QOutput(probes.SideEffects):
@@ -658,10 +660,24 @@ def per_sample_probe(
 
 
 def score_grad_probe(
-    student: Student, log_joint: Any, mu: Tensor, log_sigma: Tensor, z: Tensor
+    student: Student,
+    log_joint: Any,
+    mu: Tensor,
+    log_sigma: Tensor,
+    z: Tensor,
+    requires_grad: bool = False,
 ) -> ScoreGradOutput:
-    """``elbo_score_grad(log_joint, mu, log_sigma, z)``: the two gradients and side effects."""
-    args = {"mu": mu.clone(), "log_sigma": log_sigma.clone(), "z": z.clone()}
+    """``elbo_score_grad(log_joint, mu, log_sigma, z)``: the two gradients and side effects.
+
+    ``requires_grad``: ``mu`` and ``log_sigma`` are handed over as leaves that require grad,
+    as ``fit_bbvi``'s optimiser holds them (plain tensors otherwise). ``graph`` names the
+    results that still hold an autograd graph (:func:`autograder.probes.holds_graph`).
+    """
+    args = {
+        "mu": mu.detach().clone().requires_grad_(requires_grad),
+        "log_sigma": log_sigma.detach().clone().requires_grad_(requires_grad),
+        "z": z.clone(),
+    }
     result = student.elbo_score_grad(
         log_joint, args["mu"], args["log_sigma"], args["z"]
     )
@@ -684,13 +700,9 @@ def score_grad_probe(
     effects = probes.side_effects(
         [None, mu, log_sigma, z],
         [log_joint, args["mu"], args["log_sigma"], args["z"]],
-        requires_grad=[None, False, False, False],
+        requires_grad=[None, requires_grad, requires_grad, False],
     )
-    graph = [
-        what
-        for what, g in zip(("grad_mu", "grad_log_sigma"), result)
-        if g.requires_grad or g.grad_fn is not None
-    ]
+    graph = probes.graph_held(list(result))
     return {
         "value": (result[0].detach(), result[1].detach()),
         "graph": graph,
@@ -808,6 +820,10 @@ def fit_error_probe(student: Student, log_joint: Any, dim: int, estimator: str) 
 
 
 # --------------------------------------------------------------------------- shared judge helpers
+
+
+#: The names of ``elbo_score_grad``'s two results, by position.
+SCORE_GRAD_NAMES = ("grad_mu", "grad_log_sigma")
 
 
 def expect_untouched(out: probes.SideEffects, name: str) -> None:
@@ -1081,13 +1097,23 @@ def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
 def score_grad_formula(subject: Subject, case: QCase) -> None:
     out = subject.call(score_grad_probe, case.model, case.mu, case.log_sigma, case.z)
     expect_untouched(out, "elbo_score_grad")
-    # Called with plain tensors (no requires_grad), the gradients are plain numbers too: a
-    # result that still carries a graph keeps every intermediate alive in a training loop.
-    expect(
-        not out["graph"],
-        f"elbo_score_grad returned {' and '.join(out['graph'])} still attached to an autograd "
-        "graph (requires_grad=True) although no input requires grad: return plain tensors "
-        "(take gradients without create_graph, or .detach() the results)",
+    # The gradients are data for an optimiser step, with plain inputs and with the leaves
+    # fit_bbvi's optimiser holds alike: a result that still holds a graph keeps every
+    # intermediate of the step alive into the next.
+    expect_no_graph(
+        "elbo_score_grad", out["graph"], SCORE_GRAD_NAMES, inputs="plain tensors"
+    )
+    leaves = subject.call(
+        score_grad_probe, case.model, case.mu, case.log_sigma, case.z, True
+    )
+    expect_untouched(leaves, "elbo_score_grad")
+    expect_no_graph(
+        "elbo_score_grad",
+        leaves["graph"],
+        SCORE_GRAD_NAMES,
+        inputs="mu and log_sigma as leaves that require grad (as in fit_bbvi)",
+        advice="compute the weights and scores from mu.detach() and log_sigma.detach() "
+        "(or under torch.no_grad()), and take gradients without create_graph=True",
     )
     want_mu, want_ls = score_expected(case.model, case.mu, case.log_sigma, case.z)
     got_mu, got_ls = out["value"]
@@ -1416,14 +1442,26 @@ class FullCovCase:
     ``exp`` matters), every strict-lower entry at least 0.2 from 0 (so the triangle matters),
     a nonzero strict upper triangle unlike the lower one (so masking it matters), means at
     least 0.2 from 0, ``S`` different from ``D``.
+
+    With ``huge_upper`` the unused strict upper triangle holds entries of magnitude 750 to
+    5000, the first of them positive: ``exp`` of such an entry overflows float64 (beyond
+    709.78), so a factor that exponentiates the whole matrix and masks afterwards
+    (``eye * exp(raw_tril)``: ``0 * inf = nan``) shows. The spec leaves the triangle unused,
+    so any value there is a valid input; only values checks use it (the gradient of an
+    unused entry through ``torch.where`` is ``0 * inf`` in autograd, a limitation of autograd
+    rather than of the student's formula).
     """
 
     dim: int
     num_samples: int
     seed: int
+    huge_upper: bool = False
 
     def __repr__(self) -> str:
-        return f"FullCovCase(dim={self.dim}, S={self.num_samples}, seed={self.seed})"
+        huge = ", huge_upper=True" if self.huge_upper else ""
+        return (
+            f"FullCovCase(dim={self.dim}, S={self.num_samples}, seed={self.seed}{huge})"
+        )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
@@ -1439,6 +1477,13 @@ class FullCovCase:
         raw[np.diag_indices(d)] = _away(rng, -1.2, 0.8, 0.0, 0.15, d)
         mu = _away(rng, -2.0, 2.0, 0.0, 0.2, d)
         eps = rng.normal(size=(self.num_samples, d))
+        if (
+            self.huge_upper
+        ):  # its own stream: the other arrays stay those of the plain case
+            far = np.random.default_rng([self.seed, 1])
+            n = len(upper[0])
+            raw[upper] = far.choice([-1.0, 1.0], n) * far.uniform(750.0, 5000.0, n)
+            raw[0, 1] = abs(raw[0, 1])
         return tuple(  # type: ignore[return-value]
             torch.as_tensor(a, dtype=torch.float64) for a in (mu, raw, eps)
         )
@@ -1465,15 +1510,19 @@ class FullCovCase:
 
 
 def fullcov_cases(
-    dims: tuple[int, int] = (2, 5), samples: tuple[int, int] = (2, 7)
+    dims: tuple[int, int] = (2, 5),
+    samples: tuple[int, int] = (2, 7),
+    huge_upper: bool = False,
 ) -> st.SearchStrategy[FullCovCase]:
-    """Full-covariance cases with ``S != D``."""
+    """Full-covariance cases with ``S != D``; with ``huge_upper``, some with an unused upper
+    triangle whose ``exp`` overflows (:class:`FullCovCase`)."""
 
     @st.composite
     def build(draw: Any) -> FullCovCase:
         dim = draw(st.integers(*dims))
         s = draw(st.integers(*samples).filter(lambda k: k != dim))
-        return FullCovCase(dim, s, draw(seeds()))
+        huge = draw(st.booleans()) if huge_upper else False
+        return FullCovCase(dim, s, draw(seeds()), huge)
 
     return build()
 
@@ -1556,10 +1605,28 @@ def _values_first(value: Tensor, want: Tensor, name: str, hint: str) -> None:
 
 
 def _same_values(got: Tensor, candidate: Tensor) -> bool:
-    """Whether ``got`` reproduces a known wrong formula's value (to float64 round-off)."""
+    """Whether ``got`` reproduces a known wrong formula's value (to float64 round-off).
+
+    NaN where the formula gives NaN counts as the same value: an overflow that turns into
+    ``0 * inf`` is that formula's signature.
+    """
     return candidate.shape == got.shape and torch.allclose(
-        got, candidate, rtol=1e-7, atol=1e-9
+        got, candidate, rtol=1e-7, atol=1e-9, equal_nan=True
     )
+
+
+def _eye_times_exp(raw: Tensor) -> Tensor:
+    """The factor a common bug builds: ``tril(R, -1) + eye * exp(R)`` (NaN where exp overflows)."""
+    eye = torch.eye(raw.shape[0], dtype=raw.dtype)
+    return torch.tril(raw, -1) + eye * torch.exp(raw)
+
+
+#: The hint for :func:`_eye_times_exp`, shared by fullcov_rsample and fullcov_entropy.
+_EYE_TIMES_EXP = (
+    "exp of the whole raw_tril overflows where the unused upper triangle holds a large entry "
+    "(above 709), and eye * inf is 0 * inf = nan: exponentiate only the diagonal, "
+    "torch.diag(torch.exp(torch.diagonal(raw_tril)))"
+)
 
 
 def _mixture_hint(got: Tensor, args: tuple[Tensor, ...], default: str) -> str:
@@ -1616,6 +1683,10 @@ FULLCOV_RSAMPLE_BUGS: Catalogue = (
         ),
         lambda c: c.eps @ c.tril.T,
     ),
+    (
+        KnownBug("fullcov_rsample/fullcov_rsample_eye_times_exp", _EYE_TIMES_EXP),
+        lambda c: c.mu + c.eps @ _eye_times_exp(c.raw).T,
+    ),
 )
 
 
@@ -1639,8 +1710,9 @@ def _rsample_hint(value: Tensor, mu: Tensor, raw: Tensor, eps: Tensor) -> str:
     points=1.5,
 )
 @settings(GRADING)
-@given(case=fullcov_cases())
+@given(case=fullcov_cases(huge_upper=True))
 @example(case=FullCovCase(dim=3, num_samples=4, seed=0))
+@example(case=FullCovCase(dim=3, num_samples=4, seed=0, huge_upper=True))
 def fullcov_rsample_formula(subject: Subject, case: FullCovCase) -> None:
     mu, raw, eps = case.mu, case.raw_tril, case.eps
     out = subject.call(
@@ -1769,6 +1841,14 @@ FULLCOV_ENTROPY_BUGS: Catalogue = (
         ),
         lambda c: (-c.want).reshape(()),
     ),
+    (
+        KnownBug(
+            "fullcov_entropy/fullcov_entropy_slogdet_of_eye_times_exp", _EYE_TIMES_EXP
+        ),
+        lambda c: (
+            torch.linalg.slogdet(_eye_times_exp(c.raw)).logabsdet + c.const
+        ).reshape(()),
+    ),
 )
 
 
@@ -1778,8 +1858,9 @@ FULLCOV_ENTROPY_BUGS: Catalogue = (
     points=0.75,
 )
 @settings(GRADING)
-@given(case=fullcov_cases(dims=(2, 6), samples=(1, 1)))
+@given(case=fullcov_cases(dims=(2, 6), samples=(1, 1), huge_upper=True))
 @example(case=FullCovCase(dim=3, num_samples=1, seed=0))
+@example(case=FullCovCase(dim=3, num_samples=1, seed=0, huge_upper=True))
 def fullcov_entropy_closed_form(subject: Subject, case: FullCovCase) -> None:
     raw = case.raw_tril
     d = case.dim

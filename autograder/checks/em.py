@@ -477,9 +477,14 @@ def _expect_finite(array: np.ndarray, what: str, hint: str) -> None:
 
 
 def _matches(got: np.ndarray, candidate: np.ndarray) -> bool:
+    """Whether ``got`` is what a known bug computes. Where the bug gives exactly 0, so must
+    ``got``: a wrong posterior that is merely near one-hot (1e-12, a covariance not inverted)
+    is not the hard-assignment bug, whose zeros are exact."""
     got, candidate = np.asarray(got), np.asarray(candidate)
-    return got.shape == candidate.shape and bool(
-        np.allclose(got, candidate, rtol=1e-6, atol=1e-8)
+    return (
+        got.shape == candidate.shape
+        and bool(np.allclose(got, candidate, rtol=1e-6, atol=1e-8))
+        and bool(np.all(got[candidate == 0] == 0))
     )
 
 

@@ -39,6 +39,7 @@ from autograder.compare import (
     Catalogue,
     KnownBug,
     as_numpy,
+    expect_no_graph,
     expect_no_side_effects,
     first_known_bug,
     present,
@@ -237,6 +238,8 @@ class GradOutput(probes.SideEffects):
 
     grads: list[Tensor]
     again: list[Tensor] | None
+    #: Positions of the (first call's) gradients that still hold an autograd graph.
+    graph: list[int]
 
 
 def rsample_probe(
@@ -349,13 +352,16 @@ def reparam_grad_probe(
     """
     leaves = tuple(p.detach().clone().requires_grad_(requires_grad) for p in params)
     noise_arg = noise.detach().clone()
-    results = [
-        _plain_grads(student.reparam_grad(f, rsample, leaves, noise_arg), leaves)
-        for _ in range(calls)
-    ]
+    results, graph = [], []
+    for call in range(calls):
+        grads = student.reparam_grad(f, rsample, leaves, noise_arg)
+        results.append(_plain_grads(grads, leaves))  # copied before the next call
+        if call == 0:
+            graph = probes.graph_held(list(grads))
     return {
         "grads": results[0],
         "again": results[1] if calls > 1 else None,
+        "graph": graph,
         **probes.side_effects(
             [*params, noise],
             [*leaves, noise_arg],
@@ -1439,6 +1445,12 @@ def no_side_effects(subject: Subject, problem: GradProblem) -> None:
             grad_left=f"params given as {kind}: use torch.autograd.grad, or differentiate copies "
             "(p.detach().requires_grad_()) so the caller's params stay clean",
             flag_changed="the caller's tensors: differentiate copies, p.detach().requires_grad_()",
+        )
+        expect_no_graph(
+            "reparam_grad",
+            out["graph"],
+            [f"the gradient for {n}" for n in names],
+            inputs=f"params as {kind}",
         )
         for name, first, second in zip(names, out["grads"], present(out["again"], "")):
             expect(

@@ -60,6 +60,7 @@ from autograder.compare import (
     all_known_bugs,
     as_numpy,
     assert_close,
+    expect_no_graph,
     expect_no_side_effects,
     first_known_bug,
     hint_for,
@@ -565,12 +566,16 @@ class ScoresOutput(probes.SideEffects):
     """What :func:`gaussian_score_probe` brings back (side effects on ``(z, mu, log_sigma)``)."""
 
     value: tuple[Tensor, Tensor]
+    #: Positions of the two scores that still hold an autograd graph.
+    graph: list[int]
 
 
 class EstimateOutput(probes.SideEffects):
     """What :func:`estimator_probe` brings back (side effects on ``(*params, z)``)."""
 
     grads: list[Tensor]
+    #: Positions of the returned gradients that still hold an autograd graph.
+    graph: list[int]
 
 
 def gaussian_score_probe(
@@ -602,6 +607,7 @@ def gaussian_score_probe(
         )
     return {
         "value": (value[0].detach(), value[1].detach()),
+        "graph": probes.graph_held(list(value)),
         **probes.side_effects(before, args),
     }
 
@@ -632,6 +638,7 @@ def estimator_probe(
     grads = _gradients(name, value, leaves)
     return {
         "grads": grads,
+        "graph": probes.graph_held(list(value)),
         **probes.side_effects(
             before,
             [*leaves, z],
@@ -1255,6 +1262,18 @@ def gaussian_score_autograd(
         mutated="(z -= mu?): compute new tensors instead",
         grad_left="compute the score by hand, no .backward()",
     )
+    if not requires_grad:
+        # From plain inputs a graph can only be one the function built itself (autograd with
+        # create_graph=True). From leaves that require grad, a by-hand score that stays
+        # differentiable in mu is allowed: it is a function of mu, not a leaked surrogate.
+        expect_no_graph(
+            "gaussian_score",
+            out["graph"],
+            ("d_mu", "d_log_sigma"),
+            inputs="plain tensors",
+            advice="compute the score by hand, (z - mu) / sigma^2 and ((z - mu) / sigma)^2 - 1, "
+            "without autograd",
+        )
     compare_scores(out["value"], _autograd_scores(z, mu, log_sigma), z, mu, log_sigma)
 
 
@@ -1286,6 +1305,14 @@ def _side_effects_and_shapes(
         requires_grad,
     )
     expect_untouched(out, name, built.names)
+    expect_no_graph(
+        name,
+        out["graph"],
+        [f"the gradient for {n}" for n in built.names],
+        inputs="params as leaves that require grad"
+        if requires_grad
+        else "params as plain tensors",
+    )
     for g, p, pname in zip(out["grads"], built.params, built.names):
         expect(
             tuple(g.shape) == tuple(p.shape),

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from autograder.core import CheckResult, Property, run_property
+from autograder.feedback import one_cause
 from autograder.grader import sandbox
 from autograder.grader.remote import RemoteSubject, Session, prestart_zygote
 from autograder.grader.report import HIDDEN_VISIBILITY, Outcome
@@ -778,4 +779,4 @@ def _run_properties(session: Session, props: list[Property]) -> list[CheckResult
                     f"Zero for {task}: while it was checked, your code tried to {what}, which submissions may not do.",
                     ["forbidden"],
                 )
-    return results
+    return one_cause(results)

@@ -421,6 +421,47 @@ def elbo_score_grad_keeps_graph(log_joint, mu, log_sigma, z):
 
 
 @mutant("elbo_score_grad")
+def elbo_score_grad_by_hand_keeps_inputs_graph(log_joint, mu, log_sigma, z):
+    # By hand, right values, nothing detached: with plain inputs the results are plain, but
+    # with fit_bbvi's leaves (requires_grad) they hold the step's graph back into mu, log_sigma.
+    weight = log_joint(z) - _log_q(z, mu, log_sigma)
+    d_mu, d_ls = _score(z, mu, log_sigma)
+    return (weight[:, None] * d_mu).mean(0), (weight[:, None] * d_ls).mean(0)
+
+
+@mutant("elbo_score_grad")
+def elbo_score_grad_returns_leaves_requiring_grad(log_joint, mu, log_sigma, z):
+    # requires_grad=True without a grad_fn: "so the caller can differentiate it"
+    return tuple(
+        g.requires_grad_(True) for g in _score_grad(log_joint, mu, log_sigma, z)
+    )
+
+
+@mutant("elbo_score_grad")
+def elbo_score_grad_no_grad_view_of_graph(log_joint, mu, log_sigma, z):
+    # One create_graph call for both parameters, split under no_grad: the views keep the graph.
+    flat = torch.cat([mu, log_sigma]).detach().requires_grad_(True)
+    mu_, ls_ = flat[: mu.shape[0]], flat[mu.shape[0] :]
+    log_q = Normal(mu_, ls_.exp()).log_prob(z).sum(-1)
+    surrogate = (log_q * (log_joint(z) - log_q).detach()).mean()
+    (grad,) = torch.autograd.grad(surrogate, flat, create_graph=True)
+    with torch.no_grad():
+        return grad[: mu.shape[0]], grad[mu.shape[0] :]
+
+
+@mutant("elbo_score_grad")
+def elbo_score_grad_keeps_graph_in_a_list(log_joint, mu, log_sigma, z):
+    # .backward(create_graph=True) on copies, .grad returned in a list: .grad holds the graph.
+    mu_, ls_ = (
+        mu.detach().clone().requires_grad_(),
+        log_sigma.detach().clone().requires_grad_(),
+    )
+    log_q = Normal(mu_, ls_.exp()).log_prob(z).sum(-1)
+    (log_q * (log_joint(z) - log_q).detach()).mean().backward(create_graph=True)
+    return [mu_.grad, ls_.grad]
+
+
+@mutant("elbo_score_grad")
 def elbo_score_grad_weight_missing_log_q(log_joint, mu, log_sigma, z):
     with torch.no_grad():
         weight = log_joint(z)
@@ -906,8 +947,7 @@ def fullcov_rsample_loops_and_mask(mu, raw_tril, eps):
 
 @variant("fullcov_rsample")
 def fullcov_rsample_float64_cast(mu, raw_tril, eps):
-    eye = torch.eye(raw_tril.shape[0], dtype=raw_tril.dtype)
-    tril = raw_tril.tril(-1) + eye * raw_tril.exp()
+    tril = raw_tril.tril(-1) + torch.diag_embed(raw_tril.diagonal().exp())
     return (mu.double() + eps.double() @ tril.double().T).to(mu.dtype)
 
 
@@ -936,6 +976,14 @@ def fullcov_rsample_strict_upper_not_masked(mu, raw_tril, eps):
 @mutant("fullcov_rsample")
 def fullcov_rsample_exp_whole_triangle(mu, raw_tril, eps):
     return mu + eps @ torch.tril(torch.exp(raw_tril)).T
+
+
+@mutant("fullcov_rsample")
+def fullcov_rsample_eye_times_exp(mu, raw_tril, eps):
+    # exp of the whole matrix, masked by eye: 0 * inf = nan once an unused entry exceeds ~709
+    eye = torch.eye(raw_tril.shape[0], dtype=raw_tril.dtype)
+    tril = raw_tril.tril(-1) + eye * raw_tril.exp()
+    return mu + eps @ tril.T
 
 
 @mutant("fullcov_rsample")
@@ -994,6 +1042,14 @@ def fullcov_entropy_sums_exp_diagonal(raw_tril):
 @mutant("fullcov_entropy")
 def fullcov_entropy_sums_lower_triangle(raw_tril):
     return torch.tril(raw_tril).sum() + 0.5 * LOG_2PI_E * raw_tril.shape[0]
+
+
+@mutant("fullcov_entropy")
+def fullcov_entropy_slogdet_of_eye_times_exp(raw_tril):
+    # log det L of a factor built with eye * exp(raw_tril): nan once an unused entry exceeds ~709
+    eye = torch.eye(raw_tril.shape[0], dtype=raw_tril.dtype)
+    tril = raw_tril.tril(-1) + eye * raw_tril.exp()
+    return torch.linalg.slogdet(tril).logabsdet + 0.5 * LOG_2PI_E * raw_tril.shape[0]
 
 
 @mutant("fullcov_entropy")

@@ -480,6 +480,16 @@ def reparam_grad_copies_with_requires_grad_flag(f, rsample, params, noise):
 
 
 @mutant("reparam_grad")
+def reparam_grad_create_graph_keeps_graph(f, rsample, params, noise):
+    # Right values as a list, but create_graph=True: each gradient holds the step's graph.
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    grads = torch.autograd.grad(
+        f(rsample(*leaves, noise)).mean(), leaves, allow_unused=True, create_graph=True
+    )
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+
+
+@mutant("reparam_grad")
 def reparam_grad_returns_none_for_unused_param(f, rsample, params, noise):
     # allow_unused=True without replacing None: the notebook asks for a zero tensor.
     leaves = [p.detach().requires_grad_(True) for p in params]

@@ -87,6 +87,15 @@ def gaussian_score_standardise_first(z, mu, log_sigma):
 
 
 @mutant("gaussian_score")
+def gaussian_score_autograd_create_graph(z, mu, log_sigma):
+    # Right values by autograd on copies, but create_graph=True: the scores hold its graph.
+    mu_s = mu.detach().expand_as(z).clone().requires_grad_(True)
+    ls_s = log_sigma.detach().expand_as(z).clone().requires_grad_(True)
+    log_q = Normal(mu_s, torch.exp(ls_s)).log_prob(z.detach()).sum()
+    return torch.autograd.grad(log_q, (mu_s, ls_s), create_graph=True)
+
+
+@mutant("gaussian_score")
 def gaussian_score_sign_flipped_mu(z, mu, log_sigma):
     sigma = torch.exp(log_sigma.detach())
     return (mu.detach() - z) / sigma**2, ((z - mu.detach()) / sigma) ** 2 - 1
@@ -247,6 +256,18 @@ def sfg_weighted_vjp(f, make_q, params, num_samples, z=None):
 
 
 # --------------------------------------------------------------------------- score_function_grad mutants
+
+
+@mutant("score_function_grad")
+def sfg_create_graph_keeps_graph(f, make_q, params, num_samples, z=None):
+    # Right values, but create_graph=True: each gradient holds the surrogate's graph.
+    leaves = _leaves(params)
+    q = make_q(*leaves)
+    samples = _samples(q, num_samples, z)
+    values = f(samples, *leaves)
+    surrogate = (values.detach() * _log_q(q, samples)).mean() + values.mean()
+    grads = torch.autograd.grad(surrogate, leaves, allow_unused=True, create_graph=True)
+    return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads))
 
 
 @mutant("score_function_grad")
@@ -529,6 +550,19 @@ def loo_weighted_vjp(f, make_q, params, num_samples, z=None):
 
 
 # --------------------------------------------------------------------------- score_function_grad_loo mutants
+
+
+@mutant("score_function_grad_loo")
+def loo_backward_create_graph_keeps_graph(f, make_q, params, num_samples, z=None):
+    # Right values, .backward(create_graph=True) on copies: the returned .grad hold the graph.
+    leaves = _leaves(params)
+    q = make_q(*leaves)
+    samples = _samples(q, num_samples, z)
+    values = f(samples, *leaves)
+    fixed = values.detach()
+    surrogate = ((fixed - _loo(fixed)) * _log_q(q, samples)).mean() + values.mean()
+    surrogate.backward(create_graph=True)
+    return tuple(torch.zeros_like(p) if p.grad is None else p.grad for p in leaves)
 
 
 @mutant("score_function_grad_loo")

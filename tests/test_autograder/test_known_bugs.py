@@ -13,6 +13,7 @@ from collections import defaultdict
 import pytest
 
 from autograder import compare
+from autograder import feedback as feedback_module
 from autograder.tasks import ASSIGNMENTS
 from tests import corpus
 
@@ -67,3 +68,43 @@ def test_placeholders_are_filled_and_matched() -> None:
     assert bug.text(S=7) == "off by a factor of 7 = num_samples"
     assert bug.pattern().search("x: off by a factor of 12 = num_samples.")
     assert not bug.pattern().search("off by a factor of = num_samples")
+
+
+#: Mutants whose feedback may name another mutant's known bug, because on the checks'
+#: inputs both bugs compute the same result (``all_known_bugs`` would name both).
+COINCIDE: dict[str, set[str]] = {}
+
+
+def _all_mutants() -> list[object]:
+    return [
+        pytest.param(
+            name,
+            id=name,
+            marks=[pytest.mark.slow] if entry.module in SLOW_MODULES else [],
+        )
+        for name, entry in sorted(MUTANTS.items())
+    ]
+
+
+@pytest.mark.parametrize("mutant", _all_mutants())
+def test_one_cause_one_message(mutant: str) -> None:
+    """Every hint a mutant is shown is its own bug's (one cause, one message), and the
+    failing-input block appears once per task."""
+    results = corpus.grade(MUTANTS[mutant])
+    feedback = "\n".join(r.feedback for r in results if not r.passed)
+    assert feedback.count("Smallest failing input") <= 1, feedback
+    assert feedback.count("Rebuild it in one line") <= 1, feedback
+    allowed = {mutant} | COINCIDE.get(mutant, set())
+    own = {bug.hint for m in allowed for bug in BY_MUTANT.get(m, [])}
+    task = MUTANTS[mutant].task
+    # Only this task's catalogue entries: another task's hint found here is either the same
+    # text (a shared catalogue, e.g. the sign and 1/S bugs of both score estimators) or a
+    # phrase its wording happens to contain ("... has the wrong sign").
+    wrong = sorted(
+        bug.mutant
+        for bug in feedback_module.named_bugs(feedback)
+        if bug.mutant.split("/")[0] == task
+        and bug.mutant not in allowed
+        and bug.hint not in own
+    )
+    assert not wrong, f"{mutant} is told about {wrong}; its feedback:\n{feedback}"
