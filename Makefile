@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[notebooks,dev,browser,cluster]"
+	$(PY) -m pip install -q -e ".[notebooks,dev,browser,cluster,instructor]"
 	@# The browser test drives Debian's chromium (never a downloaded browser); CI runs as root.
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
