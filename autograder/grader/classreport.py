@@ -256,7 +256,9 @@ def build_report(
         for g in subs:
             per_task: dict[str, float] = defaultdict(float)
             hits = known_bugs_in(g.results, catalogue)
-            explained_tests = {h.test for h in hits}
+            # A failure is explained when the student made a known bug of that task (the
+            # hint shows in one check; the bug fails the task's other checks too).
+            explained_tasks = {h.bug_id.split("/", 1)[0] for h in hits}
             for hit in hits:
                 bug_hits[hit.bug_id].append((g, hit))
             for test in g.tests():
@@ -274,7 +276,7 @@ def build_report(
                 prop_seen[name] += 1
                 if test.get("status") != "passed":
                     prop_fail[name] += 1
-                    if name not in explained_tests:
+                    if task not in explained_tasks:
                         prop_unexplained[name] += 1
             for task, score in per_task.items():
                 task_scores[task].append(score)
@@ -440,7 +442,7 @@ pre { white-space: pre-wrap; background: #f6f8fa; padding: .4rem; margin: .2rem 
 <td><small>{{ b.example_test }}</small><pre>{{ b.example }}</pre></td></tr>{% endfor %}</table>
 {% else %}<p>None matched.</p>{% endif %}
 <h3>Properties by failure rate</h3>
-<table class="properties"><tr><th>property</th><th class="num">failed</th><th class="num">rate</th><th></th><th class="num">no known bug</th></tr>
+<table class="properties"><tr><th>property</th><th class="num">failed</th><th class="num">rate</th><th></th><th class="num">failed, no known bug of the task</th></tr>
 {% for p in a.properties %}<tr><td>{{ p.name }}</td><td class="num">{{ p.failed }} / {{ p.n }}</td><td class="num">{{ "%.0f"|format(p.rate) }}%</td>
 <td style="width:8rem"><span class="bar" style="width: {{ "%.1f"|format(p.rate * 0.08) }}rem"></span></td><td class="num">{{ p.unexplained }}</td></tr>{% endfor %}</table>
 <h3>Grading time</h3>
@@ -459,7 +461,8 @@ pre { white-space: pre-wrap; background: #f6f8fa; padding: .4rem; margin: .2rem 
 <table class="slowest"><tr><th>student</th><th>assignment</th><th class="num">seconds</th><th>sandbox</th></tr>
 {% for s in r.slowest %}<tr><td>{{ s.student }}</td><td>{{ s.assignment }}</td><td class="num">{{ "%.1f"|format(s.seconds) }}</td><td>{{ s.sandbox or "-" }}</td></tr>{% endfor %}</table>
 <p><small>Known bugs are recognised from the feedback each failed check gave (the hint of the catalogued
-wrong formula the result equalled); a failure with no known bug is counted under "no known bug".</small></p>
+wrong formula the result equalled); a failed check of a student who made no known bug of its task is counted under "no known bug of the task":
+those are the failures nobody has explained yet.</small></p>
 </body></html>
 """
 
