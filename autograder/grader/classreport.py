@@ -351,6 +351,7 @@ def build_report(
                 "seconds_total": sum(seconds),
                 "seconds_median": statistics.median(seconds) if seconds else 0.0,
                 "seconds_max": max(seconds, default=0.0),
+                "seconds_checks": sum(sum(v) for v in test_seconds.values()),
                 "slow_tests": slow_tests,
             }
         )
@@ -446,7 +447,8 @@ pre { white-space: pre-wrap; background: #f6f8fa; padding: .4rem; margin: .2rem 
 {% for p in a.properties %}<tr><td>{{ p.name }}</td><td class="num">{{ p.failed }} / {{ p.n }}</td><td class="num">{{ "%.0f"|format(p.rate) }}%</td>
 <td style="width:8rem"><span class="bar" style="width: {{ "%.1f"|format(p.rate * 0.08) }}rem"></span></td><td class="num">{{ p.unexplained }}</td></tr>{% endfor %}</table>
 <h3>Grading time</h3>
-<p>{{ "%.1f"|format(a.seconds_total) }} s in all; per submission median {{ "%.1f"|format(a.seconds_median) }} s, max {{ "%.1f"|format(a.seconds_max) }} s.</p>
+<p>{{ "%.1f"|format(a.seconds_total) }} s in all; per submission median {{ "%.1f"|format(a.seconds_median) }} s, max {{ "%.1f"|format(a.seconds_max) }} s.
+Of that, {{ "%.1f"|format(a.seconds_checks) }} s ran the checks; the rest started sandboxed workers and ran the notebooks' cells.</p>
 {% if a.slow_tests %}<table class="time"><tr><th>property</th><th class="num">total s</th><th class="num">mean s</th></tr>
 {% for t in a.slow_tests %}<tr><td>{{ t.name }}</td><td class="num">{{ "%.2f"|format(t.total) }}</td><td class="num">{{ "%.3f"|format(t.mean) }}</td></tr>{% endfor %}</table>{% endif %}
 {% endfor %}
