@@ -206,8 +206,9 @@ pre { white-space: pre-wrap; background: #f6f8fa; padding: .4rem; font-size: .8r
 with the release notebook's code as boilerplate (copydetect {{ version }}).</p>
 {% for n in notes %}<p><small>{{ n }}</small></p>{% endfor %}
 <table class="pairs"><tr><th>#</th><th>assignment</th><th>first</th><th>second</th><th>first's code in second</th><th>second's code in first</th><th>tokens</th></tr>
-{% for p in pairs %}<tr><td><a href="#pair-{{ loop.index }}">{{ loop.index }}</a></td><td>{{ p.assignment }}</td><td>{{ p.first }}</td><td>{{ p.second }}</td>
+{% for p in pairs[:listed] %}<tr><td><a href="#pair-{{ loop.index }}">{{ loop.index }}</a></td><td>{{ p.assignment }}</td><td>{{ p.first }}</td><td>{{ p.second }}</td>
 <td>{{ "%.0f"|format(100 * p.first_share) }}%</td><td>{{ "%.0f"|format(100 * p.second_share) }}%</td><td>{{ p.tokens }}</td></tr>{% endfor %}</table>
+{% if pairs|length > listed %}<p>The first {{ listed }} pairs are listed here; similar.csv has all {{ pairs|length }}.</p>{% endif %}
 {% for p in pairs[:shown] %}
 <h2 id="pair-{{ loop.index }}">{{ loop.index }}. {{ p.assignment }}: {{ p.first }} and {{ p.second }}</h2>
 <div class="code"><div><strong>{{ p.first }}</strong><pre>{{ p.first_html|safe }}</pre></div>
@@ -219,10 +220,15 @@ with the release notebook's code as boilerplate (copydetect {{ version }}).</p>
 
 
 def render_similar(
-    pairs: Sequence[Pair], notes: Sequence[str], threshold: float, shown: int = 50
+    pairs: Sequence[Pair],
+    notes: Sequence[str],
+    threshold: float,
+    shown: int = 50,
+    listed: int = 500,
 ) -> str:
     """The HTML view: the caveat, the ranked pairs, the overlapping code of the top ``shown``
-    side by side (copydetect escapes the code; only its highlight spans are markup)."""
+    side by side (copydetect escapes the code; only its highlight spans are markup); the table
+    lists the first ``listed`` pairs (the CSV has all)."""
     from importlib.metadata import version
 
     import jinja2
@@ -233,6 +239,7 @@ def render_similar(
         notes=list(notes),
         threshold=threshold,
         shown=shown,
+        listed=listed,
         caveat=CAVEAT,
         version=version("copydetect"),
     )
