@@ -920,7 +920,15 @@ def _demo_instructor(root: Path, submitted: Path, out: Path, status: int) -> int
     if not isinstance(course, int):
         _apply_course(course, submitted, out, status)
     if (out / "gradebook.csv").is_file():
-        _export(_argparse.Namespace(out=out, course=None, format="canvas", to=None))
+        toml = root / "examples" / "course.toml"
+        _export(
+            _argparse.Namespace(
+                out=out,
+                course=toml if toml.is_file() else None,
+                format="canvas",
+                to=None,
+            )
+        )
     _similar(
         _argparse.Namespace(submitted=submitted, to=out, release=root, threshold=0.5)
     )
