@@ -44,17 +44,6 @@ __all__ = [
     "write_report",
 ]
 
-#: Flags that mean a submission needs a human look (besides a zero).
-ATTENTION_FLAGS = (
-    "forbidden",
-    "crashed",
-    "timeout",
-    "invalid_notebook",
-    "grader_error",
-    "symlink",
-    "tampered",
-)
-
 
 @dataclass
 class Graded:
@@ -357,7 +346,7 @@ def build_report(
         )
     flagged = []
     for g in data.graded:
-        flags = [f for f in g.flags if f in ATTENTION_FLAGS or f.startswith("sandbox")]
+        flags = g.flags  # every flag the grader sets is something a human should see
         if flags:
             flagged.append(
                 {
