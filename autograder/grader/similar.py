@@ -38,6 +38,9 @@ CAVEAT = (
 #: Smallest matching run of tokens copydetect counts (its defaults are 25 and 30 characters
 #: of filtered code; the exercises are short functions, so both a little lower).
 NOISE_T, GUARANTEE_T = 20, 25
+#: A notebook larger than this is skipped (said in the notes): outputs, not code, make a
+#: notebook that big, and reading it whole costs memory for nothing.
+MAX_NOTEBOOK_BYTES = 50 * 10**6
 
 
 @dataclass
@@ -113,6 +116,12 @@ def find_pairs(
                 continue
             notebook = assignment_dir / f"{assignment}.ipynb"
             if not notebook.is_file() or notebook.is_symlink():
+                continue
+            if notebook.stat().st_size > MAX_NOTEBOOK_BYTES:
+                notes.append(
+                    f"{student_dir.name}/{assignment}: notebook over "
+                    f"{MAX_NOTEBOOK_BYTES // 10**6} MB, skipped"
+                )
                 continue
             code = code_of(notebook)
             if code is None:
