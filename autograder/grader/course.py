@@ -43,11 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib  # type: ignore[no-redef]
-
 __all__ = [
     "ADJUSTED_COLUMNS",
     "Course",
@@ -128,6 +123,15 @@ def load_course(path: Path) -> Course:
         CourseError: The file cannot be read, or a value is missing or wrong (the message
             names the key).
     """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError as error:
+            raise CourseError(
+                "reading course.toml needs Python >= 3.11 (tomllib) or `pip install tomli`"
+            ) from error
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
