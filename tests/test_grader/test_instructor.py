@@ -514,3 +514,61 @@ def test_report_in_a_real_browser(tmp_path: Path, graded: dict[str, Path]) -> No
         page.screenshot(path=str(shots / "similar.png"), full_page=False)
         browser.close()
     print(f"screenshots in {shots}")
+
+
+# --------------------------------------------------------------------------- units (no grading)
+
+
+def _results(
+    student: str, tests: list[tuple[str, float, float, str]]
+) -> dict[str, Any]:
+    return {
+        "score": sum(t[1] for t in tests),
+        "tests": [
+            {
+                "name": name,
+                "score": score,
+                "max_score": top,
+                "status": "passed" if score == top else "failed",
+                "output": output,
+            }
+            for name, score, top, output in tests
+        ],
+        "extra_data": {"student_id": student, "assignment_id": "a", "max_score": 2},
+    }
+
+
+def test_a_hint_counts_only_for_its_own_task_and_failed_checks() -> None:
+    bug = classreport.bug_catalogue()
+    (normalised,) = [k for k in bug if k.mutant == "e_step/e_step_normalises_over_data"]
+    hint = normalised.hint
+    passed_with_hint = _results("x", [("e_step: rows", 1, 1, hint)])
+    other_task = _results("y", [("free_energy: value", 0, 1, "wrong: " + hint)])
+    own_task = _results("z", [("e_step: rows", 0, 1, "resp is wrong. " + hint)])
+    assert classreport.known_bugs_in(passed_with_hint, bug) == []
+    assert classreport.known_bugs_in(other_task, bug) == []
+    (hit,) = classreport.known_bugs_in(own_task, bug)
+    assert hit.bug_id == "e_step/e_step_normalises_over_data"
+
+
+def test_diff_names_added_and_removed_checks(tmp_path: Path) -> None:
+    for name, tests in {
+        "old": [("t: kept", 1, 1, "passed"), ("t: dropped", 1, 1, "passed")],
+        "new": [("t: kept", 1, 1, "passed"), ("t: added", 0, 1, "t is wrong")],
+    }.items():
+        folder = tmp_path / name / "s" / "a"
+        folder.mkdir(parents=True)
+        data = _results("s", tests)
+        data["extra_data"]["grader"] = name
+        (folder / "results.json").write_text(json.dumps(data))
+    (change,) = classreport.diff_classes(
+        classreport.load_class(tmp_path / "old"),
+        classreport.load_class(tmp_path / "new"),
+    )
+    assert change["delta"] == -1
+    assert {t["name"]: t["change"] for t in change["tests"]} == {
+        "t: dropped": "check removed",
+        "t: added": "check added",
+    }
+    assert "grader changed (old -> new)" in change["why"]
+    assert "set of checks changed" in change["why"]
