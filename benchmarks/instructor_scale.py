@@ -1,7 +1,7 @@
 """Timings of ``autograde report`` and ``autograde similar`` on a synthetic class of N students.
 
 The class is built from a class that was really graded (``--from OUT`` with its ``SUBMITTED``):
-synthetic student ``sNNN`` gets the results.json and grading.json of a graded submission
+synthetic student ``sNNN`` gets, for each assignment, the results.json and grading.json of a graded submission
 drawn with a fixed seed (timings scaled by a random factor in [0.8, 1.25]) and a copy of that
 submission's notebook with variation: every code cell's local names renamed with a per-student
 suffix in some functions, comments added, blank lines shuffled, so no two notebooks are equal
@@ -46,6 +46,50 @@ def _vary(source: str, rng: random.Random, tag: str) -> str:
     return text
 
 
+def _copy_one(
+    source: Path,
+    submitted: Path,
+    new_out: Path,
+    new_submitted: Path,
+    student: str,
+    index: int,
+    rng: random.Random,
+) -> None:
+    """One synthetic submission: the results of ``source`` and a varied copy of its notebook."""
+    assignment = source.parent.name
+    results = json.loads(source.read_text())
+    results["extra_data"]["student_id"] = student
+    folder = new_out / student / assignment
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=1))
+    timing_path = source.with_name("grading.json")
+    if timing_path.is_file():
+        timing = json.loads(timing_path.read_text())
+        factor = rng.uniform(0.8, 1.25)
+        timing["seconds"] = timing.get("seconds", 0) * factor
+        timing["tests"] = {
+            k: v * factor for k, v in (timing.get("tests") or {}).items()
+        }
+        (folder / "grading.json").write_text(json.dumps(timing))
+    notebook = (
+        submitted / source.parent.parent.name / assignment / f"{assignment}.ipynb"
+    )
+    if notebook.is_file():
+        try:
+            data = json.loads(notebook.read_text())
+            for cell in data.get("cells", []):
+                if cell.get("cell_type") == "code":
+                    text = cell["source"]
+                    text = "".join(text) if isinstance(text, list) else text
+                    cell["source"] = _vary(text, rng, str(index))
+            payload = json.dumps(data)
+        except (ValueError, KeyError, TypeError):
+            payload = notebook.read_text(errors="replace")
+        where = new_submitted / student / assignment
+        where.mkdir(parents=True)
+        (where / f"{assignment}.ipynb").write_text(payload)
+
+
 def synthesise(
     out: Path, submitted: Path, target: Path, students: int, seed: int = 0
 ) -> tuple[Path, Path]:
@@ -55,41 +99,21 @@ def synthesise(
     if not graded:
         raise SystemExit(f"no results.json under {out}")
     new_out, new_submitted = target / "out", target / "submitted"
+    by_assignment: dict[str, list[Path]] = {}
+    for path in graded:
+        by_assignment.setdefault(path.parent.name, []).append(path)
     for index in range(students):
         student = f"s{index:03d}"
-        source = rng.choice(graded)
-        assignment = source.parent.name
-        results = json.loads(source.read_text())
-        results["extra_data"]["student_id"] = student
-        folder = new_out / student / assignment
-        folder.mkdir(parents=True)
-        (folder / "results.json").write_text(json.dumps(results, indent=1))
-        timing_path = source.with_name("grading.json")
-        if timing_path.is_file():
-            timing = json.loads(timing_path.read_text())
-            factor = rng.uniform(0.8, 1.25)
-            timing["seconds"] = timing.get("seconds", 0) * factor
-            timing["tests"] = {
-                k: v * factor for k, v in (timing.get("tests") or {}).items()
-            }
-            (folder / "grading.json").write_text(json.dumps(timing))
-        notebook = (
-            submitted / source.parent.parent.name / assignment / f"{assignment}.ipynb"
-        )
-        if notebook.is_file():
-            try:
-                data = json.loads(notebook.read_text())
-                for cell in data.get("cells", []):
-                    if cell.get("cell_type") == "code":
-                        text = cell["source"]
-                        text = "".join(text) if isinstance(text, list) else text
-                        cell["source"] = _vary(text, rng, str(index))
-                payload = json.dumps(data)
-            except (ValueError, KeyError, TypeError):
-                payload = notebook.read_text(errors="replace")
-            where = new_submitted / student / assignment
-            where.mkdir(parents=True)
-            (where / f"{assignment}.ipynb").write_text(payload)
+        for _assignment, sources in sorted(by_assignment.items()):
+            _copy_one(
+                rng.choice(sources),
+                submitted,
+                new_out,
+                new_submitted,
+                student,
+                index,
+                rng,
+            )
     return new_out, new_submitted
 
 
@@ -103,19 +127,22 @@ def main() -> None:
         out, submitted = synthesise(
             args.source, args.submitted, Path(tmp), args.students
         )
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         page, _table, report = write_report(out)
         report_s = time.perf_counter() - start
-        start = time.perf_counter()
+        report_cpu = time.process_time() - cpu
+        start, cpu = time.perf_counter(), time.process_time()
         _page, pairs, _notes = write_similar(
             submitted, Path(tmp), release_root=ROOT, threshold=0.5
         )
         similar_s = time.perf_counter() - start
+        similar_cpu = time.process_time() - cpu
         notebooks = sum(1 for _ in submitted.glob("*/*/*.ipynb"))
         print(
             f"{args.students} synthetic students ({report['submissions']} results, "
-            f"{notebooks} notebooks): report {report_s:.1f} s "
-            f"({page.stat().st_size / 1e3:.0f} kB), similar {similar_s:.1f} s "
+            f"{notebooks} notebooks): report {report_s:.1f} s wall, {report_cpu:.1f} s CPU "
+            f"({page.stat().st_size / 1e3:.0f} kB), similar {similar_s:.1f} s wall, "
+            f"{similar_cpu:.1f} s CPU "
             f"({len(pairs)} pairs >= 50%)"
         )
         shutil.rmtree(tmp, ignore_errors=True)
