@@ -877,6 +877,7 @@ def _similar(args: argparse.Namespace) -> int:
         to,
         release_root=args.release or _repo(),
         threshold=args.threshold,
+        assignments=getattr(args, "assignment", None),
     )
     for line in summary(pairs, notes):
         print(line)
@@ -986,6 +987,12 @@ def _add_instructor_commands(commands: Any) -> None:
         type=Path,
         default=None,
         help="folder holding assignments/<id>/<id>.ipynb, the boilerplate (default: the repo)",
+    )
+    similar.add_argument(
+        "--assignment",
+        action="append",
+        help="only this assignment (repeatable): pairs are compared within an assignment, "
+        "so a large class can be split into one job per assignment",
     )
     similar.set_defaults(run=_similar)
 

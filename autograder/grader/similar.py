@@ -255,7 +255,12 @@ def render_similar(
 
 
 def write_similar(
-    submitted: Path, to: Path, *, release_root: Path, threshold: float = 0.5
+    submitted: Path,
+    to: Path,
+    *,
+    release_root: Path,
+    threshold: float = 0.5,
+    assignments: Sequence[str] | None = None,
 ) -> tuple[Path, list[Pair], list[str]]:
     """Write ``to/similar.html`` and ``to/similar.csv``; return the page, pairs and notes."""
     import csv
@@ -263,7 +268,12 @@ def write_similar(
 
     from autograder.grader.report import csv_cell, write_atomic
 
-    pairs, notes = find_pairs(submitted, release_root=release_root, threshold=threshold)
+    pairs, notes = find_pairs(
+        submitted,
+        release_root=release_root,
+        threshold=threshold,
+        assignments=assignments,
+    )
     page = Path(to) / "similar.html"
     write_atomic(page, render_similar(pairs, notes, threshold))
     buffer = io.StringIO()
