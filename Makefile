@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints/grading.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	@# The versions that decide grades are pinned (the grader's fingerprint records them).
-	$(PY) -m pip install -q -c constraints/grading.txt -e ".[notebooks,dev,browser,cluster]"
+	$(PY) -m pip install -q -c constraints/grading.txt -e ".[notebooks,dev,browser,cluster,instructor]"
 	@# The browser test drives Debian's chromium (never a downloaded browser); CI runs as root.
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -8,6 +8,11 @@ Commands::
     autograde classroom OUT             # results for GitHub Classroom's grading reporter
     autograde grade SUBMITTED --out OUT --scheduler tcp://HOST:PORT|local:N [--shard I/N]
     autograde merge OUT1 OUT2 ... --out OUT  # the shards' outputs, one gradebook
+    autograde grade SUBMITTED --out OUT --course course.toml  # late policy: adjusted scores
+    autograde report OUT                # class report: report.html + report.csv
+    autograde diff OLD_OUT NEW_OUT      # regrade changelog: who gained/lost points, why
+    autograde similar SUBMITTED         # overlapping code (a lead, not a verdict)
+    autograde export OUT --format canvas|generic  # the gradebook for an LMS
 
 ``SUBMITTED`` is an nbgrader-style tree ``<student_id>/<assignment_id>/<assignment_id>.ipynb``
 or an nbgrader course folder (its ``submitted/`` is used). Each submission is graded by a
@@ -670,7 +675,10 @@ def _grade(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"autograde: {error}", file=sys.stderr)
             return 2
-    return grade_batch(
+    course = _find_course(args.course, args.submitted)
+    if isinstance(course, int):
+        return course
+    status = grade_batch(
         args.submitted,
         args.out,
         jobs=args.jobs,
@@ -686,6 +694,7 @@ def _grade(args: argparse.Namespace) -> int:
         shard=shard,
         hidden_visibility=args.hidden_visibility,
     )
+    return _apply_course(course, args.submitted, args.out, status)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -722,9 +731,10 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return grade_batch(
+    out = args.out or root / "out" / "demo"
+    status = grade_batch(
         submitted,
-        args.out or root / "out" / "demo",
+        out,
         jobs=args.jobs,
         limits=_limits(args),
         plugins=args.plugin,
@@ -734,6 +744,7 @@ def _demo(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         hidden_visibility=args.hidden_visibility,
     )
+    return _demo_instructor(root, submitted, Path(out), status)
 
 
 def _gradescope(args: argparse.Namespace) -> int:
@@ -799,6 +810,227 @@ def _classroom(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- after the deadline
+
+
+def _find_course(given: Path | None, submitted: Path) -> Any:
+    """The course.toml to apply (given, else ``SUBMITTED/course.toml``), None, or an exit
+    status (2) when it cannot be read."""
+    from autograder.grader.course import CourseError, load_course
+
+    path = given
+    if path is None:
+        found = [p for p in (submitted / "course.toml",) if p.is_file()]
+        path = found[0] if found else None
+    if path is None:
+        return None
+    try:
+        return load_course(path)
+    except CourseError as error:
+        print(f"autograde: {error}", file=sys.stderr)
+        return 2
+
+
+def _apply_course(course: Any, submitted: Path, out: Path, status: int) -> int:
+    """Append the late policy's columns to OUT/gradebook.csv and print what it did."""
+    gradebook = Path(out) / "gradebook.csv"
+    if course is None or not gradebook.is_file():
+        return status
+    from autograder.grader.course import adjust_gradebook
+
+    _outcomes, lines = adjust_gradebook(gradebook, course, submissions_root(submitted))
+    for line in lines:
+        print(line)
+    return status
+
+
+def _report(args: argparse.Namespace) -> int:
+    from autograder.grader.classreport import write_report
+
+    try:
+        page, table, report = write_report(args.out, args.to)
+    except FileNotFoundError as error:
+        print(f"autograde: {error}", file=sys.stderr)
+        return 2
+    for headline in report["headlines"][:5]:
+        print(headline["text"])
+    print(f"class report: {page} (and {table})")
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from autograder.grader.classreport import (
+        diff_classes,
+        format_diff,
+        load_class,
+        write_diff_csv,
+    )
+
+    try:
+        old, new = load_class(args.old), load_class(args.new)
+    except FileNotFoundError as error:
+        print(f"autograde: {error}", file=sys.stderr)
+        return 2
+    changes = diff_classes(old, new)
+    print(format_diff(changes, old, new))
+    if args.csv is not None:
+        write_diff_csv(args.csv, changes)
+        print(f"changelog: {args.csv}")
+    return 0
+
+
+def _similar(args: argparse.Namespace) -> int:
+    from autograder.grader.similar import summary, write_similar
+
+    if not args.submitted.is_dir():
+        print(f"autograde: {args.submitted} is not a folder", file=sys.stderr)
+        return 2
+    to = args.to or args.submitted
+    if not 0 <= args.threshold <= 1:
+        print("autograde: --threshold is a fraction in [0, 1]", file=sys.stderr)
+        return 2
+    page, pairs, notes = write_similar(
+        args.submitted,
+        to,
+        release_root=args.release or _repo(),
+        threshold=args.threshold,
+        assignments=getattr(args, "assignment", None),
+    )
+    for line in summary(pairs, notes):
+        print(line)
+    print(f"similarity view: {page}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autograder.grader.course import (
+        CourseError,
+        canvas_rows,
+        generic_rows,
+        load_course,
+        read_gradebook,
+        write_csv,
+    )
+
+    gradebook = args.out / "gradebook.csv"
+    if not gradebook.is_file():
+        print(f"autograde: no gradebook.csv in {args.out}", file=sys.stderr)
+        return 2
+    try:
+        course = load_course(args.course) if args.course else None
+    except CourseError as error:
+        print(f"autograde: {error}", file=sys.stderr)
+        return 2
+    _header, rows = read_gradebook(gradebook)
+    table = canvas_rows(rows, course) if args.format == "canvas" else generic_rows(rows)
+    target = args.to or args.out / f"gradebook_{args.format}.csv"
+    write_csv(target, table)
+    print(f"{args.format} gradebook: {target}")
+    return 0
+
+
+def _demo_instructor(root: Path, submitted: Path, out: Path, status: int) -> int:
+    """make grade's last steps: the demo course's late policy, the LMS export, the
+    similarity check and the class report, whose path is printed last."""
+    import argparse as _argparse
+
+    course = _find_course(root / "examples" / "course.toml", submitted)
+    if not isinstance(course, int):
+        _apply_course(course, submitted, out, status)
+    if (out / "gradebook.csv").is_file():
+        toml = root / "examples" / "course.toml"
+        _export(
+            _argparse.Namespace(
+                out=out,
+                course=toml if toml.is_file() else None,
+                format="canvas",
+                to=None,
+            )
+        )
+    _similar(
+        _argparse.Namespace(submitted=submitted, to=out, release=root, threshold=0.5)
+    )
+    code = _report(_argparse.Namespace(out=out, to=None))
+    return status or code
+
+
+def _add_instructor_commands(commands: Any) -> None:
+    """``report``, ``diff``, ``similar`` and ``export``: what an instructor runs after grading."""
+    report = commands.add_parser(
+        "report",
+        help="class report (HTML + CSV): scores, failure rates, known bugs, flags",
+    )
+    report.add_argument("out", type=Path, help="a graded OUT folder")
+    report.add_argument(
+        "--to",
+        type=Path,
+        default=None,
+        help="folder for report.html/report.csv (default OUT)",
+    )
+    report.set_defaults(run=_report)
+
+    diff = commands.add_parser(
+        "diff",
+        help="who gained or lost points between two gradings of a class, and why",
+    )
+    diff.add_argument("old", type=Path, help="the earlier OUT folder")
+    diff.add_argument("new", type=Path, help="the regraded OUT folder")
+    diff.add_argument(
+        "--csv", type=Path, default=None, help="also write the changelog as CSV"
+    )
+    diff.set_defaults(run=_diff)
+
+    similar = commands.add_parser(
+        "similar",
+        help="rank pairs of submissions by overlapping code (a lead for a human, not a verdict)",
+    )
+    similar.add_argument(
+        "submitted", type=Path, help="SUBMITTED/<student>/<assignment>/..."
+    )
+    similar.add_argument(
+        "--to",
+        type=Path,
+        default=None,
+        help="folder for similar.html/.csv (default SUBMITTED)",
+    )
+    similar.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="smallest share of a notebook's code found in the other to list (default 0.5)",
+    )
+    similar.add_argument(
+        "--release",
+        type=Path,
+        default=None,
+        help="folder holding assignments/<id>/<id>.ipynb, the boilerplate (default: the repo)",
+    )
+    similar.add_argument(
+        "--assignment",
+        action="append",
+        help="only this assignment (repeatable): pairs are compared within an assignment, "
+        "so a large class can be split into one job per assignment",
+    )
+    similar.set_defaults(run=_similar)
+
+    export = commands.add_parser(
+        "export",
+        help="OUT/gradebook.csv for an LMS: Canvas's import layout or a plain table",
+    )
+    export.add_argument("out", type=Path, help="a graded OUT folder")
+    export.add_argument("--format", choices=["canvas", "generic"], default="canvas")
+    export.add_argument(
+        "--course",
+        type=Path,
+        default=None,
+        help="course.toml: names, Canvas ids, students",
+    )
+    export.add_argument(
+        "--to", type=Path, default=None, help="default OUT/gradebook_FORMAT.csv"
+    )
+    export.set_defaults(run=_export)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autograde",
@@ -844,6 +1076,14 @@ def _parser() -> argparse.ArgumentParser:
         help="grade only the I-th of N disjoint, stable parts (then autograde merge)",
     )
     _add_limits(grade)
+    grade.add_argument(
+        "--course",
+        type=Path,
+        default=None,
+        metavar="COURSE_TOML",
+        help="deadlines, extensions and late policy (default: SUBMITTED/course.toml when "
+        "present): gradebook.csv gets the adjusted score next to the raw one",
+    )
     grade.set_defaults(run=_grade)
 
     merge = commands.add_parser(
@@ -884,6 +1124,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="plain JSON instead of base64"
     )
     classroom.set_defaults(run=_classroom)
+    _add_instructor_commands(commands)
     return parser
 
 

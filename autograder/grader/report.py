@@ -322,7 +322,20 @@ def write_atomic(path: Path, text: str) -> None:
 #: Every name the grader writes at OUT's top level, besides the students' folders (and
 #: whatever starts with a dot: ``.running``, temporary files). A new output file must be
 #: listed here, so that no student's folder can take its place (:func:`student_folder`).
-OUTPUT_NAMES = frozenset({"gradebook.csv", "grading.log", "shard.json"})
+OUTPUT_NAMES = frozenset(
+    {
+        "gradebook.csv",
+        "grading.log",
+        "shard.json",
+        # what the instructor's commands write next to them (autograde report, similar, export)
+        "report.html",
+        "report.csv",
+        "similar.html",
+        "similar.csv",
+        "gradebook_canvas.csv",
+        "gradebook_generic.csv",
+    }
+)
 _RESERVED = frozenset(name.casefold() for name in OUTPUT_NAMES)
 
 
