@@ -1407,7 +1407,9 @@ def grading_images(part: str, count: int) -> np.ndarray:
     if count > len(rows):
         raise ValueError(f"only {len(rows)} {part} images, asked for {count}")
     images, _ = load_mnist_subset()
-    return np.ascontiguousarray(images[rows[:count]], dtype=np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(images[rows[:count]], dtype=np.float32) / np.float32(
+        255.0
+    )
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ def _parse_timestamp(text: str) -> dt.datetime:
     """nbgrader's timestamp.txt (``2025-05-20 17:00:00.000000 UTC``) or an ISO 8601 time;
     a time without a zone is UTC (nbgrader writes UTC)."""
     text = text.strip()
-    zone = dt.timezone.utc
+    zone = dt.UTC
     for suffix in (" UTC", " GMT", "Z"):
         if text.endswith(suffix):
             text = text[: -len(suffix)].strip()
@@ -247,7 +247,7 @@ def submission_time(
         mtime = target.lstat().st_mtime
     except OSError:
         return None, "none"
-    return dt.datetime.fromtimestamp(mtime, dt.timezone.utc), "file mtime"
+    return dt.datetime.fromtimestamp(mtime, dt.UTC), "file mtime"
 
 
 # --------------------------------------------------------------------------- late policy
@@ -294,7 +294,7 @@ def apply_late_policy(
     by_student: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_student[str(row["student_id"])].append(row)
-    far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    far = dt.datetime.max.replace(tzinfo=dt.UTC)
     outcomes = {}
     for student, mine in by_student.items():
         left = course.budget
@@ -340,9 +340,7 @@ def apply_late_policy(
 
 def _iso(value: dt.datetime | None) -> str:
     return (
-        ""
-        if value is None
-        else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        "" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
 
 

@@ -235,6 +235,13 @@ def _package_files(directory: Path) -> list[Path]:
     )
 
 
+#: The instructor's tools that read graded results and never decide one (class report,
+#: similarity, late policy and LMS export): editing them regrades nobody.
+AFTER_GRADING = frozenset(
+    {"grader/classreport.py", "grader/similar.py", "grader/course.py"}
+)
+
+
 def fingerprint_files(assignment: str, plugins: Sequence[str] = ()) -> list[Path]:
     """The files :func:`grader_fingerprint` hashes: every file of the ``autograder`` and
     ``course_lib`` packages (a helper such as ``course_lib/reference/_autograd.py`` is imported
@@ -242,7 +249,11 @@ def fingerprint_files(assignment: str, plugins: Sequence[str] = ()) -> list[Path
     packages, and the released notebook of ``assignment``."""
     autograder_dir = Path(importlib.import_module("autograder").__file__).parent  # type: ignore[arg-type]
     course_dir = Path(importlib.import_module("course_lib").__file__).parent  # type: ignore[arg-type]
-    files = _package_files(autograder_dir) + _package_files(course_dir)
+    files = [
+        p
+        for p in _package_files(autograder_dir)
+        if p.relative_to(autograder_dir).as_posix() not in AFTER_GRADING
+    ] + _package_files(course_dir)
     root = sandbox.repo_root()
     if root is not None:  # the release decides which cells are grade cells
         files += [root / "assignments" / assignment / f"{assignment}.ipynb"]
