@@ -343,8 +343,8 @@ def _effects(out: probes.Invoked) -> probes.SideEffects:
     }
 
 
-#: Tasks that call the student's ``log_joint``, and where its arguments sit among theirs.
-_LOG_JOINT_ARGS = {"e_step": (0, 1, 2, 3), "free_energy": (0, 2, 3, 4)}
+#: Tasks that call the student's ``log_joint``.
+_HELD_BY = ("e_step", "free_energy")
 
 
 def run_graded(
@@ -353,13 +353,12 @@ def run_graded(
     """Judge side: run :func:`em_probe` (the subject copies the arrays across, so ours stay untouched).
 
     ``e_step`` and ``free_energy`` are graded with the student's ``log_joint`` held correct
-    (its closed-form values, tabulated for these exact arrays), so a bug in ``log_joint``
-    costs points on ``log_joint`` only; ``wired=True`` runs the student's own ``log_joint``.
+    (:func:`autograder.probes.hold`: the judge computes its values), so a bug in
+    ``log_joint`` costs points on ``log_joint`` only; ``wired=True``, or a machine without
+    the hidden checks (a student's), runs the student's own ``log_joint``.
     """
-    if name in _LOG_JOINT_ARGS and not wired:
-        args = tuple(arrays[i] for i in _LOG_JOINT_ARGS[name])
-        table = probes.Tabulated([(args, closed_form_log_joint(*args))])
-        return subject.call(em_probe, name, *arrays, held={"log_joint": table})
+    if name in _HELD_BY and not wired:
+        return subject.call(em_probe, name, *arrays, held=probes.hold("log_joint"))
     return subject.call(em_probe, name, *arrays)
 
 
