@@ -54,6 +54,14 @@ def log_joint(X, weights, means, covs):
     return Held("log_joint")(X, weights, means, covs)
 """
 
+#: The public checks' closed form, as the issue's attack called it (12/12 on main).
+CLOSED_FORM_LOG_JOINT = """
+def log_joint(X, weights, means, covs):
+    from autograder.checks.em import closed_form_log_joint
+
+    return closed_form_log_joint(X, weights, means, covs)
+"""
+
 IMPORTS = (
     "import numpy as np\n"
     "from scipy.linalg import solve_triangular\n"
@@ -95,6 +103,7 @@ def test_the_judge_refuses_a_stand_in_that_its_probe_does_not_hold(
     for student, log_joint in (
         ("honest", HONEST_LOG_JOINT),
         ("proxy", PROXY_LOG_JOINT),
+        ("closed_form", CLOSED_FORM_LOG_JOINT),
     ):
         b.write_submission(
             submitted, student, b.notebook(_cells(log_joint)), ASSIGNMENT
@@ -114,4 +123,14 @@ def test_the_judge_refuses_a_stand_in_that_its_probe_does_not_hold(
         {"log_joint": 0, "e_step": 0, "free_energy": 0},
         "forbidden",
         "held-correct",
+    )
+    # The public checks no longer hold a log joint: the attack fails on log_joint, and
+    # costs e_step and free_energy only their one property run as wired (0.5 each).
+    copied = b.results(out, "closed_form", ASSIGNMENT)
+    b.assert_contained(
+        copied,
+        "closed_form",
+        {"log_joint": 0, "e_step": 4.5, "free_energy": 3.5},
+        None,
+        "closed_form_log_joint",
     )
