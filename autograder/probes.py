@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypedDict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypedDict
 
 import numpy as np
 import torch
@@ -24,14 +25,19 @@ from autograder.subject import Student, StudentError
 __all__ = [
     "Invoked",
     "SideEffects",
-    "Tabulated",
+    "HELPER_PARAMETERS",
+    "Held",
+    "HeldBackend",
     "VJP",
     "changed",
     "graph_held",
     "held_correct",
+    "held_names",
+    "hold",
     "holds_graph",
     "invoke_held_probe",
     "invoke_probe",
+    "set_held_backend",
     "side_effects",
     "snapshot",
     "vjp_held_probe",
@@ -225,37 +231,155 @@ def vjp_probe(
 # --------------------------------------------------------------------------------------
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a.shape == b.shape and bool(np.array_equal(a, b))
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and bool(torch.equal(a.detach(), b.detach()))
-    return False
+#: The positional parameters of every helper a task may be graded with held correct (the
+#: SPEC's signatures), so that a student's keyword call reaches the stand-in too.
+HELPER_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "log_joint": ("X", "weights", "means", "covs"),
+    "reparameterize": ("mu", "logvar", "eps"),
+    "gaussian_kl": ("mu", "logvar"),
+    "bernoulli_log_likelihood": ("x", "logits"),
+    "negative_elbo": ("x", "logits", "mu", "logvar"),
+    "gaussian_entropy": ("log_sigma",),
+}
+
+#: The helpers held for the probe running in this process (set by :func:`held_correct`).
+#: Only the in-process backend reads it; the CI grader's judge keeps its own account.
+_ACTIVE: list[frozenset[str]] = []
 
 
-class Tabulated:
-    """A stand-in for one of the student's helpers: known values for known inputs.
+class HeldBackend(Protocol):
+    """Computes a held helper's value (``mode="value"``) or its vector-Jacobian product
+    (``mode="vjp"``: one gradient per index in ``wrt``, given the ``cotangent``)."""
 
-    The judge tabulates the right outputs for the exact inputs a property passes (computed
-    from public closed forms or, in the hidden tier, the reference), so no correct code
-    travels to the student's side. Called with inputs it does not know, it calls the
-    student's own helper: a task that calls its helper differently is graded as wired.
+    def __call__(
+        self,
+        name: str,
+        mode: str,
+        args: tuple[Any, ...],
+        cotangent: Any = None,
+        wrt: tuple[int, ...] = (),
+    ) -> Any: ...
+
+
+def _local_backend(
+    name: str,
+    mode: str,
+    args: tuple[Any, ...],
+    cotangent: Any = None,
+    wrt: tuple[int, ...] = (),
+) -> Any:
+    """In this process: the judge-only implementation, for a helper held by the running probe."""
+    if not _ACTIVE or name not in _ACTIVE[-1]:
+        raise StudentError(
+            "forbidden",
+            f"called the grader's own `{name}` (a held-correct stand-in) where it is not "
+            "held: a submission must compute every graded task itself",
+        )
+    try:
+        answers = importlib.import_module("autograder.hidden.held")
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            "helpers are held correct only where the hidden checks are installed"
+        ) from None
+    return answers.answer(name, mode, args, cotangent, wrt)
+
+
+_BACKEND: list[HeldBackend] = [_local_backend]
+
+
+def set_held_backend(backend: HeldBackend) -> None:
+    """Where :class:`Held` stand-ins get their values: the CI grader's worker asks its judge."""
+    _BACKEND[0] = backend
+
+
+class _HeldFunction(torch.autograd.Function):
+    """A held helper's value with a backward pass that asks the backend for the VJP."""
+
+    @staticmethod
+    def forward(ctx: Any, name: str, *args: Any) -> Any:  # type: ignore[override]
+        ctx.name = name
+        ctx.args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+        return _BACKEND[0](name, "value", ctx.args)
+
+    @staticmethod
+    def backward(ctx: Any, cotangent: torch.Tensor) -> Any:  # type: ignore[override]
+        wrt = tuple(i for i, need in enumerate(ctx.needs_input_grad[1:]) if need)
+        grads = _BACKEND[0](ctx.name, "vjp", ctx.args, cotangent.detach(), wrt)
+        out: list[Any] = [None] * len(ctx.args)
+        for i, grad in zip(wrt, grads, strict=True):
+            out[i] = grad
+        return (None, *out)
+
+
+class Held:
+    """A stand-in for a student's helper, held correct while one probe runs.
+
+    It holds no implementation: its values come from a *backend*. In the CI grader's worker
+    that is the judge, over the wire (:mod:`autograder.grader.worker`), which computes them
+    with judge-only code and refuses (zero and the ``forbidden`` flag on the task being
+    checked) a call for a helper that the running probe does not hold. In one process
+    (:class:`~autograder.subject.LocalSubject`) it is ``autograder.hidden.held``, under the
+    same rule. Gradients flow through it: its backward pass asks the backend for the
+    vector-Jacobian product.
     """
 
-    def __init__(self, entries: Sequence[tuple[tuple[Any, ...], Any]]) -> None:
-        self.entries = list(entries)
-        self.fallback: Callable[..., Any] | None = None
+    def __init__(self, name: str) -> None:
+        if name not in HELPER_PARAMETERS:
+            raise ValueError(f"no held-correct stand-in for {name!r}")
+        self.name = name
+
+    def _positional(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        params = HELPER_PARAMETERS[self.name]
+        bound = inspect.Signature(
+            [
+                inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                for p in params
+            ]
+        ).bind(*args, **kwargs)
+        return tuple(bound.arguments[p] for p in params)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not kwargs:
-            for key, value in self.entries:
-                if len(key) == len(args) and all(
-                    _same(a, k) for a, k in zip(args, key)
-                ):
-                    return copy.deepcopy(value)
-        if self.fallback is None:
-            raise RuntimeError("Tabulated stand-in called without a fallback")
-        return self.fallback(*args, **kwargs)
+        try:
+            positional = self._positional(args, kwargs)
+        except TypeError as error:
+            raise TypeError(f"{self.name}(): {error}") from None
+        if torch.is_grad_enabled() and any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in positional
+        ):
+            return _HeldFunction.apply(self.name, *positional)
+        return _BACKEND[0](self.name, "value", positional)
+
+    def __repr__(self) -> str:
+        return f"<the grader's held-correct {self.name}>"
+
+
+def hold(*names: str) -> dict[str, Held]:
+    """Stand-ins for ``names`` where helpers can be held correct (the hidden checks are
+    installed: the instructor's machine, the CI grader's judge); none on a student's machine,
+    where a task's public checks run its helpers as wired."""
+    try:
+        importlib.import_module("autograder.hidden.held")
+    except ModuleNotFoundError:
+        return {}
+    return {name: Held(name) for name in names}
+
+
+def held_names(value: Any, depth: int = 0) -> set[str]:
+    """The names of the :class:`Held` stand-ins in a probe's arguments (containers searched)."""
+    if isinstance(value, Held):
+        return {value.name}
+    if depth > 4:
+        return set()
+    items: Any = (
+        value.values()
+        if isinstance(value, Mapping)
+        else value
+        if isinstance(value, (tuple, list))
+        else ()
+    )
+    return set().union(*(held_names(v, depth + 1) for v in items))
 
 
 def _globals_of(obj: Any) -> dict[str, Any] | None:
@@ -294,12 +418,12 @@ def held_correct(
             if name not in namespace:
                 continue
             saved[name] = namespace[name]
-            if isinstance(stand_in, Tabulated):
-                stand_in.fallback = saved[name]
             namespace[name] = stand_in
+    _ACTIVE.append(frozenset(n for n, s in stand_ins.items() if isinstance(s, Held)))
     try:
         yield
     finally:
+        _ACTIVE.pop()
         if namespace is not None:
             for name, original in saved.items():
                 namespace[name] = original

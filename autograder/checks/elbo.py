@@ -465,11 +465,6 @@ def score_expected(
     return g_mu, g_ls
 
 
-def closed_form_entropy(log_sigma: Tensor) -> Tensor:
-    r""":math:`H(q) = \sum_d (\log\sigma_d + \tfrac12\log 2\pi e)`, differentiable."""
-    return (log_sigma + HALF_LOG_2PI_E).sum()
-
-
 def closed_form_elbo(
     log_joint: Any, mu: Tensor, log_sigma: Tensor, eps: Tensor
 ) -> Tensor:
@@ -480,10 +475,11 @@ def closed_form_elbo(
     return (log_joint(z) - log_q).mean()
 
 
-#: Helpers held correct while a task that calls them is graded (public closed forms), so a
-#: bug in a helper costs points only on the helper; one property per task runs them as wired.
+#: Helpers held correct while a task that calls them is graded, so a bug in a helper costs
+#: points only on the helper; one property per task runs them as wired. ``elbo_entropy_form``'s
+#: ``gaussian_entropy`` is computed by the judge (:func:`autograder.probes.hold`); ``fit_bbvi``'s
+#: helpers take the model as an argument, and are still public closed forms.
 HELD: dict[str, dict[str, Any]] = {
-    "elbo_entropy_form": {"gaussian_entropy": closed_form_entropy},
     "fit_bbvi": {"elbo": closed_form_elbo, "elbo_score_grad": score_expected},
 }
 
@@ -1012,7 +1008,7 @@ def entropy_form_at_posterior(subject: Subject, problem: Conjugate) -> None:
         log_sigma,
         eps,
         grads=False,
-        held=HELD["elbo_entropy_form"],
+        held=probes.hold("gaussian_entropy"),
     )
     expect_untouched(out, "elbo_entropy_form")
     evidence, got = problem.log_evidence, float(out["value"])
@@ -1067,7 +1063,7 @@ def entropy_form_pathwise(subject: Subject, case: QCase) -> None:
         case.mu,
         case.log_sigma,
         case.eps,
-        held=HELD["elbo_entropy_form"],
+        held=probes.hold("gaussian_entropy"),
     )
     expect_untouched(out, "elbo_entropy_form")
     with torch.no_grad():

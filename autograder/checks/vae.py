@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -61,6 +61,7 @@ from autograder.subject import Student, StudentError, Subject
 __all__ = [
     "ElboBatch",
     "GradingVAE",
+    "HELD",
     "IwaeProblem",
     "ScoringVAE",
     "LatentBatch",
@@ -73,6 +74,7 @@ __all__ = [
     "devices_probe",
     "elbo_batches",
     "grading_images",
+    "held_for",
     "iwae_problems",
     "iwae_probe",
     "log_weights_closed_form",
@@ -107,35 +109,26 @@ def closed_form_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
     )
 
 
-def closed_form_reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
-    """``mu + exp(logvar / 2) * eps`` (the formula the notebook states), by torch's affine map."""
-    affine = torch.distributions.transforms.AffineTransform(mu, (0.5 * logvar).exp())
-    return affine(eps)
-
-
-def closed_form_batch_negative_elbo(
-    x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor
-) -> Tensor:
-    """The batch mean of :func:`closed_form_negative_elbo` (a scalar)."""
-    return closed_form_negative_elbo(x, logits, mu, logvar).mean()
-
-
-#: The helpers a task is graded with, held correct (public closed forms, no reference code),
-#: so a bug in a helper costs points only on the helper's own task. One property per task
-#: runs the student's helpers as wired (README, "How grading decides").
-HELD: dict[str, dict[str, Any]] = {
-    "negative_elbo": {
-        "gaussian_kl": None,
-        "bernoulli_log_likelihood": None,
-    },
-    "VAE": {"reparameterize": None},
-    "train_vae": {
-        "negative_elbo": None,
-        "gaussian_kl": None,
-        "bernoulli_log_likelihood": None,
-        "reparameterize": None,
-    },
+#: The helpers a task is graded with, held correct, so a bug in a helper costs points only
+#: on the helper's own task. The stand-ins hold no implementation: the judge computes their
+#: values (:func:`autograder.probes.hold`). One property per task runs the student's helpers
+#: as wired (README, "How grading decides").
+HELD: dict[str, tuple[str, ...]] = {
+    "negative_elbo": ("gaussian_kl", "bernoulli_log_likelihood"),
+    "VAE": ("reparameterize",),
+    "train_vae": (
+        "negative_elbo",
+        "gaussian_kl",
+        "bernoulli_log_likelihood",
+        "reparameterize",
+    ),
+    "iwae_bound": ("reparameterize", "gaussian_kl", "bernoulli_log_likelihood"),
 }
+
+
+def held_for(task: str) -> dict[str, Any]:
+    """Stand-ins for ``task``'s helpers (judge side; none on a student's machine)."""
+    return probes.hold(*HELD[task])
 
 
 def closed_form_negative_elbo(
@@ -143,17 +136,6 @@ def closed_form_negative_elbo(
 ) -> Tensor:
     """Per-image ``KL - log-likelihood``, shape ``(B,)``."""
     return closed_form_kl(mu, logvar) - closed_form_log_likelihood(x, logits)
-
-
-_STAND_INS: dict[str, Any] = {
-    "gaussian_kl": closed_form_kl,
-    "bernoulli_log_likelihood": closed_form_log_likelihood,
-    "negative_elbo": closed_form_batch_negative_elbo,
-    "reparameterize": closed_form_reparameterize,
-}
-for _task, _helpers in HELD.items():
-    for _name in _helpers:
-        _helpers[_name] = _STAND_INS[_name]
 
 
 # ----------------------------------------------------------------------------------------
@@ -665,7 +647,7 @@ def negative_elbo_value(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
     out = subject.call(
         probes.invoke_held_probe,
-        HELD["negative_elbo"],
+        held_for("negative_elbo"),
         "negative_elbo",
         x,
         logits,
@@ -699,7 +681,7 @@ def negative_elbo_confident_logits(subject: Subject, problem: ElboBatch) -> None
     value = _value(
         subject.call(
             probes.invoke_held_probe,
-            HELD["negative_elbo"],
+            held_for("negative_elbo"),
             "negative_elbo",
             x,
             logits,
@@ -733,7 +715,7 @@ def negative_elbo_gradient(subject: Subject, problem: ElboBatch) -> None:
     x, logits, mu, logvar = problem.tensors()
     out = subject.call(
         probes.vjp_held_probe,
-        HELD["negative_elbo"],
+        held_for("negative_elbo"),
         "negative_elbo",
         (x, logits, mu, logvar),
         (1, 2, 3),
@@ -1079,7 +1061,7 @@ def vae_probe(
     seed: int,
     gradients: bool = False,
     noise_seed: int | None = None,
-    wired: bool = False,
+    held: Mapping[str, Any] | None = None,
 ) -> VaeOutput:
     """Build ``VAE(*args)`` with a seeded init and run ``forward(x, eps)`` (``forward(x)`` when eps is None).
 
@@ -1089,7 +1071,7 @@ def vae_probe(
     received and returned during that call. With ``gradients``, also how many encoder and
     decoder parameters the reconstruction term :math:`-\\log p(x|z)` reaches.
     """
-    with probes.held_correct(student, "VAE", {} if wired else HELD["VAE"]):
+    with probes.held_correct(student, "VAE", held or {}):
         return _unheld_vae_probe(student, args, x, eps, seed, gradients, noise_seed)
 
 
@@ -1199,7 +1181,14 @@ def _vae_inputs(batch: int, x_dim: int, z_dim: int, seed: int) -> tuple[Tensor, 
 def vae_shapes(subject: Subject, problem: ModuleProblem) -> None:
     p = problem
     x, eps = _vae_inputs(p.batch, p.x_dim, p.z_dim, p.seed)
-    report = subject.call(vae_probe, (p.x_dim, p.hidden_dim, p.z_dim), x, eps, p.seed)
+    report = subject.call(
+        vae_probe,
+        (p.x_dim, p.hidden_dim, p.z_dim),
+        x,
+        eps,
+        p.seed,
+        held=held_for("VAE"),
+    )
     hint = "forward(x, eps) returns (logits, mu, logvar) in that order; the arguments are (x_dim, hidden_dim, z_dim)"
     assert_shape(report["logits"], (p.batch, p.x_dim), "logits", hint)
     assert_shape(report["mu"], (p.batch, p.z_dim), "mu", hint)
@@ -1219,7 +1208,14 @@ def vae_shapes(subject: Subject, problem: ModuleProblem) -> None:
 def vae_consistent(subject: Subject, problem: ModuleProblem) -> None:
     p = problem
     x, eps = _vae_inputs(p.batch, p.x_dim, p.z_dim, p.seed)
-    report = subject.call(vae_probe, (p.x_dim, p.hidden_dim, p.z_dim), x, eps, p.seed)
+    report = subject.call(
+        vae_probe,
+        (p.x_dim, p.hidden_dim, p.z_dim),
+        x,
+        eps,
+        p.seed,
+        held=held_for("VAE"),
+    )
     expect(
         report["hooked"],
         "VAE.forward should call self.encoder(x) and then self.decoder(z)",
@@ -1274,8 +1270,11 @@ def vae_draws_noise(subject: Subject, problem: ModuleProblem) -> None:
         p.batch, p.x_dim
     ).contiguous()  # identical images: only the noise tells rows apart
     args = (p.x_dim, p.hidden_dim, p.z_dim)
-    first = subject.call(vae_probe, args, x, None, p.seed)
-    second = subject.call(vae_probe, args, x, None, p.seed, noise_seed=p.seed + 100)
+    held = held_for("VAE")
+    first = subject.call(vae_probe, args, x, None, p.seed, held=held)
+    second = subject.call(
+        vae_probe, args, x, None, p.seed, noise_seed=p.seed + 100, held=held
+    )
     logits = first["logits"]
     spread = float((logits - logits[:1]).abs().max())
     expect(
@@ -1623,7 +1622,7 @@ def run_train_vae(
     subject: Subject, config: TrainConfig, wired: bool = False
 ) -> TrainOutput:
     """Train on a fresh :class:`GradingVAE`; the student's helpers held correct unless ``wired``."""
-    held = None if wired else HELD["train_vae"]
+    held = None if wired else held_for("train_vae")
     report = subject.call(train_probe, config, held)
     return report
 
@@ -1957,14 +1956,21 @@ def _parameter_values(model: nn.Module) -> Tensor:
 
 
 def iwae_probe(
-    student: Student, problem: IwaeProblem, eps: Tensor | None = None
+    student: Student,
+    problem: IwaeProblem,
+    eps: Tensor | None = None,
+    held: Mapping[str, Any] | None = None,
 ) -> IwaeOutput:
-    """Call ``iwae_bound(model, x, eps)`` on the problem's model (its own noise unless ``eps``)."""
+    """Call ``iwae_bound(model, x, eps)`` on the problem's model (its own noise unless ``eps``),
+    with the helpers in ``held`` held correct."""
     model = problem.model()
     x, own_eps = problem.tensors()
     eps = own_eps if eps is None else eps
     before = probes.snapshot((_parameter_values(model), x, eps))
-    with _seeded(problem.seed + 3):
+    with (
+        _seeded(problem.seed + 3),
+        probes.held_correct(student, "iwae_bound", held or {}),
+    ):
         value = student.iwae_bound(model, x, eps)
     if not isinstance(value, Tensor):
         raise StudentError(
@@ -1976,7 +1982,9 @@ def iwae_probe(
 
 
 def _bound(subject: Subject, problem: IwaeProblem, eps: Tensor | None = None) -> Tensor:
-    out = subject.call(iwae_probe, problem, eps)
+    # Held correct: the SPEC promises helpers for (B, 784) images only, and a bound may call
+    # them on (K, B, 784); so no iwae_bound property runs the student's helpers as wired.
+    out = subject.call(iwae_probe, problem, eps, held_for("iwae_bound"))
     expect_no_side_effects(
         "iwae_bound",
         out,

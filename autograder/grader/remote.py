@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from autograder import transport
 from autograder.core import Property
 from autograder.grader import sandbox, wire
+from autograder.probes import held_names
 from autograder.secrets import is_secret
 from autograder.subject import StudentError
 
@@ -606,9 +607,12 @@ class Session:
                 else STARTUP_S
             )
             deadline = min(time.monotonic() + limit, self.deadline)
-            header, _ = current.channel.receive(deadline)
+            header, body = current.channel.receive(deadline)
             op = header["op"]
             if self._handle_side_message(header):
+                continue
+            if op == "helper":
+                self._serve_helper(current, header, body, frozenset(), deadline)
                 continue
             if op == "cell":
                 self._cell = int(header.get("cell", -1))
@@ -632,10 +636,62 @@ class Session:
         """Attribute what happens next (events, crashes) to ``task``."""
         self._task = task
 
+    def _serve_helper(
+        self,
+        current: _Worker,
+        header: dict[str, Any],
+        body: bytes,
+        held: frozenset[str],
+        deadline: float,
+    ) -> None:
+        """Answer a held helper's ``helper`` message: its value or gradient, computed here
+        with judge-only code (:mod:`autograder.hidden.held`), when the probe running now
+        holds that helper; otherwise refuse it and record the attempt (``forbidden``: the
+        task being checked scores zero, or the whole notebook when no check is running)."""
+        name = str(header.get("name", ""))[:100]
+        payload = b""
+        if name not in held:
+            where = f"while {self._task} was checked" if self._task else "in a cell"
+            self._record(
+                "forbidden",
+                f"call the grader's own {name} (a held-correct stand-in) {where}",
+            )
+            reply = {
+                "op": "helper_refused",
+                "summary": f"the grader's own {name} may not be called here: "
+                "compute every graded task yourself",
+            }
+        else:
+            try:
+                request = transport.decode(body)
+                if not isinstance(request, dict):
+                    raise transport.TransportError("a malformed helper request")
+                from autograder.hidden.held import answer
+
+                value = answer(
+                    name,
+                    str(header.get("mode")),
+                    request.get("args"),
+                    request.get("cotangent"),
+                    request.get("wrt") or (),
+                )
+                payload = transport.pickle_args((value,), {})
+                reply = {"op": "helper_result"}
+            except (transport.TransportError, ValueError) as error:
+                reply = {"op": "helper_error", "summary": str(error)[:1000]}
+        current.channel.send(reply, payload, deadline)
+
     def call(
-        self, module: str, name: str, payload: bytes, seconds: float
+        self,
+        module: str,
+        name: str,
+        payload: bytes,
+        seconds: float,
+        held: frozenset[str] = frozenset(),
     ) -> tuple[dict[str, Any], bytes]:
         """One probe call with a soft limit of ``seconds``; restarts the worker if needed.
+
+        ``held``: the helpers this probe holds correct (it may ask for their values).
 
         Raises:
             StudentError: ``timeout`` or ``crashed`` (the worker is then gone).
@@ -673,6 +729,9 @@ class Session:
             deadline = time.monotonic() + seconds + GRACE_S
             while True:
                 header, body = current.channel.receive(deadline)
+                if header["op"] == "helper":
+                    self._serve_helper(current, header, body, held, deadline)
+                    continue
                 # A reply to an earlier call (a forged extra message shifted the channel) is
                 # dropped: each call reads the reply with its own number.
                 if not self._handle_side_message(header) and header.get("seq") == seq:
@@ -744,7 +803,9 @@ class RemoteSubject:
                 "ran out of time: the checks of this submission used up their time limit",
             )
         try:
-            header, body = self.session.call(module, name, payload, seconds)
+            header, body = self.session.call(
+                module, name, payload, seconds, frozenset(held_names((args, kwargs)))
+            )
         except StudentError as error:
             if error.kind in ("timeout", "crashed"):
                 return self._poison(error.kind, error.summary)

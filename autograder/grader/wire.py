@@ -4,7 +4,9 @@ Each message is a fixed prefix (magic, header length, payload length), a JSON he
 optional binary payload. The header's ``op`` names the message: the judge sends ``init`` and
 ``call``; the worker answers ``hello``, ``cell``, ``cell_done``, ``ready``, ``result``,
 ``error`` or ``grader_error``, and may interject ``forbidden`` or ``refused`` (what its
-sandbox refused) at any time. The judge trusts nothing that comes back: the header is
+sandbox refused) at any time. While a probe runs, the worker may ask for a held-correct
+helper's value (``helper``, :class:`autograder.probes.Held`); the judge answers
+``helper_result``, ``helper_error`` or ``helper_refused`` before the call's reply. The judge trusts nothing that comes back: the header is
 size-capped and must pass :func:`well_formed`; a payload is decoded by
 :func:`autograder.transport.decode` (JSON and raw tensor bytes, never a pickle).
 """

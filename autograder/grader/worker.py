@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from autograder import transport
+from autograder import probes, transport
 from autograder.grader import sandbox
 from autograder.grader.wire import HEADER_LIMIT, receive, send
 from autograder.subject import Student, StudentError, describe_exception
@@ -399,6 +399,36 @@ def _call(
         return reply, b""
 
 
+class _JudgeHelpers:
+    """The worker's backend of :class:`autograder.probes.Held`: each value or gradient of a
+    held helper is asked of the judge (a ``helper`` message, answered before the probe
+    call's reply), which computes it with judge-only code or refuses the call."""
+
+    def __init__(self, in_fd: int, out_fd: int) -> None:
+        self.in_fd, self.out_fd = in_fd, out_fd
+
+    def __call__(
+        self,
+        name: str,
+        mode: str,
+        args: tuple[Any, ...],
+        cotangent: Any = None,
+        wrt: tuple[int, ...] = (),
+    ) -> Any:
+        body = transport.encode(
+            {"args": list(args), "cotangent": cotangent, "wrt": list(wrt)}
+        )
+        send(self.out_fd, {"op": "helper", "name": str(name), "mode": str(mode)}, body)
+        header, payload = receive(self.in_fd)
+        if header.get("op") == "helper_result":
+            (value,), _ = transport.unpickle_args(payload)
+            return value
+        summary = str(header.get("summary", "the grader refused the call"))
+        if header.get("op") == "helper_refused":
+            raise StudentError("forbidden", summary)
+        raise ValueError(summary)
+
+
 def serve(in_fd: int, out_fd: int) -> int:
     """The worker's life: init, imports, sandbox, cells, then probe calls until ``exit``."""
     main_pid = os.getpid()
@@ -409,6 +439,7 @@ def serve(in_fd: int, out_fd: int) -> int:
         importlib.import_module(module)
     sys.path[:] = [p for p in init.get("sys_path_after", sys.path) if p]
     torch.set_num_threads(1)
+    probes.set_held_backend(_JudgeHelpers(in_fd, out_fd))
     snapshot = Snapshot()
     policy = sandbox.Policy.from_dict(init["policy"])
     limits = sandbox.Limits(**init["limits"])

@@ -28,6 +28,7 @@ from autograder.checks.vae import (
     TrainConfig,
     devices_probe,
     expect_untouched,
+    held_for,
     iwae_probe,
     module_probe,
     noise_test,
@@ -304,9 +305,9 @@ def vae_gradients(subject: Subject, seed: int) -> None:
     x = _images(6, 30, seed)
     eps = _latents(6, 3, seed + 1)
     # The one VAE property run with the student's own reparameterize, as it is wired.
-    reached = subject.call(
-        vae_probe, (30, 17, 3), x, eps, seed, gradients=True, wired=True
-    )["reached"]
+    reached = subject.call(vae_probe, (30, 17, 3), x, eps, seed, gradients=True)[
+        "reached"
+    ]
     expect(
         reached["decoder"] > 0,
         "-log p(x|z) does not depend on the decoder's parameters",
@@ -330,7 +331,9 @@ def vae_noise_is_standard_normal(subject: Subject, seed: int) -> None:
     """eps = (z - mu) / exp(logvar / 2) recovered from 1,500 draws; false-failure probability
     at most 1e-6 (exact z and chi-square quantiles, see :func:`noise_test`)."""
     x = _images(500, 30, seed)
-    report = subject.call(vae_probe, (30, 17, 3), x, None, seed % 2**31)
+    report = subject.call(
+        vae_probe, (30, 17, 3), x, None, seed % 2**31, held=held_for("VAE")
+    )
     expect(
         report["hooked"],
         "VAE.forward should call self.encoder(x) and then self.decoder(z)",
@@ -408,7 +411,7 @@ def train_inputs_and_device(subject: Subject) -> None:
 
 
 def _iwae(subject: Subject, problem: IwaeProblem) -> torch.Tensor:
-    out = subject.call(iwae_probe, problem)
+    out = subject.call(iwae_probe, problem, None, held_for("iwae_bound"))
     expect_untouched(out, "iwae_bound")
     value: torch.Tensor = out["value"]
     expect(

@@ -8,14 +8,19 @@ from hypothesis import given
 
 from autograder.checks.em import (
     EXAMPLES,
+    KINDS,
+    TABULATED,
     Mixture,
+    Right,
     far_arrays,
     ill_conditioned_arrays,
     make_arrays,
     mixtures,
+    right,
     tiny_determinant_arrays,
 )
 from autograder.grade import run_task
+from autograder.hidden.em import right_of
 from autograder.subject import LocalSubject
 from course_lib.reference import em as reference
 from tests import corpus
@@ -54,6 +59,29 @@ def test_mixtures_exclude_bug_hiding_values(problem: Mixture) -> None:
     assert not np.allclose(covs[0], covs[1]), (
         "equal covariances hide a dropped normaliser"
     )
+
+
+def test_the_tabulated_answers_are_current_and_their_mixtures_distinct() -> None:
+    """scripts/tabulate_answers.py wrote them from the reference for these very arrays.
+
+    Equal to 1e-12 relative: the same float64 computation, up to BLAS summation order."""
+    assert len(set(TABULATED)) == len(TABULATED) and set(EXAMPLES) <= set(TABULATED)
+    for problem in TABULATED:
+        assert len({problem.n_points, problem.n_components, problem.dim}) == 3
+        for kind, build in KINDS.items():
+            shipped, fresh = right(problem, kind), right_of(build(problem))
+            for field in Right.FIELDS:
+                np.testing.assert_allclose(
+                    getattr(shipped, field),
+                    getattr(fresh, field),
+                    rtol=1e-12,
+                    err_msg=f"{problem} {kind} {field}: rerun scripts/tabulate_answers.py",
+                )
+
+
+def test_an_untabulated_mixture_has_no_public_answer() -> None:
+    with pytest.raises(KeyError, match="no tabulated answer"):
+        right(Mixture(3, 2, 4, 999))
 
 
 @pytest.mark.parametrize(

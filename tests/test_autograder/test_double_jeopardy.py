@@ -235,6 +235,45 @@ def test_elbo_entropy_form_keeps_its_points_when_the_entropy_is_wrong(
     assert set(lost) <= WIRED["elbo_entropy_form"], lost
 
 
+_IWAE_NOTEBOOK = """
+import math
+import torch
+
+
+def iwae_bound(model, x, eps):
+    mu, logvar = model.encoder(x)
+    z = reparameterize(mu, logvar, eps)  # (K, B, Z): broadcast over the draws
+    logits = model.decoder(z)  # (K, B, 784)
+    log_likelihood = bernoulli_log_likelihood(x.expand_as(logits), logits)
+    log_prior = -0.5 * (z.square() + math.log(2 * math.pi)).sum(-1)
+    log_q = -0.5 * (eps.square() + logvar + math.log(2 * math.pi)).sum(-1)
+    log_weights = log_likelihood + log_prior - log_q
+    return torch.logsumexp(log_weights, dim=0) - math.log(eps.shape[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("helper", "name", "full_marks"),
+    [
+        ("bernoulli_log_likelihood", "bernoulli_log_likelihood_loop_over_rows", True),
+        ("bernoulli_log_likelihood", "bernoulli_log_likelihood_sign_flipped", False),
+        ("reparameterize", "reparameterize_exp_logvar_as_std", False),
+    ],
+)
+def test_iwae_bound_is_judged_with_its_helpers_held_correct(
+    helper: str, name: str, full_marks: bool
+) -> None:
+    """Issue 20, item 1: a helper right for the SPEC's (B, 784) shapes, written as a loop over
+    rows, or a wrong one, costs iwae_bound nothing (a bound calls it on (K, B, 784))."""
+    namespace = _notebook(
+        _IWAE_NOTEBOOK, {**_vae_namespace(), helper: _vae_entry(name)}
+    )
+    own = sum(r.score for r in run_task(helper, LocalSubject(namespace)))
+    assert (own == TASKS[helper].points) is full_marks, (name, own)
+    results = run_task("iwae_bound", LocalSubject(namespace))
+    assert all(r.passed for r in results), [r.feedback for r in results if not r.passed]
+
+
 def test_vae_keeps_its_points_when_reparameterize_is_wrong() -> None:
     namespace = _vae_namespace(
         reparameterize=_vae_entry("reparameterize_exp_logvar_as_std")

@@ -1,0 +1,107 @@
+"""Judge-only: the values of helpers held correct (:class:`autograder.probes.Held`).
+
+A task that calls another graded function is graded with that helper held correct. The
+stand-in in the student's process holds no implementation; its values come from here: in
+the CI grader the judge answers the worker's ``helper`` messages with :func:`answer`
+(:mod:`autograder.grader.remote`), in one process :class:`~autograder.probes.Held` calls it
+directly. This module is secret (``autograder.hidden``): never shipped, never importable
+next to a submission.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from autograder.probes import HELPER_PARAMETERS
+from course_lib.reference import elbo, em, vae
+
+__all__ = ["IMPLEMENTATIONS", "HelperError", "answer"]
+
+#: The correct helper behind each stand-in (the reference; the bound helpers accept any
+#: leading batch shape, which the SPEC does not promise of a student's).
+IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
+    "log_joint": em.log_joint,
+    "reparameterize": vae.reparameterize,
+    "gaussian_kl": vae.gaussian_kl,
+    "bernoulli_log_likelihood": vae.bernoulli_log_likelihood,
+    "negative_elbo": vae.negative_elbo,
+    "gaussian_entropy": elbo.gaussian_entropy,
+}
+
+
+class HelperError(ValueError):
+    """The student's code called a held helper with arguments it cannot take."""
+
+
+def _arguments(name: str, args: Any) -> tuple[Any, ...]:
+    params = HELPER_PARAMETERS[name]
+    if not isinstance(args, (tuple, list)) or len(args) != len(params):
+        raise HelperError(f"{name} takes {len(params)} arguments ({', '.join(params)})")
+    for param, arg in zip(params, args, strict=True):
+        if not isinstance(arg, (torch.Tensor, np.ndarray)):
+            raise HelperError(
+                f"{name}'s argument {param} is a {type(arg).__name__}, expected an array"
+            )
+    return tuple(args)
+
+
+def answer(
+    name: str,
+    mode: str,
+    args: Any,
+    cotangent: Any = None,
+    wrt: Any = (),
+) -> Any:
+    """The held helper ``name``'s value at ``args`` (``mode="value"``), or the gradients of
+    ``cotangent · name(args)`` with respect to the arguments at the indices ``wrt``
+    (``mode="vjp"``, one per index).
+
+    Raises:
+        HelperError: an unknown helper or mode, or arguments the helper cannot take (the
+            student's code passed them: it fails as a call of the real helper would).
+    """
+    if name not in IMPLEMENTATIONS:
+        raise HelperError(f"no helper {name!r} is held")
+    function = IMPLEMENTATIONS[name]
+    arguments = _arguments(name, args)
+    try:
+        if mode == "value":
+            with torch.no_grad():
+                return function(*arguments)
+        if mode != "vjp":
+            raise HelperError(f"unknown mode {mode!r}")
+        indices = list(wrt)
+        if not isinstance(cotangent, torch.Tensor) or not all(
+            type(i) is int
+            and 0 <= i < len(arguments)
+            and isinstance(arguments[i], torch.Tensor)
+            and arguments[i].is_floating_point()
+            for i in indices
+        ):
+            raise HelperError(f"a malformed gradient request for {name}")
+        call = list(arguments)
+        for i in indices:
+            call[i] = arguments[i].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            value = function(*call)
+            if value.shape != cotangent.shape:
+                raise HelperError(
+                    f"the gradient of {name} has shape {tuple(cotangent.shape)}, "
+                    f"its value {tuple(value.shape)}"
+                )
+            leaves = [call[i] for i in indices]
+            grads = torch.autograd.grad(
+                value, leaves, grad_outputs=cotangent.to(value.dtype), allow_unused=True
+            )
+        return [
+            torch.zeros_like(leaf) if g is None else g.detach()
+            for leaf, g in zip(leaves, grads, strict=True)
+        ]
+    except HelperError:
+        raise
+    except (ValueError, RuntimeError, TypeError, IndexError) as error:
+        raise HelperError(f"{name} failed on the arguments given: {error}") from None
