@@ -27,8 +27,10 @@ from torch import Tensor
 from autograder.checks.score import (
     FEW,
     NO_GRAD_F_HINT,
+    SCORE_FIELDS,
     SOME,
     STAT,
+    TABULATED_SCORES,
     BaselineCase,
     Case,
     DetachedCost,
@@ -49,6 +51,7 @@ from autograder.checks.score import (
     plain_moments,
     ratio_hint,
     repeat_estimator_probe,
+    score_key,
     stat_case,
 )
 from autograder.compare import Catalogue, KnownBug, as_numpy, assert_close, hint_for
@@ -57,6 +60,7 @@ from autograder.hidden import reference_subject
 from autograder.stats import z_threshold
 from autograder.strategies import seeds
 from autograder.subject import Subject
+from course_lib.reference import score as score_reference
 
 ALPHA = 1e-6
 #: Accepted ratio of observed to exact variance; wrong estimators in the corpus are off by >= 6.
@@ -70,6 +74,19 @@ VARIANCE_S = 6
 
 def _reference() -> Subject:
     return reference_subject("score")
+
+
+def tabulated_answers() -> dict[str, np.ndarray]:
+    """The right scores of :data:`~autograder.checks.score.TABULATED_SCORES`, from the
+    reference, by :func:`~autograder.checks.score.score_key` (``scripts/tabulate_answers.py``
+    writes them to ``autograder/checks/score_answers.py``)."""
+    out = {}
+    for case in TABULATED_SCORES:
+        with torch.no_grad():
+            value = score_reference.gaussian_score(*case.arrays())
+        for field, array in zip(SCORE_FIELDS, value, strict=True):
+            out[score_key(case, field)] = array.detach().numpy().astype(np.float64)
+    return out
 
 
 # ---------------------------------------------------------------------------- gaussian_score

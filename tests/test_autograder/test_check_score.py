@@ -133,3 +133,23 @@ def test_side_effect_report_names_the_parameter() -> None:
     out = {"mutated": [2], "grad_left": [], "flag_changed": []}
     with pytest.raises(Failure, match="modified `z` in place"):
         checks.expect_untouched(out, "score_function_grad", ("mu", "log_sigma"))
+
+
+def test_the_tabulated_scores_are_current_and_distinct() -> None:
+    """scripts/tabulate_answers.py wrote them from the reference for these very problems
+    (equal to 1e-12 relative: the same float64 arithmetic); the public closed-form property
+    draws only from them, with S != D so a transposed answer cannot keep the shape."""
+    cases = checks.TABULATED_SCORES
+    assert len(set(cases)) == len(cases) and all(c.S != c.D for c in cases)
+    for case in cases:
+        fresh = reference.gaussian_score(*case.arrays())
+        for shipped, want in zip(checks.tabulated_scores(case), fresh, strict=True):
+            np.testing.assert_allclose(
+                shipped.numpy(),
+                want.numpy(),
+                rtol=1e-12,
+                atol=1e-15,
+                err_msg=f"{case}: rerun scripts/tabulate_answers.py",
+            )
+    with pytest.raises(KeyError, match="no tabulated answer"):
+        checks.tabulated_scores(checks.GaussianScoreCase(4, 2, 999))
