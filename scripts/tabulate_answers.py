@@ -1,21 +1,27 @@
-"""Write the right answers the public checks ship: ``autograder/checks/em_answers.py``.
+"""Write the right answers the public checks ship: ``autograder/checks/*_answers.py``.
 
-The public checks of ``01_em`` hold no function that computes a graded answer; they compare
-against the values written here for the mixtures of :data:`autograder.checks.em.TABULATED`
-(every kind of arrays in :data:`~autograder.checks.em.KINDS`), computed from the reference
-by :func:`autograder.hidden.em.right_of`. Rerun after changing those mixtures or how their
-arrays are built; ``tests/test_autograder/test_check_em.py`` checks the file is current.
+The public checks hold no function that computes a graded answer (issue 19); they compare
+against values written here for fixed inputs, computed from the reference by the hidden
+tier:
+
+- ``em_answers.py``: the mixtures of :data:`autograder.checks.em.TABULATED` (every kind of
+  arrays in :data:`~autograder.checks.em.KINDS`), by :func:`autograder.hidden.em.right_of`;
+- ``score_answers.py``: ``gaussian_score`` on :data:`autograder.checks.score.TABULATED_SCORES`,
+  by :func:`autograder.hidden.score.tabulated_answers`;
+- ``elbo_answers.py``: ``mixture_log_prob`` (values and gradients) on
+  :data:`autograder.checks.elbo.TABULATED_MIXTURES`, by
+  :func:`autograder.hidden.elbo.tabulated_answers`.
+
+Rerun after changing those inputs or how their arrays are built; each module's
+``tests/test_autograder/test_check_<module>.py`` checks its file is current.
 
 Usage: python scripts/tabulate_answers.py
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import sys
-import textwrap
-import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +29,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograder.checks.em import KINDS, TABULATED, Right, answer_key  # noqa: E402
-from autograder.hidden.em import right_of  # noqa: E402
-
-TARGET = ROOT / "autograder" / "checks" / "em_answers.py"
+from autograder.tables import render  # noqa: E402
 
 
-def table() -> dict[str, np.ndarray]:
-    """Every field of every tabulated answer, by :func:`answer_key` and field name."""
+def em_table() -> dict[str, np.ndarray]:
+    """Every field of every tabulated ``01_em`` answer, by :func:`answer_key` and field name."""
+    from autograder.checks.em import KINDS, TABULATED, Right, answer_key
+    from autograder.hidden.em import right_of
+
     out = {}
     for problem in TABULATED:
         for kind, build in KINDS.items():
@@ -42,23 +48,43 @@ def table() -> dict[str, np.ndarray]:
     return out
 
 
-def render(values: dict[str, np.ndarray]) -> str:
-    buffer = io.BytesIO()
-    np.savez(buffer, **values)
-    encoded = base64.b64encode(zlib.compress(buffer.getvalue(), 9)).decode()
-    lines = "\n".join(f'    "{chunk}"' for chunk in textwrap.wrap(encoded, 80))
-    return (
-        '"""The right answers of ``01_em`` for the tabulated mixtures (data, not code).\n\n'
-        "Written by ``scripts/tabulate_answers.py``; read by :func:`autograder.checks.em.right`.\n"
-        '"""\n\n'
-        "# A zlib-compressed numpy .npz archive, base64-encoded.\n"
-        f"DATA = (\n{lines}\n)\n"
-    )
+def score_table() -> dict[str, np.ndarray]:
+    from autograder.hidden.score import tabulated_answers
+
+    return tabulated_answers()
+
+
+def elbo_table() -> dict[str, np.ndarray]:
+    from autograder.hidden.elbo import tabulated_answers
+
+    return tabulated_answers()
+
+
+#: Each answers module: how to build its table, what it holds, and who reads it.
+TABLES: dict[str, tuple[Callable[[], dict[str, np.ndarray]], str, str]] = {
+    "em_answers.py": (
+        em_table,
+        "The right answers of ``01_em`` for the tabulated mixtures",
+        ":func:`autograder.checks.em.right`",
+    ),
+    "score_answers.py": (
+        score_table,
+        "The right ``gaussian_score`` of ``02_score`` for the tabulated problems",
+        ":func:`autograder.checks.score.tabulated_scores`",
+    ),
+    "elbo_answers.py": (
+        elbo_table,
+        "The right ``mixture_log_prob`` of ``04_elbo`` for the tabulated mixtures",
+        ":func:`autograder.checks.elbo.tabulated_mixture`",
+    ),
+}
 
 
 def main() -> int:
-    TARGET.write_text(render(table()))
-    print(f"{TARGET.relative_to(ROOT)} ({len(TARGET.read_bytes()) >> 10} KiB)")
+    for name, (build, what, reader) in TABLES.items():
+        target = ROOT / "autograder" / "checks" / name
+        target.write_text(render(build(), what, reader))
+        print(f"{target.relative_to(ROOT)} ({len(target.read_bytes()) >> 10} KiB)")
     return 0
 
 

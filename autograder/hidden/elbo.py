@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from hypothesis import example, given, settings
 from torch import Tensor
 
 from autograder.checks.elbo import (
     ENTROPY_ATOL_PER_DIM,
+    MIXTURE_FIELDS,
+    TABULATED_MIXTURES,
     Conjugate,
     CovCase,
     FullCovCase,
@@ -32,6 +35,7 @@ from autograder.checks.elbo import (
     kl_to_posterior,
     log_sigmas,
     mixture_cases,
+    mixture_key,
     probe_grads,
     q_cases,
     q_probe,
@@ -47,6 +51,7 @@ from autograder.hidden import reference_subject
 from autograder.profiles import EXACT, GRADING, STATISTICAL
 from autograder.strategies import seeds
 from autograder.subject import Subject
+from course_lib.reference import elbo as elbo_reference
 
 #: As in autograder.checks.elbo: float64 round-off of these stable sums is below 1e-13.
 TIGHT: dict[str, Any] = {"rtol": 1e-9, "atol": 1e-9}
@@ -63,6 +68,23 @@ DEFAULTS_STEPS, KL_MAX_DEFAULTS = 1000, 0.4
 
 def _reference() -> Subject:
     return reference_subject("elbo")
+
+
+def tabulated_answers() -> dict[str, np.ndarray]:
+    """The right ``mixture_log_prob`` of :data:`~autograder.checks.elbo.TABULATED_MIXTURES`
+    (value, and the gradients of ``cotangent · value``), from the reference, by
+    :func:`~autograder.checks.elbo.mixture_key` (``scripts/tabulate_answers.py`` writes them
+    to ``autograder/checks/elbo_answers.py``)."""
+    out = {}
+    for case in TABULATED_MIXTURES:
+        z, *params = case.args()
+        leaves = [p.detach().clone().requires_grad_(True) for p in params]
+        with torch.enable_grad():
+            value = elbo_reference.mixture_log_prob(z, *leaves)
+            grads = torch.autograd.grad(value, leaves, case.cotangent.to(value.dtype))
+        for field, array in zip(MIXTURE_FIELDS, (value, *grads), strict=True):
+            out[mixture_key(case, field)] = array.detach().numpy().astype(np.float64)
+    return out
 
 
 def _grad_tol(grads: tuple[Tensor, Tensor]) -> dict[str, Any]:

@@ -157,6 +157,46 @@ def test_fullcov_closed_forms_agree_with_the_reference(
     )
 
 
+def _mixture_oracle(
+    z: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor
+) -> torch.Tensor:
+    """torch.distributions' mixture log density (here in the tests: the public checks ship
+    no implementation of a graded task, issue 19)."""
+    dist = torch.distributions
+    return dist.MixtureSameFamily(
+        dist.Categorical(logits=logits),
+        dist.Independent(dist.Normal(mu, torch.exp(log_sigma)), 1),
+    ).log_prob(z)
+
+
+def test_the_tabulated_mixtures_are_current_and_cover_near_far_and_mixed() -> None:
+    """scripts/tabulate_answers.py wrote them from the reference for these very cases; they
+    agree with torch.distributions (values and gradients, to 1e-10 relative: two float64
+    log-sum-exps differing in summation order; far values are of order 1e4, so their round-off
+    is 1e-12 of the value), and each has S apart from K and D."""
+    cases = checks.TABULATED_MIXTURES
+    assert len(set(cases)) == len(cases)
+    assert {c.where for c in cases} == {"near", "far", "mixed"}
+    for case in cases:
+        assert case.num_samples not in (case.k, case.dim)
+        z, *params = case.args()
+        leaves = [p.clone().requires_grad_(True) for p in params]
+        value = _mixture_oracle(z, *leaves)
+        grads = torch.autograd.grad(value, leaves, case.cotangent)
+        shipped = checks.tabulated_mixture(case)
+        for field, want in zip(shipped, (value, *grads), strict=True):
+            scale = float(want.abs().max())
+            np.testing.assert_allclose(
+                shipped[field].numpy(),
+                want.detach().numpy(),
+                rtol=1e-10,
+                atol=1e-12 * scale,
+                err_msg=f"{case} {field}: rerun scripts/tabulate_answers.py",
+            )
+    with pytest.raises(KeyError, match="no tabulated answer"):
+        checks.tabulated_mixture(checks.MixtureCase(3, 2, 5, 999))
+
+
 @pytest.mark.parametrize("case", MIXTURES, ids=repr)
 def test_mixture_cases_far_points_underflow_every_component(
     case: checks.MixtureCase,
@@ -173,7 +213,7 @@ def test_mixture_cases_far_points_underflow_every_component(
     if case.where == "mixed":
         assert far.any() and (~far).any()
     assert torch.equal(torch.isinf(naive), far)
-    oracle = checks.mixture_oracle(z, logits, mu, log_sigma)
+    oracle = _mixture_oracle(z, logits, mu, log_sigma)
     assert torch.isfinite(oracle).all()
     assert torch.allclose(
         reference.mixture_log_prob(z, logits, mu, log_sigma), oracle, rtol=1e-12
