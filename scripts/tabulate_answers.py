@@ -10,7 +10,10 @@ tier:
   by :func:`autograder.hidden.score.tabulated_answers`;
 - ``elbo_answers.py``: ``mixture_log_prob`` (values and gradients) on
   :data:`autograder.checks.elbo.TABULATED_MIXTURES`, by
-  :func:`autograder.hidden.elbo.tabulated_answers`.
+  :func:`autograder.hidden.elbo.tabulated_answers`;
+- ``vae_answers.py``: ``gaussian_kl``, ``bernoulli_log_likelihood`` and the per-image negative
+  ELBO on :data:`autograder.checks.vae.TABULATED`, by
+  :func:`autograder.hidden.vae.tabulated_answers`.
 
 Rerun after changing those inputs or how their arrays are built; each module's
 ``tests/test_autograder/test_check_<module>.py`` checks its file is current.
@@ -54,6 +57,12 @@ def score_table() -> dict[str, np.ndarray]:
     return tabulated_answers()
 
 
+def vae_table() -> dict[str, np.ndarray]:
+    from autograder.hidden.vae import tabulated_answers
+
+    return tabulated_answers()
+
+
 def elbo_table() -> dict[str, np.ndarray]:
     from autograder.hidden.elbo import tabulated_answers
 
@@ -76,6 +85,11 @@ TABLES: dict[str, tuple[Callable[[], dict[str, np.ndarray]], str, str]] = {
         elbo_table,
         "The right ``mixture_log_prob`` of ``04_elbo`` for the tabulated mixtures",
         ":func:`autograder.checks.elbo.tabulated_mixture`",
+    ),
+    "vae_answers.py": (
+        vae_table,
+        "The right KL, log-likelihood and negative ELBO of ``05_vae`` for the tabulated batches",
+        ":func:`autograder.checks.vae.tabulated`",
     ),
 }
 

@@ -15,17 +15,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autograder import probes
 from autograder.checks.vae import (
+    TABULATED,
     ElboBatch,
     IwaeProblem,
     LatentBatch,
     PixelBatch,
     TrainConfig,
+    answer_key,
     devices_probe,
     expect_untouched,
     held_for,
@@ -41,8 +44,38 @@ from autograder.hidden import reference_subject
 from autograder.profiles import GRADING, STATISTICAL
 from autograder.strategies import seeds
 from autograder.subject import Subject
+from course_lib.reference import vae as vae_reference
 
 _REFERENCE = reference_subject("vae")
+
+
+def right_of(kind: str, problem: Any) -> np.ndarray:
+    """The right answer per row or image for any problem of ``kind`` (see
+    :data:`autograder.checks.vae.TABULATED`), from the reference in float64."""
+    with torch.no_grad():
+        arrays = [t.double() for t in problem.tensors()]
+        if kind.startswith("kl"):
+            value = vae_reference.gaussian_kl(*arrays[:2])
+        elif kind.startswith("likelihood"):
+            value = vae_reference.bernoulli_log_likelihood(*arrays)
+        else:
+            x, logits, mu, logvar = arrays
+            value = vae_reference.gaussian_kl(
+                mu, logvar
+            ) - vae_reference.bernoulli_log_likelihood(x, logits)
+    return value.numpy().astype(np.float64)
+
+
+def tabulated_answers() -> dict[str, np.ndarray]:
+    """Every tabulated problem's right answer, by :func:`~autograder.checks.vae.answer_key`
+    (``scripts/tabulate_answers.py`` writes them to ``autograder/checks/vae_answers.py``)."""
+    return {
+        answer_key(kind, problem): right_of(kind, problem)
+        for kind, problems in TABULATED.items()
+        for problem in problems
+    }
+
+
 _SETTINGS = settings(GRADING, max_examples=10)
 #: float32 against the float32 reference on (B, 784) inputs: each per-image sum has 784 terms
 #: rounded to 6e-8 relative, typically sqrt(784) x 6e-8 = 2e-6 of values of about 500 nats, so

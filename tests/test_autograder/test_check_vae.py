@@ -37,23 +37,35 @@ def _with(name: str) -> dict[str, object]:
     return {**REFERENCE, entry.task: entry.obj}
 
 
-def test_closed_forms_match_the_textbook_formulas() -> None:
-    g = torch.Generator().manual_seed(3)
-    mu, logvar = (torch.randn(5, 4, generator=g, dtype=torch.float64) for _ in "ab")
-    x = torch.rand(5, 7, generator=g, dtype=torch.float64)
-    logits = 4 * torch.randn(5, 7, generator=g, dtype=torch.float64)
-    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)
-    log_lik = (
-        x * torch.log(torch.sigmoid(logits))
-        + (1 - x) * torch.log(torch.sigmoid(-logits))
-    ).sum(-1)
-    assert torch.allclose(checks.closed_form_kl(mu, logvar), kl, rtol=1e-12)
-    assert torch.allclose(
-        checks.closed_form_log_likelihood(x, logits), log_lik, rtol=1e-12
-    )
-    assert torch.allclose(
-        checks.closed_form_negative_elbo(x, logits, mu, logvar), kl - log_lik
-    )
+def test_the_tabulated_answers_are_current_and_the_textbook_formulas() -> None:
+    """scripts/tabulate_answers.py wrote them from the reference for these very batches, and
+    they are the textbook formulas (to 1e-12 relative: float64 sums of at most 47 terms, whose
+    round-off is about 1e-15). Shapes keep a transposed answer apart (batch != z_dim)."""
+    for kind, problems in checks.TABULATED.items():
+        assert len(set(problems)) == len(problems)
+        for problem in problems:
+            arrays = [t.double() for t in problem.tensors()]
+            if kind.startswith("kl"):
+                mu, logvar = arrays[:2]
+                assert problem.batch != problem.z_dim
+                want = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)
+            else:
+                x, logits = arrays[:2]
+                # log sigmoid(l) by logsigmoid: exact for logits of 1e4 too (F.softplus
+                # is not: above 20 it returns its input, off by exp(-20) = 2e-9).
+                log_sig = torch.nn.functional.logsigmoid
+                want = (x * log_sig(logits) + (1 - x) * log_sig(-logits)).sum(-1)
+                if kind.startswith("elbo"):
+                    mu, logvar = arrays[2:]
+                    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)
+                    want = kl - want
+            got = checks.tabulated(kind, problem)
+            assert got.shape == (problem.batch,), (kind, problem)
+            assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (
+                f"{kind} {problem}: rerun scripts/tabulate_answers.py"
+            )
+    with pytest.raises(KeyError, match="no tabulated answer"):
+        checks.tabulated("kl", checks.LatentBatch(3, 2, 999))
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)
