@@ -2145,7 +2145,7 @@ def _clamped_log_weights(model: ScoringVAE, x: Tensor, eps: Tensor) -> Tensor:
     """Log-weights ``(K, B)`` with log p(x|z) from ``binary_cross_entropy(sigmoid(logits))``."""
     with torch.no_grad():
         mu, logvar = (t.double() for t in model.encoder(x))
-        z = mu + torch.exp(0.5 * logvar) * eps.double()
+        z = mu + (0.5 * logvar).exp() * eps.double()
         probs = torch.sigmoid(model.decoder(z.to(x.dtype)).double())
         bce = F.binary_cross_entropy(
             probs, x.double().expand_as(probs), reduction="none"
