@@ -14,7 +14,7 @@ import contextlib
 import copy
 import importlib
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypedDict
 
 import numpy as np
@@ -25,7 +25,9 @@ from autograder.subject import Student, StudentError
 __all__ = [
     "Invoked",
     "SideEffects",
+    "GRADIENT_HELPERS",
     "HELPER_PARAMETERS",
+    "MODEL_HELPERS",
     "Held",
     "HeldBackend",
     "VJP",
@@ -37,6 +39,7 @@ __all__ = [
     "holds_graph",
     "invoke_held_probe",
     "invoke_probe",
+    "probe_model",
     "set_held_backend",
     "side_effects",
     "snapshot",
@@ -240,11 +243,37 @@ HELPER_PARAMETERS: dict[str, tuple[str, ...]] = {
     "bernoulli_log_likelihood": ("x", "logits"),
     "negative_elbo": ("x", "logits", "mu", "logvar"),
     "gaussian_entropy": ("log_sigma",),
+    "elbo": ("log_joint", "mu", "log_sigma", "eps"),
+    "elbo_score_grad": ("log_joint", "mu", "log_sigma", "z"),
 }
+
+#: Helpers whose first argument is the model (a callable ``log_joint``): a callable cannot
+#: travel to the judge, so the stand-in sends ``None`` in its place and the judge uses the
+#: running probe's own ``log_joint`` argument (:func:`probe_model`), whatever the student's
+#: code passed: held correct means the helper called as the task should call it.
+MODEL_HELPERS: frozenset[str] = frozenset({"elbo", "elbo_score_grad"})
+
+#: Helpers that return gradients (data for an optimiser step): their stand-ins return plain
+#: tensors, never part of a graph.
+GRADIENT_HELPERS: frozenset[str] = frozenset({"elbo_score_grad"})
 
 #: The helpers held for the probe running in this process (set by :func:`held_correct`).
 #: Only the in-process backend reads it; the CI grader's judge keeps its own account.
 _ACTIVE: list[frozenset[str]] = []
+#: The running probe's model (its ``log_joint`` argument), beside :data:`_ACTIVE`.
+_MODELS: list[Any] = []
+
+
+def probe_model(
+    probe: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The probe call's ``log_joint`` argument (``None`` when it has none): the model the
+    judge evaluates a :data:`MODEL_HELPERS` stand-in with."""
+    try:
+        bound = inspect.signature(probe).bind_partial(None, *args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    return bound.arguments.get("log_joint")
 
 
 class HeldBackend(Protocol):
@@ -275,13 +304,14 @@ def _local_backend(
             f"called the grader's own `{name}` (a held-correct stand-in) where it is not "
             "held: a submission must compute every graded task itself",
         )
+    model = _MODELS[-1] if _MODELS else None
     try:
         answers = importlib.import_module("autograder.hidden.held")
     except ModuleNotFoundError:
         raise RuntimeError(
             "helpers are held correct only where the hidden checks are installed"
         ) from None
-    return answers.answer(name, mode, args, cotangent, wrt)
+    return answers.answer(name, mode, args, cotangent, wrt, model=model)
 
 
 _BACKEND: list[HeldBackend] = [_local_backend]
@@ -338,15 +368,21 @@ class Held:
                 for p in params
             ]
         ).bind(*args, **kwargs)
-        return tuple(bound.arguments[p] for p in params)
+        positional = tuple(bound.arguments[p] for p in params)
+        if self.name in MODEL_HELPERS:
+            # The judge evaluates the probe's own model: the callable stays here.
+            positional = (None, *positional[1:])
+        return positional
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             positional = self._positional(args, kwargs)
         except TypeError as error:
             raise TypeError(f"{self.name}(): {error}") from None
-        if torch.is_grad_enabled() and any(
-            isinstance(a, torch.Tensor) and a.requires_grad for a in positional
+        if (
+            self.name not in GRADIENT_HELPERS
+            and torch.is_grad_enabled()
+            and any(isinstance(a, torch.Tensor) and a.requires_grad for a in positional)
         ):
             return _HeldFunction.apply(self.name, *positional)
         return _BACKEND[0](self.name, "value", positional)
@@ -402,7 +438,7 @@ def _globals_of(obj: Any) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def held_correct(
-    student: Student, task: str, stand_ins: Mapping[str, Any]
+    student: Student, task: str, stand_ins: Mapping[str, Any], model: Any = None
 ) -> Iterator[None]:
     """While the block runs, the names in ``stand_ins`` resolve to the stand-ins for ``task``.
 
@@ -410,6 +446,7 @@ def held_correct(
     the student's ``task`` at call time; rebinding them there for the duration of one probe
     grades ``task`` on its own code, with its helpers correct. Names the student never
     defined, or a task whose globals cannot be found, are left alone (graded as wired).
+    ``model``: the probe's ``log_joint`` (what :data:`MODEL_HELPERS` are evaluated with).
     """
     namespace = _globals_of(getattr(student, task))
     saved: dict[str, Any] = {}
@@ -420,9 +457,11 @@ def held_correct(
             saved[name] = namespace[name]
             namespace[name] = stand_in
     _ACTIVE.append(frozenset(n for n, s in stand_ins.items() if isinstance(s, Held)))
+    _MODELS.append(model)
     try:
         yield
     finally:
+        _MODELS.pop()
         _ACTIVE.pop()
         if namespace is not None:
             for name, original in saved.items():

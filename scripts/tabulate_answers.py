@@ -9,7 +9,8 @@ tier:
 - ``score_answers.py``: ``gaussian_score`` on :data:`autograder.checks.score.TABULATED_SCORES`,
   by :func:`autograder.hidden.score.tabulated_answers`;
 - ``elbo_answers.py``: ``mixture_log_prob`` (values and gradients) on
-  :data:`autograder.checks.elbo.TABULATED_MIXTURES`, by
+  :data:`autograder.checks.elbo.TABULATED_MIXTURES` and ``elbo_score_grad`` on
+  :data:`autograder.checks.elbo.TABULATED_SCORE_CASES`, by
   :func:`autograder.hidden.elbo.tabulated_answers`;
 - ``vae_answers.py``: ``gaussian_kl``, ``bernoulli_log_likelihood`` and the per-image negative
   ELBO on :data:`autograder.checks.vae.TABULATED`, by
@@ -83,8 +84,10 @@ TABLES: dict[str, tuple[Callable[[], dict[str, np.ndarray]], str, str]] = {
     ),
     "elbo_answers.py": (
         elbo_table,
-        "The right ``mixture_log_prob`` of ``04_elbo`` for the tabulated mixtures",
-        ":func:`autograder.checks.elbo.tabulated_mixture`",
+        "The right ``mixture_log_prob`` and ``elbo_score_grad`` of ``04_elbo`` for the "
+        "tabulated cases",
+        ":func:`autograder.checks.elbo.tabulated_mixture` and "
+        ":func:`autograder.checks.elbo.tabulated_score`",
     ),
     "vae_answers.py": (
         vae_table,

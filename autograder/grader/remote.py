@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from autograder import transport
 from autograder.core import Property
 from autograder.grader import sandbox, wire
-from autograder.probes import held_names
+from autograder.probes import held_names, probe_model
 from autograder.secrets import is_secret
 from autograder.subject import StudentError
 
@@ -643,6 +643,7 @@ class Session:
         body: bytes,
         held: frozenset[str],
         deadline: float,
+        model: Any = None,
     ) -> None:
         """Answer a held helper's ``helper`` message: its value or gradient, computed here
         with judge-only code (:mod:`autograder.hidden.held`), when the probe running now
@@ -674,6 +675,7 @@ class Session:
                     request.get("args"),
                     request.get("cotangent"),
                     request.get("wrt") or (),
+                    model=model,
                 )
                 payload = transport.pickle_args((value,), {})
                 reply = {"op": "helper_result"}
@@ -688,10 +690,12 @@ class Session:
         payload: bytes,
         seconds: float,
         held: frozenset[str] = frozenset(),
+        model: Any = None,
     ) -> tuple[dict[str, Any], bytes]:
         """One probe call with a soft limit of ``seconds``; restarts the worker if needed.
 
-        ``held``: the helpers this probe holds correct (it may ask for their values).
+        ``held``: the helpers this probe holds correct (it may ask for their values);
+        ``model``: the probe's ``log_joint`` argument, which the judge evaluates them with.
 
         Raises:
             StudentError: ``timeout`` or ``crashed`` (the worker is then gone).
@@ -730,7 +734,7 @@ class Session:
             while True:
                 header, body = current.channel.receive(deadline)
                 if header["op"] == "helper":
-                    self._serve_helper(current, header, body, held, deadline)
+                    self._serve_helper(current, header, body, held, deadline, model)
                     continue
                 # A reply to an earlier call (a forged extra message shifted the channel) is
                 # dropped: each call reads the reply with its own number.
@@ -804,7 +808,12 @@ class RemoteSubject:
             )
         try:
             header, body = self.session.call(
-                module, name, payload, seconds, frozenset(held_names((args, kwargs)))
+                module,
+                name,
+                payload,
+                seconds,
+                frozenset(held_names((args, kwargs))),
+                probe_model(probe, args, kwargs),
             )
         except StudentError as error:
             if error.kind in ("timeout", "crashed"):

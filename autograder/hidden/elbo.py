@@ -20,6 +20,7 @@ from autograder.checks.elbo import (
     ENTROPY_ATOL_PER_DIM,
     MIXTURE_FIELDS,
     TABULATED_MIXTURES,
+    TABULATED_SCORE_CASES,
     Conjugate,
     CovCase,
     FullCovCase,
@@ -41,6 +42,7 @@ from autograder.checks.elbo import (
     q_probe,
     scalar_probe,
     score_grad_probe,
+    score_key,
     signature_defaults_probe,
     surrogate_cases,
     value_tol,
@@ -72,8 +74,10 @@ def _reference() -> Subject:
 
 def tabulated_answers() -> dict[str, np.ndarray]:
     """The right ``mixture_log_prob`` of :data:`~autograder.checks.elbo.TABULATED_MIXTURES`
-    (value, and the gradients of ``cotangent · value``), from the reference, by
-    :func:`~autograder.checks.elbo.mixture_key` (``scripts/tabulate_answers.py`` writes them
+    (value, and the gradients of ``cotangent · value``), by
+    :func:`~autograder.checks.elbo.mixture_key`, and the right ``elbo_score_grad`` of
+    :data:`~autograder.checks.elbo.TABULATED_SCORE_CASES`, by
+    :func:`~autograder.checks.elbo.score_key`, from the reference (``scripts/tabulate_answers.py`` writes them
     to ``autograder/checks/elbo_answers.py``)."""
     out = {}
     for case in TABULATED_MIXTURES:
@@ -84,6 +88,12 @@ def tabulated_answers() -> dict[str, np.ndarray]:
             grads = torch.autograd.grad(value, leaves, case.cotangent.to(value.dtype))
         for field, array in zip(MIXTURE_FIELDS, (value, *grads), strict=True):
             out[mixture_key(case, field)] = array.detach().numpy().astype(np.float64)
+    for qcase in TABULATED_SCORE_CASES:
+        grads = elbo_reference.elbo_score_grad(
+            qcase.model, qcase.mu, qcase.log_sigma, qcase.z
+        )
+        for field, array in zip(("grad_mu", "grad_log_sigma"), grads, strict=True):
+            out[score_key(qcase, field)] = array.detach().numpy().astype(np.float64)
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autograder.probes import HELPER_PARAMETERS
+from autograder.probes import GRADIENT_HELPERS, HELPER_PARAMETERS, MODEL_HELPERS
 from course_lib.reference import elbo, em, vae
 
 __all__ = ["IMPLEMENTATIONS", "HelperError", "answer"]
@@ -30,6 +30,8 @@ IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
     "bernoulli_log_likelihood": vae.bernoulli_log_likelihood,
     "negative_elbo": vae.negative_elbo,
     "gaussian_entropy": elbo.gaussian_entropy,
+    "elbo": elbo.elbo,
+    "elbo_score_grad": elbo.elbo_score_grad,
 }
 
 
@@ -37,10 +39,21 @@ class HelperError(ValueError):
     """The student's code called a held helper with arguments it cannot take."""
 
 
-def _arguments(name: str, args: Any) -> tuple[Any, ...]:
+def _arguments(name: str, args: Any, model: Any) -> tuple[Any, ...]:
     params = HELPER_PARAMETERS[name]
     if not isinstance(args, (tuple, list)) or len(args) != len(params):
         raise HelperError(f"{name} takes {len(params)} arguments ({', '.join(params)})")
+    if name in MODEL_HELPERS:
+        # The stand-in sent a placeholder for the model: the running probe's own is used.
+        if args[0] is not None or not callable(model):
+            raise HelperError(f"{name} is held only while a probe with a model runs")
+        return (model, *_arguments_checked(name, params[1:], args[1:]))
+    return _arguments_checked(name, params, args)
+
+
+def _arguments_checked(
+    name: str, params: tuple[str, ...], args: Any
+) -> tuple[Any, ...]:
     for param, arg in zip(params, args, strict=True):
         if not isinstance(arg, (torch.Tensor, np.ndarray)):
             raise HelperError(
@@ -55,10 +68,12 @@ def answer(
     args: Any,
     cotangent: Any = None,
     wrt: Any = (),
+    model: Any = None,
 ) -> Any:
     """The held helper ``name``'s value at ``args`` (``mode="value"``), or the gradients of
     ``cotangent · name(args)`` with respect to the arguments at the indices ``wrt``
-    (``mode="vjp"``, one per index).
+    (``mode="vjp"``, one per index). ``model``: the running probe's ``log_joint``, the
+    first argument of the helpers in :data:`~autograder.probes.MODEL_HELPERS`.
 
     Raises:
         HelperError: an unknown helper or mode, or arguments the helper cannot take (the
@@ -67,12 +82,15 @@ def answer(
     if name not in IMPLEMENTATIONS:
         raise HelperError(f"no helper {name!r} is held")
     function = IMPLEMENTATIONS[name]
-    arguments = _arguments(name, args)
+    arguments = _arguments(name, args, model)
     try:
         if mode == "value":
             with torch.no_grad():
-                return function(*arguments)
-        if mode != "vjp":
+                value = function(*arguments)
+            if name in GRADIENT_HELPERS:
+                return tuple(v.detach() for v in value)
+            return value
+        if mode != "vjp" or name in GRADIENT_HELPERS:
             raise HelperError(f"unknown mode {mode!r}")
         indices = list(wrt)
         if not isinstance(cotangent, torch.Tensor) or not all(

@@ -6,10 +6,12 @@ drawn here), then every function again on each array that came out of the first 
 and on it a batch mean or a sum over the last axis (so ``posterior(closed_form_log_joint(...))``,
 as ``01_em``'s public checks once held, is found too). A task is answered when some
 call returns what the reference returns, to a tolerance far looser than any correct
-implementation needs. Tasks whose arguments include a callable or a module (the estimators,
-``fit_bbvi``, the VAE classes) are not searched: nothing in the bundle takes their inputs
-by position, and the held-correct stand-ins that answer helpers are tested in
-``tests/test_grader/test_held.py``.
+implementation needs. Tasks whose arguments include a model or an integrand (``elbo``,
+``elbo_score_grad``, the score estimators) are searched with that callable among the
+arguments, as a submission would hold it (``fit_bbvi``'s held ``elbo`` and
+``elbo_score_grad`` were once public closed forms with exactly these signatures). Tasks
+that take a module or train one (``fit_bbvi``, the VAE classes) are not searched; the
+held-correct stand-ins that answer helpers are tested in ``tests/test_grader/test_held.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from course_lib.models import ConjugateGaussian
 from course_lib.reference import elbo, em, reparam, score, vae
 from tests.test_notebooks import nbtools as nbt
 
@@ -60,7 +63,24 @@ def _inputs() -> dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]:
     X, w, m, c = _gmm(rng)
     resp = rng.dirichlet(np.ones(3), size=7)
     images = torch.rand(5, 12, generator=g, dtype=torch.float64)
+    # Callables the bundle can load by reference: a model of course_lib, and for the score
+    # estimators a 1-D Normal(loc, scale) with f(z, loc, scale) = z + loc * scale.
+    model = ConjugateGaussian(rng.normal(size=(4, 3)), prior_std=1.5, noise_std=0.8)
+    mu, log_sigma = 0.5 * t(3), 0.3 * t(3)
+    q_params = (
+        torch.tensor(0.3, dtype=torch.float64),
+        torch.tensor(1.4, dtype=torch.float64),
+    )
+    q_samples = q_params[0] + q_params[1] * t(6)
+    estimator_args = (torch.addcmul, torch.distributions.Normal, q_params, 6, q_samples)
     return {
+        "elbo": (elbo.elbo, (model, mu, log_sigma, t(6, 3))),
+        "elbo_score_grad": (
+            elbo.elbo_score_grad,
+            (model, mu, log_sigma, mu + log_sigma.exp() * t(6, 3)),
+        ),
+        "score_function_grad": (score.score_function_grad, estimator_args),
+        "score_function_grad_loo": (score.score_function_grad_loo, estimator_args),
         "log_joint": (em.log_joint, (X, w, m, c)),
         "e_step": (em.e_step, (X, w, m, c)),
         "free_energy": (em.free_energy, (X, resp, w, m, c)),
@@ -145,15 +165,19 @@ SEARCH = textwrap.dedent(
     signal.signal(signal.SIGALRM, alarm)
 
     def attempt(function, args):
-        signal.setitimer(signal.ITIMER_REAL, 2.0)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-                return function(*args)
-        except BaseException:
-            return None
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            plt.close("all")
+        # Without autograd first, then with it: a function that takes gradients (the
+        # score of a distribution by autograd, say) fails without it.
+        for grad in (False, True):
+            signal.setitimer(signal.ITIMER_REAL, 2.0)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), torch.set_grad_enabled(grad):
+                    return function(*args)
+            except BaseException:
+                pass
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                plt.close("all")
+        return None
 
     # Round 1: every function on every task's arguments. Whatever returns an array is a
     # function that computes; round 2 applies those to every array round 1 produced.
