@@ -9,6 +9,7 @@ checked, with the ``forbidden`` flag; an honest one in the same batch keeps ever
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,58 @@ def test_the_judge_refuses_a_stand_in_that_its_probe_does_not_hold(
         None,
         "closed_form_log_joint",
     )
+
+
+ELBO_IMPORTS = "import math\nimport torch"
+
+HONEST_ELBO = """
+def elbo(log_joint, mu, log_sigma, eps):
+    z = mu + torch.exp(log_sigma) * eps
+    log_q = (-0.5 * eps**2 - log_sigma - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return (log_joint(z) - log_q).mean()
+"""
+
+#: fit_bbvi's held elbo, built by hand: the judge answers it only while fit_bbvi is checked.
+PROXY_ELBO = """
+from autograder.probes import Held
+
+def elbo(log_joint, mu, log_sigma, eps):
+    return Held("elbo")(log_joint, mu, log_sigma, eps)
+"""
+
+#: The stand-in as the public checks name it (a public closed form until issue 19 item 2):
+#: next to a submission the hidden checks are absent, so HELD holds no stand-in at all.
+HELD_TABLE_ELBO = """
+def elbo(log_joint, mu, log_sigma, eps):
+    from autograder.checks.elbo import HELD
+
+    return HELD["fit_bbvi"]["elbo"](log_joint, mu, log_sigma, eps)
+"""
+
+
+@pytest.mark.slow
+def test_the_judge_refuses_fit_bbvi_s_held_elbo_to_elbo(tmp_path: Path) -> None:
+    submitted, out = tmp_path / "submitted", tmp_path / "out"
+    for student, source in (
+        ("honest", HONEST_ELBO),
+        ("proxy", PROXY_ELBO),
+        ("table", HELD_TABLE_ELBO),
+    ):
+        cells = [
+            ELBO_IMPORTS,
+            b.solution_cell(source, "elbo"),
+            b.grade_cell("elbo", 4),
+        ]
+        b.write_submission(submitted, student, b.notebook(cells), "04_elbo")
+    done = b.run_autograde(submitted, out, "--jobs", "2", "--timeout", "300")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The other tasks of 04_elbo are missing from these notebooks (zero for everyone).
+    honest = b.results(out, "honest", "04_elbo")
+    assert b.task_scores(honest)["elbo"] == 4, honest["output"]
+    assert "forbidden" not in honest["extra_data"]["flags"]
+    proxy = b.results(out, "proxy", "04_elbo")
+    assert b.task_scores(proxy)["elbo"] == 0, proxy["output"]
+    assert "forbidden" in proxy["extra_data"]["flags"]
+    assert "held-correct" in json.dumps(proxy)
+    table = b.results(out, "table", "04_elbo")
+    assert b.task_scores(table)["elbo"] == 0, table["output"]
