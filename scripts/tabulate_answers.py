@@ -6,7 +6,8 @@ tier:
 
 - ``em_answers.py``: the mixtures of :data:`autograder.checks.em.TABULATED` (every kind of
   arrays in :data:`~autograder.checks.em.KINDS`), by :func:`autograder.hidden.em.right_of`;
-- ``score_answers.py``: ``gaussian_score`` on :data:`autograder.checks.score.TABULATED_SCORES`,
+- ``score_answers.py``: ``gaussian_score`` on :data:`autograder.checks.score.TABULATED_SCORES`
+  and the estimators' exact estimates on :data:`autograder.checks.score.TABULATED_ESTIMATES`,
   by :func:`autograder.hidden.score.tabulated_answers`;
 - ``elbo_answers.py``: ``mixture_log_prob`` (values and gradients) on
   :data:`autograder.checks.elbo.TABULATED_MIXTURES` and ``elbo_score_grad`` on
@@ -79,8 +80,9 @@ TABLES: dict[str, tuple[Callable[[], dict[str, np.ndarray]], str, str]] = {
     ),
     "score_answers.py": (
         score_table,
-        "The right ``gaussian_score`` of ``02_score`` for the tabulated problems",
-        ":func:`autograder.checks.score.tabulated_scores`",
+        "The right ``gaussian_score`` and estimates of ``02_score`` for the tabulated problems",
+        ":func:`autograder.checks.score.tabulated_scores` and "
+        ":func:`autograder.checks.score.tabulated_estimate`",
     ),
     "elbo_answers.py": (
         elbo_table,

@@ -25,20 +25,31 @@ from hypothesis import given, settings
 from torch import Tensor
 
 from autograder.checks.score import (
+    ESTIMATE_FAMILIES,
     FEW,
     NO_GRAD_F_HINT,
     SCORE_FIELDS,
     SOME,
     STAT,
+    TABULATED_ESTIMATES,
     TABULATED_SCORES,
     BaselineCase,
+    Built,
     Case,
     DetachedCost,
+    Expected,
     GaussianScoreCase,
+    ParamDependentCost,
+    _autograd_scores,
+    _grad_f,
+    _leave_one_out,
+    _normal,
+    _per_sample,
     baseline_cases,
     cases,
     centred_moments,
     compare_scores,
+    estimate_key,
     estimator_law,
     estimator_probe,
     expect_baseline_shapes,
@@ -76,17 +87,100 @@ def _reference() -> Subject:
     return reference_subject("score")
 
 
+def closed_form_scores(case: Case, built: Built) -> list[Tensor]:
+    r"""Per-sample :math:`\nabla_\lambda \log q(z_s)`, each ``(S, *param.shape)`` (public families)."""
+    z, params = built.z, built.params
+    if case.family.startswith("gaussian"):
+        scores = list(_autograd_scores(_normal, z, params[0], params[1]))
+        return scores + [
+            torch.zeros((case.S, *p.shape), dtype=torch.float64) for p in params[2:]
+        ]
+    if case.family == "bernoulli":
+        return [z - torch.sigmoid(params[0])]
+    if case.family == "categorical":
+        onehot = torch.nn.functional.one_hot(z.long(), case.D).to(torch.float64)
+        return [onehot - torch.softmax(params[0], dim=0)]
+    raise ValueError(f"no closed-form score for {case.family!r}")
+
+
+def expected_estimate(case: Case, built: Built, loo: bool) -> Expected:
+    r""":math:`\frac1S\sum_s (f_s - b_s)\nabla\log q(z_s) + \nabla f(z_s)` with closed-form scores;
+    :math:`b_s = 0` (plain) or the mean of the other samples' ``f`` (leave-one-out)."""
+    values = built.f(built.z, *built.params).to(torch.float64)
+    baseline = _leave_one_out(values) if loo else torch.zeros_like(values)
+    scores, grad_f = closed_form_scores(case, built), _grad_f(built)
+    log_q = built.make_q(*built.params).log_prob(built.z).reshape(case.S, -1).sum(dim=1)
+
+    def average(weights: Tensor) -> list[Tensor]:
+        return [(_per_sample(weights, s) * s).mean(dim=0) for s in scores]
+
+    score_term = average(values - baseline)
+    grad_f_term = [g.mean(dim=0) for g in grad_f]
+    grads = [a + b for a, b in zip(score_term, grad_f_term)]
+    scale = max(
+        float((_per_sample(values, s) * s).abs().max())
+        + float(g.abs().max())
+        + float(baseline.abs().max() * s.abs().max())
+        for s, g in zip(scores, grad_f)
+    )
+    parts = {
+        "no_grad_f": score_term,
+        "no_baseline": [a + b for a, b in zip(average(values), grad_f_term)],
+        "undetached_f": [
+            a + b + (_per_sample(log_q, g) * g).mean(dim=0)
+            for a, b, g in zip(score_term, grad_f_term, grad_f)
+        ],
+        "in_sample_mean": [
+            a + b for a, b in zip(average(values - values.mean()), grad_f_term)
+        ],
+        "centred_scales_grad_f": [
+            a + b * case.S / (case.S - 1) for a, b in zip(score_term, grad_f_term)
+        ],
+        "baseline_added": [
+            a + b for a, b in zip(average(values + baseline), grad_f_term)
+        ],
+    }
+    if loo and isinstance(built.f, ParamDependentCost):
+        # A baseline that is not detached: b_s carries d b_s / d lambda = mean of the others' grad f.
+        grad_b = [(g.sum(dim=0, keepdim=True) - g) / (case.S - 1) for g in grad_f]
+        parts["undetached_baseline"] = [
+            x - (_per_sample(log_q, gb) * gb).mean(dim=0)
+            for x, gb in zip(grads, grad_b)
+        ]
+    return Expected(grads, scale, parts)
+
+
 def tabulated_answers() -> dict[str, np.ndarray]:
-    """The right scores of :data:`~autograder.checks.score.TABULATED_SCORES`, from the
-    reference, by :func:`~autograder.checks.score.score_key` (``scripts/tabulate_answers.py``
-    writes them to ``autograder/checks/score_answers.py``)."""
+    """The right scores of :data:`~autograder.checks.score.TABULATED_SCORES`, by
+    :func:`~autograder.checks.score.score_key`, and the exact estimates (plain and
+    leave-one-out, with their known wrong variants) of every family on
+    :data:`~autograder.checks.score.TABULATED_ESTIMATES`, by
+    :func:`~autograder.checks.score.estimate_key`, from the reference
+    (``scripts/tabulate_answers.py`` writes them to ``autograder/checks/score_answers.py``)."""
     out = {}
     for case in TABULATED_SCORES:
         with torch.no_grad():
             value = score_reference.gaussian_score(*case.arrays())
         for field, array in zip(SCORE_FIELDS, value, strict=True):
             out[score_key(case, field)] = array.detach().numpy().astype(np.float64)
+    for family in ESTIMATE_FAMILIES:
+        for S, D, seed in TABULATED_ESTIMATES:
+            case = Case(family, S, D, seed)
+            for loo in (False, True):
+                expected = expected_estimate(case, case.build(), loo)
+                out[estimate_key(case, loo, "scale")] = np.float64(expected.scale)
+                for i, grad in enumerate(expected.grads):
+                    out[estimate_key(case, loo, f"grads/{i}")] = _array(grad)
+                for name, values in expected.parts.items():
+                    for i, value in enumerate(values):
+                        out[estimate_key(case, loo, f"parts/{name}/{i}")] = _array(
+                            value
+                        )
     return out
+
+
+def _array(value: Tensor) -> np.ndarray:
+    return value.detach().numpy().astype(np.float64)
 
 
 # ---------------------------------------------------------------------------- gaussian_score

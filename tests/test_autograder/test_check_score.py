@@ -153,3 +153,28 @@ def test_the_tabulated_scores_are_current_and_distinct() -> None:
             )
     with pytest.raises(KeyError, match="no tabulated answer"):
         checks.tabulated_scores(checks.GaussianScoreCase(4, 2, 999))
+
+
+def test_the_tabulated_estimates_are_current() -> None:
+    """scripts/tabulate_answers.py wrote the exact estimates of every family for these very
+    problems (plain and leave-one-out, with the wrong variants the hints name)."""
+    from autograder.hidden.score import expected_estimate
+
+    for family in checks.ESTIMATE_FAMILIES:
+        for S, D, seed in checks.TABULATED_ESTIMATES:
+            case = checks.Case(family, S, D, seed)
+            for loo in (False, True):
+                fresh = expected_estimate(case, case.build(), loo)
+                shipped = checks.tabulated_estimate(case, loo)
+                assert shipped.scale == fresh.scale
+                assert shipped.parts.keys() == fresh.parts.keys()
+                pairs = list(zip(shipped.grads, fresh.grads, strict=True))
+                for name in fresh.parts:
+                    pairs += zip(shipped.parts[name], fresh.parts[name], strict=True)
+                for got, want in pairs:
+                    # Float64 written to disk and read back: bit for bit.
+                    assert torch.equal(got, want), (
+                        f"{case}: rerun scripts/tabulate_answers.py"
+                    )
+    with pytest.raises(KeyError, match="no tabulated estimate"):
+        checks.tabulated_estimate(checks.Case("gaussian", 4, 2, 999), loo=False)

@@ -217,9 +217,14 @@ SEARCH = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    base = tmp_path_factory.mktemp("bundle")
+    return nbt._load_script("student_bundle").build(base, nbt.ROOT, make_zip=False)
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory: pytest.TempPathFactory, bundle: Any) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("answers")
-    bundle = nbt._load_script("student_bundle").build(base, nbt.ROOT, make_zip=False)
     cases = {}
     for task, (reference, args) in _inputs().items():
         want = reference(*args)
@@ -258,3 +263,56 @@ def test_no_function_in_the_bundle_answers_a_graded_task(
 def test_the_still_answered_list_is_current(search: dict[str, Any]) -> None:
     stale = [task for task in STILL_ANSWERED if not search["found"][task]]
     assert not stale, f"no longer answerable from the bundle: drop {stale}"
+
+
+#: A submission's score_function_grad that wraps its own inputs in the public checks' problem
+#: classes (a Gaussian ``Case`` and a ``Built``) and calls every public function of the score
+#: checks that takes them: ``expected_estimate(case, built, loo)`` computed the exact estimate.
+WRAPPED = textwrap.dedent(
+    r"""
+    import inspect, sys
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    sys.path.insert(0, sys.argv[1])
+    import torch
+    from autograder.checks import score
+    case = score.Case("gaussian", 6, 3, 0)
+    built = case.build()
+    want = torch.load(sys.argv[2], weights_only=False)
+    found = []
+    for name, function in vars(score).items():
+        if not inspect.isfunction(function):
+            continue
+        try:
+            got = function(case, built, False)
+            grads = getattr(got, "grads", got)
+            if all(torch.allclose(g, w, rtol=1e-5, atol=1e-6) for g, w in zip(grads, want, strict=True)):
+                found.append(name)
+        except BaseException:
+            pass
+    print(",".join(found))
+    """
+)
+
+
+def test_no_score_check_answers_an_estimator_from_inputs_wrapped_in_its_classes(
+    bundle: Any, tmp_path: Any
+) -> None:
+    from autograder.checks.score import Case
+
+    built = Case("gaussian", 6, 3, 0).build()
+    path = tmp_path / "want.pt"
+    torch.save(
+        score.score_function_grad(built.f, built.make_q, built.params, 6, built.z), path
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPED, str(bundle), str(path)],
+        capture_output=True,
+        text=True,
+        cwd=bundle,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    assert not found, f"score_function_grad answered by autograder.checks.score.{found}"
