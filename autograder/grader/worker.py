@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import functools
 import importlib
 import itertools
 import json
@@ -30,7 +31,7 @@ import socket
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ import torch
 from autograder import transport
 from autograder.grader import sandbox
 from autograder.grader.wire import HEADER_LIMIT, receive, send
+from autograder.secrets import SECRET_MODULES
 from autograder.subject import Student, StudentError, describe_exception
 from autograder.timelimit import time_limit
 
@@ -77,6 +79,15 @@ _WATCHED_MODULES = (
     "threading",
 )
 _WATCHED_PREFIXES = ("autograder", "course_lib.")
+#: The grader's modules that run in the worker around every probe call: walked whole.
+_CORE = (
+    "autograder.grader.worker",
+    "autograder.grader.wire",
+    "autograder.transport",
+    "autograder.subject",
+    "autograder.timelimit",
+    "autograder.probes",
+)
 
 
 def _watched() -> Iterator[tuple[str, Any]]:
@@ -137,9 +148,14 @@ class Snapshot:
     """Identity of every function and class in the watched modules, of each function's code
     object, defaults and closure cells, and of the watched ``sys.modules`` entries, to detect
     monkeypatching (``probes.invoke_probe = ...``, ``transport.encode.__code__ = ...``,
-    ``sys.modules["autograder.probes"] = ...``)."""
+    ``sys.modules["autograder.probes"] = ...``); and, by content, everything the probes and
+    the codec reach (:class:`Contents`: what is edited in place).
 
-    def __init__(self) -> None:
+    Args:
+        roots: Prefixes of the probe modules (the judge's ``probe_modules``).
+    """
+
+    def __init__(self, roots: Iterable[str] = ("autograder", "course_lib")) -> None:
         self.entries: list[tuple[str, Any, str, Any]] = []
         self.functions: list[tuple[str, types.FunctionType, bool, tuple[Any, ...]]] = []
         self.modules: dict[str, types.ModuleType] = {}
@@ -161,6 +177,29 @@ class Snapshot:
                                 _function_state(value, own),
                             )
                         )
+        prefixes = tuple(roots)
+        self.contents = Contents(
+            [
+                module
+                for name, module in sorted(sys.modules.items())
+                if module is not None
+                and (
+                    name in prefixes
+                    or name.startswith(tuple(p + "." for p in prefixes))
+                )
+                and not name.startswith(SECRET_MODULES)
+            ],
+            core=_CORE,
+        )
+        # Every function the probes reach, wherever it lives (``copy.deepcopy``): its code
+        # and defaults are compared too (closure cells: by Contents).
+        for label, function, _ in self.contents.dicts_of:
+            if id(function) not in seen:
+                seen.add(id(function))
+                name = label.removesuffix(".__dict__")
+                self.functions.append(
+                    (name, function, False, _function_state(function, False))
+                )
         self._prepare_fast_path()
 
     def _prepare_fast_path(self) -> None:
@@ -239,10 +278,14 @@ class Snapshot:
         originals = self._originals if functions else self._originals_hooked
         if now is None or originals is None or len(now) != len(originals):
             return False
-        return all(
-            len(a) == len(b) and all(map(operator.is_, a, b))
-            for a, b in zip(now, originals, strict=True)
-        ) and not any(map(_filled, self._empty_cells))
+        return (
+            all(
+                len(a) == len(b) and all(map(operator.is_, a, b))
+                for a, b in zip(now, originals, strict=True)
+            )
+            and not any(map(_filled, self._empty_cells))
+            and self.contents.unchanged()
+        )
 
     def changes(self) -> list[str]:
         """Names that were replaced, deleted or rewritten since the snapshot; restores them."""
@@ -253,7 +296,7 @@ class Snapshot:
         )
         if same:
             return []
-        changed = []
+        changed = self.contents.changes()
         for name, module in self.modules.items():
             if sys.modules.get(name) is not module:
                 changed.append(f"sys.modules[{name!r}]")
@@ -279,6 +322,398 @@ class Snapshot:
 
 
 _MISSING = object()
+
+
+# --------------------------------------------------------------------------- contents
+
+#: Modules never walked: their entries change as the interpreter runs (``sys``), are
+#: watched by identity above (``builtins``), or belong to the student (``__main__``).
+_UNWALKED = frozenset({"sys", "builtins", "__main__"})
+#: Module hops from the probe modules whose namespaces are verified: 1 reaches what the probe
+#: modules import (``copy``, ``numpy``, ``torch``), 2 the modules those modules' functions
+#: look their globals up in (``numpy._core.numeric`` for ``numpy.allclose``).
+_DEPTH = 64
+#: Keys the interpreter adds to a namespace by itself: a warning issued from a module's code,
+#: a class's ``__annotations__`` created on first read.
+_ADDED_BY_PYTHON = frozenset({"__warningregistry__", "__annotations__"})
+#: Instance attributes the grader reassigns between calls, by class: a held-correct stand-in
+#: falls back to the student's own helper (``probes.held_correct`` sets it for each call).
+_REASSIGNED = {"Tabulated": frozenset({"fallback"})}
+#: Containers in the probe modules' globals above this size are data, checked by identity.
+_CONTAINER_CAP = 4096
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: a class whose dict cannot change
+_SCALARS = (str, bytes, int, float, complex, bool, type(None))
+_CELL = operator.attrgetter("cell_contents")
+_DICT = operator.attrgetter("__dict__")
+
+
+def _mutable_class(value: Any) -> bool:
+    return isinstance(value, type) and not value.__flags__ & _IMMUTABLE_TYPE
+
+
+def _added_by_python(owner: str, key: Any, value: Any) -> bool:
+    """A key the interpreter may add to a verified namespace: a submodule imported late."""
+    if key in _ADDED_BY_PYTHON:
+        return True
+    return isinstance(value, types.ModuleType) and value.__name__ == f"{owner}.{key}"
+
+
+class Contents:
+    """Everything the probes and the codec run with, verified by content after each call.
+
+    :class:`Snapshot`'s identity checks see a replaced function; they cannot see an object
+    edited in place, and such edits raise no audit event: a key of a probe's
+    ``__kwdefaults__``, ``copy.deepcopy`` rebound in its module, a closure cell, a function's
+    ``__dict__``, a class attribute of the transport encoder, an entry of a held-correct table.
+    This class enumerates them once, before any student code runs, by walking from the probe
+    modules (``roots``: ``autograder``, ``course_lib``, the public plugins) through module
+    globals and functions' ``__globals__`` up to :data:`_DEPTH` modules away. In every module
+    reached it records the namespace, and for each function found there its closure cells,
+    ``__dict__``, keyword defaults and defaults, for each class its ``__dict__`` (and its
+    bases'); in the probe modules themselves also the containers and the instances of their
+    own classes that their globals hold (a ``HELD`` table, a known-bug catalogue).
+
+    Every recorded mapping is compared after each call in C (:meth:`unchanged`): the same
+    length and the same object under every key (identity, never ``==``). A namespace may gain
+    only what the interpreter adds by itself (:func:`_added_by_python`).
+    """
+
+    def __init__(
+        self, roots: Iterable[types.ModuleType], core: Iterable[str] = ()
+    ) -> None:
+        #: (label, mapping, keys, values at the snapshot, length at the snapshot)
+        self.maps: list[tuple[str, Any, tuple[Any, ...], tuple[Any, ...], int]] = []
+        self.lists: list[tuple[str, list[Any], tuple[Any, ...]]] = []
+        self.sets: list[tuple[str, set[Any], frozenset[Any]]] = []
+        self.cells: list[tuple[str, Any, Any]] = []
+        #: (label, function, its __dict__): ``function.__dict__ = {...}`` replaces it.
+        self.dicts_of: list[tuple[str, Any, dict[str, Any]]] = []
+        #: The class whose ``__dict__`` a recorded mappingproxy is (to restore through it).
+        self._classes: dict[int, type] = {}
+        self._class_dicts: dict[type, Any] = {}
+        self._seen: set[int] = set()
+        self._keep: list[
+            Any
+        ] = []  # walked objects stay alive, so their ids stay unique
+        #: Namespaces looked into: id -> (label, mapping, the keys the walked code uses,
+        #: whether every key is recorded).
+        self._spaces: dict[int, tuple[str, Any, set[Any], bool]] = {}
+        #: Functions still to walk, with their distance in calls from a probe.
+        self._functions: list[tuple[str, types.FunctionType, bool, int]] = []
+        core = frozenset(core)
+        for module in roots:
+            name = module.__name__
+            namespace = vars(module)
+            # A probe module's namespace is recorded whole: a global added or rebound there
+            # (one shadowing a builtin, say) changes what its functions look up.
+            self._space(name, namespace, whole=True)
+            for key, value in list(namespace.items()):
+                if key == "__builtins__":
+                    continue  # builtins: watched by identity (Snapshot)
+                if name in core or (isinstance(key, str) and key.endswith("_probe")):
+                    self._value(f"{name}.{key}", value, None, True, 0)
+        while self._functions:
+            self._functions.sort(key=operator.itemgetter(3))
+            self._function(*self._functions.pop(0))
+        for label, mapping, keys, whole in self._spaces.values():
+            present = tuple(k for k in mapping if whole or k in keys)
+            values = tuple(mapping[k] for k in present)
+            self.maps.append((label, mapping, present, values, len(mapping)))
+        self._compile()
+
+    # ------------------------------------------------------------------ enumeration
+
+    def _first(self, value: Any) -> bool:
+        if id(value) in self._seen:
+            return False
+        self._seen.add(id(value))
+        self._keep.append(value)
+        return True
+
+    def _record(
+        self, label: str, mapping: Any, skip: frozenset[str] = frozenset()
+    ) -> None:
+        keys = tuple(k for k in mapping if k not in skip)
+        values = tuple(mapping[k] for k in keys)
+        self.maps.append((label, mapping, keys, values, len(mapping)))
+
+    def _space(self, label: str, mapping: Any, whole: bool = False) -> set[Any]:
+        """The keys of ``mapping`` walked so far; ``whole``: record every key."""
+        if id(mapping) not in self._spaces:
+            self._keep.append(mapping)
+            self._spaces[id(mapping)] = (label, mapping, set(), whole)
+        return self._spaces[id(mapping)][2]
+
+    def _lookup(
+        self,
+        label: str,
+        mapping: Any,
+        key: Any,
+        names: frozenset[str] | None,
+        own: bool,
+        depth: int,
+    ) -> None:
+        """Record ``mapping[key]`` (the code looks it up) and walk what it holds."""
+        used = self._space(label, mapping)
+        if key in used or key not in mapping:
+            return
+        used.add(key)
+        self._value(f"{label}.{key}", mapping[key], names, own, depth)
+
+    @staticmethod
+    def _code_names(code: types.CodeType, names: set[str]) -> set[str]:
+        """The globals and attributes ``code`` names, and its identifier-like strings
+        (``getattr(module, "name")``), nested functions' included."""
+        names.update(code.co_names)
+        for constant in code.co_consts:
+            if type(constant) is str and constant.isidentifier():
+                names.add(constant)
+            elif type(constant) is types.CodeType:
+                Contents._code_names(constant, names)
+        return names
+
+    def _value(
+        self,
+        label: str,
+        value: Any,
+        names: frozenset[str] | None,
+        own: bool,
+        depth: int,
+    ) -> None:
+        """Record what ``value`` runs with, as code that uses ``names`` reaches it (None: a
+        grader class or module, walked whole). ``own``: it hangs off a probe module, so its
+        containers and instances are recorded too."""
+        # type(), never isinstance(): a lazy object's __class__ may run code (and warn).
+        kind = type(value)
+        if issubclass(kind, _SCALARS):
+            return
+        if issubclass(kind, types.ModuleType):
+            if names is not None and getattr(value, "__name__", None) not in _UNWALKED:
+                namespace = vars(value)
+                for key in names & namespace.keys():
+                    self._lookup(value.__name__, namespace, key, names, own, depth)
+        elif kind is types.FunctionType:
+            if depth <= _DEPTH and id(value) not in self._seen:
+                self._functions.append((label, value, own, depth))
+        elif issubclass(kind, type):
+            if _mutable_class(value):
+                self._class(label, value, names, own, depth)
+        elif kind in (types.MethodType, classmethod, staticmethod):
+            self._value(label, value.__func__, names, own, depth)
+        elif kind is property:
+            for part in (value.fget, value.fset, value.fdel):
+                self._value(label, part, names, own, depth)
+        elif kind is functools.partial:
+            self._value(f"{label}.func", value.func, names, own, depth)
+            self._value(f"{label}.args", value.args, names, True, depth)
+            self._container(f"{label}.keywords", value.keywords, depth)
+        elif kind.__name__ == "_ArrayFunctionDispatcher":  # numpy's public functions
+            self._value(label, value._implementation, names, own, depth)
+        elif own:
+            self._container(label, value, depth)
+
+    def _function(
+        self, label: str, function: types.FunctionType, own: bool, depth: int
+    ) -> None:
+        if not self._first(function):
+            return
+        names = frozenset(self._code_names(function.__code__, set()))
+        namespace = function.__globals__
+        home = str(namespace.get("__name__", label))
+        mine = home.startswith(("autograder", "course_lib"))
+        for key in names & namespace.keys():
+            self._lookup(home, namespace, key, names, mine, depth + 1)
+        attributes = vars(function)
+        self.dicts_of.append((f"{label}.__dict__", function, attributes))
+        self._record(f"{label}.__dict__", attributes)
+        for key, value in list(attributes.items()):
+            self._value(f"{label}.{key}", value, names, own, depth)
+        keywords = function.__kwdefaults__
+        if keywords:
+            self._record(f"{label}.__kwdefaults__", keywords)
+            for key, value in list(keywords.items()):
+                where = f"{label}.__kwdefaults__[{key!r}]"
+                self._value(where, value, names, True, depth)
+        for index, value in enumerate(function.__defaults__ or ()):
+            self._value(f"{label}.__defaults__[{index}]", value, names, True, depth)
+        for index, cell in enumerate(function.__closure__ or ()):
+            if _filled(cell):
+                where = f"{label}.__closure__[{index}]"
+                self.cells.append((where, cell, cell.cell_contents))
+                self._value(where, cell.cell_contents, names, own, depth)
+
+    def _class(
+        self,
+        label: str,
+        cls: type,
+        names: frozenset[str] | None,
+        own: bool,
+        depth: int,
+    ) -> None:
+        whole = str(cls.__module__).startswith(("autograder", "course_lib"))
+        # vars() makes a new mappingproxy each time: keep the first, as the class's key.
+        namespace = self._class_dicts.setdefault(cls, vars(cls))
+        self._classes[id(namespace)] = cls
+        for key in list(namespace):
+            if (
+                whole
+                or names is None
+                or not isinstance(key, str)
+                or key in names
+                or (key.startswith("__") and key.endswith("__"))
+            ):
+                self._lookup(
+                    label, namespace, key, None if whole else names, own, depth
+                )
+        if self._first(cls):
+            for base in cls.__mro__[1:]:
+                if _mutable_class(base):
+                    where = f"{base.__module__}.{base.__qualname__}"
+                    self._class(where, base, names, own, depth)
+
+    def _container(self, label: str, value: Any, depth: int) -> None:
+        kind = type(value)
+        if kind in (dict, list, tuple, set, frozenset):
+            if len(value) > _CONTAINER_CAP or not self._first(value):
+                return
+            if kind is dict:
+                self._record(label, value)
+            elif kind is list:
+                self.lists.append((label, value, tuple(value)))
+            elif kind is set:
+                self.sets.append((label, value, frozenset(value)))
+            items = value.items() if kind is dict else enumerate(value)
+            for key, item in list(items):
+                self._value(f"{label}[{key!r}]", item, None, True, depth)
+        elif str(kind.__module__).startswith(("autograder", "course_lib")) and (
+            type(getattr(value, "__dict__", None)) is dict
+        ):
+            if not self._first(value):
+                return
+            skip = _REASSIGNED.get(kind.__name__, frozenset())
+            self._record(f"{label}.__dict__", vars(value), skip)
+            for key, item in list(vars(value).items()):
+                if key not in skip:
+                    self._value(f"{label}.{key}", item, None, True, depth)
+
+    # ------------------------------------------------------------------ verification
+
+    def _compile(self) -> None:
+        """The getters :meth:`unchanged` runs: one C-level pass over every recorded value."""
+        full = [(m, k, v) for _, m, k, v, _ in self.maps if k]
+        self._full_maps = [m for m, _, _ in full]
+        self._getters = [operator.itemgetter(*k, k[0]) for _, k, _ in full]
+        self._flat = tuple(
+            itertools.chain.from_iterable((*v, v[0]) for _, _, v in full)
+        )
+        self._all_maps = [m for _, m, _, _, _ in self.maps]
+        self._lengths = [n for _, _, _, _, n in self.maps]
+        self._lists = [lst for _, lst, _ in self.lists]
+        self._list_flat = tuple(
+            itertools.chain.from_iterable(t for _, _, t in self.lists)
+        )
+        self._list_lengths = [len(t) for _, _, t in self.lists]
+        self._cells = [cell for _, cell, _ in self.cells]
+        self._cell_values = tuple(value for _, _, value in self.cells)
+        self._functions = [function for _, function, _ in self.dicts_of]
+        self._function_dicts = tuple(d for _, _, d in self.dicts_of)
+
+    def size(self) -> dict[str, int]:
+        """How much is verified (for the measurements in docs/DEVELOPING.md)."""
+        return {
+            "mappings": len(self.maps),
+            "values": len(self._flat) - len(self._getters),
+            "cells": len(self.cells),
+            "lists": len(self.lists),
+            "functions": len(self.dicts_of),
+        }
+
+    def unchanged(self) -> bool:
+        """Whether every recorded value is still in place (exact: identity and lengths)."""
+        try:
+            return (
+                list(map(len, self._all_maps)) == self._lengths
+                and all(
+                    map(
+                        operator.is_,
+                        itertools.chain.from_iterable(
+                            map(operator.call, self._getters, self._full_maps)
+                        ),
+                        self._flat,
+                    )
+                )
+                and all(map(operator.is_, map(_CELL, self._cells), self._cell_values))
+                and all(
+                    map(operator.is_, map(_DICT, self._functions), self._function_dicts)
+                )
+                and list(map(len, self._lists)) == self._list_lengths
+                and all(
+                    map(
+                        operator.is_,
+                        itertools.chain.from_iterable(self._lists),
+                        self._list_flat,
+                    )
+                )
+                and all(s == frozen for _, s, frozen in self.sets)
+            )
+        except (KeyError, ValueError, TypeError):
+            return False
+
+    def changes(self) -> list[str]:
+        """What was edited since the snapshot (restored); additions the interpreter makes by
+        itself are accepted."""
+        if self.unchanged():
+            return []
+        changed: list[str] = []
+        for index, (label, mapping, keys, values, _) in enumerate(self.maps):
+            namespace = id(mapping) in self._spaces  # a module's or a class's
+            for key, value in zip(keys, values, strict=True):
+                if mapping.get(key, _MISSING) is not value:
+                    changed.append(
+                        f"{label}.{key}" if namespace else f"{label}[{key!r}]"
+                    )
+                    self._put(mapping, key, value)
+            if len(mapping) != self._lengths[index]:
+                owner = label if isinstance(mapping, dict) else ""
+                for key in [k for k in list(mapping) if k not in keys]:
+                    if not _added_by_python(owner, key, mapping[key]):
+                        where = f"{label}.{key}" if namespace else f"{label}[{key!r}]"
+                        changed.append(f"{where} (added)")
+                        self._put(mapping, key, _MISSING)
+                self._lengths[index] = len(mapping)
+        for label, cell, value in self.cells:
+            if not _filled(cell) or cell.cell_contents is not value:
+                changed.append(label)
+                cell.cell_contents = value
+        for label, function, attributes in self.dicts_of:
+            if function.__dict__ is not attributes:
+                changed.append(f"{label} (replaced)")
+                with contextlib.suppress(TypeError, AttributeError):
+                    function.__dict__ = attributes
+        for label, items, values in self.lists:
+            if len(items) != len(values) or any(map(operator.is_not, items, values)):
+                changed.append(label)
+                items[:] = values
+        for label, items, frozen in self.sets:
+            if items != frozen:
+                changed.append(label)
+                items.clear()
+                items.update(frozen)
+        return changed
+
+    def _put(self, mapping: Any, key: Any, value: Any) -> None:
+        """Restore ``mapping[key]`` (``_MISSING``: delete it); a class's dict via its class."""
+        with contextlib.suppress(Exception):
+            if isinstance(mapping, dict):
+                if value is _MISSING:
+                    mapping.pop(key, None)
+                else:
+                    mapping[key] = value
+            elif (cls := self._classes.get(id(mapping))) is not None:
+                if value is _MISSING:
+                    delattr(cls, key)
+                else:
+                    setattr(cls, key, value)
 
 
 # --------------------------------------------------------------------------- running cells
@@ -409,7 +844,7 @@ def serve(in_fd: int, out_fd: int) -> int:
         importlib.import_module(module)
     sys.path[:] = [p for p in init.get("sys_path_after", sys.path) if p]
     torch.set_num_threads(1)
-    snapshot = Snapshot()
+    snapshot = Snapshot(init["probe_modules"])
     policy = sandbox.Policy.from_dict(init["policy"])
     limits = sandbox.Limits(**init["limits"])
     try:
