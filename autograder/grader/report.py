@@ -56,6 +56,8 @@ class Outcome:
     sandbox: str | None = None
     seconds: float = 0.0
     output_bytes: int = 0
+    #: The worker's control group: CPU seconds of all its processes, quota, throttled periods.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -319,6 +321,7 @@ def write_submission(out: Path, outcome: Outcome) -> dict[str, Any]:
         "seconds": round(outcome.seconds, 3),
         "sandbox": outcome.sandbox,
         "output_bytes": outcome.output_bytes,
+        "cpu": outcome.cpu,
     }
     timing["tests"] = {t.test_name: round(t.seconds, 4) for t in outcome.tests}
     write_atomic(folder / "grading.json", json.dumps(timing, indent=1) + "\n")

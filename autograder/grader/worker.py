@@ -333,6 +333,19 @@ _UNWALKED = frozenset({"sys", "builtins", "__main__"})
 #: modules import (``copy``, ``numpy``, ``torch``), 2 the modules those modules' functions
 #: look their globals up in (``numpy._core.numeric`` for ``numpy.allclose``).
 _DEPTH = 64
+#: Libraries whose functions and classes are recorded by identity where the walk meets them
+#: but not walked into: compilers and symbolic maths that eager probe code reaches only through
+#: ``torch._dynamo``'s disable wrapper around ``torch.manual_seed`` (their code names reach
+#: thousands of functions: 5,000 more to compare after every call).
+_OPAQUE = (
+    "torch._dynamo",
+    "torch._inductor",
+    "torch.fx",
+    "torch.export",
+    "torch.utils._sympy",
+    "sympy",
+    "mpmath",
+)
 #: Keys the interpreter adds to a namespace by itself: a warning issued from a module's code,
 #: a class's ``__annotations__`` created on first read.
 _ADDED_BY_PYTHON = frozenset({"__warningregistry__", "__annotations__"})
@@ -488,10 +501,14 @@ class Contents:
         if issubclass(kind, _SCALARS):
             return
         if issubclass(kind, types.ModuleType):
-            if names is not None and getattr(value, "__name__", None) not in _UNWALKED:
+            name = getattr(value, "__name__", None)
+            if names is not None and isinstance(name, str) and name not in _UNWALKED:
+                # Containers count only in the grader's own modules: a library's (such as
+                # linecache.cache) change as it runs.
+                mine = name.startswith(("autograder", "course_lib"))
                 namespace = vars(value)
                 for key in names & namespace.keys():
-                    self._lookup(value.__name__, namespace, key, names, own, depth)
+                    self._lookup(name, namespace, key, names, mine, depth)
         elif kind is types.FunctionType:
             if depth <= _DEPTH and id(value) not in self._seen:
                 self._functions.append((label, value, own, depth))
@@ -515,7 +532,7 @@ class Contents:
     def _function(
         self, label: str, function: types.FunctionType, own: bool, depth: int
     ) -> None:
-        if not self._first(function):
+        if not self._first(function) or str(function.__module__).startswith(_OPAQUE):
             return
         names = frozenset(self._code_names(function.__code__, set()))
         namespace = function.__globals__
@@ -550,6 +567,8 @@ class Contents:
         own: bool,
         depth: int,
     ) -> None:
+        if str(cls.__module__).startswith(_OPAQUE):
+            return
         whole = str(cls.__module__).startswith(("autograder", "course_lib"))
         # vars() makes a new mappingproxy each time: keep the first, as the class's key.
         namespace = self._class_dicts.setdefault(cls, vars(cls))
@@ -719,6 +738,15 @@ class Contents:
 # --------------------------------------------------------------------------- running cells
 
 
+def _warm_up() -> None:
+    """Run once, before the snapshot, what sets itself up on first use: the snapshot must
+    see it done, or an honest first use looks like tampering. ``torch._dynamo`` wraps
+    ``torch.manual_seed`` and caches a wrapper in its ``__dict__`` on the first call. The
+    global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+
+
 def _display(*objects: Any, **kwargs: Any) -> None:
     """IPython's ``display`` builtin does nothing while grading."""
 
@@ -746,7 +774,7 @@ def _run_cell(
     except SyntaxError as error:
         return f"has a syntax error on line {error.lineno}: {error.msg}"
     try:
-        with time_limit(seconds, _SoftTimeout, cpu=False):
+        with time_limit(seconds, _SoftTimeout, wall=seconds):
             exec(code, namespace)
     except _SoftTimeout:
         return f"did not finish within {seconds:.0f} s (an infinite loop, or too much work for grading?)"
@@ -807,7 +835,7 @@ def _call(
 ) -> tuple[dict[str, Any], bytes]:
     args, kwargs = transport.unpickle_args(payload)
     try:
-        with time_limit(seconds, _SoftTimeout, cpu=False):
+        with time_limit(seconds, _SoftTimeout, wall=seconds):
             result = probe(Student(namespace), *args, **kwargs)
         return {"op": "result"}, transport.encode(result)
     except _SoftTimeout:
@@ -844,6 +872,7 @@ def serve(in_fd: int, out_fd: int) -> int:
         importlib.import_module(module)
     sys.path[:] = [p for p in init.get("sys_path_after", sys.path) if p]
     torch.set_num_threads(1)
+    _warm_up()
     snapshot = Snapshot(init["probe_modules"])
     policy = sandbox.Policy.from_dict(init["policy"])
     limits = sandbox.Limits(**init["limits"])
