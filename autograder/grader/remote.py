@@ -562,8 +562,9 @@ class Session:
             self._worker.kill()
             self.output_bytes += self._worker.output_bytes
             for key, value in (self._worker.usage or {}).items():
-                # CPU seconds and throttled periods add up over restarts; the quota stays.
-                self.cpu[key] = value if key == "cpus" else self.cpu.get(key, 0) + value
+                # CPU seconds and throttled periods add up over restarts; the rest do not.
+                added = key in ("cpu_s", "throttled")
+                self.cpu[key] = self.cpu.get(key, 0) + value if added else value
             self._worker = None
 
     def restart_worker(self) -> None:

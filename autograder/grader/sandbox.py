@@ -756,17 +756,22 @@ def _kill_members(directory: str) -> None:
 
 
 def group_usage(name: str) -> dict[str, float] | None:
-    """CPU seconds used by every process that was ever in group ``name`` and the times the
-    quota stopped them (``throttled``), or None where there is no such group."""
+    """CPU seconds used by every process that was ever in group ``name`` (``cpu_s``), its
+    quota in cores (``cpus``, -1: none), the periods the quota stopped it (``throttled``) and
+    the most tasks it held at once (``peak_processes``, where the kernel counts it; 0
+    otherwise), or None where there is no such group."""
     where = group_dirs(name)
     if where is None:
         return None
     version, dirs = where
     if not any(os.path.isdir(d) for d in dirs):
         return None
-    used = throttled = 0.0
+    used = throttled = peak = 0.0
     quota = -1.0
     for directory in dirs:
+        most = _read(directory, "pids.peak").strip()
+        if most.isdigit():
+            peak = max(peak, float(most))
         stat_lines = dict(
             line.split(maxsplit=1)
             for line in _read(directory, "cpu.stat").splitlines()
@@ -786,7 +791,12 @@ def group_usage(name: str) -> dict[str, float] | None:
             if raw.lstrip("-").isdigit() and int(raw) > 0:
                 period = float(_read(directory, "cpu.cfs_period_us") or _CPU_PERIOD_US)
                 quota = int(raw) / period
-    return {"cpu_s": round(used, 3), "throttled": throttled, "cpus": quota}
+    return {
+        "cpu_s": round(used, 3),
+        "throttled": throttled,
+        "cpus": quota,
+        "peak_processes": peak,
+    }
 
 
 def release_group(name: str | None) -> dict[str, float] | None:

@@ -4,8 +4,9 @@ its own, slows only itself.
 Two ``autograde grade --jobs 2`` runs of the fake assignment: an honest submission alone (the
 baseline), then the same honest submission next to a hostile one that starts 40 busy loops
 with ``setsid`` from a shell (no audit hook sees them). The honest one keeps its points; the
-hostile one's control group counted every loop's CPU and held it to its quota; no loop
-outlives the batch. The honest submission's slowdown is printed (a ratio against the
+hostile one's control group held every loop and held them together to its quota; no loop
+outlives the batch. (Whether the quota had to stop them depends on the machine's load: on a
+loaded machine the group's fair share is below its quota.) The honest submission's slowdown is printed (a ratio against the
 baseline, never asserted: it depends on the machine's load).
 """
 
@@ -79,14 +80,15 @@ def test_busy_processes_in_their_own_sessions_slow_only_their_submission(
     data = b.results(out, "honest")
     b.assert_contained(data, "honest", {"add_one": 2, "double": 2}, None, "")
 
-    # Every loop was counted in the hostile submission's group and held to its quota.
-    cpu = _timing(out, "hostile")["cpu"]
-    seconds = _timing(out, "hostile")["seconds"]
+    # Every loop was in the hostile submission's group, and the group held to its quota.
+    timing = _timing(out, "hostile")
+    cpu, seconds = timing["cpu"], timing["seconds"]
     quota = sandbox.Limits().cpus
     assert cpu["cpus"] == quota, cpu
-    assert cpu["throttled"] > 0, cpu  # the quota stopped the loops, in the kernel's count
-    # CPU used <= quota x the wall time its workers lived (within the submission's seconds),
-    # plus one scheduling period of slack per worker start (10 ms each; 1 s covers 100).
+    if cpu["peak_processes"]:  # where the kernel counts it (pids.peak)
+        assert cpu["peak_processes"] > LOOPS, cpu
+    # CPU used <= quota x the time its workers lived (within the submission's seconds), plus
+    # a period of slack per worker start (0.1 s each, 10 starts at most).
     assert cpu["cpu_s"] <= quota * seconds + 1.0, (cpu, seconds)
     # ... and none of them outlived the batch.
     assert _survivors() == []
@@ -96,5 +98,6 @@ def test_busy_processes_in_their_own_sessions_slow_only_their_submission(
     print(
         f"\nhonest neighbour: {before:.1f} s alone, {after:.1f} s next to {LOOPS} busy loops "
         f"(slowdown x{after / before:.2f}); the hostile group used {cpu['cpu_s']:.1f} CPU s "
-        f"in {seconds:.1f} s, throttled {cpu['throttled']:.0f} times"
+        f"in {seconds:.1f} s (quota {quota} CPU), throttled {cpu['throttled']:.0f} times; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
