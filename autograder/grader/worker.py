@@ -873,7 +873,6 @@ def serve(in_fd: int, out_fd: int) -> int:
     sys.path[:] = [p for p in init.get("sys_path_after", sys.path) if p]
     torch.set_num_threads(1)
     _warm_up()
-    snapshot = Snapshot(init["probe_modules"])
     policy = sandbox.Policy.from_dict(init["policy"])
     limits = sandbox.Limits(**init["limits"])
     try:
@@ -886,6 +885,8 @@ def serve(in_fd: int, out_fd: int) -> int:
         return 3
     # The userns level leaves this process as init of a PID namespace (a new pid).
     main_pid = os.getpid()
+    # After enter(): its fork (the userns level) re-creates threading's locks in the child.
+    snapshot = Snapshot(init["probe_modules"])
     # From here on the process runs untrusted code: report forbidden attempts at once.
     sandbox.install_audit_hook(
         policy, limits, lambda header: send(out_fd, header), snapshot.code_written
