@@ -30,6 +30,13 @@ strongest first:
     Python can defeat an audit hook, so this level does not isolate: ``autograde`` refuses it
     unless ``--insecure`` is given.
 
+Where the grader may create a control group (root; cgroup v2 or v1), the worker first joins
+one of its own (:func:`join_group`): it and every process it starts, whatever session or
+process group they make, share :attr:`Limits.cpus` cores, ``max_processes`` tasks and a
+memory limit, and the judge kills and counts them together (:func:`release_group`). Where it
+may not (``userns`` as an ordinary user), each process has its own CPU-seconds limit and the
+PID namespace kills them all with the worker.
+
 Every level sets the resource limits (address space, CPU seconds, processes, file size,
 open files), ``PR_SET_NO_NEW_PRIVS`` and a parent-death signal, and installs an audit hook
 (:pep:`578`) that refuses, and reports to the judge, any attempt to import or read the
