@@ -20,6 +20,7 @@ import builtins
 import contextlib
 import errno
 import functools
+import gc
 import importlib
 import itertools
 import json
@@ -364,9 +365,15 @@ def _mutable_class(value: Any) -> bool:
     return isinstance(value, type) and not value.__flags__ & _IMMUTABLE_TYPE
 
 
-def _added_by_python(owner: str, key: Any, value: Any) -> bool:
-    """A key the interpreter may add to a verified namespace: a submodule imported late."""
+def _added_by_python(owner: str, key: Any, value: Any, library: bool = False) -> bool:
+    """A key the interpreter may add to a verified namespace: a submodule imported late; in
+    a library module's namespace (``library``) also what a lazily loaded module fills in,
+    unless it shadows a builtin its code would otherwise call (dunders are looked up in
+    builtins only)."""
     if key in _ADDED_BY_PYTHON:
+        return True
+    dunder = isinstance(key, str) and key.startswith("__") and key.endswith("__")
+    if library and (dunder or key not in vars(builtins)):
         return True
     return isinstance(value, types.ModuleType) and value.__name__ == f"{owner}.{key}"
 
@@ -404,6 +411,8 @@ class Contents:
         #: The class whose ``__dict__`` a recorded mappingproxy is (to restore through it).
         self._classes: dict[int, type] = {}
         self._class_dicts: dict[type, Any] = {}
+        #: (module or class, names) pairs walked: each code's names, once.
+        self._visits: set[tuple[int, int]] = set()
         self._seen: set[int] = set()
         self._keep: list[
             Any
@@ -428,8 +437,21 @@ class Contents:
         while self._functions:
             self._functions.sort(key=operator.itemgetter(3))
             self._function(*self._functions.pop(0))
+        #: Libraries' namespaces (not the grader's): they may gain entries (a module loaded
+        #: lazily fills its namespace) and keep counters and flags (``next_id``).
+        self._libraries: set[int] = set()
         for label, mapping, keys, whole in self._spaces.values():
-            present = tuple(k for k in mapping if whole or k in keys)
+            cls = self._classes.get(id(mapping))
+            home = cls.__module__ if cls is not None else mapping.get("__name__")
+            library = not str(home).startswith(("autograder", "course_lib"))
+            if library:
+                self._libraries.add(id(mapping))
+            present = tuple(
+                k
+                for k in mapping
+                if (whole or k in keys)
+                and not (library and type(mapping[k]) in (int, bool))
+            )
             values = tuple(mapping[k] for k in present)
             self.maps.append((label, mapping, present, values, len(mapping)))
         self._compile()
@@ -468,10 +490,20 @@ class Contents:
     ) -> None:
         """Record ``mapping[key]`` (the code looks it up) and walk what it holds."""
         used = self._space(label, mapping)
-        if key in used or key not in mapping:
+        if key not in mapping:
             return
+        value = mapping[key]
+        if key in used:
+            # A module or class met again is walked again under this code's names (each
+            # function reaches its own attributes of ``np``); once per value and names.
+            if not isinstance(value, (types.ModuleType, type)) or names is None:
+                return
+            visit = (id(value), id(names))
+            if visit in self._visits:
+                return
+            self._visits.add(visit)
         used.add(key)
-        self._value(f"{label}.{key}", mapping[key], names, own, depth)
+        self._value(f"{label}.{key}", value, names, own, depth)
 
     @staticmethod
     def _code_names(code: types.CodeType, names: set[str]) -> set[str]:
@@ -535,6 +567,7 @@ class Contents:
         if not self._first(function) or str(function.__module__).startswith(_OPAQUE):
             return
         names = frozenset(self._code_names(function.__code__, set()))
+        self._keep.append(names)  # its id keys self._visits
         namespace = function.__globals__
         home = str(namespace.get("__name__", label))
         mine = home.startswith(("autograder", "course_lib"))
@@ -570,8 +603,14 @@ class Contents:
         if str(cls.__module__).startswith(_OPAQUE):
             return
         whole = str(cls.__module__).startswith(("autograder", "course_lib"))
-        # vars() makes a new mappingproxy each time: keep the first, as the class's key.
-        namespace = self._class_dicts.setdefault(cls, vars(cls))
+        # The class's own dict behind its mappingproxy: read in C much faster (and vars()
+        # makes a new proxy each time). Restored through the class, never written directly.
+        if cls not in self._class_dicts:
+            behind = gc.get_referents(vars(cls))
+            self._class_dicts[cls] = (
+                behind[0] if len(behind) == 1 and type(behind[0]) is dict else vars(cls)
+            )
+        namespace = self._class_dicts[cls]
         self._classes[id(namespace)] = cls
         for key in list(namespace):
             if (
@@ -694,8 +733,12 @@ class Contents:
                     self._put(mapping, key, value)
             if len(mapping) != self._lengths[index]:
                 owner = label if isinstance(mapping, dict) else ""
+                # A class gaining an attribute shadows its bases': never accepted.
+                library = (
+                    id(mapping) in self._libraries and id(mapping) not in self._classes
+                )
                 for key in [k for k in list(mapping) if k not in keys]:
-                    if not _added_by_python(owner, key, mapping[key]):
+                    if not _added_by_python(owner, key, mapping[key], library):
                         where = f"{label}.{key}" if namespace else f"{label}[{key!r}]"
                         changed.append(f"{where} (added)")
                         self._put(mapping, key, _MISSING)
@@ -723,16 +766,16 @@ class Contents:
     def _put(self, mapping: Any, key: Any, value: Any) -> None:
         """Restore ``mapping[key]`` (``_MISSING``: delete it); a class's dict via its class."""
         with contextlib.suppress(Exception):
-            if isinstance(mapping, dict):
-                if value is _MISSING:
-                    mapping.pop(key, None)
-                else:
-                    mapping[key] = value
-            elif (cls := self._classes.get(id(mapping))) is not None:
+            if (cls := self._classes.get(id(mapping))) is not None:
                 if value is _MISSING:
                     delattr(cls, key)
                 else:
                     setattr(cls, key, value)
+            elif isinstance(mapping, dict):
+                if value is _MISSING:
+                    mapping.pop(key, None)
+                else:
+                    mapping[key] = value
 
 
 # --------------------------------------------------------------------------- running cells
