@@ -757,11 +757,11 @@ class Contents:
             if len(items) != len(values) or any(map(operator.is_not, items, values)):
                 changed.append(label)
                 items[:] = values
-        for label, items, frozen in self.sets:
-            if items != frozen:
+        for label, members, frozen in self.sets:
+            if members != frozen:
                 changed.append(label)
-                items.clear()
-                items.update(frozen)
+                members.clear()
+                members.update(frozen)
         return changed
 
     def _put(self, mapping: Any, key: Any, value: Any) -> None:
