@@ -45,7 +45,9 @@ test-gpu: $(STAMP)
 
 ## The README's first command: release the assignments and grade the demo class.
 grade: $(STAMP)
-	$(PY) -m autograder.grader.cli demo
+	@# The console script, not `python -m`: the judges' fork server re-imports __main__, and a
+	@# module run with -m that the server preloaded makes runpy warn on every judge start.
+	$(VENV)/bin/autograde demo
 
 release: $(STAMP)
 	$(PY) scripts/release.py

@@ -6,10 +6,13 @@ wall-clock time is only a backstop, :data:`WALL_CLOCK_FACTOR` times longer, for 
 sleeps or waits instead of computing. A property run in process (``core.run_property``) is
 limited this way.
 
-The CI grader's worker is the exception, by design: its judge waits for each cell and each
-probe call on a wall-clock deadline (``autograder.grader.remote``; it must, since a stopped
-or blocked worker spends no CPU), so the worker's own soft limit is wall-clock too
-(``cpu=False``) and fires just before the judge's. The per-submission and per-cell budgets
+The CI grader's worker counts both: its judge waits for each cell and each probe call on a
+wall-clock deadline (``autograder.grader.remote``; it must, since a stopped or blocked worker
+spends no CPU), so the worker's soft limit is the same number of CPU seconds *and* of wall
+seconds (``wall=seconds``), whichever comes first, just before the judge's. Its CPU share is
+what keeps a busy machine from eating an honest submission's wall clock: every worker and
+every process it starts share one control group with a CPU quota
+(:func:`autograder.grader.sandbox.join_group`). The per-submission and per-cell budgets
 themselves are :class:`autograder.grader.sandbox.Limits`.
 """
 
@@ -29,7 +32,11 @@ WALL_CLOCK_FACTOR = 6.0
 
 @contextlib.contextmanager
 def time_limit(
-    seconds: float, error: Callable[[], BaseException], *, cpu: bool = True
+    seconds: float,
+    error: Callable[[], BaseException],
+    *,
+    cpu: bool = True,
+    wall: float | None = None,
 ) -> Iterator[None]:
     """Raise ``error()`` inside the block once its time is up.
 
@@ -42,6 +49,8 @@ def time_limit(
             ``Exception``, so that student code's ``except Exception`` cannot swallow it.
         cpu: Count CPU seconds (SIGPROF) with a wall-clock backstop :data:`WALL_CLOCK_FACTOR`
             times longer (SIGALRM); False: wall-clock only (at least a millisecond).
+        wall: With ``cpu``, the wall-clock backstop in seconds instead (the worker's: the
+            same as ``seconds``).
     """
     usable = (
         hasattr(signal, "SIGALRM")
@@ -59,7 +68,8 @@ def time_limit(
     previous = {sig: signal.signal(sig, _raise) for sig in signals}
     if cpu:
         signal.setitimer(signal.ITIMER_PROF, seconds)
-        signal.setitimer(signal.ITIMER_REAL, seconds * WALL_CLOCK_FACTOR)
+        backstop = seconds * WALL_CLOCK_FACTOR if wall is None else wall
+        signal.setitimer(signal.ITIMER_REAL, max(backstop, 0.001))
     else:
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
     try:

@@ -58,24 +58,49 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 #: Test files that share a session's expensive state go to one pytest-xdist worker together
 #: (``make test`` runs ``-n 2 --dist loadgroup``): the graded corpus cached by
-#: ``tests.corpus.grade``, and the nbgrader courses of ``tests/test_notebooks/conftest.py``.
-#: Every other file is a group of its own, so its module fixtures are built once.
+#: ``tests.corpus.grade``. The nbgrader courses of ``tests/test_notebooks/conftest.py``
+#: (session fixtures parametrized by assignment) are grouped by assignment, so the five
+#: courses spread over the workers and each is built once. Every other file is a group of its
+#: own, so its module fixtures are built once.
 SHARED_GROUPS = {
     "test_corpus.py": "corpus",
     "test_known_bugs.py": "corpus",
-    "test_nbgrader_pipeline.py": "nbgrader-course",
-    "test_notebook_format.py": "nbgrader-course",
-    "test_release_in_sync.py": "nbgrader-course",
 }
+#: Groups that take minutes: scheduled first, so that no long group starts last and runs
+#: alone on one worker while the other idles (longest first).
+HEAVY = (
+    "nbgrader-course",
+    "corpus",
+    "test_instructor.py",
+    "test_cluster.py",
+    "test_solutions_run.py",
+    "test_hostile.py",
+    "test_batch.py",
+    "test_nonroot.py",
+    "test_fair_cpu.py",
+    "test_browser.py",
+)
+
+
+def _group(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "generated" in callspec.params:
+        return f"nbgrader-course-{callspec.params['generated']}"
+    return SHARED_GROUPS.get(item.path.name, str(item.path))
+
+
+def _weight(item: pytest.Item) -> int:
+    group = _group(item)
+    return next((i for i, h in enumerate(HEAVY) if h in group), len(HEAVY))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    items.sort(key=_weight)  # stable: a file's tests keep their order
     for item in items:
-        group = SHARED_GROUPS.get(item.path.name, str(item.path))
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

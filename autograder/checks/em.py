@@ -328,7 +328,7 @@ def right(problem: Mixture, kind: str = "ordinary") -> Right:
     key, table = answer_key(problem, kind), _table()
     if f"{key}/log_joint" not in table:
         raise KeyError(f"no tabulated answer for {problem!r} ({kind})")
-    values = {field: table[f"{key}/{field}"] for field in Right.FIELDS}
+    values: dict[str, Any] = {field: table[f"{key}/{field}"] for field in Right.FIELDS}
     return Right(**{**values, "loglik": float(values["loglik"])})
 
 

@@ -2157,7 +2157,7 @@ def _clamped_log_weights(model: ScoringVAE, x: Tensor, eps: Tensor) -> Tensor:
 
 def _same_bound(got: Tensor, candidate: Tensor) -> bool:
     return got.shape == candidate.shape and torch.allclose(
-        got.double(), candidate, **_IWAE_TOL
+        got.double(), candidate, rtol=_IWAE_TOL["rtol"], atol=_IWAE_TOL["atol"]
     )
 
 

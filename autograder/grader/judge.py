@@ -733,6 +733,7 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
         session.close()
     outcome.cell_errors = dict(sorted(session.cell_errors.items()))
     outcome.output_bytes = session.output_bytes
+    outcome.cpu = dict(session.cpu)
     for event in session.events:
         note = f"{event.op}: {event.what}{_where(event.cell)}" + (
             f" (while checking {event.task})" if event.task else ""

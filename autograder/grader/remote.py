@@ -342,6 +342,7 @@ class _Worker:
             for fd in child_fds:
                 os.close(fd)
         self.pid = self.handle.pid
+        self.usage: dict[str, float] | None = None
         self.channel = _Channel(from_worker[0], to_worker[1], limits.result_mb << 20)
         self.output_fd = output[0]
         self.output = bytearray()
@@ -384,6 +385,8 @@ class _Worker:
             and self.policy.uid is not None
         ):
             sandbox.kill_uid(self.policy.uid)
+        # Every process the worker started, whatever session it made: killed, counted.
+        self.usage = sandbox.release_group(self.policy.cgroup)
         self.handle.wait(10)
         for fd in (self.channel.read_fd, self.channel.write_fd):
             with contextlib.suppress(OSError):
@@ -447,6 +450,8 @@ class Session:
     restarts: int = 0
     calls: int = 0
     output_bytes: int = 0
+    #: What the workers' control group counted (``sandbox.group_usage``); empty without one.
+    cpu: dict[str, float] = field(default_factory=dict)
     notebook_ran: bool = False
     _worker: _Worker | None = None
     _workdir: str | None = None
@@ -557,6 +562,10 @@ class Session:
         if self._worker is not None:
             self._worker.kill()
             self.output_bytes += self._worker.output_bytes
+            for key, value in (self._worker.usage or {}).items():
+                # CPU seconds and throttled periods add up over restarts; the rest do not.
+                added = key in ("cpu_s", "throttled")
+                self.cpu[key] = self.cpu.get(key, 0) + value if added else value
             self._worker = None
 
     def restart_worker(self) -> None:

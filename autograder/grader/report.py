@@ -71,6 +71,8 @@ class Outcome:
     output_bytes: int = 0
     #: The ``visibility`` of the hidden tier's tests in results.json (:data:`VISIBILITIES`).
     hidden_visibility: str = HIDDEN_VISIBILITY
+    #: The worker's control group: CPU seconds of all its processes, quota, throttled periods.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -367,6 +369,7 @@ def write_submission(out: Path, outcome: Outcome) -> dict[str, Any]:
         "seconds": round(outcome.seconds, 3),
         "sandbox": outcome.sandbox,
         "output_bytes": outcome.output_bytes,
+        "cpu": outcome.cpu,
     }
     timing["tests"] = {t.test_name: round(t.seconds, 4) for t in outcome.tests}
     write_atomic(folder / "grading.json", json.dumps(timing, indent=1) + "\n")

@@ -30,6 +30,13 @@ strongest first:
     Python can defeat an audit hook, so this level does not isolate: ``autograde`` refuses it
     unless ``--insecure`` is given.
 
+Where the grader may create a control group (root; cgroup v2 or v1), the worker first joins
+one of its own (:func:`join_group`): it and every process it starts, whatever session or
+process group they make, share :attr:`Limits.cpus` cores, ``max_processes`` tasks and a
+memory limit, and the judge kills and counts them together (:func:`release_group`). Where it
+may not (``userns`` as an ordinary user), each process has its own CPU-seconds limit and the
+PID namespace kills them all with the worker.
+
 Every level sets the resource limits (address space, CPU seconds, processes, file size,
 open files), ``PR_SET_NO_NEW_PRIVS`` and a parent-death signal, and installs an audit hook
 (:pep:`578`) that refuses, and reports to the judge, any attempt to import or read the
@@ -54,6 +61,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,6 +75,9 @@ __all__ = [
     "Policy",
     "enter",
     "die_with_parent",
+    "group_usage",
+    "join_group",
+    "release_group",
     "install_audit_hook",
     "kill_uid",
     "isolation_available",
@@ -102,6 +113,10 @@ class Limits:
     max_spawns: int = 16
     #: Largest result the judge reads back from one probe call.
     result_mb: int = 512
+    #: CPU cores the worker and every process it starts may use together (a control
+    #: group's quota, where the machine has one): a submission that starts many busy
+    #: processes slows only itself.
+    cpus: float = 1.0
 
     @property
     def cpu_s(self) -> int:
@@ -129,6 +144,8 @@ class Policy:
     hide_paths: list[str] = field(default_factory=list)
     #: Mount a private /tmp and /dev/shm (namespace level).
     private_tmp: bool = True
+    #: Name of the control group the worker joins (:func:`join_group`); None: none.
+    cgroup: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, sent to the worker."""
@@ -213,10 +230,11 @@ def plan(
                 covered.append(str(ancestor))
     covered = _outermost(covered)
     hide = [p for p in deny if not _under(p, covered) or _under(p, keep)]
+    uid = uid if uid is not None else _UID_BASE + os.getpid()
     return Policy(
         level=level,
         workdir=workdir,
-        uid=uid if uid is not None else _UID_BASE + os.getpid(),
+        uid=uid,
         repo_root=str(root) if root else None,
         keep_paths=_outermost(keep),
         deny_paths=deny,
@@ -224,6 +242,7 @@ def plan(
         whitelist_roots=covered,
         hide_paths=hide,
         private_tmp=not any(_under(p, ["/tmp"]) for p in keep),
+        cgroup=f"autograde-{uid}",
     )
 
 
@@ -570,6 +589,8 @@ def enter(policy: Policy, limits: Limits) -> str:
     """
     level = policy.level
     workdir = policy.workdir
+    if policy.cgroup:
+        join_group(policy.cgroup, limits)
     tasks = _tasks_of_current_user() if level in ("userns", "rlimits") else 0
     if level == "namespace":
         workdir = _enter_namespace(policy, limits)
@@ -597,6 +618,216 @@ def enter(policy: Policy, limits: Limits) -> str:
     if os.getppid() == 1:  # the judge died before the death signal was armed
         os._exit(1)
     return level
+
+
+# --------------------------------------------------------------------------- control groups
+
+#: The controllers a worker's group uses: CPU quota, CPU accounting, process count, memory.
+_CONTROLLERS = ("cpu", "cpuacct", "pids", "memory")
+_CPU_PERIOD_US = 100_000
+
+
+def _cgroup_mounts() -> dict[str, str]:
+    """Mount point per cgroup v1 controller, and ``""`` for the v2 hierarchy."""
+    mounts: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as info:
+        for line in info:
+            before, _, after = line.partition(" - ")
+            fields, extra = before.split(), after.split()
+            if len(fields) < 5 or len(extra) < 3:
+                continue
+            if extra[0] == "cgroup2":
+                mounts.setdefault("", fields[4])
+            elif extra[0] == "cgroup":
+                for option in extra[2].split(","):
+                    if option in _CONTROLLERS:
+                        mounts.setdefault(option, fields[4])
+    return mounts
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup per v1 controller, and ``""`` for its v2 cgroup."""
+    own: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as lines:
+        for line in lines:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller] = path
+    return own
+
+
+def group_dirs(name: str) -> tuple[str, list[str]] | None:
+    """Where the control group ``name`` lives, below this process's own cgroup: ``("v2",
+    [dir])`` where the v2 hierarchy offers the cpu controller, else ``("v1", [one dir per
+    controller mount])`` where a v1 cpu controller is mounted, else None."""
+    mounts, own = _cgroup_mounts(), _own_cgroups()
+    if "" in mounts and "" in own:
+        parent = os.path.join(mounts[""], own[""].lstrip("/"))
+        try:
+            with open(os.path.join(parent, "cgroup.controllers")) as handle:
+                available = handle.read().split()
+        except OSError:
+            available = []
+        if "cpu" in available:
+            return "v2", [os.path.join(parent, name)]
+    if "cpu" in mounts:
+        dirs = []
+        for controller in _CONTROLLERS:
+            if controller in mounts:
+                base = os.path.join(
+                    mounts[controller], own.get(controller, "/").lstrip("/")
+                )
+                path = os.path.join(base, name)
+                if path not in dirs:
+                    dirs.append(path)
+        return "v1", dirs
+    return None
+
+
+def _write(directory: str, name: str, value: str) -> bool:
+    try:
+        with open(os.path.join(directory, name), "w") as handle:
+            handle.write(value)
+    except OSError:
+        return False
+    return True
+
+
+def _read(directory: str, name: str) -> str:
+    try:
+        with open(os.path.join(directory, name)) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _vm_rss_mb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def join_group(name: str, limits: Limits) -> bool:
+    """Put this process (the worker, before it runs student code) in control group ``name``
+    with :class:`Limits`' CPU quota (``cpus``), process count and memory: every process it
+    starts is born there, and no unprivileged process can leave it (the group's files belong
+    to root), whatever session or process group it makes for itself.
+
+    Needs the right to create a cgroup (root, or a delegated v2 subtree). Returns whether
+    the CPU quota is in force; without it the worker relies on the other levels' limits
+    (per-process CPU seconds, the PID namespace that dies with the worker).
+    """
+    where = group_dirs(name)
+    if where is None:
+        return False
+    version, dirs = where
+    memory = str((_vm_rss_mb() + limits.memory_mb + limits.tmp_mb) << 20)
+    quota = str(max(1000, int(limits.cpus * _CPU_PERIOD_US)))
+    capped = False
+    for directory in dirs:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError:
+            continue
+        _kill_members(directory)  # a worker of this judge that was not released
+        if version == "v2":
+            parent = os.path.dirname(directory)
+            _write(parent, "cgroup.subtree_control", "+cpu +pids +memory")
+            capped = _write(directory, "cpu.max", f"{quota} {_CPU_PERIOD_US}")
+            _write(directory, "pids.max", str(limits.max_processes))
+            _write(directory, "memory.max", memory)
+        else:
+            if _write(directory, "cpu.cfs_period_us", str(_CPU_PERIOD_US)):
+                capped = _write(directory, "cpu.cfs_quota_us", quota) or capped
+            _write(directory, "pids.max", str(limits.max_processes))
+            _write(directory, "memory.limit_in_bytes", memory)
+        if not _write(directory, "cgroup.procs", str(os.getpid())):
+            return False
+    return capped
+
+
+def _members(directory: str) -> list[int]:
+    return [int(p) for p in _read(directory, "cgroup.procs").split() if p.isdigit()]
+
+
+def _kill_members(directory: str) -> None:
+    """SIGKILL every process of the group until none is left (a few seconds at most)."""
+    deadline = time.monotonic() + 5
+    while (members := _members(directory)) and time.monotonic() < deadline:
+        for pid in members:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def group_usage(name: str) -> dict[str, float] | None:
+    """CPU seconds used by every process that was ever in group ``name`` (``cpu_s``), its
+    quota in cores (``cpus``, -1: none), the periods the quota stopped it (``throttled``) and
+    the most tasks it held at once (``peak_processes``, where the kernel counts it; 0
+    otherwise), or None where there is no such group."""
+    where = group_dirs(name)
+    if where is None:
+        return None
+    version, dirs = where
+    if not any(os.path.isdir(d) for d in dirs):
+        return None
+    used = throttled = peak = 0.0
+    quota = -1.0
+    for directory in dirs:
+        most = _read(directory, "pids.peak").strip()
+        if most.isdigit():
+            peak = max(peak, float(most))
+        stat_lines = dict(
+            line.split(maxsplit=1)
+            for line in _read(directory, "cpu.stat").splitlines()
+            if " " in line
+        )
+        throttled = max(throttled, float(stat_lines.get("nr_throttled", 0)))
+        if version == "v2":
+            used = float(stat_lines.get("usage_usec", 0)) / 1e6
+            limit = _read(directory, "cpu.max").split()
+            if limit and limit[0] != "max":
+                quota = float(limit[0]) / float(limit[1])
+        else:
+            usage = _read(directory, "cpuacct.usage").strip()
+            if usage.isdigit():
+                used = float(usage) / 1e9
+            raw = _read(directory, "cpu.cfs_quota_us").strip()
+            if raw.lstrip("-").isdigit() and int(raw) > 0:
+                period = float(_read(directory, "cpu.cfs_period_us") or _CPU_PERIOD_US)
+                quota = int(raw) / period
+    return {
+        "cpu_s": round(used, 3),
+        "throttled": throttled,
+        "cpus": quota,
+        "peak_processes": peak,
+    }
+
+
+def release_group(name: str | None) -> dict[str, float] | None:
+    """Kill every process left in group ``name`` (forks in sessions of their own included),
+    report its usage (:func:`group_usage`) and remove it."""
+    if not name:
+        return None
+    where = group_dirs(name)
+    if where is None:
+        return None
+    for directory in where[1]:
+        if os.path.isdir(directory):
+            _kill_members(directory)
+    usage = group_usage(name)
+    for directory in where[1]:
+        for _ in range(50):
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+    return usage
 
 
 # --------------------------------------------------------------------------- the audit hook

@@ -19,6 +19,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import functools
+import gc
 import importlib
 import itertools
 import json
@@ -30,7 +32,7 @@ import socket
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -38,6 +40,7 @@ import torch
 from autograder import probes, transport
 from autograder.grader import sandbox
 from autograder.grader.wire import HEADER_LIMIT, receive, send
+from autograder.secrets import SECRET_MODULES
 from autograder.subject import Student, StudentError, describe_exception
 from autograder.timelimit import time_limit
 
@@ -77,6 +80,15 @@ _WATCHED_MODULES = (
     "threading",
 )
 _WATCHED_PREFIXES = ("autograder", "course_lib.")
+#: The grader's modules that run in the worker around every probe call: walked whole.
+_CORE = (
+    "autograder.grader.worker",
+    "autograder.grader.wire",
+    "autograder.transport",
+    "autograder.subject",
+    "autograder.timelimit",
+    "autograder.probes",
+)
 
 
 def _watched() -> Iterator[tuple[str, Any]]:
@@ -137,9 +149,14 @@ class Snapshot:
     """Identity of every function and class in the watched modules, of each function's code
     object, defaults and closure cells, and of the watched ``sys.modules`` entries, to detect
     monkeypatching (``probes.invoke_probe = ...``, ``transport.encode.__code__ = ...``,
-    ``sys.modules["autograder.probes"] = ...``)."""
+    ``sys.modules["autograder.probes"] = ...``); and, by content, everything the probes and
+    the codec reach (:class:`Contents`: what is edited in place).
 
-    def __init__(self) -> None:
+    Args:
+        roots: Prefixes of the probe modules (the judge's ``probe_modules``).
+    """
+
+    def __init__(self, roots: Iterable[str] = ("autograder", "course_lib")) -> None:
         self.entries: list[tuple[str, Any, str, Any]] = []
         self.functions: list[tuple[str, types.FunctionType, bool, tuple[Any, ...]]] = []
         self.modules: dict[str, types.ModuleType] = {}
@@ -161,6 +178,29 @@ class Snapshot:
                                 _function_state(value, own),
                             )
                         )
+        prefixes = tuple(roots)
+        self.contents = Contents(
+            [
+                module
+                for name, module in sorted(sys.modules.items())
+                if module is not None
+                and (
+                    name in prefixes
+                    or name.startswith(tuple(p + "." for p in prefixes))
+                )
+                and not name.startswith(SECRET_MODULES)
+            ],
+            core=_CORE,
+        )
+        # Every function the probes reach, wherever it lives (``copy.deepcopy``): its code
+        # and defaults are compared too (closure cells: by Contents).
+        for label, function, _ in self.contents.dicts_of:
+            if id(function) not in seen:
+                seen.add(id(function))
+                name = label.removesuffix(".__dict__")
+                self.functions.append(
+                    (name, function, False, _function_state(function, False))
+                )
         self._prepare_fast_path()
 
     def _prepare_fast_path(self) -> None:
@@ -239,10 +279,14 @@ class Snapshot:
         originals = self._originals if functions else self._originals_hooked
         if now is None or originals is None or len(now) != len(originals):
             return False
-        return all(
-            len(a) == len(b) and all(map(operator.is_, a, b))
-            for a, b in zip(now, originals, strict=True)
-        ) and not any(map(_filled, self._empty_cells))
+        return (
+            all(
+                len(a) == len(b) and all(map(operator.is_, a, b))
+                for a, b in zip(now, originals, strict=True)
+            )
+            and not any(map(_filled, self._empty_cells))
+            and self.contents.unchanged()
+        )
 
     def changes(self) -> list[str]:
         """Names that were replaced, deleted or rewritten since the snapshot; restores them."""
@@ -253,7 +297,7 @@ class Snapshot:
         )
         if same:
             return []
-        changed = []
+        changed = self.contents.changes()
         for name, module in self.modules.items():
             if sys.modules.get(name) is not module:
                 changed.append(f"sys.modules[{name!r}]")
@@ -281,7 +325,470 @@ class Snapshot:
 _MISSING = object()
 
 
+# --------------------------------------------------------------------------- contents
+
+#: Modules never walked: their entries change as the interpreter runs (``sys``), are
+#: watched by identity above (``builtins``), or belong to the student (``__main__``).
+_UNWALKED = frozenset({"sys", "builtins", "__main__"})
+#: Module hops from the probe modules whose namespaces are verified: 1 reaches what the probe
+#: modules import (``copy``, ``numpy``, ``torch``), 2 the modules those modules' functions
+#: look their globals up in (``numpy._core.numeric`` for ``numpy.allclose``).
+_DEPTH = 64
+#: Libraries whose functions and classes are recorded by identity where the walk meets them
+#: but not walked into: compilers and symbolic maths that eager probe code reaches only through
+#: ``torch._dynamo``'s disable wrapper around ``torch.manual_seed`` (their code names reach
+#: thousands of functions: 5,000 more to compare after every call).
+_OPAQUE = (
+    "torch._dynamo",
+    "torch._inductor",
+    "torch.fx",
+    "torch.export",
+    "torch.utils._sympy",
+    "sympy",
+    "mpmath",
+)
+#: Keys the interpreter adds to a namespace by itself: a warning issued from a module's code,
+#: a class's ``__annotations__`` created on first read.
+_ADDED_BY_PYTHON = frozenset({"__warningregistry__", "__annotations__"})
+#: Instance attributes the grader itself reassigns between calls, by class name (none today:
+#: held-correct stand-ins, ``probes.Held``, keep no per-call state; list any that do here, or
+#: honest submissions are flagged).
+_REASSIGNED: dict[str, frozenset[str]] = {}
+#: Containers in the probe modules' globals above this size are data, checked by identity.
+_CONTAINER_CAP = 4096
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: a class whose dict cannot change
+_SCALARS = (str, bytes, int, float, complex, bool, type(None))
+_CELL = operator.attrgetter("cell_contents")
+_DICT = operator.attrgetter("__dict__")
+
+
+def _mutable_class(value: Any) -> bool:
+    return isinstance(value, type) and not value.__flags__ & _IMMUTABLE_TYPE
+
+
+def _added_by_python(owner: str, key: Any, value: Any, library: bool = False) -> bool:
+    """A key the interpreter may add to a verified namespace: a submodule imported late; in
+    a library module's namespace (``library``) also what a lazily loaded module fills in,
+    unless it shadows a builtin its code would otherwise call (dunders are looked up in
+    builtins only)."""
+    if key in _ADDED_BY_PYTHON:
+        return True
+    dunder = isinstance(key, str) and key.startswith("__") and key.endswith("__")
+    if library and (dunder or key not in vars(builtins)):
+        return True
+    return isinstance(value, types.ModuleType) and value.__name__ == f"{owner}.{key}"
+
+
+class Contents:
+    """Everything the probes and the codec run with, verified by content after each call.
+
+    :class:`Snapshot`'s identity checks see a replaced function; they cannot see an object
+    edited in place, and such edits raise no audit event: a key of a probe's
+    ``__kwdefaults__``, ``copy.deepcopy`` rebound in its module, a closure cell, a function's
+    ``__dict__``, a class attribute of the transport encoder, an entry of a held-correct table.
+    This class enumerates them once, before any student code runs, by walking from the probe
+    modules (``roots``: ``autograder``, ``course_lib``, the public plugins) through module
+    globals and functions' ``__globals__`` up to :data:`_DEPTH` modules away. In every module
+    reached it records the namespace, and for each function found there its closure cells,
+    ``__dict__``, keyword defaults and defaults, for each class its ``__dict__`` (and its
+    bases'); in the probe modules themselves also the containers and the instances of their
+    own classes that their globals hold (a ``HELD`` table, a known-bug catalogue).
+
+    Every recorded mapping is compared after each call in C (:meth:`unchanged`): the same
+    length and the same object under every key (identity, never ``==``). A namespace may gain
+    only what the interpreter adds by itself (:func:`_added_by_python`).
+    """
+
+    def __init__(
+        self, roots: Iterable[types.ModuleType], core: Iterable[str] = ()
+    ) -> None:
+        #: (label, mapping, keys, values at the snapshot, length at the snapshot)
+        self.maps: list[tuple[str, Any, tuple[Any, ...], tuple[Any, ...], int]] = []
+        self.lists: list[tuple[str, list[Any], tuple[Any, ...]]] = []
+        self.sets: list[tuple[str, set[Any], frozenset[Any]]] = []
+        self.cells: list[tuple[str, Any, Any]] = []
+        #: (label, function, its __dict__): ``function.__dict__ = {...}`` replaces it.
+        self.dicts_of: list[tuple[str, Any, dict[str, Any]]] = []
+        #: The class whose ``__dict__`` a recorded mappingproxy is (to restore through it).
+        self._classes: dict[int, type] = {}
+        self._class_dicts: dict[type, Any] = {}
+        #: (module or class, names) pairs walked: each code's names, once.
+        self._visits: set[tuple[int, int]] = set()
+        self._seen: set[int] = set()
+        self._keep: list[
+            Any
+        ] = []  # walked objects stay alive, so their ids stay unique
+        #: Namespaces looked into: id -> (label, mapping, the keys the walked code uses,
+        #: whether every key is recorded).
+        self._spaces: dict[int, tuple[str, Any, set[Any], bool]] = {}
+        #: Functions still to walk, with their distance in calls from a probe.
+        self._functions: list[tuple[str, types.FunctionType, bool, int]] = []
+        core = frozenset(core)
+        for module in roots:
+            name = module.__name__
+            namespace = vars(module)
+            # A probe module's namespace is recorded whole: a global added or rebound there
+            # (one shadowing a builtin, say) changes what its functions look up.
+            self._space(name, namespace, whole=True)
+            for key, value in list(namespace.items()):
+                if key == "__builtins__":
+                    continue  # builtins: watched by identity (Snapshot)
+                if name in core or (isinstance(key, str) and key.endswith("_probe")):
+                    self._value(f"{name}.{key}", value, None, True, 0)
+        while self._functions:
+            self._functions.sort(key=operator.itemgetter(3))
+            self._function(*self._functions.pop(0))
+        #: Libraries' namespaces (not the grader's): they may gain entries (a module loaded
+        #: lazily fills its namespace) and keep counters and flags (``next_id``).
+        self._libraries: set[int] = set()
+        for label, mapping, keys, whole in self._spaces.values():
+            cls = self._classes.get(id(mapping))
+            home = cls.__module__ if cls is not None else mapping.get("__name__")
+            library = not str(home).startswith(("autograder", "course_lib"))
+            if library:
+                self._libraries.add(id(mapping))
+            present = tuple(
+                k
+                for k in mapping
+                if (whole or k in keys)
+                and not (library and type(mapping[k]) in (int, bool))
+            )
+            values = tuple(mapping[k] for k in present)
+            self.maps.append((label, mapping, present, values, len(mapping)))
+        self._compile()
+
+    # ------------------------------------------------------------------ enumeration
+
+    def _first(self, value: Any) -> bool:
+        if id(value) in self._seen:
+            return False
+        self._seen.add(id(value))
+        self._keep.append(value)
+        return True
+
+    def _record(
+        self, label: str, mapping: Any, skip: frozenset[str] = frozenset()
+    ) -> None:
+        keys = tuple(k for k in mapping if k not in skip)
+        values = tuple(mapping[k] for k in keys)
+        self.maps.append((label, mapping, keys, values, len(mapping)))
+
+    def _space(self, label: str, mapping: Any, whole: bool = False) -> set[Any]:
+        """The keys of ``mapping`` walked so far; ``whole``: record every key."""
+        if id(mapping) not in self._spaces:
+            self._keep.append(mapping)
+            self._spaces[id(mapping)] = (label, mapping, set(), whole)
+        return self._spaces[id(mapping)][2]
+
+    def _lookup(
+        self,
+        label: str,
+        mapping: Any,
+        key: Any,
+        names: frozenset[str] | None,
+        own: bool,
+        depth: int,
+    ) -> None:
+        """Record ``mapping[key]`` (the code looks it up) and walk what it holds."""
+        used = self._space(label, mapping)
+        if key not in mapping:
+            return
+        value = mapping[key]
+        if key in used:
+            # A module or class met again is walked again under this code's names (each
+            # function reaches its own attributes of ``np``); once per value and names.
+            if not isinstance(value, (types.ModuleType, type)) or names is None:
+                return
+            visit = (id(value), id(names))
+            if visit in self._visits:
+                return
+            self._visits.add(visit)
+        used.add(key)
+        self._value(f"{label}.{key}", value, names, own, depth)
+
+    @staticmethod
+    def _code_names(code: types.CodeType, names: set[str]) -> set[str]:
+        """The globals and attributes ``code`` names, and its identifier-like strings
+        (``getattr(module, "name")``), nested functions' included."""
+        names.update(code.co_names)
+        for constant in code.co_consts:
+            if type(constant) is str and constant.isidentifier():
+                names.add(constant)
+            elif type(constant) is types.CodeType:
+                Contents._code_names(constant, names)
+        return names
+
+    def _value(
+        self,
+        label: str,
+        value: Any,
+        names: frozenset[str] | None,
+        own: bool,
+        depth: int,
+    ) -> None:
+        """Record what ``value`` runs with, as code that uses ``names`` reaches it (None: a
+        grader class or module, walked whole). ``own``: it hangs off a probe module, so its
+        containers and instances are recorded too."""
+        # type(), never isinstance(): a lazy object's __class__ may run code (and warn).
+        kind = type(value)
+        if issubclass(kind, _SCALARS):
+            return
+        if issubclass(kind, types.ModuleType):
+            name = getattr(value, "__name__", None)
+            if names is not None and isinstance(name, str) and name not in _UNWALKED:
+                # Containers count only in the grader's own modules: a library's (such as
+                # linecache.cache) change as it runs.
+                mine = name.startswith(("autograder", "course_lib"))
+                namespace = vars(value)
+                for key in names & namespace.keys():
+                    self._lookup(name, namespace, key, names, mine, depth)
+        elif kind is types.FunctionType:
+            if depth <= _DEPTH and id(value) not in self._seen:
+                self._functions.append((label, value, own, depth))
+        elif issubclass(kind, type):
+            if _mutable_class(value):
+                self._class(label, value, names, own, depth)
+        elif kind in (types.MethodType, classmethod, staticmethod):
+            self._value(label, value.__func__, names, own, depth)
+        elif kind is property:
+            for part in (value.fget, value.fset, value.fdel):
+                self._value(label, part, names, own, depth)
+        elif kind is functools.partial:
+            self._value(f"{label}.func", value.func, names, own, depth)
+            self._value(f"{label}.args", value.args, names, True, depth)
+            self._container(f"{label}.keywords", value.keywords, depth)
+        elif kind.__name__ == "_ArrayFunctionDispatcher":  # numpy's public functions
+            self._value(label, value._implementation, names, own, depth)
+        elif own:
+            self._container(label, value, depth)
+
+    def _function(
+        self, label: str, function: types.FunctionType, own: bool, depth: int
+    ) -> None:
+        if not self._first(function) or str(function.__module__).startswith(_OPAQUE):
+            return
+        names = frozenset(self._code_names(function.__code__, set()))
+        self._keep.append(names)  # its id keys self._visits
+        namespace = function.__globals__
+        home = str(namespace.get("__name__", label))
+        mine = home.startswith(("autograder", "course_lib"))
+        for key in names & namespace.keys():
+            self._lookup(home, namespace, key, names, mine, depth + 1)
+        attributes = vars(function)
+        self.dicts_of.append((f"{label}.__dict__", function, attributes))
+        self._record(f"{label}.__dict__", attributes)
+        for key, value in list(attributes.items()):
+            self._value(f"{label}.{key}", value, names, own, depth)
+        keywords = function.__kwdefaults__
+        if keywords:
+            self._record(f"{label}.__kwdefaults__", keywords)
+            for key, value in list(keywords.items()):
+                where = f"{label}.__kwdefaults__[{key!r}]"
+                self._value(where, value, names, True, depth)
+        for index, value in enumerate(function.__defaults__ or ()):
+            self._value(f"{label}.__defaults__[{index}]", value, names, True, depth)
+        for index, cell in enumerate(function.__closure__ or ()):
+            if _filled(cell):
+                where = f"{label}.__closure__[{index}]"
+                self.cells.append((where, cell, cell.cell_contents))
+                self._value(where, cell.cell_contents, names, own, depth)
+
+    def _class(
+        self,
+        label: str,
+        cls: type,
+        names: frozenset[str] | None,
+        own: bool,
+        depth: int,
+    ) -> None:
+        if str(cls.__module__).startswith(_OPAQUE):
+            return
+        whole = str(cls.__module__).startswith(("autograder", "course_lib"))
+        # The class's own dict behind its mappingproxy: read in C much faster (and vars()
+        # makes a new proxy each time). Restored through the class, never written directly.
+        if cls not in self._class_dicts:
+            behind = gc.get_referents(vars(cls))
+            self._class_dicts[cls] = (
+                behind[0] if len(behind) == 1 and type(behind[0]) is dict else vars(cls)
+            )
+        namespace = self._class_dicts[cls]
+        self._classes[id(namespace)] = cls
+        for key in list(namespace):
+            if (
+                whole
+                or names is None
+                or not isinstance(key, str)
+                or key in names
+                or (key.startswith("__") and key.endswith("__"))
+            ):
+                self._lookup(
+                    label, namespace, key, None if whole else names, own, depth
+                )
+        if self._first(cls):
+            for base in cls.__mro__[1:]:
+                if _mutable_class(base):
+                    where = f"{base.__module__}.{base.__qualname__}"
+                    self._class(where, base, names, own, depth)
+
+    def _container(self, label: str, value: Any, depth: int) -> None:
+        kind = type(value)
+        if kind in (dict, list, tuple, set, frozenset):
+            if len(value) > _CONTAINER_CAP or not self._first(value):
+                return
+            if kind is dict:
+                self._record(label, value)
+            elif kind is list:
+                self.lists.append((label, value, tuple(value)))
+            elif kind is set:
+                self.sets.append((label, value, frozenset(value)))
+            items = value.items() if kind is dict else enumerate(value)
+            for key, item in list(items):
+                self._value(f"{label}[{key!r}]", item, None, True, depth)
+        elif str(kind.__module__).startswith(("autograder", "course_lib")) and (
+            type(getattr(value, "__dict__", None)) is dict
+        ):
+            if not self._first(value):
+                return
+            skip = _REASSIGNED.get(kind.__name__, frozenset())
+            self._record(f"{label}.__dict__", vars(value), skip)
+            for key, item in list(vars(value).items()):
+                if key not in skip:
+                    self._value(f"{label}.{key}", item, None, True, depth)
+
+    # ------------------------------------------------------------------ verification
+
+    def _compile(self) -> None:
+        """The getters :meth:`unchanged` runs: one C-level pass over every recorded value."""
+        full = [(m, k, v) for _, m, k, v, _ in self.maps if k]
+        self._full_maps = [m for m, _, _ in full]
+        self._getters = [operator.itemgetter(*k, k[0]) for _, k, _ in full]
+        self._flat = tuple(
+            itertools.chain.from_iterable((*v, v[0]) for _, _, v in full)
+        )
+        self._all_maps = [m for _, m, _, _, _ in self.maps]
+        self._lengths = [n for _, _, _, _, n in self.maps]
+        self._lists = [lst for _, lst, _ in self.lists]
+        self._list_flat = tuple(
+            itertools.chain.from_iterable(t for _, _, t in self.lists)
+        )
+        self._list_lengths = [len(t) for _, _, t in self.lists]
+        self._cells = [cell for _, cell, _ in self.cells]
+        self._cell_values = tuple(value for _, _, value in self.cells)
+        self._functions = [function for _, function, _ in self.dicts_of]
+        self._function_dicts = tuple(d for _, _, d in self.dicts_of)
+
+    def size(self) -> dict[str, int]:
+        """How much is verified (for the measurements in docs/DEVELOPING.md)."""
+        return {
+            "mappings": len(self.maps),
+            "values": len(self._flat) - len(self._getters),
+            "cells": len(self.cells),
+            "lists": len(self.lists),
+            "functions": len(self.dicts_of),
+        }
+
+    def unchanged(self) -> bool:
+        """Whether every recorded value is still in place (exact: identity and lengths)."""
+        try:
+            return (
+                list(map(len, self._all_maps)) == self._lengths
+                and all(
+                    map(
+                        operator.is_,
+                        itertools.chain.from_iterable(
+                            map(operator.call, self._getters, self._full_maps)
+                        ),
+                        self._flat,
+                    )
+                )
+                and all(map(operator.is_, map(_CELL, self._cells), self._cell_values))
+                and all(
+                    map(operator.is_, map(_DICT, self._functions), self._function_dicts)
+                )
+                and list(map(len, self._lists)) == self._list_lengths
+                and all(
+                    map(
+                        operator.is_,
+                        itertools.chain.from_iterable(self._lists),
+                        self._list_flat,
+                    )
+                )
+                and all(s == frozen for _, s, frozen in self.sets)
+            )
+        except (KeyError, ValueError, TypeError):
+            return False
+
+    def changes(self) -> list[str]:
+        """What was edited since the snapshot (restored); additions the interpreter makes by
+        itself are accepted."""
+        if self.unchanged():
+            return []
+        changed: list[str] = []
+        for index, (label, mapping, keys, values, _) in enumerate(self.maps):
+            namespace = id(mapping) in self._spaces  # a module's or a class's
+            for key, value in zip(keys, values, strict=True):
+                if mapping.get(key, _MISSING) is not value:
+                    changed.append(
+                        f"{label}.{key}" if namespace else f"{label}[{key!r}]"
+                    )
+                    self._put(mapping, key, value)
+            if len(mapping) != self._lengths[index]:
+                owner = label if isinstance(mapping, dict) else ""
+                # A class gaining an attribute shadows its bases': never accepted.
+                library = (
+                    id(mapping) in self._libraries and id(mapping) not in self._classes
+                )
+                for key in [k for k in list(mapping) if k not in keys]:
+                    if not _added_by_python(owner, key, mapping[key], library):
+                        where = f"{label}.{key}" if namespace else f"{label}[{key!r}]"
+                        changed.append(f"{where} (added)")
+                        self._put(mapping, key, _MISSING)
+                self._lengths[index] = len(mapping)
+        for label, cell, value in self.cells:
+            if not _filled(cell) or cell.cell_contents is not value:
+                changed.append(label)
+                cell.cell_contents = value
+        for label, function, attributes in self.dicts_of:
+            if function.__dict__ is not attributes:
+                changed.append(f"{label} (replaced)")
+                with contextlib.suppress(TypeError, AttributeError):
+                    function.__dict__ = attributes
+        for label, items, values in self.lists:
+            if len(items) != len(values) or any(map(operator.is_not, items, values)):
+                changed.append(label)
+                items[:] = values
+        for label, members, frozen in self.sets:
+            if members != frozen:
+                changed.append(label)
+                members.clear()
+                members.update(frozen)
+        return changed
+
+    def _put(self, mapping: Any, key: Any, value: Any) -> None:
+        """Restore ``mapping[key]`` (``_MISSING``: delete it); a class's dict via its class."""
+        with contextlib.suppress(Exception):
+            if (cls := self._classes.get(id(mapping))) is not None:
+                if value is _MISSING:
+                    delattr(cls, key)
+                else:
+                    setattr(cls, key, value)
+            elif isinstance(mapping, dict):
+                if value is _MISSING:
+                    mapping.pop(key, None)
+                else:
+                    mapping[key] = value
+
+
 # --------------------------------------------------------------------------- running cells
+
+
+def _warm_up() -> None:
+    """Run once, before the snapshot, what sets itself up on first use: the snapshot must
+    see it done, or an honest first use looks like tampering. ``torch._dynamo`` wraps
+    ``torch.manual_seed`` and caches a wrapper in its ``__dict__`` on the first call. The
+    global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
 
 
 def _display(*objects: Any, **kwargs: Any) -> None:
@@ -311,7 +818,7 @@ def _run_cell(
     except SyntaxError as error:
         return f"has a syntax error on line {error.lineno}: {error.msg}"
     try:
-        with time_limit(seconds, _SoftTimeout, cpu=False):
+        with time_limit(seconds, _SoftTimeout, wall=seconds):
             exec(code, namespace)
     except _SoftTimeout:
         return f"did not finish within {seconds:.0f} s (an infinite loop, or too much work for grading?)"
@@ -372,7 +879,7 @@ def _call(
 ) -> tuple[dict[str, Any], bytes]:
     args, kwargs = transport.unpickle_args(payload)
     try:
-        with time_limit(seconds, _SoftTimeout, cpu=False):
+        with time_limit(seconds, _SoftTimeout, wall=seconds):
             result = probe(Student(namespace), *args, **kwargs)
         return {"op": "result"}, transport.encode(result)
     except _SoftTimeout:
@@ -440,7 +947,7 @@ def serve(in_fd: int, out_fd: int) -> int:
     sys.path[:] = [p for p in init.get("sys_path_after", sys.path) if p]
     torch.set_num_threads(1)
     probes.set_held_backend(_JudgeHelpers(in_fd, out_fd))
-    snapshot = Snapshot()
+    _warm_up()
     policy = sandbox.Policy.from_dict(init["policy"])
     limits = sandbox.Limits(**init["limits"])
     try:
@@ -453,6 +960,8 @@ def serve(in_fd: int, out_fd: int) -> int:
         return 3
     # The userns level leaves this process as init of a PID namespace (a new pid).
     main_pid = os.getpid()
+    # After enter(): its fork (the userns level) re-creates threading's locks in the child.
+    snapshot = Snapshot(init["probe_modules"])
     # From here on the process runs untrusted code: report forbidden attempts at once.
     sandbox.install_audit_hook(
         policy, limits, lambda header: send(out_fd, header), snapshot.code_written

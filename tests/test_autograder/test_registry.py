@@ -11,8 +11,14 @@ import pytest
 from autograder.tasks import ASSIGNMENTS, TASKS, check_modules, properties
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+#: Judge-side modules allowed to load judge-only code: the judge's end of the wire answers a
+#: held helper's calls with ``autograder.hidden.held`` (the worker, where student code runs,
+#: can neither read nor import it: tests/test_grader/test_secrets.py).
+JUDGE_SIDE = {ROOT / "autograder" / "grader" / "remote.py"}
 PUBLIC_FILES = [
-    p for p in (ROOT / "autograder").rglob("*.py") if "hidden" not in p.parts
+    p
+    for p in (ROOT / "autograder").rglob("*.py")
+    if "hidden" not in p.parts and p not in JUDGE_SIDE
 ]
 
 

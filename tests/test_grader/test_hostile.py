@@ -39,6 +39,64 @@ while True:
         pass"""
 
 
+#: Tampering by editing in place, which raises no audit event (issue 19.1): one student per
+#: kind of object the probes or the codec run with, each caught by content, restored, and
+#: named in the feedback. student: (cell run at the top of the notebook, words expected)
+IN_PLACE = {
+    # a probe's keyword defaults: swap in a held-correct map of one's own
+    "tamper_kwdefaults": (
+        "import autograder.checks.em as em\nem.em_probe.__kwdefaults__['held'] = {'log_joint': abs}",
+        "em_probe.__kwdefaults__",
+    ),
+    # a module global of a library the probes call
+    "tamper_module_global": (
+        "import copy\ncopy.deepcopy = lambda value, memo=None: value",
+        "copy.deepcopy",
+    ),
+    # a class attribute of the transport encoder
+    "tamper_class_attribute": (
+        "import autograder.transport as t\nskeleton = t._Encoder.skeleton\n"
+        "t._Encoder.skeleton = lambda self, value, path: skeleton(self, value, path)",
+        "_Encoder.skeleton",
+    ),
+    # a table in the codec's globals
+    "tamper_container": (
+        "import autograder.transport as t\nt._RAW_DTYPES['float64'] = t._RAW_DTYPES['float32']",
+        "_RAW_DTYPES",
+    ),
+    # a function's __dict__
+    "tamper_function_dict": (
+        "import autograder.probes as p\np.invoke_probe.__wrapped__ = abs",
+        "invoke_probe.__dict__",
+    ),
+    # a closure cell of a function the probes call (the wrapper torch._dynamo puts around
+    # torch.manual_seed holds the real one in a cell)
+    "tamper_closure_cell": (
+        "import torch\ncell = torch.manual_seed.__closure__[0]\noriginal = cell.cell_contents\n"
+        "cell.cell_contents = lambda *a, **k: original(*a, **k)",
+        "manual_seed.__closure__",
+    ),
+    # where numpy's functions look their helpers up
+    "tamper_numpy": (
+        "import numpy._core.numeric as n\nasarray = n.asarray\n"
+        "n.asarray = lambda *a, **k: asarray(*a, **k)",
+        "numpy._core.numeric.asarray",
+    ),
+    # where torch's tensor methods look theirs up
+    "tamper_torch": (
+        "import torch._tensor as tt\ntt.deepcopy = lambda value, memo=None: value",
+        "torch._tensor.deepcopy",
+    ),
+}
+#: copy.deepcopy made a no-op inside the graded function hides its mutation of the input
+#: (issue 19.1 b): caught during the call, so only that task loses its points.
+HIDES_MUTATION = """def add_one(x):
+    import copy
+    copy.deepcopy = lambda value, memo=None: value
+    x += 1
+    return x"""
+
+
 def read_hidden() -> str:
     return f"""def add_one(x):
     leaked = []
@@ -123,6 +181,8 @@ def students(out: Path) -> dict[str, Any]:
             [*honest, b.grade_cell("add_one"), b.grade_cell("double")]
         ),
         "kernel_name": b.notebook(honest, kernel="ir"),
+        "tamper_during_call": b.notebook(b.honest_cells(add_one=HIDES_MUTATION)),
+        **{name: b.notebook([cell, *honest]) for name, (cell, _) in IN_PLACE.items()},
     }
 
 
@@ -149,6 +209,8 @@ EXPECTED: dict[str, tuple[float, float, str | None, str]] = {
     "no_grade_cells": (2, 2, None, ""),
     "duplicated_grade_cells": (2, 2, None, "duplicated"),
     "kernel_name": (2, 2, None, "kernel 'ir' ignored"),
+    "tamper_during_call": (0, 2, "forbidden", "copy.deepcopy"),
+    **{name: (0, 0, "forbidden", words) for name, (_, words) in IN_PLACE.items()},
 }
 
 

@@ -312,3 +312,36 @@ def test_student_ids_and_folders_are_one_to_one() -> None:
     assert len(set(folders)) == len(raw), folders
     assert not {f.casefold() for f in folders} & {n.casefold() for n in OUTPUT_NAMES}
     assert student_folder("alice") == "alice"
+
+
+def test_the_tamper_check_finds_what_the_probes_reach_and_undoes_edits_in_place() -> (
+    None
+):
+    """The content check's set is derived by walking the probes' code, not listed: it reaches
+    a library the probes call (copy), numpy's own modules and a probe's keyword defaults,
+    reports an edit in place by name and puts the original back."""
+    import copy
+
+    import numpy._core.numeric as numeric
+
+    from autograder.checks import em
+    from autograder.grader.worker import Snapshot
+
+    snapshot = Snapshot(("autograder", "course_lib"))
+    assert snapshot.changes() == []  # nothing changed: nothing reported
+    deepcopy, asarray = copy.deepcopy, numeric.asarray
+    keywords = em.em_probe.__kwdefaults__
+    held = keywords["held"]
+    try:
+        copy.deepcopy = lambda value, memo=None: value
+        numeric.asarray = lambda *a, **k: asarray(*a, **k)
+        keywords["held"] = {"log_joint": abs}
+        changed = snapshot.changes()
+        assert "copy.deepcopy" in changed, changed
+        assert "numpy._core.numeric.asarray" in changed, changed
+        assert any("em_probe.__kwdefaults__" in c for c in changed), changed
+        assert copy.deepcopy is deepcopy and numeric.asarray is asarray
+        assert keywords["held"] is held
+        assert snapshot.changes() == []
+    finally:
+        copy.deepcopy, numeric.asarray, keywords["held"] = deepcopy, asarray, held
