@@ -35,7 +35,7 @@ install: $(STAMP)
 # worker together (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -m "not gpu" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -m "not gpu" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not gpu and not slow" -p no:cacheprovider

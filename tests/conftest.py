@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # nbgrader runs `alembic` from PATH; tests run `nbgrader` and `autograde`: put this
 # interpreter's bin first, so `.venv/bin/python -m pytest` works without activating.
@@ -56,16 +57,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{assignment}: {parts}")
 
 
-#: Test files that share a session's expensive state go to one pytest-xdist worker together
-#: (``make test`` runs ``-n 2 --dist loadgroup``): the graded corpus cached by
-#: ``tests.corpus.grade``. The nbgrader courses of ``tests/test_notebooks/conftest.py``
-#: (session fixtures parametrized by assignment) are grouped by assignment, so the five
-#: courses spread over the workers and each is built once. Every other file is a group of its
-#: own, so its module fixtures are built once.
+#: pytest-xdist (``make test`` runs ``-n 2``) hands out *groups* of tests, each to one worker,
+#: through the scheduler below (xdist's own ``loadgroup`` renames node ids, which pytest 9 no
+#: longer allows: every test became its own group). A group is a test file, except: the files
+#: sharing the graded corpus cached by ``tests.corpus.grade`` form one group, and the nbgrader
+#: courses of ``tests/test_notebooks/conftest.py`` (session fixtures parametrized by
+#: assignment) are grouped by assignment, so the five courses spread over the workers and
+#: each is built once.
 SHARED_GROUPS = {
     "test_corpus.py": "corpus",
     "test_known_bugs.py": "corpus",
 }
+NBGRADER_COURSE_FILES = ("test_nbgrader_pipeline.py", "test_release_in_sync.py")
 #: Groups that take minutes: scheduled first, so that no long group starts last and runs
 #: alone on one worker while the other idles (longest first).
 HEAVY = (
@@ -82,25 +85,35 @@ HEAVY = (
 )
 
 
-def _group(item: pytest.Item) -> str:
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "generated" in callspec.params:
-        return f"nbgrader-course-{callspec.params['generated']}"
-    return SHARED_GROUPS.get(item.path.name, str(item.path))
+def test_group(nodeid: str) -> str:
+    """The group of the test ``nodeid`` (see :data:`SHARED_GROUPS`)."""
+    path = nodeid.split("::", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    if name in NBGRADER_COURSE_FILES and nodeid.endswith("]"):
+        return f"nbgrader-course-{nodeid[nodeid.rindex('[') + 1 : -1]}"
+    return SHARED_GROUPS.get(name, path)
 
 
 def _weight(item: pytest.Item) -> int:
-    group = _group(item)
+    group = test_group(item.nodeid)
     return next((i for i, h in enumerate(HEAVY) if h in group), len(HEAVY))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole groups to one worker each, in collection order (heavy groups first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     items.sort(key=_weight)  # stable: a file's tests keep their order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
