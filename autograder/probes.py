@@ -15,6 +15,7 @@ import copy
 import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 import numpy as np
@@ -394,10 +395,14 @@ class Held:
 def hold(*names: str) -> dict[str, Held]:
     """Stand-ins for ``names`` where helpers can be held correct (the hidden checks are
     installed: the instructor's machine, the CI grader's judge); none on a student's machine,
-    where a task's public checks run its helpers as wired."""
-    try:
-        importlib.import_module("autograder.hidden.held")
-    except ModuleNotFoundError:
+    where a task's public checks run its helpers as wired.
+
+    It looks for the judge-only module's file and never imports it: a check module calls this
+    at import time, also in the CI grader's worker before its sandbox starts, and importing
+    ``autograder.hidden.held`` there would import the reference into the process where a
+    submission then finds it in ``sys.modules``."""
+    held = Path(__file__).resolve().parent / "hidden" / "held.py"
+    if not held.is_file():
         return {}
     return {name: Held(name) for name in names}
 
