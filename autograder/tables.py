@@ -14,6 +14,7 @@ import importlib
 import io
 import textwrap
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,10 @@ def render(values: dict[str, np.ndarray], what: str, reader: str) -> str:
         reader: The function that reads it (named in the docstring).
     """
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v, dtype=np.float64) for k, v in values.items()})
+    arrays: dict[str, Any] = {
+        k: np.asarray(v, dtype=np.float64) for k, v in values.items()
+    }
+    np.savez(buffer, **arrays)
     encoded = base64.b64encode(zlib.compress(buffer.getvalue(), 9)).decode()
     lines = "\n".join(f'    "{chunk}"' for chunk in textwrap.wrap(encoded, 80))
     return (

@@ -157,12 +157,14 @@ def tabulated_answers() -> dict[str, np.ndarray]:
     :data:`~autograder.checks.score.TABULATED_ESTIMATES`, by
     :func:`~autograder.checks.score.estimate_key`, from the reference
     (``scripts/tabulate_answers.py`` writes them to ``autograder/checks/score_answers.py``)."""
-    out = {}
-    for case in TABULATED_SCORES:
+    out: dict[str, Any] = {}
+    for score_case in TABULATED_SCORES:
         with torch.no_grad():
-            value = score_reference.gaussian_score(*case.arrays())
-        for field, array in zip(SCORE_FIELDS, value, strict=True):
-            out[score_key(case, field)] = array.detach().numpy().astype(np.float64)
+            scores = score_reference.gaussian_score(*score_case.arrays())
+        for field, array in zip(SCORE_FIELDS, scores, strict=True):
+            out[score_key(score_case, field)] = (
+                array.detach().numpy().astype(np.float64)
+            )
     for family in ESTIMATE_FAMILIES:
         for S, D, seed in TABULATED_ESTIMATES:
             case = Case(family, S, D, seed)
@@ -172,10 +174,8 @@ def tabulated_answers() -> dict[str, np.ndarray]:
                 for i, grad in enumerate(expected.grads):
                     out[estimate_key(case, loo, f"grads/{i}")] = _array(grad)
                 for name, values in expected.parts.items():
-                    for i, value in enumerate(values):
-                        out[estimate_key(case, loo, f"parts/{name}/{i}")] = _array(
-                            value
-                        )
+                    for i, part in enumerate(values):
+                        out[estimate_key(case, loo, f"parts/{name}/{i}")] = _array(part)
     return out
 
 
