@@ -15,10 +15,6 @@ from pathlib import Path
 os.environ.setdefault("AUTOGRADER_SHRINK", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# The judge-only answers of held helpers bind the reference's functions when first imported:
-# import them before any grading, as the judge does, or a reference entry graded first (its
-# module's log_joint held by the stand-in) would bind the stand-in itself and recurse.
-import autograder.hidden.held  # noqa: F401
 from autograder.grade import run_task
 from autograder.subject import LocalSubject
 from autograder.tasks import ASSIGNMENTS, TASKS

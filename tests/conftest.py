@@ -99,6 +99,7 @@ def _weight(item: pytest.Item) -> int:
     return next((i for i, h in enumerate(HEAVY) if h in group), len(HEAVY))
 
 
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest` without xdist still runs
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Whole groups to one worker each, in collection order (heavy groups first)."""
     from xdist.scheduler import LoadScopeScheduling

@@ -10,15 +10,40 @@ next to a submission.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
 from autograder.probes import GRADIENT_HELPERS, HELPER_PARAMETERS, MODEL_HELPERS
-from course_lib.reference import elbo, em, vae
 
+
+def _private(name: str) -> ModuleType:
+    """A copy of the reference module ``course_lib.reference.<name>`` that only this module
+    holds: its globals are its own, so no probe's rebinding of a graded module's helpers
+    (:func:`autograder.probes.held_correct`, which also rebinds the shared reference module
+    when the reference itself is graded in one process) reaches an answer, whatever the
+    order of imports."""
+    public = importlib.util.find_spec(f"course_lib.reference.{name}")
+    if public is None or public.origin is None:
+        raise ImportError(f"course_lib.reference.{name} is not installed")
+    private_name = f"{__name__}._reference_{name}"
+    spec = importlib.util.spec_from_file_location(private_name, public.origin)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {public.origin}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[private_name] = module  # dataclasses and pickling look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+em = _private("em")
+vae = _private("vae")
+elbo = _private("elbo")
 __all__ = ["IMPLEMENTATIONS", "HelperError", "answer"]
 
 #: The correct helper behind each stand-in (the reference; the bound helpers accept any

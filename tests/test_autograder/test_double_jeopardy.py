@@ -283,3 +283,35 @@ def test_vae_keeps_its_points_when_reparameterize_is_wrong() -> None:
     results = run_task("VAE", LocalSubject(namespace))
     lost = {r.name: r.feedback for r in results if not r.passed}
     assert set(lost) <= WIRED["VAE"], lost
+
+
+def test_reference_graded_before_the_judge_only_answers_are_imported() -> None:
+    """Grading the reference module itself in one process rebinds its `log_joint` to the
+    stand-in while e_step runs; the held answers imported at that moment must still be the
+    reference's (they come from a private copy of it), not the stand-in, whatever the order of
+    imports. A fresh interpreter: in this one they are imported already."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys\n"
+        "from autograder.grade import run_task\n"
+        "from autograder.subject import LocalSubject\n"
+        "from autograder.tasks import TASKS\n"
+        "from course_lib.reference import em\n"
+        "assert 'autograder.hidden.held' not in sys.modules\n"
+        "for task in ('e_step', 'free_energy'):\n"
+        "    results = run_task(task, LocalSubject(vars(em)), ('public', 'hidden'))\n"
+        "    lost = [r.feedback for r in results if not r.passed]\n"
+        "    assert not lost, lost\n"
+        "    assert sum(r.score for r in results) == TASKS[task].points\n"
+        "assert em.log_joint.__module__ == 'course_lib.reference.em'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "AUTOGRADER_SHRINK": "0"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
