@@ -324,18 +324,34 @@ def set_held_backend(backend: HeldBackend) -> None:
 
 
 class _HeldFunction(torch.autograd.Function):
-    """A held helper's value with a backward pass that asks the backend for the VJP."""
+    """A held helper's value with a backward pass that asks the backend for the VJP.
+
+    The value and, when it is a scalar (an ELBO, a loss), its gradients come in one request
+    (``value_grad``): the backward pass then multiplies them by its incoming scalar without
+    asking again (``fit_bbvi``'s reparameterised fits: one judge round trip per step, not
+    two). A non-scalar value's backward asks for the VJP (``vjp``)."""
 
     @staticmethod
     def forward(ctx: Any, name: str, *args: Any) -> Any:  # type: ignore[override]
         ctx.name = name
         ctx.args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-        return _BACKEND[0](name, "value", ctx.args)
+        ctx.wrt = tuple(i for i, need in enumerate(ctx.needs_input_grad[1:]) if need)
+        answer = _BACKEND[0](name, "value_grad", ctx.args, None, ctx.wrt)
+        if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+            raise RuntimeError(f"a malformed answer for the held {name}")
+        value, ctx.grads = answer
+        return value
 
     @staticmethod
     def backward(ctx: Any, cotangent: torch.Tensor) -> Any:  # type: ignore[override]
-        wrt = tuple(i for i, need in enumerate(ctx.needs_input_grad[1:]) if need)
-        grads = _BACKEND[0](ctx.name, "vjp", ctx.args, cotangent.detach(), wrt)
+        wrt = ctx.wrt
+        if ctx.grads is not None:
+            # d(c * f)/dx = c * df/dx for the scalar f: exactly what the VJP with cotangent c
+            # gives when c = +-1 (a loss or its negation), to round-off otherwise.
+            scale = cotangent.detach()
+            grads = [scale.to(g.dtype) * g for g in ctx.grads]
+        else:
+            grads = _BACKEND[0](ctx.name, "vjp", ctx.args, cotangent.detach(), wrt)
         out: list[Any] = [None] * len(ctx.args)
         for i, grad in zip(wrt, grads, strict=True):
             out[i] = grad

@@ -97,7 +97,8 @@ def answer(
 ) -> Any:
     """The held helper ``name``'s value at ``args`` (``mode="value"``), or the gradients of
     ``cotangent · name(args)`` with respect to the arguments at the indices ``wrt``
-    (``mode="vjp"``, one per index). ``model``: the running probe's ``log_joint``, the
+    (``mode="vjp"``, one per index), or both at once (``mode="value_grad"``: the value and,
+    where it is a scalar, its gradients with respect to ``wrt``, else ``None``). ``model``: the running probe's ``log_joint``, the
     first argument of the helpers in :data:`~autograder.probes.MODEL_HELPERS`.
 
     Raises:
@@ -115,9 +116,11 @@ def answer(
             if name in GRADIENT_HELPERS:
                 return tuple(v.detach() for v in value)
             return value
-        if mode != "vjp" or name in GRADIENT_HELPERS:
+        if mode not in ("vjp", "value_grad") or name in GRADIENT_HELPERS:
             raise HelperError(f"unknown mode {mode!r}")
         indices = list(wrt)
+        if mode == "value_grad":
+            cotangent = torch.ones(())  # checked, then used only for a scalar value
         if not isinstance(cotangent, torch.Tensor) or not all(
             type(i) is int
             and 0 <= i < len(arguments)
@@ -131,6 +134,17 @@ def answer(
             call[i] = arguments[i].detach().clone().requires_grad_(True)
         with torch.enable_grad():
             value = function(*call)
+            if mode == "value_grad":
+                # One round trip where a scalar's value and gradient would take two: the
+                # caller's backward pass multiplies these by its incoming scalar (the VJP).
+                if value.dim() != 0:
+                    return value.detach(), None
+                leaves = [call[i] for i in indices]
+                grads = torch.autograd.grad(value, leaves, allow_unused=True)
+                return value.detach(), [
+                    torch.zeros_like(leaf) if g is None else g.detach()
+                    for leaf, g in zip(leaves, grads, strict=True)
+                ]
             if value.shape != cotangent.shape:
                 raise HelperError(
                     f"the gradient of {name} has shape {tuple(cotangent.shape)}, "
