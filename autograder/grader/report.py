@@ -345,7 +345,7 @@ def student_folder(student: str) -> str:
     """The folder of OUT that holds ``student``'s results: the id itself, except an id that
     is one of :data:`OUTPUT_NAMES` (in any case: some file systems ignore it) or starts with
     a dot, whose first character is written ``\\xNN``. A student id is already
-    :func:`autograder.grader.judge.printable` (a literal backslash doubled), so the escaped
+    :func:`autograder.grader.submissions.printable` (a literal backslash doubled), so the escaped
     folder is never another student's."""
     if student and (student.startswith(".") or student.casefold() in _RESERVED):
         return f"\\x{ord(student[0]):02x}" + student[1:]
