@@ -30,6 +30,7 @@ import torch
 
 from autograder.core import CheckResult, Property, run_property
 from autograder.feedback import one_cause
+from autograder.flags import Flag
 from autograder.grader import sandbox
 from autograder.grader.fingerprint import (
     GRADING_PACKAGES,
@@ -213,7 +214,7 @@ def _out_of_memory(error: BaseException) -> bool:
     )
 
 
-def _within_memory(prop: Property, flags: list[str]) -> Property:
+def _within_memory(prop: Property, flags: list[Flag]) -> Property:
     """``prop`` whose running out of the judge's memory (:func:`limit_judge_memory`) is the
     submission's zero with the ``memory`` flag, never a grader error: only what the worker
     sent can make a check outgrow a cap sized for honest results."""
@@ -317,7 +318,7 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
             f" (while checking {event.task})" if event.task else ""
         )
         outcome.notes.append(note)
-    flags = {flag for test in outcome.tests for flag in test.flags}
+    flags: set[Flag] = {flag for test in outcome.tests for flag in test.flags}
     if any(e.op == "refused" for e in session.events):
         flags.add("refused")
     outcome.flags = sorted(set(outcome.flags) | flags)

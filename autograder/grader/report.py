@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from autograder.core import CheckResult
+from autograder.flags import Flag
 
 __all__ = [
     "HIDDEN_VISIBILITY",
@@ -64,7 +65,7 @@ class Outcome:
     grader: str = ""
     tests: list[CheckResult] = field(default_factory=list)
     cell_errors: dict[int, str] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     sandbox: str | None = None
     seconds: float = 0.0
