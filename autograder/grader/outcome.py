@@ -20,9 +20,8 @@ from autograder.grader.report import Outcome
 from autograder.grader.submissions import Submission
 from autograder.tasks import properties, tasks_of
 
-if (
-    TYPE_CHECKING
-):  # the judge builds its checks from these zeros; no import cycle at run time
+# The judge builds its checks from these zeros: no import of it at run time (no cycle).
+if TYPE_CHECKING:
     from autograder.grader.judge import JudgeConfig
 
 __all__ = ["all_properties", "zero_check", "zero_outcome"]
