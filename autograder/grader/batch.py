@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from autograder.grader import cluster
 from autograder.grader.fingerprint import grader_fingerprint, notebook_digest
@@ -25,6 +25,7 @@ from autograder.grader.judge import JudgeConfig, clean_stale_workdirs
 from autograder.grader.pool import LocalPool
 from autograder.grader.report import (
     HIDDEN_VISIBILITY,
+    ResultsRecord,
     load_results,
     summary_table,
     write_gradebook,
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 #: A results.json's contents, as written and as read back.
-Results = dict[str, Any]
+Results = ResultsRecord
 
 
 class Executor(Protocol):
@@ -200,14 +201,15 @@ def plan_batch(
         a: grader_fingerprint(limits, a, plugins, hidden_visibility)
         for a in sorted({s.assignment for s in submissions})
     }
-    pending, finished = [], {}
+    pending: list[Submission] = []
+    finished: dict[str, Results] = {}
     for submission in submissions:
         existing = (
             None
             if force
             else load_results(out, submission.student, submission.assignment)
         )
-        extra = (existing or {}).get("extra_data", {})
+        extra: Mapping[str, object] = existing.get("extra_data", {}) if existing else {}
         if (
             existing
             and extra.get("notebook_sha256") == notebook_digest(submission)

@@ -58,6 +58,7 @@ from autograder.grader.judge import (
 from autograder.grader.outcome import zero_outcome
 from autograder.grader.report import (
     Outcome,
+    ResultsRecord,
     load_results,
     log_graded,
     progress_bar,
@@ -454,7 +455,7 @@ class DaskCluster:
         config: JudgeConfig,
         out: Path,
         progress: bool,
-        finished: dict[str, dict[str, Any]],
+        finished: dict[str, ResultsRecord],
     ) -> list[str]:
         """Grade ``pending`` on the cluster (:func:`run_on_dask`); the failures, as messages."""
         return run_on_dask(self.address, pending, config, out, progress, finished)
@@ -524,7 +525,7 @@ def run_on_dask(
     config: JudgeConfig,
     out: Path,
     progress: bool,
-    finished: dict[str, dict[str, Any]],
+    finished: dict[str, ResultsRecord],
 ) -> list[str]:
     """Grade ``pending`` on the Dask cluster at ``address``; the sibling of the local
     :class:`autograder.grader.pool.LocalPool`.

@@ -28,12 +28,12 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
 
 from autograder.grader.judge import JudgeConfig, grade_submission, judge_init
 from autograder.grader.outcome import zero_outcome
 from autograder.grader.remote import STARTUP_S
 from autograder.grader.report import (
+    ResultsRecord,
     log_graded,
     progress_bar,
     write_atomic,
@@ -46,7 +46,7 @@ from autograder.tasks import ASSIGNMENTS, check_modules
 __all__ = ["LocalPool", "MAX_JUDGE_DEATHS", "STOPPED_S", "WATCHDOG_MARGIN_S"]
 
 #: A results.json's contents (:data:`autograder.grader.batch.Results`).
-Results = dict[str, Any]
+Results = ResultsRecord
 
 
 class LocalPool:
