@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from autograder.flags import Flag
 from autograder.secrets import is_secret
 from autograder.subject import StudentError, Subject
 from autograder.timelimit import time_limit
@@ -238,7 +239,7 @@ class CheckResult:
     passed: bool
     feedback: str
     seconds: float = 0.0
-    flags: list[str] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
     #: True when the property failed on a wrong result (a :class:`Failure`), not an error
     #: the code raised, a timeout or a crash: only then can an earlier failure explain it.
     wrong_result: bool = False
@@ -274,10 +275,18 @@ def _counterexample(error: BaseException) -> str:
     return ""
 
 
-def _feedback(error: BaseException) -> tuple[str, list[str]]:
+#: The kinds of :class:`StudentError` that flag the check (the others are the answer's fault).
+_FLAGGED_KINDS: dict[str, Flag] = {
+    "timeout": "timeout",
+    "crashed": "crashed",
+    "forbidden": "forbidden",
+}
+
+
+def _feedback(error: BaseException) -> tuple[str, list[Flag]]:
     if isinstance(error, StudentError):
-        flags: list[str] = (
-            [error.kind] if error.kind in ("timeout", "crashed", "forbidden") else []
+        flags: list[Flag] = (
+            [_FLAGGED_KINDS[error.kind]] if error.kind in _FLAGGED_KINDS else []
         )
         text = (
             error.summary if error.kind == "missing" else f"Your code {error.summary}"
@@ -320,7 +329,8 @@ def run_property(prop: Property, subject: Subject) -> CheckResult:
     """
     start = time.perf_counter()
     sink = io.StringIO()
-    passed, feedback, flags = False, "", []
+    passed, feedback = False, ""
+    flags: list[Flag] = []
     example, shown_error = "", None
     attempts = _Attempts()
     _ATTEMPTS.append(attempts)

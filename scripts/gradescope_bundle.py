@@ -122,9 +122,8 @@ def build(
             for path in _files(root, folder):
                 add(archive, str(path.relative_to(root)), path.read_bytes())
         release = root / "assignments" / assignment
-        if (
-            release.is_dir()
-        ):  # the released notebook lets the grader recognise grade cells
+        # The released notebook lets the grader recognise grade cells.
+        if release.is_dir():
             for path in _files(root, f"assignments/{assignment}"):
                 add(archive, str(path.relative_to(root)), path.read_bytes())
     return target

@@ -1,7 +1,7 @@
 """Write or check ``constraints/grading.txt``: the versions of the packages that decide grades.
 
 The grader's fingerprint records Python's version and the versions of
-:data:`autograder.grader.judge.GRADING_PACKAGES`; a Dask worker or a resumed run in another
+:data:`autograder.grader.fingerprint.GRADING_PACKAGES`; a Dask worker or a resumed run in another
 environment is refused or regrades. Every grading machine installs with this file
 (``pip install -c constraints/grading.txt -e ".[cluster]"``; ``make install`` does), so all of
 them grade alike. torch is pinned without its build label (``2.13.0`` for ``2.13.0+cpu``), so
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from autograder.grader.judge import GRADING_PACKAGES, grading_environment
+from autograder.grader.fingerprint import GRADING_PACKAGES, grading_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints" / "grading.txt"

@@ -289,9 +289,8 @@ def hostile(assignment: str) -> Notebook:
         return _prepend_to_function(
             notebook, "gaussian_entropy", "import os\nos._exit(1)"
         )
-    return _prepend_to_function(
-        notebook, "gaussian_kl", "hog = bytearray(64 * 2**30)"
-    )  # 05_vae
+    # 05_vae
+    return _prepend_to_function(notebook, "gaussian_kl", "hog = bytearray(64 * 2**30)")
 
 
 STUDENTS: dict[str, Callable[[str], Notebook | str]] = {

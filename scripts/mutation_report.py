@@ -28,9 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     entries = corpus.load(tuple(args.modules))
     rows = []
-    per_module: dict[str, list[int]] = defaultdict(
-        lambda: [0, 0, 0, 0]
-    )  # caught, mutants, full, variants
+    # caught, mutants, full, variants
+    per_module: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     seconds: dict[str, float] = defaultdict(float)
     for entry in entries:
         start = time.perf_counter()

@@ -4,7 +4,7 @@ The GPU machine lent to this project has torch, matplotlib and scipy but no ipyk
 jupyter_client or nbformat, and nothing can be installed there but carried wheels. Each
 notebook runs in a fresh Python process of its own: its code cells in order, in one
 namespace, with IPython-only lines made harmless exactly as the CI grader does it
-(``autograder.grader.judge.strip_magics``) and matplotlib on Agg. A cell that raises, or any
+(``autograder.grader.submissions.strip_magics``) and matplotlib on Agg. A cell that raises, or any
 output on stderr (nbgrader scores such a grade cell 0), fails the notebook.
 
 Usage: python scripts/run_notebooks.py [--timeout S] NOTEBOOK...   (exit 1 if any failed)
@@ -30,7 +30,7 @@ import contextlib, io, json, os, sys, time, traceback
 sys.path.insert(0, sys.argv[2])  # this checkout, whatever the notebook's folder
 import matplotlib
 matplotlib.use("Agg")
-from autograder.grader.judge import strip_magics
+from autograder.grader.submissions import strip_magics
 
 path = sys.argv[1]
 os.chdir(os.path.dirname(os.path.abspath(path)))

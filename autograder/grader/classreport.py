@@ -27,7 +27,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from autograder.grader.report import ResultsRecord, TestRecord
 
 __all__ = [
     "BugHit",
@@ -51,7 +53,7 @@ class Graded:
 
     student: str
     assignment: str
-    results: dict[str, Any]
+    results: ResultsRecord
     timing: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,7 +72,7 @@ class Graded:
     def flags(self) -> list[str]:
         return [str(f) for f in self.results.get("extra_data", {}).get("flags") or []]
 
-    def tests(self) -> list[dict[str, Any]]:
+    def tests(self) -> list[TestRecord]:
         return [t for t in self.results.get("tests", []) if isinstance(t, dict)]
 
 
@@ -110,6 +112,7 @@ def load_class(out: Path) -> ClassData:
         except (OSError, ValueError) as error:
             unreadable.append(f"{key}: {error}")
             continue
+        results = cast(ResultsRecord, results)
         extra = results.get("extra_data") or {}
         timing: dict[str, Any] = {}
         timing_path = path.with_name("grading.json")
@@ -166,7 +169,7 @@ class BugHit:
     output: str
 
 
-def known_bugs_in(results: dict[str, Any], catalogue: Sequence[Any]) -> list[BugHit]:
+def known_bugs_in(results: ResultsRecord, catalogue: Sequence[Any]) -> list[BugHit]:
     """The known bugs whose hint appears in the output of a failed test of their own task."""
     by_task: dict[str, list[tuple[Any, re.Pattern[str]]]] = defaultdict(list)
     for bug in catalogue:

@@ -47,20 +47,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from autograder.flags import Flag
+from autograder.grader.fingerprint import grader_fingerprint
 from autograder.grader.judge import (
-    MAX_NOTEBOOK_BYTES,
     JudgeConfig,
-    Submission,
-    _all_properties,
-    _zero,
     clean_stale_workdirs,
     grade_submission,
-    grader_fingerprint,
     judge_init,
-    notebook_digest,
 )
+from autograder.grader.outcome import zero_outcome
 from autograder.grader.report import (
     Outcome,
+    ResultsRecord,
     load_results,
     log_graded,
     progress_bar,
@@ -70,9 +68,11 @@ from autograder.grader.report import (
     write_gradebook,
     write_submission,
 )
+from autograder.grader.submissions import MAX_NOTEBOOK_BYTES, Submission
 from autograder.tasks import TASKS, load_plugins
 
 __all__ = [
+    "DaskCluster",
     "GraderMismatch",
     "MAX_TRIES_LOCAL",
     "in_shard",
@@ -90,7 +90,7 @@ __all__ = [
 MAX_TRIES_LOCAL = 3
 SHARD_FILE = "shard.json"
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
-_KILLED_FLAG = "killed_worker"
+_KILLED_FLAG: Flag = "killed_worker"
 
 
 class GraderMismatch(RuntimeError):
@@ -435,13 +435,30 @@ def _judge_main(plugins: list[str]) -> None:
         try:
             replies.write(len(data).to_bytes(8, "big") + data)
             replies.flush()
-        except (
-            BrokenPipeError
-        ):  # the Dask worker is gone; the scheduler retries elsewhere
-            return
+        except BrokenPipeError:
+            return  # the Dask worker is gone; the scheduler retries elsewhere
 
 
 # --------------------------------------------------------------------------- the client
+
+
+class DaskCluster:
+    """The :class:`autograder.grader.batch.Executor` of a Dask cluster: ``tcp://HOST:PORT``,
+    or ``local:N`` (a ``LocalCluster`` of N workers started for the batch)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def run(
+        self,
+        pending: list[Submission],
+        config: JudgeConfig,
+        out: Path,
+        progress: bool,
+        finished: dict[str, ResultsRecord],
+    ) -> list[str]:
+        """Grade ``pending`` on the cluster (:func:`run_on_dask`); the failures, as messages."""
+        return run_on_dask(self.address, pending, config, out, progress, finished)
 
 
 def killed_outcome(
@@ -454,19 +471,7 @@ def killed_outcome(
         f"{times} (for example by exhausting the machine's memory or crashing the "
         "interpreter). Check that it runs to the end in a fresh kernel within the limits."
     )
-    outcome = Outcome(
-        student=submission.student,
-        assignment=submission.assignment,
-        notebook_sha256=notebook_digest(submission),
-        grader=config.fingerprints.get(submission.assignment, ""),
-        hidden_visibility=config.hidden_visibility,
-    )
-    outcome.tests = [
-        _zero(p, message, [_KILLED_FLAG])
-        for p in _all_properties(submission.assignment)
-    ]
-    outcome.flags = [_KILLED_FLAG]
-    return outcome
+    return zero_outcome(submission, config, _KILLED_FLAG, message)
 
 
 def _connect(address: str) -> tuple[Any, Any]:
@@ -520,9 +525,10 @@ def run_on_dask(
     config: JudgeConfig,
     out: Path,
     progress: bool,
-    finished: dict[str, dict[str, Any]],
+    finished: dict[str, ResultsRecord],
 ) -> list[str]:
-    """Grade ``pending`` on the Dask cluster at ``address``; the local path's ``_run_pool``.
+    """Grade ``pending`` on the Dask cluster at ``address``; the sibling of the local
+    :class:`autograder.grader.pool.LocalPool`.
 
     Results are written under ``out`` as they arrive and recorded in ``finished``.
 

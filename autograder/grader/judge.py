@@ -1,33 +1,27 @@
-"""Grading one submission: read the notebook, run it in a sandboxed worker, run every property.
+"""Grading one submission: run its notebook in a sandboxed worker, then every property.
 
 The judge is trusted and holds the hidden checks; the submission's code runs only in the
 worker (:mod:`autograder.grader.remote`). A submission is never dropped: an unreadable notebook, a
 crash, a hang or an attempt on the secrets gives zero where it applies, with the reason in
-the feedback and a flag.
+the feedback and a flag (:mod:`autograder.grader.outcome`). Finding and reading submissions
+is :mod:`autograder.grader.submissions`, the resume key :mod:`autograder.grader.fingerprint`;
+their names are re-exported here for the callers that knew them from this module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import functools
-import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
-import json
 import os
-import platform
 import re
 import resource
 import shutil
 import signal
-import stat
 import tempfile
 import time
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,436 +30,57 @@ import torch
 
 from autograder.core import CheckResult, Property, run_property
 from autograder.feedback import one_cause
+from autograder.flags import Flag
 from autograder.grader import sandbox
+from autograder.grader.fingerprint import (
+    GRADING_PACKAGES,
+    fingerprint_files,
+    grader_fingerprint,
+    grading_environment,
+    notebook_digest,
+)
+from autograder.grader.outcome import all_properties, zero_check, zero_outcome
 from autograder.grader.remote import RemoteSubject, Session, prestart_zygote
 from autograder.grader.report import HIDDEN_VISIBILITY, Outcome
+from autograder.grader.submissions import (
+    MAX_NOTEBOOK_BYTES,
+    NotebookError,
+    Submission,
+    find_submissions,
+    printable,
+    read_code_cells,
+    strip_magics,
+    submissions_root,
+    symlink_in,
+)
 from autograder.secrets import is_secret
 from autograder.subject import StudentError
-from autograder.tasks import ASSIGNMENTS, load_plugins, properties, tasks_of
+from autograder.tasks import ASSIGNMENTS, load_plugins
 
 __all__ = [
+    "JUDGE_WORK_MB",
+    "JudgeConfig",
+    "clean_stale_workdirs",
+    "grade_submission",
+    "judge_init",
+    "limit_judge_memory",
+    # re-exported from autograder.grader.submissions, .fingerprint and .outcome
+    "ASSIGNMENTS",
+    "GRADING_PACKAGES",
+    "MAX_NOTEBOOK_BYTES",
     "NotebookError",
     "Submission",
     "find_submissions",
-    "grade_submission",
-    "clean_stale_workdirs",
-    "GRADING_PACKAGES",
+    "fingerprint_files",
     "grader_fingerprint",
     "grading_environment",
-    "judge_init",
+    "notebook_digest",
+    "printable",
     "read_code_cells",
     "strip_magics",
+    "submissions_root",
+    "zero_outcome",
 ]
-
-MAX_NOTEBOOK_BYTES = 64 << 20
-_MAGIC_KEEP_BODY = {"time", "capture", "prun"}
-_ASSIGN_MAGIC = re.compile(r"^[A-Za-z_][\w.,\s\[\]]*=\s*[%!]")
-_HELP = re.compile(r"^\??[A-Za-z_][\w.]*\?{1,2}$")
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One student's notebook for one assignment."""
-
-    student: str
-    assignment: str
-    notebook: str | None
-
-    @property
-    def key(self) -> str:
-        """``student/assignment``."""
-        return f"{self.student}/{self.assignment}"
-
-
-def printable(name: str) -> str:
-    """A folder name as the grader shows and records it: every name, however odd, one-to-one.
-
-    Bytes that are not UTF-8 (``os.listdir`` keeps them as surrogates) become ``\\xNN``,
-    control and format characters (a terminal's escape sequences, bidirectional overrides,
-    newlines) ``\\xNN`` (below 0x80) or ``\\uNNNN``, a backslash two backslashes; anything else is kept,
-    so an ordinary student id is its own printable form.
-    """
-    out = []
-    for char in name:
-        code = ord(char)
-        if char == "\\":
-            out.append("\\\\")
-        elif 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogateescape of one raw byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
-            # \\xNN only below 0x80, so never the same text as an undecodable byte
-            out.append(
-                f"\\x{code:02x}"
-                if code < 0x80
-                else f"\\u{code:04x}"
-                if code <= 0xFFFF
-                else f"\\U{code:08x}"
-            )
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-class NotebookError(ValueError):
-    """The notebook cannot be read; the message is what the student reads."""
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-def submissions_root(path: Path) -> Path:
-    """``path`` itself, or its ``submitted/`` folder when ``path`` is an nbgrader course."""
-    nested = path / "submitted"
-    if nested.is_dir() and not (path / "submitted" / "submitted").exists():
-        return nested
-    return path
-
-
-def find_submissions(
-    path: Path,
-    *,
-    assignments: Iterable[str] | None = None,
-    students: Iterable[str] | None = None,
-) -> tuple[list[Submission], list[str]]:
-    """Every ``<student>/<assignment>/<assignment>.ipynb`` under ``path`` (or its ``submitted/``).
-
-    A student is known by :func:`printable` of the folder's name (the same as the name
-    for ordinary ids), so a name that is not UTF-8 or holds escape sequences is graded and
-    shown escaped; ``students`` may name either form.
-
-    Returns:
-        The submissions, sorted, and the problems found (unknown assignment folders).
-    """
-    root = submissions_root(path)
-    wanted_a = set(assignments) if assignments else None
-    wanted_s = set(students) if students else None
-    found, problems = [], []
-    for student_dir in sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
-        student = printable(student_dir.name)
-        if wanted_s is not None and not {student_dir.name, student} & wanted_s:
-            continue
-        for assignment_dir in sorted(
-            p
-            for p in student_dir.iterdir()
-            if p.is_dir() and not p.name.startswith(".")
-        ):
-            assignment = assignment_dir.name
-            if wanted_a is not None and assignment not in wanted_a:
-                continue
-            if assignment not in ASSIGNMENTS:
-                problems.append(
-                    f"{student}/{printable(assignment)}: unknown assignment {printable(assignment)!r}"
-                )
-                continue
-            notebook = assignment_dir / f"{assignment}.ipynb"
-            if not (notebook.is_file() or notebook.is_symlink()):
-                others = sorted(
-                    p for p in assignment_dir.glob("*.ipynb") if p.is_file()
-                )
-                notebook = others[0] if len(others) == 1 else None  # type: ignore[assignment]
-            found.append(
-                Submission(student, assignment, str(notebook) if notebook else None)
-            )
-    return found, problems
-
-
-def _read_nofollow(path: str, limit: int | None = None) -> bytes:
-    """The bytes of the file at ``path`` itself, never of what a symbolic link points to.
-
-    Raises:
-        OSError: ``ELOOP`` for a link; ``EFBIG`` past ``limit`` bytes; any other read error.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        if limit is not None and info.st_size > limit:
-            raise OSError(errno.EFBIG, "file too large", path)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read() if limit is None else handle.read(limit + 1)
-    finally:
-        os.close(fd)
-
-
-def symlink_in(submission: Submission) -> str | None:
-    """The first symbolic link on the way to the notebook, if any: the notebook itself, its
-    assignment folder or the student's folder (``<student>/<assignment>/<notebook>``).
-
-    A link can name the instructor's source notebook or a classmate's folder; the grader
-    never follows one where a submission's path is read.
-    """
-    if submission.notebook is None:
-        return None
-    notebook = Path(submission.notebook)
-    for part in (notebook, notebook.parent, notebook.parent.parent):
-        if part.is_symlink():
-            return str(part)
-    return None
-
-
-def notebook_digest(submission: Submission) -> str:
-    """SHA-256 of the notebook's bytes ("" when there is none): the resume key.
-
-    A symbolic link is hashed as the link (its target's name), never as the file it names.
-    """
-    if submission.notebook is None:
-        return ""
-    try:
-        link = symlink_in(submission)
-        if link is not None:
-            return hashlib.sha256(
-                b"symlink:" + os.fsencode(link) + b"->" + os.fsencode(os.readlink(link))
-            ).hexdigest()
-        return hashlib.sha256(_read_nofollow(submission.notebook)).hexdigest()
-    except OSError:
-        return ""
-
-
-def _package_files(directory: Path) -> list[Path]:
-    """Every file of a package tree that grading may import or read (bytecode caches aside)."""
-    return sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file()
-        and "__pycache__" not in p.parts
-        and p.suffix not in (".pyc", ".pyo")
-    )
-
-
-#: The instructor's tools that read graded results and never decide one (class report,
-#: similarity, late policy and LMS export): editing them regrades nobody.
-AFTER_GRADING = frozenset(
-    {"grader/classreport.py", "grader/similar.py", "grader/course.py"}
-)
-
-
-def fingerprint_files(assignment: str, plugins: Sequence[str] = ()) -> list[Path]:
-    """The files :func:`grader_fingerprint` hashes: every file of the ``autograder`` and
-    ``course_lib`` packages (a helper such as ``course_lib/reference/_autograd.py`` is imported
-    by several references, so hashing "this assignment's modules" misses it), the plugins'
-    packages, and the released notebook of ``assignment``."""
-    autograder_dir = Path(importlib.import_module("autograder").__file__).parent  # type: ignore[arg-type]
-    course_dir = Path(importlib.import_module("course_lib").__file__).parent  # type: ignore[arg-type]
-    files = [
-        p
-        for p in _package_files(autograder_dir)
-        if p.relative_to(autograder_dir).as_posix() not in AFTER_GRADING
-    ] + _package_files(course_dir)
-    root = sandbox.repo_root()
-    if root is not None:  # the release decides which cells are grade cells
-        files += [root / "assignments" / assignment / f"{assignment}.ipynb"]
-    for plugin in plugins:
-        path = Path(importlib.import_module(plugin).__file__)  # type: ignore[arg-type]
-        files += _package_files(path.parent) if path.name == "__init__.py" else [path]
-    return list(dict.fromkeys(files))
-
-
-#: The distributions whose versions decide grades (every runtime dependency of the course
-#: package but tqdm): the fingerprint records them, ``constraints/grading.txt`` pins them.
-GRADING_PACKAGES = (
-    "hypothesis",
-    "matplotlib",
-    "nbformat",
-    "numpy",
-    "scikit-learn",
-    "scipy",
-    "torch",
-)
-
-
-def grading_environment() -> dict[str, str]:
-    """Python's implementation and version and each of :data:`GRADING_PACKAGES`'s installed
-    version (``torch`` with its build, ``2.13.0+cpu``; ``absent`` when not installed)."""
-    found = {
-        "python": f"{platform.python_implementation()} {platform.python_version()}"
-    }
-    for name in GRADING_PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
-
-
-def grader_fingerprint(
-    limits: sandbox.Limits,
-    assignment: str,
-    plugins: Sequence[str] = (),
-    hidden_visibility: str = HIDDEN_VISIBILITY,
-) -> str:
-    """Hash of what decides the grades of ``assignment``: every file of the grader's and the
-    course's packages, the plugins, the released notebook, the limits, the environment
-    (:func:`grading_environment`: a Dask worker or a resumed run with another Python, torch,
-    NumPy or Hypothesis grades differently) and what results.json shows
-    (``hidden_visibility``)."""
-    digest = hashlib.sha256(json.dumps(limits.__dict__, sort_keys=True).encode())
-    digest.update(assignment.encode())
-    digest.update(json.dumps(grading_environment(), sort_keys=True).encode())
-    digest.update(hidden_visibility.encode())
-    for file in fingerprint_files(assignment, plugins):
-        if file.is_file():
-            digest.update(str(file.relative_to(file.parent.parent)).encode())
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
-    return digest.hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- notebooks
-
-
-def strip_magics(source: str) -> str:
-    """IPython-only lines become ``pass`` (indentation kept); ``%time stmt`` keeps ``stmt``."""
-    lines = source.splitlines()
-    if lines and lines[0].lstrip().startswith("%%"):
-        magic = lines[0].lstrip()[2:].split(maxsplit=1)
-        if not magic or magic[0] not in _MAGIC_KEEP_BODY:
-            return ""  # %%bash, %%writefile, %%html...: not Python
-        lines = lines[1:]
-    out = []
-    for line in lines:
-        stripped = line.lstrip()
-        indent = line[: len(line) - len(stripped)]
-        if stripped.startswith(("%time ", "%prun ")):
-            out.append(indent + stripped.split(maxsplit=1)[1])
-        elif (
-            stripped.startswith(("%", "!"))
-            or _ASSIGN_MAGIC.match(stripped)
-            or _HELP.match(stripped)
-        ):
-            out.append(indent + "pass")
-        else:
-            out.append(line)
-    return "\n".join(out)
-
-
-def _text(source: Any) -> str:
-    if isinstance(source, list):
-        return "".join(s for s in source if isinstance(s, str))
-    return source if isinstance(source, str) else ""
-
-
-def _normalise(source: str) -> str:
-    return "\n".join(line.rstrip() for line in source.strip().splitlines())
-
-
-@functools.cache
-def known_grade_cells(assignment: str) -> tuple[frozenset[str], frozenset[str]]:
-    """Grade-cell ids and (released) sources of the course's own notebooks, where present."""
-    ids: set[str] = set()
-    sources: set[str] = set()
-    roots = [r for r in (sandbox.repo_root(), Path.cwd()) if r is not None]
-    for root in roots:
-        for folder in ("assignments", "release", "solutions", "source"):
-            path = root / folder / assignment / f"{assignment}.ipynb"
-            try:
-                cells = json.loads(path.read_text()).get("cells", [])
-            except (OSError, ValueError, AttributeError):
-                continue
-            for cell in cells:
-                meta = (cell.get("metadata") or {}).get("nbgrader") or {}
-                if meta.get("grade") and not meta.get("solution"):
-                    ids.add(str(meta.get("grade_id", "")))
-                    if folder in ("assignments", "release"):
-                        sources.add(_normalise(_text(cell.get("source"))))
-    ids.discard("")
-    return frozenset(ids), frozenset(sources)
-
-
-def _nbgrader_meta(cell: dict[str, Any]) -> dict[str, Any]:
-    metadata = cell.get("metadata")
-    meta = metadata.get("nbgrader") if isinstance(metadata, dict) else None
-    return meta if isinstance(meta, dict) else {}
-
-
-def _is_grade_cell(
-    meta: dict[str, Any], source: str, known: tuple[frozenset[str], frozenset[str]]
-) -> bool:
-    if meta.get("solution") is True:
-        return False  # a manually graded answer: the student's code
-    grade_id = str(meta.get("grade_id", ""))
-    if meta.get("grade") is True or grade_id.endswith("_check") or grade_id in known[0]:
-        return True
-    return _normalise(source) in known[1]
-
-
-def read_code_cells(
-    path: str | None, assignment: str
-) -> tuple[list[tuple[int, str]], list[str]]:
-    """The code cells to run, as ``(cell number, source)``, grade cells removed; and notes.
-
-    Raises:
-        NotebookError: the file is missing, too large, not JSON or not a notebook.
-    """
-    if path is None:
-        raise NotebookError(
-            f"no notebook found: submit {assignment}.ipynb in the {assignment} folder"
-        )
-    try:
-        raw = _read_nofollow(path, MAX_NOTEBOOK_BYTES)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise NotebookError(
-                "the notebook is a symbolic link: submit the notebook file itself"
-            ) from None
-        if error.errno == errno.EFBIG:
-            raise NotebookError(
-                f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB: clear its outputs and resubmit"
-            ) from None
-        raise
-    try:
-        data = json.loads(raw)
-    except (RecursionError, MemoryError):
-        raise NotebookError(
-            "the notebook is not a Jupyter notebook: its JSON is nested too deeply to read"
-        ) from None
-    except UnicodeDecodeError:
-        raise NotebookError(
-            "the notebook is not valid JSON (it is not UTF-8 text): was it saved by Jupyter?"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise NotebookError(
-            f"the notebook is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): "
-            "was it edited outside Jupyter? Download a fresh copy and move your answers over"
-        ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise NotebookError(
-            "the file is not a Jupyter notebook (nbformat 4): it has no list of cells"
-        )
-    known = known_grade_cells(assignment)
-    cells, grade_ids = [], []
-    for number, cell in enumerate(data["cells"], start=1):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        source = _text(cell.get("source"))
-        meta = _nbgrader_meta(cell)
-        if _is_grade_cell(meta, source, known):
-            grade_ids.append(str(meta.get("grade_id", f"cell {number}")))
-            continue
-        cells.append((number, strip_magics(source)))
-    notes = []
-    missing = sorted(known[0] - set(grade_ids))
-    if missing and known[0]:
-        notes.append(
-            f"grade cells missing from the notebook: {', '.join(missing)} (the grader runs every check anyway)"
-        )
-    duplicated = sorted({g for g in grade_ids if grade_ids.count(g) > 1})
-    if duplicated:
-        notes.append(
-            f"grade cells duplicated: {', '.join(duplicated)} (ignored: the grader runs each check once)"
-        )
-    metadata = data.get("metadata")
-    spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
-    kernel = spec.get("name") if isinstance(spec, dict) else None
-    if isinstance(kernel, str) and kernel and not kernel.startswith("python"):
-        notes.append(
-            f"kernel {kernel!r} ignored: the grader runs the notebook with Python"
-        )
-    return cells, notes
-
-
-# --------------------------------------------------------------------------- grading
 
 
 @dataclass
@@ -593,27 +208,13 @@ def clean_stale_workdirs() -> None:
             pass
 
 
-def _zero(prop: Property, feedback: str, flags: list[str]) -> CheckResult:
-    return CheckResult(
-        prop.task,
-        prop.name,
-        prop.tier,
-        0.0,
-        prop.points,
-        False,
-        feedback,
-        0.0,
-        list(flags),
-    )
-
-
 def _out_of_memory(error: BaseException) -> bool:
     return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
         isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
     )
 
 
-def _within_memory(prop: Property, flags: list[str]) -> Property:
+def _within_memory(prop: Property, flags: list[Flag]) -> Property:
     """``prop`` whose running out of the judge's memory (:func:`limit_judge_memory`) is the
     submission's zero with the ``memory`` flag, never a grader error: only what the worker
     sent can make a check outgrow a cap sized for honest results."""
@@ -634,10 +235,6 @@ def _within_memory(prop: Property, flags: list[str]) -> Property:
     return dataclasses.replace(prop, fn=fn)
 
 
-def _all_properties(assignment: str) -> list[Property]:
-    return [prop for task in tasks_of(assignment) for prop in properties(task.id)]
-
-
 def _where(cell: int | None) -> str:
     return f" (cell {cell})" if cell is not None else ""
 
@@ -648,25 +245,6 @@ def _hint_missing(result: CheckResult, cell_errors: dict[int, str]) -> None:
         result.feedback += f"\n  Note: cell {number} of your notebook {error}"
 
 
-def zero_outcome(
-    submission: Submission, config: JudgeConfig, flag: str, message: str
-) -> Outcome:
-    """Zero on every check of ``submission``, each with ``message`` and ``flag``: for what
-    the submission caused before any check could run (a link, a killed judge)."""
-    outcome = Outcome(
-        student=submission.student,
-        assignment=submission.assignment,
-        notebook_sha256=notebook_digest(submission),
-        grader=config.fingerprints.get(submission.assignment, ""),
-        flags=[flag],
-        hidden_visibility=config.hidden_visibility,
-    )
-    outcome.tests = [
-        _zero(p, message, [flag]) for p in _all_properties(submission.assignment)
-    ]
-    return outcome
-
-
 def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
     """Grade one submission: never raises for anything the submission does.
 
@@ -675,7 +253,7 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
     """
     started = time.monotonic()
     digest = notebook_digest(submission)
-    props = _all_properties(submission.assignment)
+    props = all_properties(submission.assignment)
     outcome = Outcome(
         student=submission.student,
         assignment=submission.assignment,
@@ -693,7 +271,7 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
             "(it could name someone else's work): submit the notebook file itself."
         )
         outcome.flags.append("symlink")
-        outcome.tests = [_zero(p, message, ["symlink"]) for p in props]
+        outcome.tests = [zero_check(p, message, ["symlink"]) for p in props]
         outcome.seconds = time.monotonic() - started
         return outcome
     try:
@@ -709,7 +287,8 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
             message = f"the notebook is not a well-formed Jupyter notebook ({type(error).__name__})"
         outcome.flags.append("invalid_notebook")
         outcome.tests = [
-            _zero(p, f"Not graded: {message}.", ["invalid_notebook"]) for p in props
+            zero_check(p, f"Not graded: {message}.", ["invalid_notebook"])
+            for p in props
         ]
         outcome.seconds = time.monotonic() - started
         return outcome
@@ -739,7 +318,7 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
             f" (while checking {event.task})" if event.task else ""
         )
         outcome.notes.append(note)
-    flags = {flag for test in outcome.tests for flag in test.flags}
+    flags: set[Flag] = {flag for test in outcome.tests for flag in test.flags}
     if any(e.op == "refused" for e in session.events):
         flags.add("refused")
     outcome.flags = sorted(set(outcome.flags) | flags)
@@ -752,20 +331,20 @@ def _run_properties(session: Session, props: list[Property]) -> list[CheckResult
         message = (
             "Not graded: your notebook did not finish running within the time limit."
         )
-        return [_zero(p, message, ["timeout"]) for p in props]
+        return [zero_check(p, message, ["timeout"]) for p in props]
     notebook_forbidden = [
         e for e in session.events if e.op == "forbidden" and e.task is None
     ]
     if notebook_forbidden:
         first = notebook_forbidden[0]
         message = f"Not graded: your notebook tried to {first.what}{_where(first.cell)}, which submissions may not do."
-        return [_zero(p, message, ["forbidden"]) for p in props]
+        return [zero_check(p, message, ["forbidden"]) for p in props]
     subject = RemoteSubject(session)
     results = []
     for prop in props:
         if session.time_left() <= 1:
             results.append(
-                _zero(
+                zero_check(
                     prop,
                     "Not run: this submission used up its time limit.",
                     ["timeout"],
@@ -786,7 +365,7 @@ def _run_properties(session: Session, props: list[Property]) -> list[CheckResult
         for index, result in enumerate(results):
             if result.task == task:
                 prop = props[index]
-                results[index] = _zero(
+                results[index] = zero_check(
                     prop,
                     f"Zero for {task}: while it was checked, your code tried to {what}, which submissions may not do.",
                     ["forbidden"],

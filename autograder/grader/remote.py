@@ -29,10 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from autograder import transport
 from autograder.core import Property
+from autograder.flags import Flag
 from autograder.grader import sandbox, wire
 from autograder.probes import held_names, probe_model
 from autograder.secrets import is_secret
@@ -56,15 +57,24 @@ class GraderError(RuntimeError):
     """Grading itself could not be done (the worker cannot even start)."""
 
 
+#: Why a worker is gone: it closed its channel (exited, killed), its zygote exited, it sent
+#: bytes that are not a message, a payload past the size cap, or a message out of turn.
+GoneReason = Literal["closed", "zygote_exited", "malformed", "too_large", "unexpected"]
+
+
 class _WorkerGone(Exception):
-    """The worker exited, was killed, or broke the protocol."""
+    """The worker exited, was killed, or broke the protocol; ``reason`` says which."""
+
+    def __init__(self, reason: GoneReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: GoneReason = reason
 
 
 @dataclass
 class Event:
     """Something the sandbox refused: ``op`` is ``forbidden`` or ``refused``."""
 
-    op: str
+    op: wire.SandboxOp
     what: str
     cell: int | None = None
     task: str | None = None
@@ -126,7 +136,9 @@ class _Channel:
                 except BlockingIOError:
                     continue
                 except BrokenPipeError:
-                    raise _WorkerGone("the worker closed its channel") from None
+                    raise _WorkerGone(
+                        "closed", "the worker closed its channel"
+                    ) from None
 
     def _fill(self, size: int, deadline: float) -> None:
         while len(self.buffer) < size:
@@ -138,7 +150,7 @@ class _Channel:
                 continue
             chunk = os.read(self.read_fd, 1 << 20)
             if not chunk:
-                raise _WorkerGone("the worker closed its channel")
+                raise _WorkerGone("closed", "the worker closed its channel")
             self.buffer += chunk
 
     def receive(self, deadline: float) -> tuple[dict[str, Any], bytes]:
@@ -148,10 +160,11 @@ class _Channel:
                 bytes(self.buffer[: wire.PREFIX_SIZE])
             )
         except (wire.ProtocolError, ValueError) as error:
-            raise _WorkerGone("the worker sent malformed data") from error
+            raise _WorkerGone("malformed", "the worker sent malformed data") from error
         if payload_len > self.max_payload:
             raise _WorkerGone(
-                f"the worker sent a result larger than {self.max_payload >> 20} MB"
+                "too_large",
+                f"the worker sent a result larger than {self.max_payload >> 20} MB",
             )
         total = wire.PREFIX_SIZE + head_len + payload_len
         self._fill(total, deadline)
@@ -161,9 +174,9 @@ class _Channel:
         try:
             header = json.loads(head)
         except (ValueError, RecursionError, MemoryError) as error:
-            raise _WorkerGone("the worker sent malformed data") from error
+            raise _WorkerGone("malformed", "the worker sent malformed data") from error
         if not wire.well_formed(header) or "op" not in header:
-            raise _WorkerGone("the worker sent malformed data")
+            raise _WorkerGone("malformed", "the worker sent malformed data")
         return header, payload
 
 
@@ -239,7 +252,7 @@ class _Zygote:
             return None
         data = self.socket.recv(1 << 16)
         if not data:
-            raise _WorkerGone("the zygote exited")
+            raise _WorkerGone("zygote_exited", "the zygote exited")
         message: dict[str, Any] = json.loads(data)
         if message.get("op") == "exit":
             self.exits[int(message["pid"])] = int(message["code"])
@@ -471,7 +484,7 @@ class Session:
 
     # ------------------------------------------------------------------ events
 
-    def _record(self, op: str, what: str) -> None:
+    def _record(self, op: wire.SandboxOp, what: str) -> None:
         event = Event(
             op, str(what)[:500], self._cell if self._task is None else None, self._task
         )
@@ -479,8 +492,8 @@ class Session:
             self.events.append(event)
 
     def _handle_side_message(self, header: dict[str, Any]) -> bool:
-        op = header["op"]
-        if op in ("forbidden", "refused"):
+        op: wire.Op = header["op"]
+        if op == "forbidden" or op == "refused":
             self._record(op, header.get("what", ""))
             return True
         return False
@@ -595,7 +608,7 @@ class Session:
                 reason = f"did not finish within {self.limits.cell_timeout_s:.0f} s, and ignored the interruption; the grader skipped it"
             except _WorkerGone as error:
                 reason = f"stopped the worker process, which {self._worker.exit_description()}; the grader skipped it"
-                if "malformed" in str(error):
+                if error.reason == "malformed":
                     reason = "sent the grader a malformed message (is it writing to the grader's channel?); the grader skipped it"
             cell = self._cell
             self._stop_worker()
@@ -617,7 +630,7 @@ class Session:
             )
             deadline = min(time.monotonic() + limit, self.deadline)
             header, body = current.channel.receive(deadline)
-            op = header["op"]
+            op: wire.Op = header["op"]
             if self._handle_side_message(header):
                 continue
             if op == "helper":
@@ -637,7 +650,7 @@ class Session:
             elif op == "ready":
                 return
             else:
-                raise _WorkerGone("the worker sent an unexpected message")
+                raise _WorkerGone("unexpected", "the worker sent an unexpected message")
 
     # ------------------------------------------------------------------ calls
 
@@ -757,13 +770,12 @@ class Session:
             ) from None
         except _WorkerGone as error:
             why = f"stopped the worker process, which {current.exit_description()}"
-            if "malformed" in str(error) or "larger" in str(error):
+            if error.reason in ("malformed", "too_large"):
                 why = str(error).replace("the worker", "the worker process")
             self._stop_worker()
             raise StudentError("crashed", why) from None
-        except (
-            BaseException
-        ):  # the property's own time limit, or an interrupt: the worker is mid-call
+        except BaseException:
+            # The property's own time limit, or an interrupt: the worker is mid-call.
             self._stop_worker()
             raise
         self._record_tampering(header)
@@ -777,7 +789,7 @@ class RemoteSubject:
         self.session = session
         self.prop: Property | None = None
         self.deadline = 0.0
-        self.flags: list[str] = []
+        self.flags: list[Flag] = []
 
     def begin(self, prop: Property) -> None:
         """Called before each property: its time limit and its flags start here."""
@@ -828,7 +840,7 @@ class RemoteSubject:
             if error.kind in ("timeout", "crashed"):
                 return self._poison(error.kind, error.summary)
             return StudentError(error.kind, error.summary)
-        op = header["op"]
+        op: wire.Op = header["op"]
         if op == "result":
             # What the judge cannot read is the worker's doing (a tampered encoder): zero on
             # this check, flagged, never a grader error.

@@ -20,16 +20,21 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 from tqdm import tqdm
 
 from autograder.core import CheckResult
+from autograder.flags import Flag
 
 __all__ = [
     "HIDDEN_VISIBILITY",
     "OUTPUT_NAMES",
+    "CellErrorRecord",
+    "ExtraData",
     "Outcome",
+    "ResultsRecord",
+    "TestRecord",
     "VISIBILITIES",
     "check_results_json",
     "classroom_result",
@@ -54,6 +59,53 @@ VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 HIDDEN_VISIBILITY = "after_published"
 
 
+class TestRecord(TypedDict):
+    """One check in results.json's ``tests`` (Gradescope's fields; ``tags``: tier, flags)."""
+
+    name: str
+    score: float
+    max_score: float
+    status: Literal["passed", "failed"]
+    output: str
+    visibility: str
+    tags: list[str]
+
+
+class CellErrorRecord(TypedDict):
+    """A notebook cell that did not run cleanly (``extra_data.cell_errors``)."""
+
+    cell: int
+    error: str
+
+
+class ExtraData(TypedDict):
+    """results.json's ``extra_data``: who, the resume key, the sandbox, flags and notes."""
+
+    student_id: str
+    assignment_id: str
+    max_score: float
+    notebook_sha256: str
+    grader: str
+    sandbox: str | None
+    flags: list[Flag]
+    cell_errors: list[CellErrorRecord]
+    notes: list[str]
+
+
+class ResultsRecord(TypedDict):
+    """A results.json as this grader writes it (:func:`results_json`) and its readers read it
+    back (:func:`load_results`, :func:`autograder.grader.classreport.load_class`). Readers
+    still use ``.get`` with a default where a file from elsewhere may lack a field."""
+
+    score: float
+    output: str
+    output_format: str
+    visibility: str
+    stdout_visibility: str
+    tests: list[TestRecord]
+    extra_data: ExtraData
+
+
 @dataclass
 class Outcome:
     """Everything the grader learnt about one submission."""
@@ -64,7 +116,7 @@ class Outcome:
     grader: str = ""
     tests: list[CheckResult] = field(default_factory=list)
     cell_errors: dict[int, str] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     sandbox: str | None = None
     seconds: float = 0.0
@@ -107,9 +159,9 @@ def _summary_text(outcome: Outcome) -> str:
     return "\n".join(lines)
 
 
-def results_json(outcome: Outcome) -> dict[str, Any]:
+def results_json(outcome: Outcome) -> ResultsRecord:
     """Gradescope's results.json for one submission (deterministic: no timings)."""
-    tests = []
+    tests: list[TestRecord] = []
     for test in outcome.tests:
         tests.append(
             {
@@ -215,7 +267,7 @@ pre { white-space: pre-wrap; background: #f6f8fa; padding: .5rem; margin: .3rem 
 """
 
 
-def feedback_html(results: dict[str, Any]) -> str:
+def feedback_html(results: ResultsRecord) -> str:
     """A student's feedback page from their results.json: what failed and why, never check code."""
     e = html.escape
     extra = results.get("extra_data", {})
@@ -237,7 +289,7 @@ def feedback_html(results: dict[str, Any]) -> str:
             + "".join(f'<span class="flag">{e(str(f))}</span>' for f in flags)
             + "</p>"
         )
-    by_task: dict[str, list[dict[str, Any]]] = {}
+    by_task: dict[str, list[TestRecord]] = {}
     for test in results.get("tests", []):
         task = str(test.get("name", "")).split(": ", 1)[0]
         by_task.setdefault(task, []).append(test)
@@ -283,7 +335,7 @@ def feedback_html(results: dict[str, Any]) -> str:
 def log_graded(
     out: Path,
     key: str,
-    results: dict[str, Any],
+    results: ResultsRecord,
     seconds: float,
     sandbox: str | None,
     **where: Any,
@@ -345,7 +397,7 @@ def student_folder(student: str) -> str:
     """The folder of OUT that holds ``student``'s results: the id itself, except an id that
     is one of :data:`OUTPUT_NAMES` (in any case: some file systems ignore it) or starts with
     a dot, whose first character is written ``\\xNN``. A student id is already
-    :func:`autograder.grader.judge.printable` (a literal backslash doubled), so the escaped
+    :func:`autograder.grader.submissions.printable` (a literal backslash doubled), so the escaped
     folder is never another student's."""
     if student and (student.startswith(".") or student.casefold() in _RESERVED):
         return f"\\x{ord(student[0]):02x}" + student[1:]
@@ -357,7 +409,7 @@ def submission_dir(out: Path, student: str, assignment: str) -> Path:
     return out / student_folder(student) / assignment
 
 
-def write_submission(out: Path, outcome: Outcome) -> dict[str, Any]:
+def write_submission(out: Path, outcome: Outcome) -> ResultsRecord:
     """Write feedback.html, grading.json and (last) results.json; return the results."""
     folder = submission_dir(out, outcome.student, outcome.assignment)
     results = results_json(outcome)
@@ -380,17 +432,20 @@ def write_submission(out: Path, outcome: Outcome) -> dict[str, Any]:
     return results
 
 
-def load_results(out: Path, student: str, assignment: str) -> dict[str, Any] | None:
-    """The results.json of a finished submission, or None."""
+def load_results(out: Path, student: str, assignment: str) -> ResultsRecord | None:
+    """The results.json of a finished submission (checked by :func:`check_results_json`),
+    or None."""
     path = submission_dir(out, student, assignment) / "results.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and not check_results_json(data) else None
+    if isinstance(data, dict) and not check_results_json(data):
+        return cast(ResultsRecord, data)
+    return None
 
 
-def _task_scores(results: dict[str, Any]) -> dict[str, float]:
+def _task_scores(results: ResultsRecord) -> dict[str, float]:
     scores: dict[str, float] = {}
     for test in results.get("tests", []):
         task = str(test.get("name", "")).split(": ", 1)[0]
@@ -415,7 +470,7 @@ def csv_cell(value: Any) -> Any:
 
 
 def write_gradebook(
-    path: Path, all_results: Sequence[dict[str, Any]], task_order: Iterable[str]
+    path: Path, all_results: Sequence[ResultsRecord], task_order: Iterable[str]
 ) -> None:
     """gradebook.csv: one row per (student, assignment), the total and per-task scores."""
     tasks = list(task_order)
@@ -447,7 +502,7 @@ def write_gradebook(
     write_atomic(path, buffer.getvalue())
 
 
-def classroom_result(all_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def classroom_result(all_results: Sequence[ResultsRecord]) -> dict[str, Any]:
     """GitHub Classroom's runner result (``classroom-resources/autograding-grading-reporter``):
     one test per check, partial credit kept as points."""
     tests = []
@@ -475,7 +530,7 @@ def classroom_result(all_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summary_table(all_results: Sequence[dict[str, Any]]) -> str:
+def summary_table(all_results: Sequence[ResultsRecord]) -> str:
     """The class at a glance: one line per submission, then the mean per assignment."""
     rows = [("student", "assignment", "score", "flags")]
     means: dict[str, list[float]] = {}

@@ -65,9 +65,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autograder.secrets import SECRET_MODULES, secret_dirs
+
+if TYPE_CHECKING:
+    from autograder.grader.wire import SandboxOp
 
 __all__ = [
     "LEVELS",
@@ -222,9 +225,8 @@ def plan(
     ]
     keep = [str(autograder_dir), str(course_dir), *interpreter]
     covered = [str(root)] if root else []
-    for path in (
-        keep
-    ):  # ancestors the sandbox uid could not traverse (/root holding pyenv, say)
+    # Ancestors the sandbox uid could not traverse (/root holding pyenv, say).
+    for path in keep:
         for ancestor in Path(path).parents:
             if str(ancestor) != "/" and not _world_traversable(ancestor):
                 covered.append(str(ancestor))
@@ -944,7 +946,7 @@ def install_audit_hook(
     # Shared by every process the submission forks, so a fork bomb gets max_spawns in all.
     spawned = mmap.mmap(-1, 8)
 
-    def tell(op: str, what: str) -> None:
+    def tell(op: SandboxOp, what: str) -> None:
         if counters["reports"] < 40:
             counters["reports"] += 1
             with contextlib.suppress(OSError):
@@ -982,71 +984,98 @@ def install_audit_hook(
                 f"No module named {name!r} (not available to submissions)", name=name
             )
 
+    # One handler per audited event (the event sets above are disjoint): a dict lookup, then
+    # at most one check, on every audit event of the submission's process.
+    def on_open(event: str, args: tuple[Any, ...]) -> None:
+        flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+        mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        check_path(
+            args[0],
+            bool(flags & _WRITE_FLAGS) or any(c in mode for c in "wax+"),
+            "open",
+        )
+
+    def on_import(event: str, args: tuple[Any, ...]) -> None:
+        check_module(str(args[0]))
+
+    def on_read(event: str, args: tuple[Any, ...]) -> None:
+        check_path(args[0], False, event)
+
+    def on_write(event: str, args: tuple[Any, ...]) -> None:
+        for index in _WRITE_EVENTS[event]:
+            if index < len(args):
+                check_path(args[index], True, event)
+
+    def on_spawn(event: str, args: tuple[Any, ...]) -> None:
+        if not allow_exec and event not in ("os.fork", "os.forkpty"):
+            # Without a mount namespace the files are only guarded by this hook, which
+            # another program (cat, a second python) would not run.
+            tell("refused", f"{event} (running other programs)")
+            raise PermissionError("running other programs is not allowed while grading")
+        count = int.from_bytes(spawned[:8], "little") + 1
+        spawned[:8] = count.to_bytes(8, "little")
+        if count > max_spawns:
+            tell("refused", f"more than {max_spawns} child processes")
+            # The error the process limit gives, so the outcome is the same whichever limit
+            # a fork bomb meets first.
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    def on_socket(event: str, args: tuple[Any, ...]) -> None:
+        family = args[1] if len(args) > 1 else None
+        if family not in (socket.AF_UNIX, -1):
+            tell("refused", "network socket")
+            raise PermissionError("network access is disabled while grading")
+
+    def on_network(event: str, args: tuple[Any, ...]) -> None:
+        tell("refused", event)
+        raise PermissionError("network access is disabled while grading")
+
+    def on_ctypes(event: str, args: tuple[Any, ...]) -> None:
+        tell("refused", event)
+        raise PermissionError("ctypes is disabled while grading")
+
+    def on_introspection(event: str, args: tuple[Any, ...]) -> None:
+        # These reach every live object, this hook's state included.
+        tell("refused", event)
+        raise PermissionError(f"{event} is disabled while grading")
+
+    def on_setattr(event: str, args: tuple[Any, ...]) -> None:
+        if len(args) <= 1:
+            return
+        if code_written is not None and args[1] in _CODE_ATTRIBUTES:
+            code_written()
+        owner = getattr(args[0], "__module__", None) or ""
+        if (
+            args[1] in _CODE_ATTRIBUTES
+            and callable(args[0])
+            and owner.split(".")[0] in _PROTECTED_MODULES
+        ):
+            what = getattr(args[0], "__qualname__", "a function")
+            tell("forbidden", f"rewrite {owner}.{what}.{args[1]}")
+            raise PermissionError(
+                "rewriting the grader's or a library's functions is not allowed"
+            )
+
+    handlers: dict[str, Callable[[str, tuple[Any, ...]], None]] = {
+        "open": on_open,
+        "import": on_import,
+        **dict.fromkeys(_READ_EVENTS, on_read),
+        **dict.fromkeys(_WRITE_EVENTS, on_write),
+        **dict.fromkeys(_SPAWN_EVENTS, on_spawn),
+        "socket.__new__": on_socket,
+        **dict.fromkeys(_NETWORK_EVENTS, on_network),
+        **dict.fromkeys(_CTYPES_EVENTS, on_ctypes),
+        **dict.fromkeys(_INTROSPECTION_EVENTS, on_introspection),
+        "object.__setattr__": on_setattr,
+    }
+
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if getattr(state, "busy", False):
+        handler = handlers.get(event)
+        if handler is None or getattr(state, "busy", False):
             return
         state.busy = True
         try:
-            if event == "open":
-                flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-                mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
-                check_path(
-                    args[0],
-                    bool(flags & _WRITE_FLAGS) or any(c in mode for c in "wax+"),
-                    "open",
-                )
-            elif event == "import":
-                check_module(str(args[0]))
-            elif event in _READ_EVENTS:
-                check_path(args[0], False, event)
-            elif event in _WRITE_EVENTS:
-                for index in _WRITE_EVENTS[event]:
-                    if index < len(args):
-                        check_path(args[index], True, event)
-            elif event in _SPAWN_EVENTS:
-                if not allow_exec and event not in ("os.fork", "os.forkpty"):
-                    # Without a mount namespace the files are only guarded by this hook,
-                    # which another program (cat, a second python) would not run.
-                    tell("refused", f"{event} (running other programs)")
-                    raise PermissionError(
-                        "running other programs is not allowed while grading"
-                    )
-                count = int.from_bytes(spawned[:8], "little") + 1
-                spawned[:8] = count.to_bytes(8, "little")
-                if count > max_spawns:
-                    tell("refused", f"more than {max_spawns} child processes")
-                    # The error the process limit gives, so the outcome is the same whichever
-                    # limit a fork bomb meets first.
-                    raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
-            elif event == "socket.__new__":
-                family = args[1] if len(args) > 1 else None
-                if family not in (socket.AF_UNIX, -1):
-                    tell("refused", "network socket")
-                    raise PermissionError("network access is disabled while grading")
-            elif event in _NETWORK_EVENTS:
-                tell("refused", event)
-                raise PermissionError("network access is disabled while grading")
-            elif event in _CTYPES_EVENTS:
-                tell("refused", event)
-                raise PermissionError("ctypes is disabled while grading")
-            elif event in _INTROSPECTION_EVENTS:
-                # These reach every live object, this hook's state included.
-                tell("refused", event)
-                raise PermissionError(f"{event} is disabled while grading")
-            elif event == "object.__setattr__" and len(args) > 1:
-                if code_written is not None and args[1] in _CODE_ATTRIBUTES:
-                    code_written()
-                owner = getattr(args[0], "__module__", None) or ""
-                if (
-                    args[1] in _CODE_ATTRIBUTES
-                    and callable(args[0])
-                    and owner.split(".")[0] in _PROTECTED_MODULES
-                ):
-                    what = getattr(args[0], "__qualname__", "a function")
-                    tell("forbidden", f"rewrite {owner}.{what}.{args[1]}")
-                    raise PermissionError(
-                        "rewriting the grader's or a library's functions is not allowed"
-                    )
+            handler(event, args)
         finally:
             state.busy = False
 

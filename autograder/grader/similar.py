@@ -99,7 +99,7 @@ def find_pairs(
     first, and notes on what was skipped (unreadable notebooks, no release to subtract)."""
     from copydetect import CopyDetector
 
-    from autograder.grader.judge import submissions_root
+    from autograder.grader.submissions import submissions_root
 
     root = submissions_root(Path(submitted))
     notes: list[str] = []

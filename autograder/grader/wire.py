@@ -16,14 +16,17 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any
+from typing import Any, Literal, get_args
 
 from autograder.subject import STUDENT_ERROR_KINDS
 
 __all__ = [
     "ERROR_KINDS",
     "HEADER_LIMIT",
+    "OPS",
+    "Op",
     "PREFIX_SIZE",
+    "SandboxOp",
     "ProtocolError",
     "pack",
     "read_exact",
@@ -32,6 +35,33 @@ __all__ = [
     "unpack_header",
     "well_formed",
 ]
+
+#: A message's kind, its header's ``op`` (the module docstring says who sends which).
+Op = Literal[
+    # the judge
+    "init",
+    "call",
+    "helper_result",
+    "helper_error",
+    "helper_refused",
+    # the worker
+    "hello",
+    "cell",
+    "cell_done",
+    "ready",
+    "result",
+    "error",
+    "grader_error",
+    "helper",
+    # the worker's sandbox, at any time
+    "forbidden",
+    "refused",
+]
+#: Every :data:`Op`.
+OPS: frozenset[str] = frozenset(get_args(Op))
+#: What the worker's sandbox reports (:func:`autograder.grader.sandbox.install_audit_hook`):
+#: *forbidden*, an attempt on the secrets or the judge; *refused*, a resource not offered.
+SandboxOp = Literal["forbidden", "refused"]
 
 MAGIC = b"AGW1"
 _PREFIX = struct.Struct(">4sIQ")  # magic, header length, payload length

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from autograder.grader import cli, cluster
-from autograder.grader.judge import JudgeConfig, Submission
+from autograder.grader.judge import JudgeConfig
 from autograder.grader.report import write_submission
+from autograder.grader.submissions import Submission
 from tests.test_grader import builders as b
 
 CLASS: dict[str, Any] = {
@@ -165,7 +166,7 @@ def test_a_dask_task_grades_a_private_copy_and_refuses_another_grader(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import tests.test_grader.fakecourse.hidden  # noqa: F401 - registers 00_fake
-    from autograder.grader.judge import grader_fingerprint
+    from autograder.grader.fingerprint import grader_fingerprint
     from autograder.grader.sandbox import Limits
 
     class Gone:  # a judge that died while idle

@@ -143,9 +143,9 @@ def test_a_judge_out_of_memory_is_a_flagged_zero() -> None:
 
 
 def test_every_judge_caps_its_memory() -> None:
-    from autograder.grader import cli, judge
+    from autograder.grader import judge, pool
 
-    source = Path(cli.__file__).read_text()
+    source = Path(pool.__file__).read_text()
     assert "initargs=(config.plugins, config.limits)" in source
     assert (
         "limit_judge_memory("

@@ -12,12 +12,6 @@ import pytest
 
 from autograder.core import CheckResult
 from autograder.grader import cli, sandbox, wire
-from autograder.grader.judge import (
-    NotebookError,
-    find_submissions,
-    read_code_cells,
-    strip_magics,
-)
 from autograder.grader.remote import probe_address
 from autograder.grader.report import (
     Outcome,
@@ -25,6 +19,12 @@ from autograder.grader.report import (
     feedback_html,
     results_json,
     write_gradebook,
+)
+from autograder.grader.submissions import (
+    NotebookError,
+    find_submissions,
+    read_code_cells,
+    strip_magics,
 )
 from autograder.timelimit import time_limit
 from tests.test_grader import builders as b
@@ -282,8 +282,8 @@ def test_student_ids_and_folders_are_one_to_one() -> None:
     output folder, never another student's nor one of OUT's own files (issue 19 item 5)."""
     import os
 
-    from autograder.grader.judge import printable
     from autograder.grader.report import OUTPUT_NAMES, student_folder
+    from autograder.grader.submissions import printable
 
     raw = [
         b"alice",
