@@ -12,11 +12,14 @@ work together where the course allows it, and a shared public source looks the s
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CAVEAT",
@@ -166,7 +169,13 @@ def find_pairs(
                 silent=True,
                 truncate=True,
             )
-            detector.run()
+            # copydetect lists the files through a set (an order that changes with the
+            # process's hash salt, and with it which of a pair is compared to which).
+            detector.test_files = sorted(detector.test_files)
+            detector.ref_files = sorted(detector.ref_files)
+            detector.boilerplate_files = sorted(detector.boilerplate_files)
+            with _stable_hashes():
+                detector.run()
             seen = set()
             for (
                 sim1,
@@ -197,6 +206,38 @@ def find_pairs(
                 )
     pairs.sort(key=lambda p: (-p.score, -p.tokens, p.assignment, p.first, p.second))
     return pairs, notes
+
+
+def _stable_kgram_hashes(string: str, k: int) -> Any:
+    """copydetect's k-gram fingerprints with a hash that is the same in every process
+    (copydetect uses Python's ``hash``, salted per process: two runs on the same class
+    then differ in which k-grams winnowing keeps, and so in the overlaps reported)."""
+    import numpy as np
+
+    blake = hashlib.blake2b
+    return np.array(
+        [
+            int.from_bytes(
+                blake(string[i : i + k].encode(), digest_size=8).digest(),
+                "little",
+                signed=True,
+            )
+            for i in range(len(string) - k + 1)
+        ],
+        dtype=np.int64,
+    )
+
+
+@contextlib.contextmanager
+def _stable_hashes() -> Iterator[None]:
+    from copydetect import utils
+
+    original = utils.hashed_kgrams
+    utils.hashed_kgrams = _stable_kgram_hashes
+    try:
+        yield
+    finally:
+        utils.hashed_kgrams = original
 
 
 _TEMPLATE = """<!DOCTYPE html>

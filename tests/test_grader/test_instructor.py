@@ -144,11 +144,13 @@ def _grade(submitted: Path, out: Path, *extra: str) -> subprocess.CompletedProce
     )
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "autograder.grader.cli", *args],
         cwd=ROOT,
-        env=b.env(),
+        env={**b.env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=600,
@@ -336,6 +338,28 @@ def test_similar_ranks_identical_pairs_first_and_says_it_is_a_lead(
     assert with_frank and max(with_frank) < min(without)
     page = (tmp_path / "similar.html").read_text()
     assert "not a verdict" in page and "highlight-red" in page
+
+
+def test_similar_is_the_same_in_every_process(
+    tmp_path: Path, graded: dict[str, Path]
+) -> None:
+    """Two runs on the same class give the same overlaps (copydetect hashes k-grams with
+    Python's per-process salted ``hash``: without a stable hash the shares moved)."""
+    outputs = []
+    for seed in ("1", "2"):
+        to = tmp_path / seed
+        done = _cli(
+            "similar",
+            str(graded["submitted"]),
+            "--to",
+            str(to),
+            "--threshold",
+            "0",
+            env={"PYTHONHASHSEED": seed},
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append((to / "similar.csv").read_text())
+    assert outputs[0].splitlines() == outputs[1].splitlines()
 
 
 # --------------------------------------------------------------------------- late policy
