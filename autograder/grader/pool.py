@@ -327,4 +327,6 @@ def _run_pool(
         sys.stderr.flush()
         os._exit(130)  # judges and workers die with us (parent-death signals)
     bar.close()
+    with contextlib.suppress(OSError):  # empty once every judge has exited: not output
+        (out / _RUNNING).rmdir()
     return failures
