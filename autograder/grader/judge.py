@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import pkgutil
 import platform
 import re
 import resource
@@ -503,10 +504,10 @@ def _preload(public_plugins: Sequence[str]) -> list[str]:
     """What a worker imports before it enters the sandbox: the same for every assignment, so
     one zygote per judge serves them all (plugins bring their own check modules)."""
     checks_dir = Path(importlib.import_module("autograder.checks").__file__).parent  # type: ignore[arg-type]
+    # Modules and packages (an assignment's checks by role: problems, probes, ...), sorted.
     checks = [
-        f"autograder.checks.{p.stem}"
-        for p in sorted(checks_dir.glob("*.py"))
-        if p.stem != "__init__"
+        f"autograder.checks.{info.name}"
+        for info in pkgutil.iter_modules([str(checks_dir)])
     ]
     base = [
         "numpy",
