@@ -4,6 +4,9 @@ judge-side helpers never do, and checks hand ``subject.call`` nothing else."""
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import typing
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,22 @@ def test_a_checks_package_keeps_its_probes_in_probes_py(package: Path) -> None:
             assert not node.module.startswith((sibling, "autograder.hidden")), (
                 f"{_label(probes)} imports {node.module}"
             )
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_a_probes_annotations_resolve_where_it_lives(package: Path) -> None:
+    """The judge reads a probe's result through its return annotation
+    (:func:`autograder.transport.result_problem`), resolved in the probe's own module: a name
+    that does not resolve there would turn that check off silently."""
+    module = importlib.import_module(f"autograder.checks.{package.name}.probes")
+    probes = [
+        fn
+        for name, fn in vars(module).items()
+        if inspect.isfunction(fn)
+        and name.endswith("_probe")
+        and fn.__module__ == module.__name__
+    ]
+    assert probes
+    for fn in probes:
+        hints = typing.get_type_hints(fn)
+        assert "return" in hints, f"{fn.__name__} declares no return type"
