@@ -84,8 +84,18 @@ def run_graded(
     return subject.call(em_probe, name, *arrays)
 
 
-#: :func:`autograder.compare.close` with this module's reading of a near miss (lost precision).
-close = partial(compare.close, diagnose=_diagnose)
+def close(
+    got: Any,
+    want: Any,
+    what: str,
+    hint: Callable[[], str] | str = "",
+    *,
+    rtol: float,
+    atol: float,
+) -> None:
+    """:func:`autograder.compare.close` with this module's reading of a near miss (lost
+    precision, :func:`~autograder.checks.em.bugs._diagnose`)."""
+    compare.close(got, want, what, hint, rtol=rtol, atol=atol, diagnose=_diagnose)
 
 
 def close_extreme(
@@ -99,13 +109,14 @@ def close_extreme(
     atol: float,
 ) -> None:
     """:func:`close` for extreme inputs; its hints only where the ordinary case is right."""
-    close(
+    compare.close(
         got,
         want,
         what,
         hint,
         rtol=rtol,
         atol=atol,
+        diagnose=_diagnose,
         instead=None if ordinary_ok else _ORDINARY_WRONG,
     )
 
