@@ -9,7 +9,7 @@ gives (every catalogued hint names the corpus mutant that has the bug; a test ru
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,13 +25,16 @@ __all__ = [
     "as_numpy",
     "assert_close",
     "assert_shape",
+    "close",
     "expect_no_graph",
     "expect_no_side_effects",
+    "expect_untouched",
     "Catalogue",
     "all_known_bugs",
     "first_known_bug",
     "hint_for",
     "present",
+    "same_values",
 ]
 
 T = TypeVar("T")
@@ -134,6 +137,60 @@ def all_known_bugs(
     return list(_known_bugs(got, catalogue, matches, context))
 
 
+def same_values(
+    got: Any,
+    candidate: Any,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    equal_nan: bool = False,
+    cast: bool = False,
+    exact_zeros: bool = False,
+) -> bool:
+    """The known-bug matcher: whether ``got`` is what a catalogued wrong formula computes.
+
+    Tensors are compared as tensors (``torch.allclose``), anything else as numpy arrays
+    (``np.allclose``); the shapes must agree. A check module binds its tolerances once
+    (``functools.partial``) and hands the result to :func:`first_known_bug` / :func:`hint_for`.
+
+    Args:
+        got: The student's result.
+        candidate: What the bug computes.
+        rtol, atol: The tolerance (a bug differs by O(1); round-off is far below).
+        equal_nan: NaN where the formula gives NaN counts as the same value (an overflow
+            that turns into ``0 * inf`` is that formula's signature).
+        cast: Compare ``got`` in the candidate's dtype (a tensor ``got`` of another dtype
+            otherwise cannot match: ``torch.allclose`` raises and the candidate is skipped).
+        exact_zeros: Where the bug gives exactly 0, so must ``got`` (a hard assignment's
+            zeros are exact; a result merely near one-hot is another bug).
+
+    >>> same_values(np.array([1.0, 0.0]), np.array([1.0 + 1e-9, 0.0]))
+    True
+    >>> same_values(np.array([1.0, 1e-12]), np.array([1.0, 0.0]), exact_zeros=True)
+    False
+    """
+    if isinstance(candidate, torch.Tensor):
+        return (
+            candidate.shape == got.shape
+            and bool(
+                torch.allclose(
+                    got.to(candidate.dtype) if cast else got,
+                    candidate,
+                    rtol=rtol,
+                    atol=atol,
+                    equal_nan=equal_nan,
+                )
+            )
+            and (not exact_zeros or bool((got[candidate == 0] == 0).all()))
+        )
+    got, candidate = np.asarray(got), np.asarray(candidate)
+    return (
+        got.shape == candidate.shape
+        and bool(np.allclose(got, candidate, rtol=rtol, atol=atol, equal_nan=equal_nan))
+        and (not exact_zeros or bool(np.all(got[candidate == 0] == 0)))
+    )
+
+
 def hint_for(
     got: Any,
     catalogue: Catalogue,
@@ -174,6 +231,39 @@ def expect_no_side_effects(
             )
             in_place = " in place" if what == "modified" else ""
             raise Failure(f"{task} {what} {which}{in_place}: {advice}")
+
+
+def expect_untouched(
+    out: SideEffects,
+    name: str,
+    names: Sequence[str] | None = None,
+    *,
+    arg_names: Mapping[str, Sequence[str]] | None = None,
+    then: Sequence[str] = (),
+    mutated: str = "compute new tensors instead",
+    grad_left: str = "use torch.autograd.grad instead of .backward()",
+    flag_changed: str = "work on copies, p.detach().clone().requires_grad_(True)",
+) -> None:
+    """:func:`expect_no_side_effects` for the student's ``name``, its arguments named by
+    ``names`` or, when omitted, by the check module's table ``arg_names[name]`` (then
+    ``then``, arguments every call of the module adds). A check module binds its table and
+    advice once::
+
+        expect_untouched = partial(compare.expect_untouched, arg_names=ARG_NAMES, mutated=...)
+        expect_untouched(out, "e_step")
+    """
+    if names is None:
+        if arg_names is None:
+            raise TypeError("expect_untouched needs names or arg_names")
+        names = arg_names[name]
+    expect_no_side_effects(
+        name,
+        out,
+        (*names, *then),
+        mutated=mutated,
+        grad_left=grad_left,
+        flag_changed=flag_changed,
+    )
 
 
 def expect_no_graph(
@@ -271,3 +361,35 @@ def assert_close(
         location = f" at index {index}" if index else ""
         message = f"{what} is wrong{location}: got {got[index]:.6g}, expected {want[index]:.6g}"
         raise Failure(message + (f". {hint}" if hint else ""), headline=message)
+
+
+def close(
+    got: Any,
+    want: Any,
+    what: str,
+    hint: Callable[[], str] | str = "",
+    *,
+    rtol: float,
+    atol: float,
+    diagnose: Callable[[Any, Any, Callable[[], str] | str], str] | None = None,
+    instead: str | None = None,
+) -> None:
+    """:func:`assert_close`, building the (costly) hint only when it fails.
+
+    Args:
+        hint: The advice, or a function that builds it (called only on a failure).
+        diagnose: ``diagnose(got, want, hint)`` builds the advice instead (a check module's
+            own reading of a near miss, e.g. lost precision); it must never raise.
+        instead: When given, the advice whatever the values (extreme inputs whose hints
+            presume the ordinary case right, when it is not).
+    """
+    try:
+        assert_close(got, want, what, rtol=rtol, atol=atol)
+    except Failure:
+        if instead is not None:
+            text = instead
+        elif diagnose is not None:
+            text = diagnose(got, want, hint)
+        else:
+            text = hint if isinstance(hint, str) else hint()
+        assert_close(got, want, what, rtol=rtol, atol=atol, hint=text)

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import io
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -106,6 +107,17 @@ def _round_trips(value: Any) -> bool:
     return type(rebuilt) is cls and repr(rebuilt) == repr(value)
 
 
+def _import_path(cls: type) -> str:
+    """The shortest module path that exports ``cls``: an assignment's checks package
+    (``autograder.checks.vae``) re-exports the problems of its ``problems`` module."""
+    parts = cls.__module__.split(".")
+    for end in range(3, len(parts)):
+        module = sys.modules.get(".".join(parts[:end]))
+        if module is not None and getattr(module, cls.__qualname__, None) is cls:
+            return module.__name__
+    return cls.__module__
+
+
 def _describe_inputs(kwargs: dict[str, Any]) -> str:
     """The drawn inputs as one line a student can paste to rebuild them.
 
@@ -121,7 +133,7 @@ def _describe_inputs(kwargs: dict[str, Any]) -> str:
         parts.append(f"{name}={value!r}")
         cls = type(value)
         if cls.__module__.startswith("autograder.checks.") and _round_trips(value):
-            imports.setdefault(cls.__module__, []).append(cls.__qualname__)
+            imports.setdefault(_import_path(cls), []).append(cls.__qualname__)
     text = ", ".join(parts)
     if imports:
         lines = [

@@ -4,8 +4,9 @@ A probe takes the :class:`~autograder.subject.Student` first, returns plain data
 ``TypedDict`` (:class:`Invoked`, :class:`VJP`, and the course probes' own), and its name ends
 in ``_probe``; judge-side helpers never do. Side effects on the arguments are always reported
 by :func:`side_effects` (positions in the argument list). Assignment-specific probes live in
-the public ``autograder.checks.<module>``; never in ``autograder.hidden`` (the sandboxed worker
-cannot import it).
+the public ``autograder.checks.<module>.probes``; never in ``autograder.hidden`` (the sandboxed
+worker cannot import it). Student code that draws its own randomness runs under
+:func:`seeded`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "invoke_held_probe",
     "invoke_probe",
     "probe_model",
+    "seeded",
     "set_held_backend",
     "side_effects",
     "snapshot",
@@ -161,6 +163,20 @@ def holds_graph(value: Any, depth: int = 4) -> bool:
 def graph_held(values: Sequence[Any]) -> list[int]:
     """Positions of the tensors in ``values`` that hold an autograd graph (:func:`holds_graph`)."""
     return [i for i, v in enumerate(values) if holds_graph(v)]
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run what the block calls on a private copy of torch's CPU random state, seeded by the
+    grader (``seed`` drawn by Hypothesis, :func:`autograder.strategies.seeds`), and restored
+    afterwards: student code that draws its own randomness is reproducible and leaves the
+    caller's RNG as it was. The CPU generator only: ``fork_rng(devices=[])`` restores no CUDA
+    state, and ``torch.manual_seed`` would also (lazily, with a stack trace each call) seed
+    CUDA; the CPU stream is the same either way.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def invoke_probe(student: Student, name: str, *args: Any, **kwargs: Any) -> Invoked:

@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import importlib.util
 import os
+import pkgutil
 import re
 import resource
 import shutil
@@ -118,10 +119,10 @@ def _preload(public_plugins: Sequence[str]) -> list[str]:
     """What a worker imports before it enters the sandbox: the same for every assignment, so
     one zygote per judge serves them all (plugins bring their own check modules)."""
     checks_dir = Path(importlib.import_module("autograder.checks").__file__).parent  # type: ignore[arg-type]
+    # Modules and packages (an assignment's checks by role: problems, probes, ...), sorted.
     checks = [
-        f"autograder.checks.{p.stem}"
-        for p in sorted(checks_dir.glob("*.py"))
-        if p.stem != "__init__"
+        f"autograder.checks.{info.name}"
+        for info in pkgutil.iter_modules([str(checks_dir)])
     ]
     base = [
         "numpy",

@@ -222,8 +222,7 @@ def _torch_gamma(
     case: ImplicitGammaCase,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     shape, rate, _ = case.arrays()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(case.seed)
+    with probes.seeded(case.seed):
         per_sample = shape.expand(case.S, -1).clone().requires_grad_(True)
         z = torch.distributions.Gamma(per_sample, rate).rsample()
         (d_shape,) = torch.autograd.grad(z.sum(), per_sample)
