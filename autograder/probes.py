@@ -170,12 +170,18 @@ def seeded(seed: int) -> Iterator[None]:
     """Run what the block calls on a private copy of torch's CPU random state, seeded by the
     grader (``seed`` drawn by Hypothesis, :func:`autograder.strategies.seeds`), and restored
     afterwards: student code that draws its own randomness is reproducible and leaves the
-    caller's RNG as it was. The CPU generator only: ``fork_rng(devices=[])`` restores no CUDA
-    state, and ``torch.manual_seed`` would also (lazily, with a stack trace each call) seed
-    CUDA; the CPU stream is the same either way.
+    caller's RNG as it was. The CPU generator always; the CUDA generators too once CUDA is
+    initialised in this process (a GPU grader: student code that draws on the device is then
+    as reproducible as on the CPU), never initialising it here (``torch.manual_seed`` would,
+    lazily, with a stack trace each call). The CPU stream is the same either way.
     """
-    with torch.random.fork_rng(devices=[]):
+    devices = (
+        list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    )
+    with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)
+        for device in devices:
+            torch.cuda.default_generators[device].manual_seed(seed)
         yield
 
 

@@ -170,3 +170,19 @@ def test_a_held_scalar_helper_costs_one_request_per_step() -> None:
         probes.set_held_backend(backend)
     assert asked == ["value_grad"]
     assert mu.grad is not None and log_sigma.grad is not None
+
+
+@pytest.mark.gpu
+def test_seeded_makes_draws_on_the_gpu_reproducible_and_restores_them() -> None:
+    """On a GPU grader, student code inside a probe that draws on the device gets the same
+    numbers for the same seed (as on the CPU), and the caller's CUDA stream is left as it was."""
+    torch.zeros(1, device="cuda")  # CUDA initialised, as in a worker that trained on it
+    torch.cuda.manual_seed_all(123)
+    expected_next = torch.randn(4, device="cuda")
+    torch.cuda.manual_seed_all(123)
+    draws = []
+    for _ in range(2):
+        with probes.seeded(7):
+            draws.append(torch.randn(4, device="cuda"))
+    assert torch.equal(draws[0], draws[1])
+    assert torch.equal(torch.randn(4, device="cuda"), expected_next)
