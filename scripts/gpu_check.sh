@@ -54,6 +54,8 @@ mkdir -p "$OUT"
 REPORT=$OUT/gpu_check.txt
 exec > >(tee "$REPORT") 2>&1
 PY=${PYTHON:-$(command -v python3 || command -v python)}
+# Absolute (steps run from other folders), without resolving links (a venv's python is one).
+[[ "$PY" == */* ]] && PY=$(realpath -s "$PY")
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 section() { printf '\n===== %s (%s) =====\n' "$1" "$(date -u +%H:%M:%S)"; }
 
@@ -102,7 +104,8 @@ fi
 
 section "gpu tests"
 "$PY" -m pytest -p no:cacheprovider -m gpu -v -o addopts="-ra --strict-markers" \
-    tests/test_course_lib/test_train_speed_paths.py tests/test_course_lib/test_vae.py
+    tests/test_course_lib/test_train_speed_paths.py tests/test_course_lib/test_vae.py \
+    tests/test_course_lib/test_plotting_vae.py tests/test_autograder/test_holds_graph.py
 status=$?
 # 5: no test ran, which is what a CPU dry run expects (every gpu test skips or is deselected)
 ((status == 0 || (DRY_RUN && status == 5))) || failed+=("gpu tests (exit $status)")
