@@ -74,7 +74,14 @@ class ProtocolError(Exception):
 
 
 def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    """One message: a JSON header and an optional binary payload, length-prefixed."""
+    """One message: a JSON header and an optional binary payload, length-prefixed.
+
+    Raises:
+        ValueError: the header's ``op`` is not an :data:`Op` (a sender's typo would
+            otherwise surface as the other side's "unexpected message").
+    """
+    if header.get("op") not in OPS:
+        raise ValueError(f"unknown message op {header.get('op')!r}: not a wire.Op")
     head = json.dumps(header, separators=(",", ":")).encode()
     return _PREFIX.pack(MAGIC, len(head), len(payload)) + head + payload
 
