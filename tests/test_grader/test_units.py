@@ -231,7 +231,7 @@ def test_messages_round_trip_and_garbage_is_refused() -> None:
     )
     with pytest.raises(wire.ProtocolError):
         wire.unpack_header(b"XXXX" + packed[4 : wire.PREFIX_SIZE])
-    with pytest.raises(ValueError, match="not a wire.Op"):
+    with pytest.raises(ValueError, match=r"not a wire\.Op"):
         wire.pack({"op": "reslut"})  # a sender's typo fails where it is made
 
 
