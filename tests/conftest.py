@@ -43,6 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Notebook timings written by every test process (``tests/test_notebooks/conftest.py``)."""
+    if hasattr(terminalreporter.config, "workerinput"):
+        return  # an xdist worker: the controller prints (and removing the folder here lost them)
     folder = Path(os.environ.get("COURSE_TEST_TIMES_DIR", "/nonexistent"))
     times: dict[str, dict[str, float]] = {}
     for path in sorted(folder.glob("notebooks-*.json")):
