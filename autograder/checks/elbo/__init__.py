@@ -88,6 +88,7 @@ from autograder.checks.elbo.properties import (
     HELD,
     _fit,
     expect_untouched,
+    held_for,
     probe_grads,
     value_tol,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "cov_cases",
     "entropy_probe",
     "expect_untouched",
+    "held_for",
     "fit_error_probe",
     "fit_held_probe",
     "fit_probe",

@@ -112,9 +112,16 @@ FIT_STAT = settings(STATISTICAL, max_examples=3)
 #: no implementation: the judge computes ``elbo`` (differentiable in mu and log_sigma) and
 #: ``elbo_score_grad`` (plain tensors) with the running probe's own ``log_joint``
 #: (:data:`autograder.probes.MODEL_HELPERS`); none where the hidden checks are not installed.
-HELD: dict[str, dict[str, Any]] = {
-    "fit_bbvi": probes.hold("elbo", "elbo_score_grad"),
+#: Names only: the stand-ins are made where a check calls the task (:func:`held_for`), never
+#: at import (the worker imports this package too).
+HELD: dict[str, tuple[str, ...]] = {
+    "fit_bbvi": ("elbo", "elbo_score_grad"),
 }
+
+
+def held_for(task: str) -> dict[str, Any]:
+    """Stand-ins for ``task``'s helpers (judge side; none on a student's machine)."""
+    return probes.hold(*HELD[task])
 
 
 #: The graded functions' arguments, by position (side effects are reported by position).
@@ -486,7 +493,7 @@ def _fit(
     subject: Subject, log_joint: Any, dim: int, global_seed: int, **kwargs: Any
 ) -> FitOutput:
     out = subject.call(
-        fit_held_probe, HELD["fit_bbvi"], log_joint, dim, global_seed, **kwargs
+        fit_held_probe, held_for("fit_bbvi"), log_joint, dim, global_seed, **kwargs
     )
     if isinstance(log_joint, Recorder) and log_joint.rows != (out["rows"] or []):
         # In the CI grader the held stand-ins evaluate the model on the judge's side, with
