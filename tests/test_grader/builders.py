@@ -184,3 +184,37 @@ def assert_contained(
         assert flag in flags, flags
     text = json.dumps(data)
     assert words in text, f"{words!r} not in the feedback of {student}: {text[:3000]}"
+
+
+_DECODE_PEAK = """import resource, sys
+from autograder import transport
+payload = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    transport.decode(payload)
+    verdict = "accepted"
+except transport.TransportError as error:
+    verdict = f"refused: {error}"
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{verdict}; peak grew {(after - before) / 1024:.1f} MB")
+"""
+
+
+def decode_in_a_fresh_judge(payload: bytes, folder: Path) -> tuple[str, float]:
+    """Decode ``payload`` in a fresh judge-like process: its verdict (``accepted`` or
+    ``refused: <why>``) and how much its peak memory grew while decoding, in MB (read after
+    the payload itself is in memory, so a payload's own size does not count)."""
+    path = folder / "payload.bin"
+    path.write_bytes(payload)
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_PEAK, str(path)],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    line = done.stdout.strip()
+    verdict, grew = line.rsplit("; peak grew ", 1)
+    return verdict, float(grew.split()[0])
