@@ -299,9 +299,21 @@ def probe_model(
     return bound.arguments.get("log_joint")
 
 
+#: The SPEC signatures as :class:`inspect.Signature` objects, built once (a stand-in binds
+#: every call: thousands per graded fit).
+_HELPER_SIGNATURES: dict[str, inspect.Signature] = {
+    name: inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params]
+    )
+    for name, params in HELPER_PARAMETERS.items()
+}
+
+
 class HeldBackend(Protocol):
-    """Computes a held helper's value (``mode="value"``) or its vector-Jacobian product
-    (``mode="vjp"``: one gradient per index in ``wrt``, given the ``cotangent``)."""
+    """Computes a held helper's value (``mode="value"``), its vector-Jacobian product
+    (``mode="vjp"``: one gradient per index in ``wrt``, given the ``cotangent``), or both at
+    once (``mode="value_grad"``: the value and, for a scalar, its gradients with respect to
+    ``wrt``, else ``None``)."""
 
     def __call__(
         self,
@@ -388,8 +400,7 @@ class Held:
     with judge-only code and refuses (zero and the ``forbidden`` flag on the task being
     checked) a call for a helper that the running probe does not hold. In one process
     (:class:`~autograder.subject.LocalSubject`) it is ``autograder.hidden.held``, under the
-    same rule. Gradients flow through it: its backward pass asks the backend for the
-    vector-Jacobian product.
+    same rule. Gradients flow through it (:class:`_HeldFunction`).
     """
 
     def __init__(self, name: str) -> None:
@@ -400,14 +411,8 @@ class Held:
     def _positional(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, ...]:
-        params = HELPER_PARAMETERS[self.name]
-        bound = inspect.Signature(
-            [
-                inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                for p in params
-            ]
-        ).bind(*args, **kwargs)
-        positional = tuple(bound.arguments[p] for p in params)
+        bound = _HELPER_SIGNATURES[self.name].bind(*args, **kwargs)
+        positional = tuple(bound.arguments[p] for p in HELPER_PARAMETERS[self.name])
         if self.name in MODEL_HELPERS:
             # The judge evaluates the probe's own model: the callable stays here.
             positional = (None, *positional[1:])
@@ -435,10 +440,10 @@ def hold(*names: str) -> dict[str, Held]:
     installed: the instructor's machine, the CI grader's judge); none on a student's machine,
     where a task's public checks run its helpers as wired.
 
-    It looks for the judge-only module's file and never imports it: a check module calls this
-    at import time, also in the CI grader's worker before its sandbox starts, and importing
-    ``autograder.hidden.held`` there would import the reference into the process where a
-    submission then finds it in ``sys.modules``."""
+    It looks for the judge-only module's file and never imports it: importing
+    ``autograder.hidden.held`` in a process that runs a submission would put the reference in
+    its ``sys.modules``. Call it where a check calls the task (judge side), never at import
+    of a check module (the CI grader's worker imports those too)."""
     held = Path(__file__).resolve().parent / "hidden" / "held.py"
     if not held.is_file():
         return {}

@@ -21,6 +21,8 @@ import torch
 
 from autograder.probes import GRADIENT_HELPERS, HELPER_PARAMETERS, MODEL_HELPERS
 
+__all__ = ["IMPLEMENTATIONS", "HelperError", "answer"]
+
 
 def _private(name: str) -> ModuleType:
     """A copy of the reference module ``course_lib.reference.<name>`` that only this module
@@ -44,8 +46,6 @@ def _private(name: str) -> ModuleType:
 em = _private("em")
 vae = _private("vae")
 elbo = _private("elbo")
-__all__ = ["IMPLEMENTATIONS", "HelperError", "answer"]
-
 #: The correct helper behind each stand-in (the reference; the bound helpers accept any
 #: leading batch shape, which the SPEC does not promise of a student's).
 IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
@@ -98,8 +98,9 @@ def answer(
     """The held helper ``name``'s value at ``args`` (``mode="value"``), or the gradients of
     ``cotangent · name(args)`` with respect to the arguments at the indices ``wrt``
     (``mode="vjp"``, one per index), or both at once (``mode="value_grad"``: the value and,
-    where it is a scalar, its gradients with respect to ``wrt``, else ``None``). ``model``: the running probe's ``log_joint``, the
-    first argument of the helpers in :data:`~autograder.probes.MODEL_HELPERS`.
+    where it is a scalar, its gradients with respect to ``wrt``, else ``None``). ``model``:
+    the running probe's ``log_joint``, the first argument of the helpers in
+    :data:`~autograder.probes.MODEL_HELPERS`.
 
     Raises:
         HelperError: an unknown helper or mode, or arguments the helper cannot take (the
@@ -119,19 +120,18 @@ def answer(
         if mode not in ("vjp", "value_grad") or name in GRADIENT_HELPERS:
             raise HelperError(f"unknown mode {mode!r}")
         indices = list(wrt)
-        if mode == "value_grad":
-            cotangent = torch.ones(())  # checked, then used only for a scalar value
-        if not isinstance(cotangent, torch.Tensor) or not all(
+        if not all(
             type(i) is int
             and 0 <= i < len(arguments)
             and isinstance(arguments[i], torch.Tensor)
             and arguments[i].is_floating_point()
             for i in indices
-        ):
+        ) or (mode == "vjp" and not isinstance(cotangent, torch.Tensor)):
             raise HelperError(f"a malformed gradient request for {name}")
         call = list(arguments)
         for i in indices:
             call[i] = arguments[i].detach().clone().requires_grad_(True)
+        leaves = [call[i] for i in indices]
         with torch.enable_grad():
             value = function(*call)
             if mode == "value_grad":
@@ -139,25 +139,20 @@ def answer(
                 # caller's backward pass multiplies these by its incoming scalar (the VJP).
                 if value.dim() != 0:
                     return value.detach(), None
-                leaves = [call[i] for i in indices]
-                grads = torch.autograd.grad(value, leaves, allow_unused=True)
-                return value.detach(), [
-                    torch.zeros_like(leaf) if g is None else g.detach()
-                    for leaf, g in zip(leaves, grads, strict=True)
-                ]
+                cotangent = torch.ones_like(value)
             if value.shape != cotangent.shape:
                 raise HelperError(
                     f"the gradient of {name} has shape {tuple(cotangent.shape)}, "
                     f"its value {tuple(value.shape)}"
                 )
-            leaves = [call[i] for i in indices]
             grads = torch.autograd.grad(
                 value, leaves, grad_outputs=cotangent.to(value.dtype), allow_unused=True
             )
-        return [
+        filled = [
             torch.zeros_like(leaf) if g is None else g.detach()
             for leaf, g in zip(leaves, grads, strict=True)
         ]
+        return (value.detach(), filled) if mode == "value_grad" else filled
     except HelperError:
         raise
     except (ValueError, RuntimeError, TypeError, IndexError) as error:
