@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import types
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import torch
 
@@ -69,13 +74,21 @@ def test_positions_and_message() -> None:
         expect_no_graph("task", [1], ("a", "b"), inputs="plain tensors")
 
 
+@contextlib.contextmanager
+def _holding(name: str, model: object = None) -> Iterator[Any]:
+    """The stand-in for ``name`` as a task's code sees it while one probe holds it: a task
+    whose globals name the helper, rebound by :func:`probes.held_correct`."""
+    namespace: dict[str, object] = {name: None}
+    exec("def task():\n    pass\n", namespace)
+    student = types.SimpleNamespace(task=namespace["task"])
+    with probes.held_correct(student, "task", {name: probes.Held(name)}, model=model):
+        yield namespace[name]
+
+
 def _held_and_reference_grads(
     name: str, args: list[torch.Tensor], model: object, cotangent: float
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Gradients of ``cotangent * name(args)`` through the held stand-in and the reference."""
-    import types
-
-    from autograder import probes
     from course_lib.reference import elbo as reference_elbo
     from course_lib.reference import vae as reference_vae
 
@@ -83,23 +96,15 @@ def _held_and_reference_grads(
         "elbo": reference_elbo.elbo,
         "reparameterize": reference_vae.reparameterize,
     }[name]
-    # A task whose globals name the helper (what the stand-in is bound over).
-    namespace: dict[str, object] = {name: None}
-    exec("def task():\n    pass\n", namespace)
-    student = types.SimpleNamespace(task=namespace["task"])
     model_args = [model] if model is not None else []
     grads = []
-    for function, held in ((None, True), (reference, False)):
+    for held in (True, False):
         leaves = [a.detach().clone().requires_grad_(True) for a in args]
         if held:
-            with probes.held_correct(
-                student, "task", {name: probes.Held(name)}, model=model
-            ):
-                value = namespace[name](*model_args, *leaves)  # type: ignore[operator]
-                (cotangent * value).sum().backward()
+            with _holding(name, model) as stand_in:
+                (cotangent * stand_in(*model_args, *leaves)).sum().backward()
         else:
-            value = function(*model_args, *leaves)  # type: ignore[misc]
-            (cotangent * value).sum().backward()
+            (cotangent * reference(*model_args, *leaves)).sum().backward()
         grads.append([leaf.grad for leaf in leaves])
     return grads[0], grads[1]
 
@@ -143,8 +148,6 @@ def test_a_held_scalar_helper_costs_one_request_per_step() -> None:
     """Forward and backward of a held ELBO ask the backend once (in the CI grader each
     request is a round trip to the judge: ``fit_bbvi``'s reparameterised fits make one per
     step, not two)."""
-    import types
-
     asked: list[str] = []
     backend = probes._BACKEND[0]
 
@@ -152,20 +155,13 @@ def test_a_held_scalar_helper_costs_one_request_per_step() -> None:
         asked.append(mode)
         return backend(name, mode, *args)  # type: ignore[arg-type]
 
-    namespace: dict[str, object] = {"elbo": None}
-    exec("def task():\n    pass\n", namespace)
     mu = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     log_sigma = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     eps = torch.randn(8, 2, dtype=torch.float64)
     probes.set_held_backend(counting)  # type: ignore[arg-type]
     try:
-        with probes.held_correct(
-            types.SimpleNamespace(task=namespace["task"]),
-            "task",
-            {"elbo": probes.Held("elbo")},
-            model=_quadratic_log_joint,
-        ):
-            (-namespace["elbo"](_quadratic_log_joint, mu, log_sigma, eps)).backward()  # type: ignore[operator]
+        with _holding("elbo", _quadratic_log_joint) as elbo:
+            (-elbo(_quadratic_log_joint, mu, log_sigma, eps)).backward()
     finally:
         probes.set_held_backend(backend)
     assert asked == ["value_grad"]
