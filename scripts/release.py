@@ -32,6 +32,31 @@ def assignment_ids(root: Path = ROOT) -> list[str]:
     )
 
 
+def new_gradebook(course: Path, course_id: str = "dsc190-vi") -> Path:
+    """``course/gradebook.db`` as nbgrader's first command would create it, in this process.
+
+    nbgrader creates a missing gradebook by running ``alembic heads`` in a subprocess to stamp
+    its schema version (about 4 s: a second interpreter importing nbgrader and alembic). The
+    same head comes from reading nbgrader's migration scripts here; the tables, the version
+    row and the course row are nbgrader's own (``nbgrader.api.Gradebook`` creates them).
+    """
+    from unittest import mock
+
+    import nbgrader.api
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(nbgrader.api.__file__).parent / "alembic")
+    )
+    head = ScriptDirectory.from_config(config).get_current_head()
+    path = course / "gradebook.db"
+    with mock.patch.object(nbgrader.api, "get_alembic_version", lambda: head):
+        nbgrader.api.Gradebook(f"sqlite:///{path}", course_id=course_id).close()
+    return path
+
+
 def make_course(course: Path, ids: list[str], root: Path = ROOT) -> None:
     """Lay out a course directory: our config and a copy of the source of ``ids``."""
     course.mkdir(parents=True, exist_ok=True)

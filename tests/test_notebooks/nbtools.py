@@ -212,6 +212,7 @@ class Course:
     @classmethod
     def create(cls, root: Path, ids: list[str]) -> Course:
         release_script.make_course(root, ids, ROOT)
+        release_script.new_gradebook(root)
         return cls(root, ids)
 
     def run(

@@ -4,6 +4,9 @@ nbgrader's warning and overwrite on any edit (fast: a stand-in gradebook, no nbg
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import nbformat
@@ -11,6 +14,7 @@ import pytest
 from nbgrader import utils
 
 from autograder.nbgrader_cells import OverwriteCellsQuietOnHiddenTests, released_source
+from tests.test_notebooks import nbtools as nbt
 
 SOURCE = (
     'score = grade("elbo", elbo)\n### BEGIN HIDDEN TESTS\n'
@@ -90,3 +94,51 @@ def test_an_edited_grade_cell_is_still_reported_and_overwritten(
     source, warnings = overwrite(submitted, stored, caplog)
     assert source == stored
     assert any("'checksum'" in w and "has changed" in w for w in warnings), warnings
+
+
+def test_a_gradebook_made_in_process_is_nbgrader_s_own(tmp_path: Path) -> None:
+    """``release.new_gradebook`` (the test courses' gradebook, without nbgrader's 4-second
+    ``alembic heads`` subprocess) stamps the schema version nbgrader stamps and holds the
+    same tables."""
+    import sqlite3
+    from unittest import mock
+
+    import nbgrader.api
+
+    ours = nbt.release_script.new_gradebook(tmp_path)
+    theirs = tmp_path / "nbgrader.db"
+    real = nbgrader.api.get_alembic_version  # the subprocess, as nbgrader runs it
+    with mock.patch.object(nbgrader.api, "get_alembic_version", real):
+        nbgrader.api.Gradebook(f"sqlite:///{theirs}", course_id="dsc190-vi").close()
+
+    def schema(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str]]]:
+        with sqlite3.connect(path) as db:
+            tables = db.execute(
+                "SELECT name, sql FROM sqlite_master ORDER BY name"
+            ).fetchall()
+            version = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        return tables, version
+
+    assert schema(ours) == schema(theirs)
+    assert schema(ours)[1] and schema(ours)[1][0][0]
+
+
+def test_nbgrader_config_loads_the_preprocessor_without_torch() -> None:
+    """Every nbgrader command reads ``nbgrader_config.py``; importing the preprocessor through
+    the ``autograder`` package would import torch and the checks (3 s a command)."""
+    script = (
+        "import sys\n"
+        "from traitlets.config import Config\n"
+        f"source = open({str(nbt.ROOT / 'nbgrader_config.py')!r}).read()\n"
+        "space = {'get_config': Config, '__file__': 'nbgrader_config.py'}\n"
+        "exec(compile(source, 'nbgrader_config.py', 'exec'), space)\n"
+        "names = [p.__name__ for p in space['c'].Autograde.sanitize_preprocessors]\n"
+        "print(names, sorted(m for m in ('torch', 'autograder') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == (
+        "['ClearOutput', 'DeduplicateIds', 'OverwriteKernelspec', "
+        "'OverwriteCellsQuietOnHiddenTests', 'CheckCellMetadata'] []"
+    ), done.stdout + done.stderr
