@@ -78,7 +78,6 @@ HEAVY = (
     "corpus",
     "test_instructor.py",
     "test_cluster.py",
-    "test_solutions_run.py",
     "test_hostile.py",
     "test_batch.py",
     "test_nonroot.py",

@@ -1,5 +1,7 @@
 """The real nbgrader pipeline on every assignment: generate, autograde three students, feedback.
 
+The suite's one run of each solution notebook (alice) and of each blank release (bob).
+
 Scores are read from nbgrader's gradebook (``nbgrader.api.Gradebook``), the way an instructor
 would export them.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 
+import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
@@ -64,17 +67,55 @@ def test_alice_solution_gets_full_marks(graded: Graded) -> None:
     )
 
 
+def _problems(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
+    """(cell index, what) for every code cell that did not run, raised or wrote to stderr."""
+    bad = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.source.strip() and not cell.get("execution_count"):
+            bad.append((i, "did not run"))
+        for out in cell.outputs:
+            if out.output_type == "error":
+                bad.append((i, f"raised {out.get('ename')}"))
+            elif out.output_type == "stream" and out.name == "stderr":
+                bad.append((i, f"stderr: {out.text[:200]}"))
+    return bad
+
+
 def test_alice_autograded_notebook_is_clean(graded: Graded) -> None:
-    nb = graded.course.autograded("alice", graded.assignment)
-    bad = [
-        (i, out.get("name") or out.get("ename"))
-        for i, cell in enumerate(nb.cells)
-        if cell.cell_type == "code"
+    """Every solution notebook runs top to bottom under the graders' budgets: every code
+    cell ran, none raised, none wrote to stderr (nbgrader scores such a grade cell 0).
+
+    alice's autograded notebook *is* that run (nbgrader executes every cell of her
+    submission, the solution, with ``NBGRADER_EXECUTION=autograde`` and the hidden tests
+    restored), so the suite executes each solution notebook once, here, instead of again
+    with nbclient."""
+    bad = _problems(graded.course.autograded("alice", graded.assignment))
+    assert not bad, f"alice's autograded solution notebook: {bad}"
+
+
+def test_blank_release_runs_to_the_last_grade_cell(graded: Graded) -> None:
+    """Run All on a blank release reaches every grade cell.
+
+    A student who opens the released notebook and runs everything before writing a line must
+    see each grade cell's feedback (0 points, "not implemented"), not a traceback in the
+    first demo cell that stops the run: demo cells that call a student's function are
+    wrapped in ``course_lib.notebook.skip_unimplemented``. bob hands in the untouched
+    release and nbgrader runs every cell of it (past errors, which would show here as error
+    outputs), under the graders' small budgets."""
+    nb = graded.course.autograded("bob", graded.assignment)
+    bad = _problems(nb)
+    assert not bad, f"the blank release does not run clean: {bad}"
+    assert any(nbt.is_grade_code(cell) for cell in nb.cells), "no grade cell"
+    skipped = [
+        out.text
+        for cell in nb.cells
+        if cell.cell_type == "code" and not nbt.is_grade_code(cell)
         for out in cell.outputs
-        if out.output_type == "error"
-        or (out.output_type == "stream" and out.name == "stderr")
+        if out.output_type == "stream" and "it raises NotImplementedError" in out.text
     ]
-    assert not bad, f"error or stderr outputs in alice's autograded notebook: {bad}"
+    assert skipped, "no demo cell reported a missing implementation"
 
 
 def test_bob_blank_release_gets_zero(graded: Graded) -> None:
