@@ -62,10 +62,14 @@ class CpuMeter:
     """
 
     ROOT = Path("/sys/fs/cgroup/cpuacct")
+    #: Meters made by this process so far: each gets a group of its own (a group whose last
+    #: process is still exiting cannot be removed, and must not count into the next run).
+    made = 0
 
     def __init__(self) -> None:
         self.group: Path | None = None
-        group = self.ROOT / f"grader-throughput-{os.getpid()}"
+        CpuMeter.made += 1
+        group = self.ROOT / f"grader-throughput-{os.getpid()}-{CpuMeter.made}"
         try:
             group.mkdir(exist_ok=True)
             (group / "cpuacct.usage").read_text()
@@ -79,8 +83,14 @@ class CpuMeter:
             (self.group / "tasks").write_text(str(os.getpid()))
 
     def seconds(self) -> float | None:
+        """CPU seconds so far, once every process of the run has exited (at most 10 s)."""
         if self.group is None:
             return None
+        deadline = time.monotonic() + 10
+        while (
+            self.group / "tasks"
+        ).read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return int((self.group / "cpuacct.usage").read_text()) * 1e-9
 
     def close(self) -> None:
