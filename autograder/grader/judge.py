@@ -20,6 +20,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -41,7 +42,12 @@ from autograder.grader.fingerprint import (
     notebook_digest,
 )
 from autograder.grader.outcome import all_properties, zero_check, zero_outcome
-from autograder.grader.remote import RemoteSubject, Session, prestart_zygote
+from autograder.grader.remote import (
+    RemoteSubject,
+    Session,
+    prestart_zygote,
+    use_mother,
+)
 from autograder.grader.report import HIDDEN_VISIBILITY, Outcome
 from autograder.grader.submissions import (
     MAX_NOTEBOOK_BYTES,
@@ -146,6 +152,12 @@ def _preload(public_plugins: Sequence[str]) -> list[str]:
     return [*public_plugins, *base, *checks]
 
 
+def worker_preload(plugins: Sequence[str]) -> list[str]:
+    """What the batch's workers import before their sandbox (:func:`_preload` of the public
+    ``plugins``): a zygote's or the batch's mother's imports."""
+    return _preload(_public(plugins))
+
+
 #: What a judge may allocate for the checks' own work (references, Hypothesis), on top of
 #: its imports, three copies of the largest result (the channel's buffer, the payload, the
 #: decoded tensors) and the worker's budget (a zygote restarted by the judge inherits the cap).
@@ -179,17 +191,25 @@ def limit_judge_memory(limits: sandbox.Limits, work_mb: int = JUDGE_WORK_MB) -> 
     return cap
 
 
-def judge_init(plugins: Sequence[str], limits: sandbox.Limits | None = None) -> None:
+def judge_init(
+    plugins: Sequence[str],
+    limits: sandbox.Limits | None = None,
+    mother: socket.socket | None = None,
+) -> None:
     """Runs once in each judge process: die with the parent, start the zygote, load the
     checks, cap the judge's memory (:func:`limit_judge_memory`).
 
     Args:
         plugins: The plugins the batch loaded (public and judge-only).
         limits: The batch's limits (default: :class:`~autograder.grader.sandbox.Limits`).
+        mother: The socket of the batch's :class:`~autograder.grader.remote.Mother`: the
+            zygote is then a fork of it (no imports); None: the judge starts its own.
     """
     sandbox.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    prestart_zygote(_preload(_public(plugins)))
+    preload = worker_preload(plugins)
+    use_mother(mother, preload)
+    prestart_zygote(preload)
     torch.set_num_threads(1)
     load_plugins(plugins)
     limit_judge_memory(limits or sandbox.Limits())
@@ -298,7 +318,7 @@ def grade_submission(submission: Submission, config: JudgeConfig) -> Outcome:
     session = Session(
         cells,
         config.limits,
-        preload=_preload(public),
+        preload=worker_preload(config.plugins),
         probe_modules=("autograder", "course_lib", *public),
         secret_paths=(*config.secret_paths, *_module_files(_secret(config.plugins))),
         secret_modules=tuple(_secret(config.plugins)),

@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -29,9 +30,14 @@ from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
-from autograder.grader.judge import JudgeConfig, grade_submission, judge_init
+from autograder.grader.judge import (
+    JudgeConfig,
+    grade_submission,
+    judge_init,
+    worker_preload,
+)
 from autograder.grader.outcome import zero_outcome
-from autograder.grader.remote import STARTUP_S
+from autograder.grader.remote import STARTUP_S, Mother
 from autograder.grader.report import (
     ResultsRecord,
     log_graded,
@@ -130,11 +136,16 @@ def _judge_one(submission: Submission, config: JudgeConfig, out: str) -> Results
 _JUDGE_SUFFIX = ".judge"
 
 
-def _judge_start(running: str, plugins: Sequence[str], limits: Limits) -> None:
+def _judge_start(
+    running: str,
+    plugins: Sequence[str],
+    limits: Limits,
+    mother: socket.socket | None = None,
+) -> None:
     """A judge's initializer: say who it is (``OUT/.running/<pid>.judge``), then
-    :func:`autograder.grader.judge.judge_init`."""
+    :func:`autograder.grader.judge.judge_init` (its zygote a fork of the batch's ``mother``)."""
     Path(running, f"{os.getpid()}{_JUDGE_SUFFIX}").touch()
-    judge_init(plugins, limits)
+    judge_init(plugins, limits, mother)
 
 
 def _judges(out: Path) -> set[int]:
@@ -200,6 +211,16 @@ def _watchdog(out: Path, budget: float, stopped_since: dict[int, float]) -> list
     return killed
 
 
+def _mother_stopped(mother: Mother, stopped_since: dict[int, float]) -> bool:
+    """Whether the batch's mother has stayed stopped (SIGSTOP) for :data:`STOPPED_S`: a
+    judge waiting for a zygote from it would wait its whole start-up time."""
+    pid = mother.process.pid
+    if _process_state(pid) in ("T", "t"):
+        return time.time() - stopped_since.setdefault(pid, time.time()) > STOPPED_S
+    stopped_since.pop(pid, None)
+    return False
+
+
 def _record_judge_death(
     submission: Submission, config: JudgeConfig, out: Path, deaths: int
 ) -> Results:
@@ -243,6 +264,11 @@ def _run_pool(
         stale.unlink(missing_ok=True)
     _forget_judges(out)
     bar = progress_bar(len(pending), "grading", progress)
+    # One clean interpreter imports the workers' modules for the whole batch; every judge
+    # (of every pool below) forks its zygote from it instead of importing them again.
+    mother: Mother | None = None
+    with contextlib.suppress(OSError, ValueError):
+        mother = Mother(worker_preload(config.plugins))
     try:
         while queue or suspects:
             alone = not queue  # suspects: one judge, one submission at a time
@@ -251,7 +277,11 @@ def _run_pool(
                 max_workers=1 if alone else max(1, min(jobs, len(batch))),
                 mp_context=_judge_context(s.assignment for s in pending),
                 initializer=functools.partial(_judge_start, str(out / _RUNNING)),
-                initargs=(config.plugins, config.limits),
+                initargs=(
+                    config.plugins,
+                    config.limits,
+                    None if mother is None else mother.socket,
+                ),
             )
             futures = {pool.submit(_judge_one, s, config, str(out)): s for s in batch}
             left: list[Submission] = []
@@ -276,6 +306,9 @@ def _run_pool(
                     bar.set_postfix_str(submission.key, refresh=False)
                     bar.update(1)
                 _watchdog(out, budget, stopped_since)
+                if mother is not None and _mother_stopped(mother, stopped_since):
+                    mother.close()  # judges start their own zygotes from now on
+                    mother = None
             if broken:
                 # The executor ends the other judges with SIGTERM and waits for them: a stopped
                 # judge never acts on it, so every judge left gets SIGKILL first.
@@ -326,6 +359,9 @@ def _run_pool(
         )
         sys.stderr.flush()
         os._exit(130)  # judges and workers die with us (parent-death signals)
+    finally:
+        if mother is not None:
+            mother.close()
     bar.close()
     with contextlib.suppress(OSError):  # empty once every judge has exited: not output
         (out / _RUNNING).rmdir()

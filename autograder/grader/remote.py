@@ -206,37 +206,93 @@ class _PopenHandle:
             return None
 
 
+def _clean_interpreter(
+    flag: str, preload: Sequence[str], env: dict[str, str]
+) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    """A fresh ``python -m autograder.grader.worker FLAG FD`` told to import ``preload``: the
+    socket to it and the process (a zygote or a mother, which never see a secret)."""
+    ours, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    cache = os.path.join(tempfile.gettempdir(), f"autograde-matplotlib-{os.getuid()}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "autograder.grader.worker", flag, str(child.fileno())],
+        pass_fds=(child.fileno(),),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        cwd="/",
+        env={**env, "MPLCONFIGDIR": cache},  # the font cache, built once and kept
+    )
+    child.close()
+    ours.sendall(
+        _json({"preload": list(preload), "sys_path": [p for p in sys.path if p]})
+    )
+    return ours, process
+
+
+class Mother:
+    """The batch's one clean interpreter that imported the worker's modules; it forks a
+    zygote for each judge (:func:`autograder.grader.worker.mother`).
+
+    The pool starts it before its judges and hands each judge :attr:`socket` (pickled into
+    the judge's start arguments, so the forkserver passes a duplicate of the descriptor);
+    a judge then gets its zygote by a fork instead of about 6 CPU s of imports. Only the
+    batch and its judges hold the socket.
+    """
+
+    def __init__(
+        self, preload: Sequence[str], env: dict[str, str] | None = None
+    ) -> None:
+        self.preload = tuple(preload)
+        self.socket, self.process = _clean_interpreter(
+            "--mother", preload, _worker_env(env)
+        )
+
+    def close(self) -> None:
+        self.socket.close()
+        self.process.kill()
+        self.process.wait()
+
+
+#: The mother socket this judge was handed (``use_mother``), and the preload it serves.
+_MOTHER: tuple[socket.socket, tuple[str, ...]] | None = None
+
+
+def use_mother(mother: socket.socket | None, preload: Sequence[str]) -> None:
+    """Get this judge's zygotes for ``preload`` from the batch's :class:`Mother`."""
+    global _MOTHER
+    _MOTHER = None if mother is None else (mother, tuple(preload))
+
+
 class _Zygote:
     """A process that imported the worker's modules once and forks a worker per request.
 
     Starting a worker then costs a fork instead of importing torch. The zygote is a fresh
-    interpreter (it never imports the hidden checks) and never runs student code.
+    interpreter, or a fork of the batch's :class:`Mother` (one): it never imports the hidden
+    checks and never runs student code.
     """
 
     def __init__(self, preload: Sequence[str], env: dict[str, str]) -> None:
-        self.socket, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        cache = os.path.join(
-            tempfile.gettempdir(), f"autograde-matplotlib-{os.getuid()}"
-        )
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "autograder.grader.worker",
-                "--zygote",
-                str(child.fileno()),
-            ],
-            pass_fds=(child.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            cwd="/",
-            env={**env, "MPLCONFIGDIR": cache},  # the font cache, built once and kept
-        )
-        child.close()
+        global _MOTHER
+        self.process: subprocess.Popen[bytes] | None = None
+        self.closed = False
+        forked: socket.socket | None = None
+        if _MOTHER is not None and _MOTHER[1] == tuple(preload):
+            # A fork of the mother, which speaks to us alone over our end of this pair.
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                socket.send_fds(
+                    _MOTHER[0], [_json({"op": "zygote"})], [theirs.fileno()]
+                )
+                forked = ours
+            except OSError:  # the mother is gone: this judge starts its own from now on
+                ours.close()
+                _MOTHER = None
+            finally:
+                theirs.close()
+        if forked is not None:
+            self.socket = forked
+        else:
+            self.socket, self.process = _clean_interpreter("--zygote", preload, env)
         self.exits: dict[int, int] = {}
-        self.socket.sendall(
-            _json({"preload": list(preload), "sys_path": [p for p in sys.path if p]})
-        )
         self.ready = False
 
     def wait_ready(self) -> None:
@@ -252,6 +308,7 @@ class _Zygote:
             return None
         data = self.socket.recv(1 << 16)
         if not data:
+            self.closed = True
             raise _WorkerGone("zygote_exited", "the zygote exited")
         message: dict[str, Any] = json.loads(data)
         if message.get("op") == "exit":
@@ -266,10 +323,18 @@ class _Zygote:
         raise TimeoutError(f"the zygote did not answer {op!r}")
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        if self.process is not None:
+            return self.process.poll() is None
+        return not self.closed
 
     def spawn(self, fds: tuple[int, int, int], cwd: str) -> _ZygoteHandle:
-        socket.send_fds(self.socket, [_json({"op": "spawn", "cwd": cwd})], list(fds))
+        try:
+            socket.send_fds(
+                self.socket, [_json({"op": "spawn", "cwd": cwd})], list(fds)
+            )
+        except OSError:
+            self.closed = True
+            raise
         pid = int(self._expect("spawned", time.monotonic() + 30)["pid"])
         return _ZygoteHandle(self, pid)
 
@@ -282,9 +347,10 @@ class _Zygote:
         return self.exits.pop(pid)
 
     def close(self) -> None:
-        self.socket.close()
-        self.process.kill()
-        self.process.wait()
+        self.socket.close()  # a forked zygote ends its workers and exits on this
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
 
 class _ZygoteHandle:

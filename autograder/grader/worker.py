@@ -28,6 +28,7 @@ import linecache
 import operator
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -1055,22 +1056,21 @@ def _spawn_from_zygote(
         os._exit(code)
 
 
-def zygote(control_fd: int) -> int:
-    """Import the worker's modules once, then fork a fresh worker for each request.
-
-    The zygote never runs student code and never sees a secret: it imports only public
-    modules, forks, and reports each child's pid and exit status to the judge over a Unix
-    socket; the judge sends the child's three pipes (in, out, stdout+stderr) with the request.
-    """
-    sandbox.die_with_parent()
-    control = socket.socket(fileno=control_fd)
+def _import_preload(control: socket.socket) -> None:
+    """Read the setup message (modules, ``sys.path``) from ``control`` and import them."""
     message, _, _, _ = socket.recv_fds(control, HEADER_LIMIT, 0)
     setup = json.loads(message)
     sys.path[:] = [p for p in setup["sys_path"] if p]
     for module in setup["preload"]:
         importlib.import_module(module)
     torch.set_num_threads(1)
+
+
+def _serve_spawns(control: socket.socket) -> int:
+    """A zygote's life after its imports: say ``ready``, then fork a worker per request and
+    report each child's exit, until the judge closes ``control``; then end its workers."""
     control.sendall(json.dumps({"op": "ready"}).encode())
+    children: set[int] = set()
     while True:
         ready, _, _ = select.select([control], [], [], 0.05)
         while True:
@@ -1080,6 +1080,7 @@ def zygote(control_fd: int) -> int:
                 break
             if pid == 0:
                 break
+            children.discard(pid)
             control.sendall(
                 json.dumps(
                     {
@@ -1093,17 +1094,89 @@ def zygote(control_fd: int) -> int:
             continue
         message, fds, _, _ = socket.recv_fds(control, HEADER_LIMIT, 3)
         if not message:
-            return 0  # the judge is gone
+            # The judge is gone (exited or killed): its workers go too, as they would with
+            # a zygote that dies with its judge (each one's placeholder dies with us).
+            for pid in children:
+                for kill in (os.killpg, os.kill):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        kill(pid, signal.SIGKILL)
+            return 0
         request = json.loads(message)
         pid = _spawn_from_zygote(control, request, list(fds))
+        children.add(pid)
         control.sendall(json.dumps({"op": "spawned", "pid": pid}).encode())
 
 
+def zygote(control_fd: int) -> int:
+    """Import the worker's modules once, then fork a fresh worker for each request.
+
+    The zygote never runs student code and never sees a secret: it imports only public
+    modules, forks, and reports each child's pid and exit status to the judge over a Unix
+    socket; the judge sends the child's three pipes (in, out, stdout+stderr) with the request.
+    """
+    sandbox.die_with_parent()
+    control = socket.socket(fileno=control_fd)
+    _import_preload(control)
+    return _serve_spawns(control)
+
+
+def mother(control_fd: int) -> int:
+    """The batch's one clean interpreter: import the worker's modules once, then fork a
+    zygote for each judge that asks, so that no judge pays those imports (about 6 CPU s).
+
+    A judge asks by sending one end of a fresh socket pair over ``control`` (every judge of
+    the batch holds a copy of it, handed over when the pool starts the judge; no worker ever
+    does: zygotes close it first thing, and workers keep only their own pipes). The forked
+    zygote serves that judge alone over its end (:func:`_serve_spawns`), exactly as a zygote
+    the judge started itself, and exits, ending its workers, when the judge is gone. The
+    mother dies with the batch.
+    """
+    sandbox.die_with_parent()
+    control = socket.socket(fileno=control_fd)
+    _import_preload(control)
+    while True:
+        ready, _, _ = select.select([control], [], [], 0.5)
+        while True:  # reap zygotes whose judge is gone
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        if not ready:
+            continue
+        message, fds, _, _ = socket.recv_fds(control, HEADER_LIMIT, 1)
+        if not message:
+            return 0  # the batch and every judge closed their copies
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid:
+            os.close(fds[0])
+            continue
+        code = 1
+        try:
+            # No parent-death signal: a zygote serves its judge until the judge is gone
+            # (killing the mother, which a submission at the rlimits level can reach, must
+            # not take a neighbour's worker with it; judges then start their own).
+            control.close()
+            code = _serve_spawns(socket.socket(fileno=fds[0]))
+        except BaseException:
+            code = 4
+        finally:
+            os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m autograder.grader.worker IN_FD OUT_FD`` or ``--zygote CONTROL_FD``."""
+    """Entry point: ``python -m autograder.grader.worker IN_FD OUT_FD``, ``--zygote CONTROL_FD``
+    or ``--mother CONTROL_FD``."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[0] == "--zygote":
         return zygote(int(argv[1]))
+    if argv[0] == "--mother":
+        return mother(int(argv[1]))
     in_fd, out_fd = int(argv[0]), int(argv[1])
     return serve(in_fd, out_fd)
 

@@ -10,7 +10,8 @@ secret, while honest classmates keep full marks. Before the fix a non-root grade
 ``test_the_batch_survives_a_killed_or_stopped_judge`` runs (as root, ``--insecure
 --sandbox rlimits``, the one level where a submission can reach its judge) submissions that
 SIGKILL or SIGSTOP their own judge process: the pool is rebuilt, the culprits get zeros with
-the ``crashed`` flag, the classmates are graded.
+the ``crashed`` flag, the classmates are graded; and submissions that kill or stop the batch's
+mother (the process the judges' zygotes are forked from), which no grade depends on.
 """
 
 from __future__ import annotations
@@ -49,13 +50,41 @@ def add_one(x):
     except Exception as error:
         leaked = repr(error)
     raise ValueError(leaked)"""
-#: The worker's parent is the zygote, whose parent is the judge.
+#: The judge: the one other process that holds this worker's pipes (its channel and output).
+#: (The worker's parent is a zygote, forked from the batch's mother: neither is the judge.)
 _JUDGE = """import os, signal
-def _parent(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
-JUDGE = _parent(os.getppid())
+def _pipes(pid):
+    found = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("pipe:"):
+            found.add(link)
+    return found
+MINE = _pipes("self")
+JUDGE = next(
+    int(pid)
+    for pid in os.listdir("/proc")
+    if pid.isdigit() and int(pid) != os.getpid() and _pipes(pid) & MINE
+)
 """
+#: The batch's mother: the parent of this worker's zygote (it forks the judges' zygotes).
+#: (Once the mother is gone, judges start their own zygotes: the grandparent is then the
+#: judge, which these leave alone.)
+_MOTHER = """import os, signal
+with open(f"/proc/{os.getppid()}/stat") as handle:
+    MOTHER = int(handle.read().rsplit(")", 1)[1].split()[1])
+with open(f"/proc/{MOTHER}/cmdline", "rb") as handle:
+    IS_MOTHER = b"--mother" in handle.read().split(b"\\0")
+"""
+KILL_MOTHER = _MOTHER + "if IS_MOTHER:\n    os.kill(MOTHER, signal.SIGKILL)"
+STOP_MOTHER = _MOTHER + "if IS_MOTHER:\n    os.kill(MOTHER, signal.SIGSTOP)"
 KILL_JUDGE = _JUDGE + "os.kill(JUDGE, signal.SIGKILL)"
 STOP_JUDGE = _JUDGE + "os.kill(JUDGE, signal.SIGSTOP)"
 
@@ -248,6 +277,9 @@ def test_the_batch_survives_a_killed_or_stopped_judge(tmp_path: Path) -> None:
         "honest_too": honest,
         "kills_judge": [KILL_JUDGE, *honest],
         "stops_judge": [STOP_JUDGE, *honest],
+        # The mother is no judge: killed or stopped, judges start their own zygotes.
+        "kills_mother": [KILL_MOTHER, *honest],
+        "stops_mother": [STOP_MOTHER, *honest],
     }.items():
         b.write_submission(submitted, student, b.notebook(cells))
     done = b.run_autograde(
@@ -265,7 +297,7 @@ def test_the_batch_survives_a_killed_or_stopped_judge(tmp_path: Path) -> None:
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for student in ("honest", "honest_too"):
+    for student in ("honest", "honest_too", "kills_mother", "stops_mother"):
         assert b.results(out, student)["score"] == 4, student
     for student in ("kills_judge", "stops_judge"):
         data = b.results(out, student)
@@ -273,4 +305,4 @@ def test_the_batch_survives_a_killed_or_stopped_judge(tmp_path: Path) -> None:
         assert "crashed" in data["extra_data"]["flags"], student
         assert "judge process died or was stopped" in json.dumps(data), student
     rows = (out / "gradebook.csv").read_text().splitlines()
-    assert len(rows) == 5
+    assert len(rows) == 7

@@ -6,6 +6,7 @@ import csv
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -347,3 +348,65 @@ def test_the_tamper_check_finds_what_the_probes_reach_and_undoes_edits_in_place(
         assert snapshot.changes() == []
     finally:
         copy.deepcopy, numeric.asarray, keywords["held"] = deepcopy, asarray, held
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_judges_fork_their_zygotes_from_the_batch_s_mother() -> None:
+    """One clean interpreter per batch (``remote.Mother``) imports the workers' modules; each
+    judge's zygote is a fork of it, serves that judge alone and exits with it (its socket
+    closed). A judge whose mother is gone starts a zygote of its own, as before."""
+    import os
+
+    from autograder.grader import remote
+
+    preload = ["json"]  # what the zygotes import does not matter here
+    env = remote._worker_env()
+    mother = remote.Mother(preload)
+    try:
+        remote.use_mother(mother.socket, preload)
+        first, second = remote._Zygote(preload, env), remote._Zygote(preload, env)
+        first.wait_ready()
+        second.wait_ready()
+        assert first.process is None and second.process is None  # forks: no interpreter
+        assert _eventually(lambda: len(_children(mother.process.pid)) == 2)
+        # A worker forked by one of them: the zygote reports its pid and its exit.
+        to_worker, from_worker, output = os.pipe(), os.pipe(), os.pipe()
+        handle = first.spawn((to_worker[0], from_worker[1], output[1]), "/")
+        for fd in (to_worker[0], from_worker[1], output[1], to_worker[1]):
+            os.close(fd)  # the worker reads end-of-file instead of its set-up: it exits
+        assert handle.wait(30) is not None
+        for fd in (from_worker[0], output[0]):
+            os.close(fd)
+        first.close()  # the judge is gone: its zygote exits, the mother reaps it
+        assert _eventually(lambda: len(_children(mother.process.pid)) == 1)
+        mother.close()
+        fallback = remote._Zygote(preload, env)
+        assert fallback.process is not None  # its own interpreter
+        fallback.wait_ready()
+        fallback.close()
+        second.close()
+    finally:
+        remote.use_mother(None, preload)
+        if mother.process.poll() is None:
+            mother.close()
