@@ -26,12 +26,14 @@ def _nbgrader_cells():  # type: ignore[no-untyped-def]
     the checks (about 3 s of every nbgrader command, none of which the preprocessor uses). The
     package is located, not imported, so this works from a copy of this file elsewhere too."""
     name = "autograder.nbgrader_cells"
-    if name in sys.modules:  # already imported (nbgrader's API in a process that grades)
+    if (
+        name in sys.modules
+    ):  # already imported (nbgrader's API in a process that grades)
         return sys.modules[name]
     package = importlib.util.find_spec("autograder")
     if package is None or not package.submodule_search_locations:
         raise ImportError("nbgrader_config.py: the autograder package is not installed")
-    path = f"{list(package.submodule_search_locations)[0]}/nbgrader_cells.py"
+    path = f"{next(iter(package.submodule_search_locations))}/nbgrader_cells.py"
     spec = importlib.util.spec_from_file_location("_dsc190_nbgrader_cells", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
