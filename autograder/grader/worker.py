@@ -828,15 +828,22 @@ def _run_cell(
     return None
 
 
-def _reap() -> None:
-    """Collect exited children (a fork bomb's zombies count against the process limit)."""
+def _exited() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of each child that has exited, collected without blocking."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        yield pid, status
+
+
+def _reap() -> None:
+    """Collect exited children (a fork bomb's zombies count against the process limit)."""
+    for _ in _exited():
+        pass
 
 
 # --------------------------------------------------------------------------- probe calls
@@ -1073,13 +1080,7 @@ def _serve_spawns(control: socket.socket) -> int:
     children: set[int] = set()
     while True:
         ready, _, _ = select.select([control], [], [], 0.05)
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        for pid, status in _exited():
             children.discard(pid)
             control.sendall(
                 json.dumps(
@@ -1136,13 +1137,7 @@ def mother(control_fd: int) -> int:
     _import_preload(control)
     while True:
         ready, _, _ = select.select([control], [], [], 0.5)
-        while True:  # reap zygotes whose judge is gone
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        _reap()  # zygotes whose judge is gone
         if not ready:
             continue
         message, fds, _, _ = socket.recv_fds(control, HEADER_LIMIT, 1)
