@@ -18,6 +18,7 @@ from autograder.secrets import HIDDEN_CHECKS, is_secret
 
 __all__ = [
     "ASSIGNMENTS",
+    "COURSE_ASSIGNMENTS",
     "PLUGINS_ENV",
     "TASKS",
     "Task",
@@ -38,6 +39,8 @@ ASSIGNMENTS: dict[str, str] = {
     "04_elbo": "elbo",
     "05_vae": "vae",
 }
+#: The course's own assignments (``ASSIGNMENTS`` also gains plugins' as they register).
+COURSE_ASSIGNMENTS: dict[str, str] = dict(ASSIGNMENTS)
 
 
 @dataclass(frozen=True)

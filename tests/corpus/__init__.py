@@ -25,9 +25,9 @@ from typing import Any
 from autograder.core import CheckResult
 from autograder.grade import run_task
 from autograder.subject import LocalSubject
-from autograder.tasks import ASSIGNMENTS, TASKS
+from autograder.tasks import COURSE_ASSIGNMENTS, TASKS
 
-MODULES = tuple(ASSIGNMENTS.values())
+MODULES = tuple(COURSE_ASSIGNMENTS.values())  # the course's, never a plugin's
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autograder.core import CheckResult
-from autograder.tasks import TASKS
+from autograder.tasks import COURSE_ASSIGNMENTS, TASKS
 from tests import corpus
 
 ENTRIES = corpus.load()
@@ -43,7 +43,9 @@ def test_mutant_loses_points(entry: corpus.Entry) -> None:
 
 
 def test_every_task_has_variants_and_mutants() -> None:
-    for task in TASKS:
+    # The course's tasks: a plugin (the grader tests' fake course) may have registered more
+    # in this process.
+    for task in (t for t, v in TASKS.items() if v.assignment in COURSE_ASSIGNMENTS):
         kinds = [e.kind for e in ENTRIES if e.task == task and e.name != "reference"]
         assert kinds.count("variant") >= 3, f"{task}: fewer than 3 correct variants"
         assert kinds.count("mutant") >= 5, f"{task}: fewer than 5 mutants"
