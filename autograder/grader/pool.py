@@ -189,6 +189,18 @@ def _running(out: Path) -> dict[int, tuple[str, float]]:
     return found
 
 
+def _stopped_too_long(
+    pid: int, state: str | None, stopped_since: dict[int, float], now: float
+) -> bool:
+    """Whether ``pid`` (in ``state``, from /proc) has stayed stopped (SIGSTOP) for more than
+    :data:`STOPPED_S`; records when it was first seen stopped in ``stopped_since``."""
+    if state in ("T", "t"):
+        stopped_since.setdefault(pid, now)
+    else:
+        stopped_since.pop(pid, None)
+    return now - stopped_since.get(pid, now) > STOPPED_S
+
+
 def _watchdog(out: Path, budget: float, stopped_since: dict[int, float]) -> list[str]:
     """Kill judges that are stopped or past ``budget`` seconds on one submission; return the
     keys of the submissions they were grading. Runs in the parent, which no submission
@@ -199,11 +211,7 @@ def _watchdog(out: Path, budget: float, stopped_since: dict[int, float]) -> list
         state = _process_state(pid)
         if state is None:
             continue
-        if state in ("T", "t"):
-            stopped_since.setdefault(pid, now)
-        else:
-            stopped_since.pop(pid, None)
-        stuck = now - stopped_since.get(pid, now) > STOPPED_S
+        stuck = _stopped_too_long(pid, state, stopped_since, now)
         if stuck or now - started > budget:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -212,13 +220,10 @@ def _watchdog(out: Path, budget: float, stopped_since: dict[int, float]) -> list
 
 
 def _mother_stopped(mother: Mother, stopped_since: dict[int, float]) -> bool:
-    """Whether the batch's mother has stayed stopped (SIGSTOP) for :data:`STOPPED_S`: a
-    judge waiting for a zygote from it would wait its whole start-up time."""
+    """Whether the batch's mother has stayed stopped too long: a judge waiting for a zygote
+    from it would wait its whole start-up time."""
     pid = mother.process.pid
-    if _process_state(pid) in ("T", "t"):
-        return time.time() - stopped_since.setdefault(pid, time.time()) > STOPPED_S
-    stopped_since.pop(pid, None)
-    return False
+    return _stopped_too_long(pid, _process_state(pid), stopped_since, time.time())
 
 
 def _record_judge_death(

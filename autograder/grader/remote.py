@@ -241,7 +241,6 @@ class Mother:
     def __init__(
         self, preload: Sequence[str], env: dict[str, str] | None = None
     ) -> None:
-        self.preload = tuple(preload)
         self.socket, self.process = _clean_interpreter(
             "--mother", preload, _worker_env(env)
         )
