@@ -163,18 +163,15 @@ def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def make_course(course: Path, assignments: list[str], submitted: Path) -> None:
     """A scratch nbgrader course: config, sources, generated assignments, the submissions."""
-    course.mkdir(parents=True)
-    shutil.copy2(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import release  # the gradebook without nbgrader's `alembic heads` subprocess
+        import release  # the course layout and its gradebook, as the release and tests make them
     finally:
         sys.path.pop(0)
+    course.mkdir(parents=True)
+    release.make_course(course, assignments, ROOT)
     release.new_gradebook(course)
     for assignment in assignments:
-        shutil.copytree(
-            ROOT / "solutions" / assignment, course / "solutions" / assignment
-        )
         done = _nbgrader(
             course, "generate_assignment", assignment, "--force", "--log-level=WARN"
         )
