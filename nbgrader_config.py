@@ -26,9 +26,8 @@ def _nbgrader_cells():  # type: ignore[no-untyped-def]
     the checks (about 3 s of every nbgrader command, none of which the preprocessor uses). The
     package is located, not imported, so this works from a copy of this file elsewhere too."""
     name = "autograder.nbgrader_cells"
-    if (
-        name in sys.modules
-    ):  # already imported (nbgrader's API in a process that grades)
+    # Already imported (nbgrader's API in a process that grades): that very class.
+    if name in sys.modules:
         return sys.modules[name]
     package = importlib.util.find_spec("autograder")
     if package is None or not package.submodule_search_locations:
