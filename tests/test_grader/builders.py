@@ -132,6 +132,21 @@ def env() -> dict[str, str]:
     )
 
 
+def processes(field: int, value: int) -> list[int]:
+    """Pids of the processes whose ``/proc/<pid>/stat`` field ``field`` (counted after the
+    command name: 1 the parent, 3 the session) equals ``value``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[field]) == value:
+                found.append(int(entry))
+    return found
+
+
 def run_autograde(
     submitted: Path, out: Path, *extra: str, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

@@ -37,17 +37,7 @@ EXPECTED = {"alice": 4, "bob": 2, "carol": 2, "dave": 2, "erin": 2, HTML_NAME: 4
 
 
 def _session_members(sid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid and int(entry) != sid:
-                members.append(int(entry))
-    return members
+    return [pid for pid in b.processes(3, sid) if pid != sid]
 
 
 def _uids_alive(uids: set[int]) -> list[int]:

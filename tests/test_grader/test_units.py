@@ -350,19 +350,6 @@ def test_the_tamper_check_finds_what_the_probes_reach_and_undoes_edits_in_place(
         copy.deepcopy, numeric.asarray, keywords["held"] = deepcopy, asarray, held
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
 def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -389,7 +376,7 @@ def test_judges_fork_their_zygotes_from_the_batch_s_mother() -> None:
         first.wait_ready()
         second.wait_ready()
         assert first.process is None and second.process is None  # forks: no interpreter
-        assert _eventually(lambda: len(_children(mother.process.pid)) == 2)
+        assert _eventually(lambda: len(b.processes(1, mother.process.pid)) == 2)
         # A worker forked by one of them: the zygote reports its pid and its exit.
         to_worker, from_worker, output = os.pipe(), os.pipe(), os.pipe()
         handle = first.spawn((to_worker[0], from_worker[1], output[1]), "/")
@@ -399,7 +386,7 @@ def test_judges_fork_their_zygotes_from_the_batch_s_mother() -> None:
         for fd in (from_worker[0], output[0]):
             os.close(fd)
         first.close()  # the judge is gone: its zygote exits, the mother reaps it
-        assert _eventually(lambda: len(_children(mother.process.pid)) == 1)
+        assert _eventually(lambda: len(b.processes(1, mother.process.pid)) == 1)
         mother.close()
         fallback = remote._Zygote(preload, env)
         assert fallback.process is not None  # its own interpreter
