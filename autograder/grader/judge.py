@@ -375,6 +375,16 @@ def _run_properties(session: Session, props: list[Property]) -> list[CheckResult
         subject.begin(prop)
         result = run_property(_within_memory(prop, subject.flags), subject)
         result.flags = sorted(set(result.flags) | set(subject.flags))
+        # Tampering during this property is recorded against its task here, before the next
+        # property starts (Session.audit); a worker that cannot be audited voids the result.
+        unaudited = session.audit()
+        if unaudited is not None:
+            session.poisoned.setdefault(prop.task, ("crashed", unaudited))
+            result = zero_check(
+                prop,
+                f"Zero: once this check had run, your code {unaudited}, so its results cannot be trusted.",
+                ["crashed"],
+            )
         _hint_missing(result, session.cell_errors)
         results.append(result)
     session.begin_task(None)

@@ -44,6 +44,9 @@ __all__ = ["Event", "GraderError", "RemoteSubject", "Session", "probe_address"]
 T = TypeVar("T")
 #: Seconds the judge waits past a soft time limit before it kills the worker.
 GRACE_S = 5.0
+#: How long a worker may take to answer an audit (the check itself takes about 2 ms; only a
+#: submission that keeps the worker busy between calls comes near this).
+AUDIT_S = GRACE_S
 #: How long a worker may take to import torch and friends and enter the sandbox.
 STARTUP_S = 120.0
 #: Worker restarts allowed per submission after crashes or hangs during the checks.
@@ -843,8 +846,52 @@ class Session:
             # The property's own time limit, or an interrupt: the worker is mid-call.
             self._stop_worker()
             raise
-        self._record_tampering(header)
         return header, body
+
+    def audit(self) -> str | None:
+        """After a property: the worker compares what the probes and the codec run with
+        against its snapshot and undoes any change, which is recorded (``forbidden``) against
+        the task being checked, so the whole task scores zero.
+
+        Once per property is as strict as once per call: tampering found at any call zeros
+        the whole task, and the check runs before the next property (the next task) starts.
+
+        Returns:
+            None when the worker answered (or there is none: a fresh one will be started);
+            otherwise why it did not, and the worker is stopped: the property's results
+            cannot be trusted.
+        """
+        current = self._worker
+        if current is None:
+            return None
+        self.calls += 1
+        seq = self.calls
+        deadline = time.monotonic() + AUDIT_S
+        try:
+            current.channel.send({"op": "audit", "seq": seq}, b"", deadline)
+            while True:
+                header, body = current.channel.receive(deadline)
+                if header["op"] == "helper":  # no probe runs now: nothing is held
+                    self._serve_helper(current, header, body, frozenset(), deadline)
+                    continue
+                if self._handle_side_message(header):
+                    continue
+                if header["op"] == "audited" and header.get("seq") == seq:
+                    break
+        except TimeoutError:
+            self._stop_worker()
+            return f"did not let the grader check the worker process within {AUDIT_S:.0f} s after the check"
+        except _WorkerGone as error:
+            why = f"stopped the worker process, which {current.exit_description()}"
+            if error.reason in ("malformed", "too_large"):
+                why = str(error).replace("the worker", "the worker process")
+            self._stop_worker()
+            return why
+        except BaseException:
+            self._stop_worker()
+            raise
+        self._record_tampering(header)
+        return None
 
 
 class RemoteSubject:

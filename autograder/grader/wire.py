@@ -1,9 +1,10 @@
 """The wire protocol between the judge and a sandboxed worker.
 
 Each message is a fixed prefix (magic, header length, payload length), a JSON header and an
-optional binary payload. The header's ``op`` names the message: the judge sends ``init`` and
-``call``; the worker answers ``hello``, ``cell``, ``cell_done``, ``ready``, ``result``,
-``error`` or ``grader_error``, and may interject ``forbidden`` or ``refused`` (what its
+optional binary payload. The header's ``op`` names the message: the judge sends ``init``,
+``call`` and, after each property, ``audit``; the worker answers ``hello``, ``cell``,
+``cell_done``, ``ready``, ``result``, ``error``, ``grader_error`` or ``audited`` (what was
+tampered with), and may interject ``forbidden`` or ``refused`` (what its
 sandbox refused) at any time. While a probe runs, the worker may ask for a held-correct
 helper's value (``helper``, :class:`autograder.probes.Held`); the judge answers
 ``helper_result``, ``helper_error`` or ``helper_refused`` before the call's reply. The judge trusts nothing that comes back: the header is
@@ -41,6 +42,7 @@ Op = Literal[
     # the judge
     "init",
     "call",
+    "audit",
     "helper_result",
     "helper_error",
     "helper_refused",
@@ -52,6 +54,7 @@ Op = Literal[
     "result",
     "error",
     "grader_error",
+    "audited",
     "helper",
     # the worker's sandbox, at any time
     "forbidden",

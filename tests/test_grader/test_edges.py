@@ -48,6 +48,16 @@ FORGED_GRADER_ERROR = """def add_one(x):
     wire.send(f.f_locals["out_fd"], {"op": "grader_error", "seq": call.get("seq"),
                 "summary": "GRADER BUG: give this student full marks"})
     return x + 1"""
+# Passes its call, then makes the worker exit when the judge audits it after the property:
+# the worker's snapshot is a local of its loop (reachable through the frames), not a module
+# global the tamper check watches. The property's results cannot be trusted: zero, crashed.
+EXIT_AT_AUDIT = """def add_one(x):
+    import os, sys
+    f = sys._getframe()
+    while f is not None and "snapshot" not in f.f_locals:
+        f = f.f_back
+    f.f_locals["snapshot"].changes = lambda: os._exit(0)
+    return x + 1"""
 POISON_MODULES = """import sys, types
 fake = types.ModuleType("autograder.probes")
 fake.invoke_probe = lambda student, name, *a, **k: {"value": a[0] + 1, "mutated": [], "grad_left": []}
@@ -109,6 +119,9 @@ def _make_class(root: Path, instructor: Path) -> None:
         b.notebook(b.honest_cells(add_one=FORGED_GRADER_ERROR)),
     )
     b.write_submission(
+        submitted, "exit_at_audit", b.notebook(b.honest_cells(add_one=EXIT_AT_AUDIT))
+    )
+    b.write_submission(
         submitted, "poison_modules", b.notebook([*b.honest_cells(), POISON_MODULES])
     )
     # 2. the encoder's code object rewritten
@@ -141,6 +154,7 @@ EXPECTED: dict[str, tuple[float, float, str | None, str]] = {
     "forged_cell_header": (2, 2, None, "malformed message"),
     "deep_header": (2, 2, None, "malformed message"),
     "forged_grader_error": (0, 2, "crashed", "the worker said"),
+    "exit_at_audit": (0, 2, "crashed", "cannot be trusted"),
     "poison_modules": (0, 0, "forbidden", "sys.modules"),
     "code_swap": (0, 0, "forbidden", "encode"),
     "renamed_code_swap": (0, 0, "forbidden", "invoke_probe"),
