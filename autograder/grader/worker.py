@@ -1008,11 +1008,11 @@ def serve(in_fd: int, out_fd: int) -> int:
             # once per call, for a twentieth of the cost (see docs/DEVELOPING.md).
             started = time.perf_counter()
             _reap()
-            reply = {"op": "audited", "tampered": snapshot.changes()}
+            audited: dict[str, Any] = {"op": "audited", "tampered": snapshot.changes()}
             if isinstance(header.get("seq"), int):
-                reply["seq"] = header["seq"]
-            reply["seconds"] = round(time.perf_counter() - started, 4)
-            send(out_fd, reply)
+                audited["seq"] = header["seq"]
+            audited["seconds"] = round(time.perf_counter() - started, 4)
+            send(out_fd, audited)
             continue
         if header.get("op") != "call":
             return 0
