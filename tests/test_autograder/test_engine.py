@@ -47,6 +47,42 @@ def test_a_failure_reports_its_message_and_the_smallest_failing_input() -> None:
     assert "subject" not in result.feedback and "printed" not in result.feedback
 
 
+def _recording() -> tuple[object, list[int]]:
+    seen: list[int] = []
+
+    @settings(GRADING)
+    @given(n=st.integers(-(10**6), 10**6))
+    def prop(subject: object, n: int) -> None:
+        seen.append(n)
+
+    return prop, seen
+
+
+def test_seed_once_draws_what_derandomize_draws_and_digests_the_source_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hypothesis.core
+    from hypothesis.internal.reflection import function_digest
+
+    plain, expected = _recording()
+    plain(LocalSubject({}))  # derandomized by GRADING: seeded from the source's digest
+    digests: list[object] = []
+
+    def counted(function: object) -> bytes:
+        digests.append(function)
+        return function_digest(function)
+
+    monkeypatch.setattr(hypothesis.core, "function_digest", counted)
+    seeded, seen = _recording()
+    for _ in range(3):
+        run_property(_property(seeded), LocalSubject({}))
+    assert len(expected) == 30 and seen == expected * 3, (
+        "other examples than derandomize's"
+    )
+    assert digests == [], "Hypothesis digested the source again on a seeded run"
+    assert core.seed_once(seeded) is seeded  # idempotent
+
+
 def test_an_input_from_a_public_check_module_comes_with_the_line_that_rebuilds_it() -> (
     None
 ):
