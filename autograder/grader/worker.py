@@ -27,6 +27,7 @@ import json
 import linecache
 import operator
 import os
+import random
 import select
 import signal
 import socket
@@ -36,6 +37,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy
 import torch
 
 from autograder import probes, transport
@@ -786,10 +788,18 @@ class Contents:
 def _warm_up() -> None:
     """Run once, before the snapshot, what sets itself up on first use: the snapshot must
     see it done, or an honest first use looks like tampering. ``torch._dynamo`` wraps
-    ``torch.manual_seed`` and caches a wrapper in its ``__dict__`` on the first call. The
-    global random state is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    ``torch.manual_seed`` and caches a wrapper in its ``__dict__`` on the first call.
+
+    It also starts the global random states (torch's, NumPy's, Python's) from seed 0. They
+    would otherwise come from the OS, once per batch (every worker forks from the batch's
+    mother): a submission that draws unseeded randomness (``torch.rand`` where it was given
+    the noise) would get other feedback, or other points, each time the class is graded, and a
+    regrade diff would show changes nobody made. Every worker, after a restart too, starts the
+    notebook from the same state; the probes' own draws are seeded per call
+    (:func:`autograder.probes.seeded`)."""
+    torch.manual_seed(0)
+    random.seed(0)
+    numpy.random.seed(0)  # noqa: NPY002 - the legacy global state is what np.random.rand draws from
 
 
 def _display(*objects: Any, **kwargs: Any) -> None:

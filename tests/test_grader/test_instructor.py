@@ -257,13 +257,17 @@ def test_regrade_changelog_is_exact(tmp_path: Path) -> None:
     """On the fake course (seconds per submission): bob fixes his add_one and the class is
     regraded into a copy: only bob changes, on add_one's properties, because his notebook
     changed; then a changed grader (a new time limit) regrades carol with the same points,
-    which the diff says too."""
+    which the diff says too, and the same feedback: her double draws from torch's global
+    random state, which each grading run starts from the same seed."""
     submitted, old = tmp_path / "submitted", tmp_path / "old"
     wrong = b.honest_cells(add_one="def add_one(x):\n    return x + 2")
+    noisy = b.honest_cells(
+        double="def double(x):\n    import torch\n    raise ValueError(f'drew {float(torch.rand(())):.9f}')"
+    )
     for student, cells in {
         "alice": b.honest_cells(),
         "bob": wrong,
-        "carol": b.honest_cells(),
+        "carol": noisy,
     }.items():
         b.write_submission(submitted, student, b.notebook(cells))
     limits = ("--timeout", "60", "--cell-timeout", "10", "--jobs", "2")
@@ -298,6 +302,12 @@ def test_regrade_changelog_is_exact(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     shown = _cli("diff", str(new), str(regraded))
+    feedback = [
+        [t["output"] for t in b.results(out, "carol")["tests"]]
+        for out in (new, regraded)
+    ]
+    assert feedback[0] == feedback[1], "unseeded randomness graded differently"
+    assert any("drew 0." in f for f in feedback[0])  # the draw is in her feedback
     assert "1 submission(s) regraded by a changed grader" in shown.stdout
     assert "No submission's points changed." in shown.stdout
     # From the first grading to the last: bob's gain only (carol's regrade changed nothing).
