@@ -313,9 +313,8 @@ def conforms(value: Any, annotation: Any, path: str = "the result") -> str | Non
     if typing.is_typeddict(annotation):
         if not isinstance(value, dict):
             return f"{path} is a {_kind(value)}, not a dict"
-        try:
-            fields = typing.get_type_hints(annotation)
-        except Exception:  # an annotation the judge cannot resolve checks nothing
+        fields = _typeddict_fields(annotation)
+        if fields is None:  # an annotation the judge cannot resolve checks nothing
             return None
         for key in sorted(annotation.__required_keys__ - set(value)):
             return f"{path} has no {key!r}"
@@ -363,6 +362,15 @@ def conforms(value: Any, annotation: Any, path: str = "the result") -> str | Non
     ):
         return None
     return f"{path} is a {_kind(value)}, not a {annotation.__name__}"
+
+
+@functools.cache
+def _typeddict_fields(annotation: Any) -> dict[str, Any] | None:
+    """A ``TypedDict``'s resolved field types (resolving them is 0.3 ms: once per class)."""
+    try:
+        return typing.get_type_hints(annotation)
+    except Exception:
+        return None
 
 
 @functools.cache
