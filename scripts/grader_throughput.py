@@ -3,8 +3,10 @@
 Grades the honest students of the demo class (``examples/submitted``: correct and partly
 wrong) three ways: ``autograde grade --jobs 1``, ``autograde grade --jobs 2`` and
 ``nbgrader autograde`` (serial, one assignment at a time, in a scratch course built from
-``solutions/`` with the repository's ``nbgrader_config.py``). Prints submissions per minute,
-the ratios, and every (student, task) whose points differ between the two graders.
+``solutions/`` with the repository's ``nbgrader_config.py``), beside the floor under any grader
+of these checks (the cells and every property in one plain process, :func:`floor_submissions`).
+Prints submissions per minute, the ratios, and every (student, task) whose points differ
+between the graders.
 
 Usage: ``python scripts/grader_throughput.py [--students ...] [--assignments ...] [--jobs 1 2]``
 ``--profile`` instead times each part of each submission (worker start, cells, properties).
@@ -182,6 +184,64 @@ def make_course(course: Path, assignments: list[str], submitted: Path) -> None:
     shutil.copytree(submitted, course / "submitted")
 
 
+FLOOR = "in process, no sandbox (floor)"
+
+
+def run_floor(submitted: Path, pairs: list[tuple[str, str]], scores: Path) -> float:
+    """Seconds for :func:`floor_submissions` in a fresh interpreter (its CPU is metered with
+    the rest); it writes the points it gave to ``scores``."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--floor-worker", str(submitted), str(scores)],
+        env=dict(_env(), NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg"),
+        capture_output=True,
+        text=True,
+        preexec_fn=_join_meter,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the in-process floor failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def floor_submissions(submitted: Path, scores: Path) -> None:
+    """The floor under any grader of these checks on this machine: one process imports what
+    a batch imports once, then for each submission runs its code cells (grade cells removed,
+    as the CI grader reads them) and every property of its assignment against that namespace
+    in process: no sandbox, no worker, no wire, no tamper check, no time limits. What the CI
+    grader spends above this is its isolation; nbgrader's CPU divided by this bounds the ratio
+    any grader of the same checks can reach on one core."""
+    import importlib
+    import types
+
+    import matplotlib.pyplot as plt
+    import torch
+
+    from autograder.core import run_property
+    from autograder.grader import judge
+    from autograder.grader.outcome import all_properties
+    from autograder.grader.submissions import read_code_cells
+    from autograder.subject import LocalSubject
+
+    torch.set_num_threads(1)
+    for module in [*judge.worker_preload(()), *judge._preload(judge._public(()))]:
+        importlib.import_module(module)
+    points: dict[str, float] = {}
+    for notebook in sorted(submitted.glob("*/*/*.ipynb")):
+        student, assignment = notebook.parts[-3], notebook.parts[-2]
+        cells, _ = read_code_cells(str(notebook), assignment)
+        main = types.ModuleType("__main__")
+        torch.manual_seed(0)  # as the worker starts a notebook (worker._warm_up)
+        for number, source in cells:
+            with contextlib.suppress(Exception):
+                exec(compile(source, f"<cell {number}>", "exec"), main.__dict__)
+        subject = LocalSubject(main.__dict__)
+        for prop in all_properties(assignment):
+            key = f"{student}/{assignment}/{prop.task}"
+            points[key] = points.get(key, 0.0) + run_property(prop, subject).score
+        plt.close("all")
+    scores.write_text(json.dumps(points))
+
+
 def run_nbgrader(course: Path, assignments: list[str]) -> float:
     """Seconds for ``nbgrader autograde`` of every assignment (nbgrader grades serially)."""
     start = time.perf_counter()
@@ -230,14 +290,16 @@ def _first_difference(first: Path, second: Path) -> str:
 
 
 def compare(
-    ours: dict[tuple[str, str, str], float], theirs: dict[tuple[str, str, str], float]
+    ours: dict[tuple[str, str, str], float],
+    theirs: dict[tuple[str, str, str], float],
+    other: str = "nbgrader",
 ) -> list[str]:
     """Every (student, assignment, task) whose points differ."""
     differences = []
     for key in sorted(set(ours) | set(theirs)):
         a, b = ours.get(key), theirs.get(key)
         if a is None or b is None or abs(a - b) > 1e-9:
-            differences.append(f"{'/'.join(key)}: autograde {a}, nbgrader {b}")
+            differences.append(f"{'/'.join(key)}: autograde {a}, {other} {b}")
     return differences
 
 
@@ -375,7 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: where the time of each submission goes (worker, cells, properties)",
     )
+    parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--floor-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor_worker:
+        floor_submissions(Path(args.floor_worker[0]), Path(args.floor_worker[1]))
+        return 0
     if args.profile:
         profile_submissions(args.students, args.assignments)
         return 0
@@ -392,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_nbgrader:
             make_course(base / "course", assignments, base / "submitted")
         modes = [f"autograde grade --jobs {jobs}" for jobs in args.jobs]
+        if not args.no_floor:
+            modes.append(FLOOR)
         if not args.no_nbgrader:
             modes.append("nbgrader autograde")
         times: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -405,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
                 used = METER.seconds()  # type: ignore[union-attr]
                 if mode == "nbgrader autograde":
                     times[mode].append(run_nbgrader(base / "course", assignments))
+                elif mode == FLOOR:
+                    floor_points = base / f"floor-{round_}.json"
+                    times[mode].append(
+                        run_floor(base / "submitted", pairs, floor_points)
+                    )
                 else:
                     jobs = int(mode.rsplit(" ", 1)[1])
                     out = base / f"out-jobs{jobs}-round{round_}"
@@ -419,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
             differences = compare(
                 autograde_scores(outputs[0], pairs),
                 nbgrader_scores(base / "course", pairs),
+            )
+        if not args.no_floor:
+            floor = json.loads((base / "floor-0.json").read_text())
+            differences += compare(
+                autograde_scores(outputs[0], pairs),
+                {tuple(k.split("/")): v for k, v in floor.items()},  # type: ignore[misc]
+                "in process",
             )
         unequal = [
             f"{s}/{a}: {_first_difference(outputs[0] / s / a / 'results.json', other / s / a / 'results.json')}"
@@ -441,8 +522,15 @@ def main(argv: list[str] | None = None) -> int:
         cpu_ratio = f" ({reference_cpu / used:.2f}x)" if reference_cpu and used else ""
         cpu_text = f"CPU {used:6.1f} s{cpu_ratio}  " if used else ""
         print(
-            f"  {name:<28} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}  "
+            f"  {name:<31} {seconds:7.1f} s  {rate:6.2f} submissions/minute{ratio}  "
             f"{cpu_text}(runs: {each} s)"
+        )
+    floor_cpu = min(cpu.get(FLOOR) or [0.0]) or None
+    if reference and floor_cpu:
+        print(
+            f"  floor: no grader of these checks needs less than {floor_cpu:.1f} CPU s here, so"
+            f" with --jobs N on N idle cores none beats {reference / floor_cpu:.2f} x N"
+            f" nbgrader's time ({2 * reference / floor_cpu:.2f}x at --jobs 2)"
         )
     if reference_cpu:
         print(
@@ -455,9 +543,9 @@ def main(argv: list[str] | None = None) -> int:
             if not unequal
             else "results.json differ between runs:\n  " + "\n  ".join(unequal)
         )
-    if not args.no_nbgrader:
+    if not args.no_nbgrader or not args.no_floor:
         print(
-            "same points as nbgrader for every (student, task)"
+            "same points from every grader for every (student, task)"
             if not differences
             else "differences:\n  " + "\n  ".join(differences)
         )

@@ -837,9 +837,7 @@ class Session:
                 f"did not finish within {seconds:.0f} s and ignored the interruption: look for an infinite loop",
             ) from None
         except _WorkerGone as error:
-            why = f"stopped the worker process, which {current.exit_description()}"
-            if error.reason in ("malformed", "too_large"):
-                why = str(error).replace("the worker", "the worker process")
+            why = _why_gone(current, error)  # before the kill, which would be its cause
             self._stop_worker()
             raise StudentError("crashed", why) from None
         except BaseException:
@@ -882,9 +880,7 @@ class Session:
             self._stop_worker()
             return f"did not let the grader check the worker process within {AUDIT_S:.0f} s after the check"
         except _WorkerGone as error:
-            why = f"stopped the worker process, which {current.exit_description()}"
-            if error.reason in ("malformed", "too_large"):
-                why = str(error).replace("the worker", "the worker process")
+            why = _why_gone(current, error)
             self._stop_worker()
             return why
         except BaseException:
@@ -892,6 +888,13 @@ class Session:
             raise
         self._record_tampering(header)
         return None
+
+
+def _why_gone(worker: _Worker, error: _WorkerGone) -> str:
+    """What the submission did to its worker, in the feedback's words."""
+    if error.reason in ("malformed", "too_large"):
+        return str(error).replace("the worker", "the worker process")
+    return f"stopped the worker process, which {worker.exit_description()}"
 
 
 class RemoteSubject:
