@@ -53,6 +53,11 @@ OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 REPORT=$OUT/gpu_check.txt
 exec > >(tee "$REPORT") 2>&1
+# A dry run prefers the repository's venv (it has torch, and the step that makes the repository
+# importable writes its .pth there rather than into the system's interpreter).
+if [[ -z "${PYTHON:-}" && $DRY_RUN == 1 && -x .venv/bin/python ]]; then
+    PYTHON=.venv/bin/python
+fi
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 # Absolute (steps run from other folders), without resolving links (a venv's python is one).
 [[ "$PY" == */* ]] && PY=$(realpath -s "$PY")
