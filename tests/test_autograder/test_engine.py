@@ -83,6 +83,29 @@ def test_seed_once_draws_what_derandomize_draws_and_digests_the_source_once(
     assert core.seed_once(seeded) is seeded  # idempotent
 
 
+def test_a_grade_cell_gives_unseeded_randomness_the_same_feedback_every_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from autograder import grade
+
+    def gaussian_score(*args: object) -> None:
+        raise ValueError(f"drew {float(torch.rand(())):.9f} and {np.random.rand():.9f}")  # noqa: NPY002
+
+    reports = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        np.random.seed(seed)  # noqa: NPY002 - the notebook's own global state
+        before = torch.get_rng_state(), np.random.get_state()[1].copy()  # noqa: NPY002
+        grade("gaussian_score", gaussian_score, namespace={})
+        reports.append(capsys.readouterr().out)
+        assert torch.equal(torch.get_rng_state(), before[0]), (
+            "grading moved torch's stream"
+        )
+        assert (np.random.get_state()[1] == before[1]).all(), "grading moved NumPy's"  # noqa: NPY002
+    assert "drew 0." in reports[0]
+    assert reports[0] == reports[1]
+
+
 def test_an_input_from_a_public_check_module_comes_with_the_line_that_rebuilds_it() -> (
     None
 ):
