@@ -810,7 +810,6 @@ class Session:
         current = self._worker
         assert current is not None
         self.calls += 1
-        seq = self.calls
         message = {
             "op": "call",
             "module": module,
@@ -819,17 +818,9 @@ class Session:
             "seq": self.calls,
         }
         try:
-            current.channel.send(message, payload, time.monotonic() + seconds + GRACE_S)
-            deadline = time.monotonic() + seconds + GRACE_S
-            while True:
-                header, body = current.channel.receive(deadline)
-                if header["op"] == "helper":
-                    self._serve_helper(current, header, body, held, deadline, model)
-                    continue
-                # A reply to an earlier call (a forged extra message shifted the channel) is
-                # dropped: each call reads the reply with its own number.
-                if not self._handle_side_message(header) and header.get("seq") == seq:
-                    break
+            header, body = self._exchange(
+                current, message, payload, seconds + GRACE_S, held, model
+            )
         except TimeoutError:
             self._stop_worker()
             raise StudentError(
@@ -845,6 +836,37 @@ class Session:
             self._stop_worker()
             raise
         return header, body
+
+    def _exchange(
+        self,
+        current: _Worker,
+        message: dict[str, Any],
+        payload: bytes,
+        seconds: float,
+        held: frozenset[str] = frozenset(),
+        model: Any = None,
+        op: str | None = None,
+    ) -> tuple[dict[str, Any], bytes]:
+        """Send ``message`` (within ``seconds``), then read, within ``seconds`` more, until
+        the reply that carries its ``seq`` (and is an ``op``, when given), answering the held
+        helpers' requests and recording side messages on the way. A reply to an earlier
+        message (a forged extra one shifted the channel) is dropped.
+
+        Raises:
+            TimeoutError, _WorkerGone: from the channel; the caller stops the worker.
+        """
+        current.channel.send(message, payload, time.monotonic() + seconds)
+        deadline = time.monotonic() + seconds
+        while True:
+            header, body = current.channel.receive(deadline)
+            if header["op"] == "helper":
+                self._serve_helper(current, header, body, held, deadline, model)
+            elif (
+                not self._handle_side_message(header)
+                and header.get("seq") == message["seq"]
+                and op in (None, header["op"])
+            ):
+                return header, body
 
     def audit(self) -> str | None:
         """After a property: the worker compares what the probes and the codec run with
@@ -863,19 +885,11 @@ class Session:
         if current is None:
             return None
         self.calls += 1
-        seq = self.calls
-        deadline = time.monotonic() + AUDIT_S
         try:
-            current.channel.send({"op": "audit", "seq": seq}, b"", deadline)
-            while True:
-                header, body = current.channel.receive(deadline)
-                if header["op"] == "helper":  # no probe runs now: nothing is held
-                    self._serve_helper(current, header, body, frozenset(), deadline)
-                    continue
-                if self._handle_side_message(header):
-                    continue
-                if header["op"] == "audited" and header.get("seq") == seq:
-                    break
+            # No probe runs now: nothing is held.
+            header, _ = self._exchange(
+                current, {"op": "audit", "seq": self.calls}, b"", AUDIT_S, op="audited"
+            )
         except TimeoutError:
             self._stop_worker()
             return f"did not let the grader check the worker process within {AUDIT_S:.0f} s after the check"

@@ -1011,37 +1011,40 @@ def serve(in_fd: int, out_fd: int) -> int:
             header, payload = receive(in_fd)
         except EOFError:
             return 0
+        started = time.perf_counter()
+        reply: dict[str, Any]
         if header.get("op") == "audit":
             # Once a property's last call has returned (the judge asks): what the probes
             # and the codec run with, compared with the snapshot and restored. Tampering
             # zeros the whole task being checked, so once per property decides the same as
             # once per call, for a twentieth of the cost (see docs/DEVELOPING.md).
-            started = time.perf_counter()
             _reap()
-            audited: dict[str, Any] = {"op": "audited", "tampered": snapshot.changes()}
-            if isinstance(header.get("seq"), int):
-                audited["seq"] = header["seq"]
-            audited["seconds"] = round(time.perf_counter() - started, 4)
-            send(out_fd, audited)
-            continue
-        if header.get("op") != "call":
+            reply, body = {"op": "audited", "tampered": snapshot.changes()}, b""
+        elif header.get("op") == "call":
+            try:
+                probe = _resolve_probe(
+                    header["module"], header["name"], allowed, denied, snapshot.modules
+                )
+                reply, body = _call(
+                    probe,
+                    namespace,
+                    payload,
+                    float(header["timeout"]),
+                    limits.memory_mb,
+                )
+            except Exception as error:
+                reply, body = (
+                    {
+                        "op": "grader_error",
+                        "summary": f"{type(error).__name__}: {error}",
+                    },
+                    b"",
+                )
+            if os.getpid() != main_pid:
+                os._exit(0)
+            _reap()
+        else:
             return 0
-        started = time.perf_counter()
-        try:
-            probe = _resolve_probe(
-                header["module"], header["name"], allowed, denied, snapshot.modules
-            )
-            reply, body = _call(
-                probe, namespace, payload, float(header["timeout"]), limits.memory_mb
-            )
-        except Exception as error:
-            reply, body = (
-                {"op": "grader_error", "summary": f"{type(error).__name__}: {error}"},
-                b"",
-            )
-        if os.getpid() != main_pid:
-            os._exit(0)
-        _reap()
         if isinstance(header.get("seq"), int):
             reply["seq"] = header["seq"]
         reply["seconds"] = round(time.perf_counter() - started, 4)
