@@ -6,18 +6,14 @@ submissions in a sandbox instead (:mod:`autograder.grader`).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
-import torch
 
 from autograder.core import CheckResult, run_property
 from autograder.feedback import one_cause
+from autograder.randomness import seeded_globals
 from autograder.subject import LocalSubject, Subject
 from autograder.tasks import TASKS, hidden_available, properties
 
@@ -81,28 +77,6 @@ def format_report(task_id: str, results: list[CheckResult], tier_label: str) -> 
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _seeded_globals() -> Iterator[None]:
-    """Run the checks from fixed global random states (torch's CPU generator, NumPy's and
-    Python's from seed 0, as the CI grader's worker starts a notebook) and give the notebook
-    its own states back afterwards.
-
-    A function that draws unseeded randomness then gets the same feedback and points from
-    every run of its grade cell (Validate, nbgrader's autograde, a regrade), whatever the
-    cells before it drew; and grading never moves the notebook's random streams.
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()  # noqa: NPY002
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(0)
-        random.seed(0)
-        np.random.seed(0)  # noqa: NPY002 - the legacy global state, as np.random.rand
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)  # noqa: NPY002
-
-
 def grade(
     task_id: str,
     impl: Any = None,
@@ -151,7 +125,7 @@ def grade(
         tiers = tuple(t for t in tiers if t != "hidden")
         if not tiers:
             return 0.0
-    with _seeded_globals():
+    with seeded_globals():
         results = run_task(task_id, LocalSubject(names), tiers)
     earned = float(sum(r.score for r in results))
     if not quiet:
@@ -172,7 +146,7 @@ def grade(
         return preview
     if validating() and tiers == ("hidden",):
         # The source's grade cell adds this to the public tier's preview: undo its excess.
-        with _seeded_globals():
+        with seeded_globals():
             public = run_task(task_id, LocalSubject(names), ("public",))
         excess = validate_preview(task_id, public) - sum(r.score for r in public)
         return earned - float(excess)

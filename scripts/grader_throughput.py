@@ -220,6 +220,7 @@ def floor_submissions(submitted: Path, scores: Path) -> None:
     from autograder.grader import judge
     from autograder.grader.outcome import all_properties
     from autograder.grader.submissions import read_code_cells
+    from autograder.randomness import seed_globals
     from autograder.subject import LocalSubject
 
     torch.set_num_threads(1)
@@ -230,7 +231,7 @@ def floor_submissions(submitted: Path, scores: Path) -> None:
         student, assignment = notebook.parts[-3], notebook.parts[-2]
         cells, _ = read_code_cells(str(notebook), assignment)
         main = types.ModuleType("__main__")
-        torch.manual_seed(0)  # as the worker starts a notebook (worker._warm_up)
+        seed_globals()  # as the worker starts a notebook (worker._warm_up)
         for number, source in cells:
             with contextlib.suppress(Exception):
                 exec(compile(source, f"<cell {number}>", "exec"), main.__dict__)

@@ -27,7 +27,6 @@ import json
 import linecache
 import operator
 import os
-import random
 import select
 import signal
 import socket
@@ -37,12 +36,12 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import numpy
 import torch
 
 from autograder import probes, transport
 from autograder.grader import sandbox
 from autograder.grader.wire import HEADER_LIMIT, receive, send
+from autograder.randomness import seed_globals
 from autograder.secrets import SECRET_MODULES
 from autograder.subject import Student, StudentError, describe_exception
 from autograder.timelimit import time_limit
@@ -790,16 +789,13 @@ def _warm_up() -> None:
     see it done, or an honest first use looks like tampering. ``torch._dynamo`` wraps
     ``torch.manual_seed`` and caches a wrapper in its ``__dict__`` on the first call.
 
-    It also starts the global random states (torch's, NumPy's, Python's) from seed 0. They
-    would otherwise come from the OS, once per batch (every worker forks from the batch's
-    mother): a submission that draws unseeded randomness (``torch.rand`` where it was given
-    the noise) would get other feedback, or other points, each time the class is graded, and a
-    regrade diff would show changes nobody made. Every worker, after a restart too, starts the
-    notebook from the same state; the probes' own draws are seeded per call
-    (:func:`autograder.probes.seeded`)."""
+    It also starts the global random states from seed 0
+    (:func:`autograder.randomness.seed_globals`). They would otherwise come from the OS, once
+    per batch (every worker forks from the batch's mother): a submission that draws unseeded
+    randomness would get other feedback, or other points, each time the class is graded. Every
+    worker, after a restart too, starts the notebook from the same state."""
     torch.manual_seed(0)
-    random.seed(0)
-    numpy.random.seed(0)  # noqa: NPY002 - the legacy global state is what np.random.rand draws from
+    seed_globals()
 
 
 def _display(*objects: Any, **kwargs: Any) -> None:

@@ -18,16 +18,13 @@ a mutant is judged only on its own task.
 from __future__ import annotations
 
 import importlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy
-import torch
-
 from autograder.core import CheckResult
 from autograder.grade import run_task
+from autograder.randomness import seed_globals
 from autograder.subject import LocalSubject
 from autograder.tasks import COURSE_ASSIGNMENTS, TASKS
 
@@ -115,9 +112,7 @@ def grade(entry: Entry) -> list[CheckResult]:
     if key not in _GRADED:
         # As the CI grader's worker starts each notebook (worker._warm_up): a mutant that draws
         # unseeded randomness gets the same feedback whatever ran before it in this process.
-        torch.manual_seed(0)
-        random.seed(0)
-        numpy.random.seed(0)  # noqa: NPY002 - the legacy global state, as np.random.rand
+        seed_globals()
         _GRADED[key] = run_task(
             entry.task, LocalSubject(namespace(entry)), ("public", "hidden")
         )
