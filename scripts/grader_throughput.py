@@ -187,7 +187,7 @@ def make_course(course: Path, assignments: list[str], submitted: Path) -> None:
 FLOOR = "in process, no sandbox (floor)"
 
 
-def run_floor(submitted: Path, pairs: list[tuple[str, str]], scores: Path) -> float:
+def run_floor(submitted: Path, scores: Path) -> float:
     """Seconds for :func:`floor_submissions` in a fresh interpreter (its CPU is metered with
     the rest); it writes the points it gave to ``scores``."""
     start = time.perf_counter()
@@ -224,7 +224,7 @@ def floor_submissions(submitted: Path, scores: Path) -> None:
     from autograder.subject import LocalSubject
 
     torch.set_num_threads(1)
-    for module in [*judge.worker_preload(()), *judge._preload(judge._public(()))]:
+    for module in judge.worker_preload(()):
         importlib.import_module(module)
     points: dict[str, float] = {}
     for notebook in sorted(submitted.glob("*/*/*.ipynb")):
@@ -477,9 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                     times[mode].append(run_nbgrader(base / "course", assignments))
                 elif mode == FLOOR:
                     floor_points = base / f"floor-{round_}.json"
-                    times[mode].append(
-                        run_floor(base / "submitted", pairs, floor_points)
-                    )
+                    times[mode].append(run_floor(base / "submitted", floor_points))
                 else:
                     jobs = int(mode.rsplit(" ", 1)[1])
                     out = base / f"out-jobs{jobs}-round{round_}"
